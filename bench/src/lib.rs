@@ -1,0 +1,1 @@
+//! Benchmark support: frame generators shared by the criterion benches.

@@ -1,0 +1,22 @@
+//! vswitch: a userspace virtual switch and dataplane for containers.
+//!
+//! Layering (each layer only uses the ones above it):
+//!
+//! * [`wire`]: views over frame bytes (Ethernet, 802.1Q, ARP, IPv4, UDP, TCP, ICMP), checksums.
+//! * [`batch`]: the frame batch that ports fill and drain; buffers are reused, never allocated
+//!   per frame.
+//! * [`fdb`]: the MAC table. [`pipeline`]: the pure forwarding decision over a batch.
+//! * [`port`]: the port trait and its kinds (in-memory, AF_PACKET, TAP).
+//! * [`gateway`]: the switch's own IP presence on a network (ARP, ICMP echo).
+//! * [`worker`]: the mio event loop that owns ports, tables and batches.
+//! * [`control`]: the daemon, its API and persisted state; [`netns`]: container attachment.
+
+pub mod batch;
+pub mod control;
+pub mod fdb;
+pub mod gateway;
+pub mod netns;
+pub mod pipeline;
+pub mod port;
+pub mod wire;
+pub mod worker;

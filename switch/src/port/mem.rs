@@ -1,0 +1,1 @@
+//! In-memory port for tests and benchmarks. (Owned by the pipeline work; placeholder.)

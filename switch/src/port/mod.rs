@@ -1,0 +1,44 @@
+//! Ports: where frames enter and leave the switch.
+//!
+//! A port receives a burst into a [`Batch`] and sends a selection of a batch's frames by index.
+//! Both calls are non-blocking and batched, so one call moves many frames: an AF_PACKET ring
+//! (veth host ends), a TAP file descriptor with vnet headers, a UDP socket with
+//! recvmmsg/sendmmsg (VXLAN) and the in-memory port used by tests all fit behind it.
+
+use crate::batch::Batch;
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod mem;
+
+/// Index of a port in the switch (dense, reused after removal).
+pub type PortId = u16;
+
+/// What a port can carry, so the switch knows when it must finish offloads in software.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCaps {
+    /// The port exchanges `virtio_net_hdr` with the kernel: GSO frames and partial checksums
+    /// pass through it unsplit.
+    pub vnet_hdr: bool,
+}
+
+/// A source and sink of frames.
+pub trait Port: Send {
+    /// A short name for listings (the host-side interface name, say).
+    fn name(&self) -> &str;
+
+    /// What the port can carry.
+    fn caps(&self) -> PortCaps;
+
+    /// Receives up to the batch's free capacity of frames, appending them to `batch`.
+    /// Never blocks: returns `Ok(0)` when nothing is pending.
+    fn recv_burst(&mut self, batch: &mut Batch) -> io::Result<usize>;
+
+    /// Sends the frames `batch.frame(i)` for `i` in `sel`, in order. Never blocks: returns how
+    /// many of the first frames were accepted; the caller counts the rest as dropped (TX full).
+    fn send_burst(&mut self, batch: &Batch, sel: &[u16]) -> io::Result<usize>;
+
+    /// The file descriptor that becomes readable when frames are pending, for the event loop.
+    /// `None` for ports that are polled (the in-memory port).
+    fn raw_fd(&self) -> Option<RawFd>;
+}

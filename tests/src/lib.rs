@@ -1,0 +1,1 @@
+//! Helpers for end-to-end tests: unique namespaces, daemons, cleanup in Drop.
