@@ -9,7 +9,9 @@ use crate::batch::Batch;
 use std::io;
 use std::os::fd::RawFd;
 
+pub mod afpacket;
 pub mod mem;
+pub mod sys;
 
 /// Index of a port in the switch (dense, reused after removal).
 pub type PortId = u16;
