@@ -1,0 +1,369 @@
+//! Decapsulation with validation.
+//!
+//! [`decap`] takes a whole outer Ethernet frame (an AF_PACKET or raw uplink) and checks, in
+//! order: Ethernet, EtherType IPv4, IPv4 version, no options, lengths, the header checksum,
+//! no fragment, the local address (when the table has one), protocol UDP, the destination port,
+//! the UDP length, the VXLAN I flag, an inner Ethernet header, the VNI and that the source
+//! address is a configured peer of that VNI. [`decap_udp_payload`] does the VXLAN part for a
+//! payload already received by a UDP socket. Each failure is a [`DecapError`] with details, and
+//! [`DecapError::reason`] folds it into a [`DecapReason`] to index a counter array
+//! ([`DecapStats`]). Nothing allocates; nothing panics on any input.
+//!
+//! A non-zero outer UDP checksum is not verified (RFC 7348 section 5 makes it optional for the
+//! receiver); the inner frame carries its own checksums. Outer 802.1Q tags are not parsed: an
+//! uplink on a VLAN should be the VLAN interface, which delivers untagged frames.
+
+use std::net::Ipv4Addr;
+
+use crate::checksum;
+use crate::template::{ETH_HDR_LEN, IPV4_HDR_LEN, MIN_INNER_LEN, UDP_HDR_LEN};
+use crate::vtep::{VtepId, VtepTable};
+use crate::vxlan::{Vni, VXLAN_FLAG_I, VXLAN_HDR_LEN};
+
+/// A packet accepted by decap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decapped {
+    /// The VNI of the packet.
+    pub vni: Vni,
+    /// The network the VNI maps to.
+    pub network: u16,
+    /// The remote VTEP that sent it (outer IPv4 source).
+    pub src_vtep: Ipv4Addr,
+    /// The id of that VTEP in the table (for the MAC table).
+    pub vtep: VtepId,
+    /// Offset of the inner Ethernet frame in the buffer given to decap.
+    pub inner_offset: usize,
+    /// Length of the inner Ethernet frame.
+    pub inner_len: usize,
+}
+
+/// The header a truncation was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Outer Ethernet header.
+    Ethernet,
+    /// Outer IPv4 header or its total length.
+    Ipv4,
+    /// UDP header or its length.
+    Udp,
+    /// VXLAN header.
+    Vxlan,
+    /// Inner Ethernet header.
+    Inner,
+}
+
+/// Why a packet was not decapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecapError {
+    /// Outer EtherType is not IPv4.
+    #[error("outer EtherType {0:#06x} is not IPv4: only VXLAN over IPv4 is decapsulated")]
+    NotIpv4(u16),
+    /// EtherType IPv4 but the version field says otherwise.
+    #[error("outer IP version {0} in an IPv4 frame: malformed packet")]
+    BadIpVersion(u8),
+    /// The outer IPv4 header has options (IHL > 5).
+    #[error("outer IPv4 header of {0} bytes has options: VXLAN senders do not use them, dropped")]
+    IpOptions(usize),
+    /// The outer packet is a fragment.
+    #[error("outer IPv4 fragment (offset {offset}, more fragments {more}): raise the underlay MTU by 50 bytes so VXLAN never fragments")]
+    Fragment {
+        /// Fragment offset in 8-byte units.
+        offset: u16,
+        /// The MF flag.
+        more: bool,
+    },
+    /// The outer IPv4 header checksum is wrong.
+    #[error("outer IPv4 header checksum is wrong: corrupted packet")]
+    BadIpChecksum,
+    /// Addressed to an IPv4 address other than the local VTEP.
+    #[error("outer destination {0} is not the local VTEP address")]
+    NotForUs(Ipv4Addr),
+    /// The outer protocol is not UDP.
+    #[error("outer IP protocol {0} is not UDP (17)")]
+    NotUdp(u8),
+    /// The UDP destination port is not the VXLAN port in use.
+    #[error("UDP destination port {port} is not the VXLAN port {expected}: the peer may use Linux's default 8472 (configure the same port on both ends)")]
+    WrongPort {
+        /// Port received.
+        port: u16,
+        /// Port expected.
+        expected: u16,
+    },
+    /// A header or length field runs past the data.
+    #[error("truncated {layer:?}: need {need} bytes, have {have}")]
+    Truncated {
+        /// Where.
+        layer: Layer,
+        /// Bytes the header or length field requires.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The VXLAN I flag is clear.
+    #[error("VXLAN flags {0:#04x} lack the I bit (0x08): not VXLAN, or another encapsulation on this port")]
+    BadFlags(u8),
+    /// The VNI is not configured.
+    #[error(
+        "VNI {0} is not configured on this switch: add it to the VTEP table or fix the peer's VNI"
+    )]
+    UnknownVni(Vni),
+    /// The sender is not a configured peer of the VNI.
+    #[error("{src} is not a configured remote VTEP of VNI {vni}: add it as a peer or ignore the stray sender")]
+    UnknownVtep {
+        /// The VNI.
+        vni: Vni,
+        /// The outer source address.
+        src: Ipv4Addr,
+    },
+}
+
+/// The reason of a [`DecapError`], suited to index a counter array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DecapReason {
+    /// Not IPv4 (EtherType or version).
+    NotIpv4,
+    /// Not UDP.
+    NotUdp,
+    /// Wrong UDP destination port.
+    WrongPort,
+    /// VXLAN I flag clear.
+    BadFlags,
+    /// A header or length runs past the data.
+    Truncated,
+    /// Unknown VNI.
+    UnknownVni,
+    /// Sender is not a peer of the VNI.
+    UnknownVtep,
+    /// Outer IPv4 options.
+    IpOptions,
+    /// Outer IPv4 fragment.
+    Fragment,
+    /// Outer IPv4 header checksum wrong.
+    BadIpChecksum,
+    /// Not addressed to the local VTEP.
+    NotForUs,
+}
+
+impl DecapReason {
+    /// Number of reasons (the size of a counter array).
+    pub const COUNT: usize = 11;
+    /// Every reason, in index order.
+    pub const ALL: [DecapReason; DecapReason::COUNT] = [
+        DecapReason::NotIpv4,
+        DecapReason::NotUdp,
+        DecapReason::WrongPort,
+        DecapReason::BadFlags,
+        DecapReason::Truncated,
+        DecapReason::UnknownVni,
+        DecapReason::UnknownVtep,
+        DecapReason::IpOptions,
+        DecapReason::Fragment,
+        DecapReason::BadIpChecksum,
+        DecapReason::NotForUs,
+    ];
+
+    /// Index in `0..COUNT`.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for counters and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DecapReason::NotIpv4 => "not_ipv4",
+            DecapReason::NotUdp => "not_udp",
+            DecapReason::WrongPort => "wrong_port",
+            DecapReason::BadFlags => "bad_flags",
+            DecapReason::Truncated => "truncated",
+            DecapReason::UnknownVni => "unknown_vni",
+            DecapReason::UnknownVtep => "unknown_vtep",
+            DecapReason::IpOptions => "ip_options",
+            DecapReason::Fragment => "fragment",
+            DecapReason::BadIpChecksum => "bad_ip_checksum",
+            DecapReason::NotForUs => "not_for_us",
+        }
+    }
+}
+
+impl DecapError {
+    /// The counter this error belongs to.
+    #[inline]
+    pub const fn reason(&self) -> DecapReason {
+        match self {
+            DecapError::NotIpv4(_) | DecapError::BadIpVersion(_) => DecapReason::NotIpv4,
+            DecapError::IpOptions(_) => DecapReason::IpOptions,
+            DecapError::Fragment { .. } => DecapReason::Fragment,
+            DecapError::BadIpChecksum => DecapReason::BadIpChecksum,
+            DecapError::NotForUs(_) => DecapReason::NotForUs,
+            DecapError::NotUdp(_) => DecapReason::NotUdp,
+            DecapError::WrongPort { .. } => DecapReason::WrongPort,
+            DecapError::Truncated { .. } => DecapReason::Truncated,
+            DecapError::BadFlags(_) => DecapReason::BadFlags,
+            DecapError::UnknownVni(_) => DecapReason::UnknownVni,
+            DecapError::UnknownVtep { .. } => DecapReason::UnknownVtep,
+        }
+    }
+}
+
+/// Counters of decap outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecapStats {
+    /// Packets decapsulated.
+    pub ok: u64,
+    /// Drops per [`DecapReason::index`].
+    pub drops: [u64; DecapReason::COUNT],
+}
+
+impl DecapStats {
+    /// Counts one outcome.
+    #[inline]
+    pub fn record<T>(&mut self, r: &Result<T, DecapError>) {
+        match r {
+            Ok(_) => self.ok += 1,
+            Err(e) => self.drops[e.reason().index()] += 1,
+        }
+    }
+
+    /// Drops counted for `reason`.
+    #[inline]
+    pub fn dropped(&self, reason: DecapReason) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another set of counters (e.g. per-batch into per-port).
+    pub fn merge(&mut self, o: &DecapStats) {
+        self.ok += o.ok;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+    }
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn truncated(layer: Layer, need: usize, have: usize) -> DecapError {
+    DecapError::Truncated { layer, need, have }
+}
+
+/// Decapsulates a whole outer Ethernet frame (see the module documentation for the checks).
+/// `expected_port` is the VXLAN UDP port in use (4789, or 8472 for Linux's default).
+/// Offsets in the result are relative to `outer`.
+pub fn decap(outer: &[u8], expected_port: u16, table: &VtepTable) -> Result<Decapped, DecapError> {
+    if outer.len() < ETH_HDR_LEN {
+        return Err(truncated(Layer::Ethernet, ETH_HDR_LEN, outer.len()));
+    }
+    let ethertype = be16(outer, 12);
+    if ethertype != 0x0800 {
+        return Err(DecapError::NotIpv4(ethertype));
+    }
+    let ip = &outer[ETH_HDR_LEN..];
+    if ip.len() < IPV4_HDR_LEN {
+        return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, ip.len()));
+    }
+    if ip[0] >> 4 != 4 {
+        return Err(DecapError::BadIpVersion(ip[0] >> 4));
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < IPV4_HDR_LEN {
+        return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, ihl));
+    }
+    if ihl > IPV4_HDR_LEN {
+        return Err(DecapError::IpOptions(ihl));
+    }
+    let total = usize::from(be16(ip, 2));
+    if total < IPV4_HDR_LEN {
+        return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, total));
+    }
+    if total > ip.len() {
+        return Err(truncated(Layer::Ipv4, total, ip.len()));
+    }
+    if !checksum::verify(&ip[..IPV4_HDR_LEN]) {
+        return Err(DecapError::BadIpChecksum);
+    }
+    let frag = be16(ip, 6);
+    if frag & 0x3fff != 0 {
+        return Err(DecapError::Fragment {
+            offset: frag & 0x1fff,
+            more: frag & 0x2000 != 0,
+        });
+    }
+    if let Some(local) = table.local_ip() {
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        if dst != local {
+            return Err(DecapError::NotForUs(dst));
+        }
+    }
+    if ip[9] != 17 {
+        return Err(DecapError::NotUdp(ip[9]));
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let l4 = &ip[IPV4_HDR_LEN..total];
+    if l4.len() < UDP_HDR_LEN {
+        return Err(truncated(Layer::Udp, UDP_HDR_LEN, l4.len()));
+    }
+    let port = be16(l4, 2);
+    if port != expected_port {
+        return Err(DecapError::WrongPort {
+            port,
+            expected: expected_port,
+        });
+    }
+    let udp_len = usize::from(be16(l4, 4));
+    if udp_len < UDP_HDR_LEN || udp_len > l4.len() {
+        return Err(truncated(Layer::Udp, udp_len.max(UDP_HDR_LEN), l4.len()));
+    }
+    let payload_offset = ETH_HDR_LEN + IPV4_HDR_LEN + UDP_HDR_LEN;
+    let mut d = decap_vxlan(&l4[UDP_HDR_LEN..udp_len], src, table)?;
+    d.inner_offset += payload_offset;
+    Ok(d)
+}
+
+/// Decapsulates a UDP payload received by a socket (`recvmmsg` gives the payload and the
+/// sender's address; the kernel has checked IP and UDP and the port is the socket's).
+/// Offsets in the result are relative to `payload`.
+#[inline]
+pub fn decap_udp_payload(
+    payload: &[u8],
+    src: Ipv4Addr,
+    table: &VtepTable,
+) -> Result<Decapped, DecapError> {
+    decap_vxlan(payload, src, table)
+}
+
+#[inline(always)]
+fn decap_vxlan(p: &[u8], src: Ipv4Addr, table: &VtepTable) -> Result<Decapped, DecapError> {
+    if p.len() < VXLAN_HDR_LEN {
+        return Err(truncated(Layer::Vxlan, VXLAN_HDR_LEN, p.len()));
+    }
+    if p[0] & VXLAN_FLAG_I == 0 {
+        return Err(DecapError::BadFlags(p[0]));
+    }
+    let inner_len = p.len() - VXLAN_HDR_LEN;
+    if inner_len < MIN_INNER_LEN {
+        return Err(truncated(Layer::Inner, MIN_INNER_LEN, inner_len));
+    }
+    let vni = Vni::from_u32_truncating(u32::from_be_bytes([0, p[4], p[5], p[6]]));
+    match table.classify(vni, src) {
+        Ok((network, vtep)) => Ok(Decapped {
+            vni,
+            network,
+            src_vtep: src,
+            vtep,
+            inner_offset: VXLAN_HDR_LEN,
+            inner_len,
+        }),
+        Err(false) => Err(DecapError::UnknownVni(vni)),
+        Err(true) => Err(DecapError::UnknownVtep { vni, src }),
+    }
+}
