@@ -1,1 +1,314 @@
-//! Helpers for end-to-end tests: unique namespaces, daemons, cleanup in Drop.
+//! Helpers for end-to-end tests: a vswitch daemon per test with its own socket and state
+//! directory, containers with names unique to the test, and cleanup in `Drop` (also when the
+//! test fails), so tests run in parallel and leave nothing behind.
+//!
+//! The tests need root (namespaces, veth, AF_PACKET). Run as another user they print why and
+//! return early.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// True when running as root; otherwise prints why the test does nothing.
+pub fn need_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: end-to-end tests need root (namespaces, veth, AF_PACKET)");
+    }
+    root
+}
+
+/// Path of the `vswitch` binary built by `cargo test --workspace` (or `VSWITCH_BIN`).
+pub fn vswitch_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VSWITCH_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/vswitch
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("vswitch");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p switch`) or set VSWITCH_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A short prefix unique to this test process and call, for namespace and container names.
+pub fn unique(tag: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    format!("{tag}{}x{n}", std::process::id() % 100000)
+}
+
+/// Runs a command and returns its output (never panics on a non-zero exit).
+pub fn sh(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// Runs a command and returns stdout, panicking with stderr on failure.
+pub fn sh_ok(cmd: &str, args: &[&str]) -> String {
+    let o = sh(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A vswitch daemon owned by one test.
+pub struct Daemon {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    /// Containers to remove on drop.
+    containers: std::cell::RefCell<Vec<String>>,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon with a fresh state directory.
+    pub fn start(tag: &str) -> Daemon {
+        Self::start_with(tag, &[])
+    }
+
+    /// Starts a daemon with extra `vswitch daemon` arguments.
+    pub fn start_with(tag: &str, args: &[&str]) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("vswitch-e2e-{}", unique(tag)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Daemon {
+            socket: dir.join("vswitch.sock"),
+            state_dir: dir.join("state"),
+            dir,
+            child: None,
+            containers: Default::default(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(vswitch_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vswitch daemon");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if self.cli(&["network", "ls"]).status.success() {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited with {st}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not come up: {}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// PID of the daemon process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Stops the daemon: SIGTERM (graceful) or SIGKILL (crash).
+    pub fn stop(&mut self, kill9: bool) {
+        if let Some(mut c) = self.child.take() {
+            let sig = if kill9 { "-KILL" } else { "-TERM" };
+            let _ = sh("kill", &[sig, &c.id().to_string()]);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same state directory and socket.
+    pub fn restart(&mut self, kill9: bool) {
+        self.stop(kill9);
+        self.spawn();
+    }
+
+    /// Runs `vswitch ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(vswitch_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vswitch")
+    }
+
+    /// Runs `vswitch ARGS`, panicking with its stderr on failure; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "vswitch {args:?} failed: {}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs `vswitch ARGS` expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(!o.status.success(), "vswitch {args:?} should have failed");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// `vswitch run --name NAME ARGS...`, remembered for cleanup.
+    pub fn run(&self, name: &str, args: &[&str]) -> String {
+        self.containers.borrow_mut().push(name.to_string());
+        let mut a = vec!["run", "--name", name];
+        a.extend_from_slice(args);
+        self.ok(&a)
+    }
+
+    /// Remembers a container for cleanup.
+    pub fn track(&self, name: &str) {
+        self.containers.borrow_mut().push(name.to_string());
+    }
+
+    /// A container's JSON as listed by `ps --json`.
+    pub fn container(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["ps", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The first address of a container.
+    pub fn ip_of(&self, name: &str) -> String {
+        self.container(name)["endpoints"][0]["ip"].as_str().expect("container has an address").to_string()
+    }
+
+    /// Runs a command in a container's namespace (`vswitch exec`).
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> Output {
+        let mut a = vec!["exec", name, "--"];
+        a.extend_from_slice(cmd);
+        self.cli(&a)
+    }
+
+    /// True when `ping` from container `from` to `ip` gets a reply.
+    pub fn ping(&self, from: &str, ip: &str) -> bool {
+        self.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", ip]).status.success()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            for c in self.containers.borrow().iter().rev() {
+                let _ = self.cli(&["rm", "-f", c]);
+            }
+        }
+        self.stop(false);
+        // Whatever the daemon could not remove: namespaces named after our containers.
+        for c in self.containers.borrow().iter() {
+            if Path::new("/run/netns").join(c).exists() {
+                let _ = sh("ip", &["netns", "del", c]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A network namespace created by a test (not through vswitch), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `ip netns add NAME` with loopback up.
+    pub fn new(name: &str) -> Netns {
+        let _ = sh("ip", &["netns", "del", name]);
+        sh_ok("ip", &["netns", "add", name]);
+        sh_ok("ip", &["-n", name, "link", "set", "lo", "up"]);
+        Netns { name: name.to_string() }
+    }
+
+    /// Runs a command inside.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut a = vec!["netns", "exec", &self.name];
+        a.extend_from_slice(cmd);
+        sh("ip", &a)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Names of kernel bridges on the host.
+pub fn kernel_bridges() -> Vec<String> {
+    let out = sh_ok("ip", &["-o", "link", "show", "type", "bridge"]);
+    out.lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
+        .collect()
+}
+
+/// Runs an iperf3 TCP test from container `client` to `server_ip` (server in container
+/// `server`), returning received bits per second.
+pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32) -> f64 {
+    let log = d.dir.join(format!("iperf-{server}.log"));
+    let info = d.container(server);
+    let ns = info["netns"].as_str().unwrap().to_string();
+    let mut srv = Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["iperf3", "-s", "-1", "--logfile"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iperf3 server");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = d.exec(client, &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(
+        out.status.success(),
+        "iperf3 failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
+    v["end"]["sum_received"]["bits_per_second"].as_f64().expect("bits_per_second")
+}
