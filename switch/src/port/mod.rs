@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 pub mod afpacket;
 pub mod mem;
 pub mod sys;
+pub mod tap;
 
 /// Index of a port in the switch (dense, reused after removal).
 pub type PortId = u16;

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Why a port could not be opened or created. Each message says what failed and what to check.
 #[derive(Debug, thiserror::Error)]
@@ -138,14 +138,6 @@ pub(crate) fn getsockopt_raw<T: Copy>(
         )
     })?;
     Ok(val)
-}
-
-/// Sets `O_NONBLOCK` on a file descriptor.
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL take no pointer arguments; an invalid fd only yields EBADF.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
 /// Wraps a freshly returned descriptor (checked for `-1`) into an [`OwnedFd`].
