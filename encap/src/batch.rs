@@ -159,3 +159,217 @@ pub fn decap_udp_payload_batch<'a, F, I>(
         on_frame(i, r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decap::{DecapReason, Layer};
+    use crate::flow::tests::ipv4_frame;
+    use crate::template::TemplateConfig;
+
+    const SLOT: usize = 512;
+    const HEADROOM: usize = 128;
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn vni() -> Vni {
+        Vni::new(5000).unwrap()
+    }
+
+    /// Four frames of different flows and sizes, plus one too short to encapsulate.
+    fn setup() -> (Vec<u8>, Vec<Span>, Vec<Vec<u8>>) {
+        let mut storage = vec![0u8; SLOT * 5];
+        let mut spans = Vec::new();
+        let mut frames = Vec::new();
+        for i in 0..5u8 {
+            let f = if i == 4 {
+                vec![0xee; 10]
+            } else {
+                ipv4_frame(
+                    [2, 0, 0, 0, 0, i],
+                    [2, 0, 0, 0, 1, i],
+                    [172, 17, 0, i],
+                    [172, 17, 0, 99],
+                    17,
+                    1000 + u16::from(i),
+                    53,
+                    usize::from(i) * 100,
+                )
+            };
+            let at = usize::from(i) * SLOT + HEADROOM;
+            storage[at..at + f.len()].copy_from_slice(&f);
+            spans.push(Span {
+                offset: HEADROOM,
+                len: f.len(),
+            });
+            frames.push(f);
+        }
+        (storage, spans, frames)
+    }
+
+    fn table() -> VtepTable {
+        let mut t = VtepTable::new();
+        t.add_vni(vni(), 3).unwrap();
+        t.add_peer(vni(), LOCAL).unwrap();
+        t
+    }
+
+    #[test]
+    fn encap_then_decap_restores_every_frame() {
+        let (mut storage, mut spans, frames) = setup();
+        let cfg = TemplateConfig::new(
+            [2, 0, 0, 0, 0, 0xa],
+            [2, 0, 0, 0, 0, 0xb],
+            LOCAL,
+            PEER,
+            vni(),
+        );
+        let t = EncapTemplate::new(&cfg).unwrap();
+        let mut drops = Vec::new();
+        let n = encap_batch(
+            &t,
+            storage.chunks_exact_mut(SLOT).zip(spans.iter_mut()),
+            |i, e| drops.push((i, e)),
+        );
+        assert_eq!(n, 4);
+        assert_eq!(drops, vec![(4, EncapError::InnerTooShort(10))]);
+        assert_eq!(
+            spans[4],
+            Span {
+                offset: HEADROOM,
+                len: 10
+            },
+            "dropped frame untouched"
+        );
+        let mut ports = std::collections::HashSet::new();
+        for (i, s) in spans.iter().take(4).enumerate() {
+            assert_eq!(
+                *s,
+                Span {
+                    offset: HEADROOM - OUTER_LEN,
+                    len: frames[i].len() + OUTER_LEN
+                }
+            );
+            let slot = &storage[i * SLOT..(i + 1) * SLOT];
+            let port = u16::from_be_bytes([slot[s.offset + 34], slot[s.offset + 35]]);
+            assert_eq!(port, t.src_port_for(&frames[i]));
+            ports.insert(port);
+        }
+        assert!(
+            ports.len() > 1,
+            "different flows got different source ports"
+        );
+
+        // The receiving side: the peer's table knows LOCAL as a peer of the VNI.
+        let rt = table();
+        let mut stats = crate::decap::DecapStats::default();
+        let mut seen = Vec::new();
+        decap_batch(
+            storage.chunks_exact(SLOT).zip(spans.iter_mut()),
+            4789,
+            &rt,
+            &mut stats,
+            |i, r| seen.push((i, r.map(|d| d.network).map_err(|e| e.reason()))),
+        );
+        assert_eq!(stats.ok, 4);
+        assert_eq!(stats.dropped(DecapReason::Truncated), 1); // the 10-byte frame
+        assert_eq!(seen[4], (4, Err(DecapReason::Truncated)));
+        assert!(seen[..4].iter().all(|(_, r)| *r == Ok(3)));
+        for (i, s) in spans.iter().enumerate() {
+            assert_eq!(
+                *s,
+                Span {
+                    offset: HEADROOM,
+                    len: frames[i].len()
+                }
+            );
+            assert_eq!(
+                &storage[i * SLOT + s.offset..i * SLOT + s.offset + s.len],
+                &frames[i][..]
+            );
+        }
+    }
+
+    #[test]
+    fn udp_payload_batch_roundtrip() {
+        let (mut storage, mut spans, frames) = setup();
+        let mut drops = Vec::new();
+        let n = encap_udp_payload_batch(
+            vni(),
+            storage.chunks_exact_mut(SLOT).zip(spans.iter_mut()),
+            |i, e| drops.push((i, e)),
+        );
+        assert_eq!((n, drops.len()), (4, 1));
+        assert_eq!(
+            spans[0],
+            Span {
+                offset: HEADROOM - 8,
+                len: frames[0].len() + 8
+            }
+        );
+        let rt = table();
+        let mut stats = crate::decap::DecapStats::default();
+        let mut oks = 0;
+        let items = storage
+            .chunks_exact(SLOT)
+            .zip(spans.iter_mut())
+            .map(|(s, m)| (s, m, LOCAL));
+        decap_udp_payload_batch(items, &rt, &mut stats, |_, r| oks += usize::from(r.is_ok()));
+        assert_eq!((oks, stats.ok), (4, 4));
+        assert_eq!(stats.dropped(DecapReason::Truncated), 1);
+        assert_eq!(
+            spans[2],
+            Span {
+                offset: HEADROOM,
+                len: frames[2].len()
+            }
+        );
+    }
+
+    #[test]
+    fn spans_outside_the_slot_are_reported_not_panicked() {
+        let mut slot = [0u8; 64];
+        let mut span = Span {
+            offset: 60,
+            len: 100,
+        };
+        let mut stats = crate::decap::DecapStats::default();
+        let mut got = None;
+        decap_batch(
+            std::iter::once((&slot[..], &mut span)),
+            4789,
+            &table(),
+            &mut stats,
+            |_, r| got = Some(r),
+        );
+        assert_eq!(
+            got,
+            Some(Err(DecapError::Truncated {
+                layer: Layer::Ethernet,
+                need: 160,
+                have: 64
+            }))
+        );
+        let cfg = TemplateConfig::new(
+            [2, 0, 0, 0, 0, 0xa],
+            [2, 0, 0, 0, 0, 0xb],
+            LOCAL,
+            PEER,
+            vni(),
+        );
+        let t = EncapTemplate::new(&cfg).unwrap();
+        let mut err = None;
+        let n = encap_batch(&t, std::iter::once((&mut slot[..], &mut span)), |_, e| {
+            err = Some(e)
+        });
+        assert_eq!(n, 0);
+        assert!(matches!(err, Some(EncapError::OutOfBounds { .. })));
+        assert_eq!(
+            span,
+            Span {
+                offset: 60,
+                len: 100
+            }
+        );
+    }
+}

@@ -367,3 +367,348 @@ fn decap_vxlan(p: &[u8], src: Ipv4Addr, table: &VtepTable) -> Result<Decapped, D
         Err(true) => Err(DecapError::UnknownVtep { vni, src }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::tests::ipv4_frame;
+    use crate::template::{encap_into, EncapTemplate, TemplateConfig};
+    use proptest::prelude::*;
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn vni(v: u32) -> Vni {
+        Vni::new(v).unwrap()
+    }
+
+    fn table() -> VtepTable {
+        let mut t = VtepTable::new();
+        t.add_vni(vni(42), 7).unwrap();
+        t.add_peer(vni(42), Ipv4Addr::new(10, 0, 0, 9)).unwrap();
+        t.add_peer(vni(42), PEER).unwrap();
+        t
+    }
+
+    fn inner() -> Vec<u8> {
+        ipv4_frame(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            [1, 1, 1, 1],
+            [2, 2, 2, 2],
+            6,
+            1,
+            2,
+            30,
+        )
+    }
+
+    fn packet_with(f: impl FnOnce(&mut TemplateConfig)) -> Vec<u8> {
+        let mut c = TemplateConfig::new(
+            [2, 0, 0, 0, 0, 0xa],
+            [2, 0, 0, 0, 0, 0xb],
+            PEER,
+            LOCAL,
+            vni(42),
+        );
+        f(&mut c);
+        let t = EncapTemplate::new(&c).unwrap();
+        let inner = inner();
+        let mut out = vec![0u8; inner.len() + 50];
+        let n = encap_into(&t, &inner, &mut out, 50001).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    fn packet() -> Vec<u8> {
+        packet_with(|_| {})
+    }
+
+    /// Recomputes the outer IPv4 checksum after a test edited the header.
+    fn fix_csum(p: &mut [u8]) {
+        p[24] = 0;
+        p[25] = 0;
+        let c = checksum::checksum(&p[14..34]);
+        p[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+
+    fn err(p: &[u8]) -> DecapError {
+        decap(p, 4789, &table()).unwrap_err()
+    }
+
+    #[test]
+    fn roundtrip() {
+        let p = packet();
+        let t = table();
+        let d = decap(&p, 4789, &t).unwrap();
+        assert_eq!(d.vni, vni(42));
+        assert_eq!(d.network, 7);
+        assert_eq!(d.src_vtep, PEER);
+        assert_eq!(Some(d.vtep), t.vtep_id(PEER));
+        assert_eq!(d.inner_offset, 50);
+        assert_eq!(
+            &p[d.inner_offset..d.inner_offset + d.inner_len],
+            &inner()[..]
+        );
+        // Ethernet padding after the IPv4 packet is not part of the inner frame.
+        let mut padded = p.clone();
+        padded.extend_from_slice(&[0xee; 6]);
+        assert_eq!(decap(&padded, 4789, &t), Ok(d));
+        // The local address check passes for packets addressed to us.
+        let mut t2 = table();
+        t2.set_local_ip(Some(LOCAL));
+        assert_eq!(decap(&p, 4789, &t2), Ok(d));
+    }
+
+    #[test]
+    fn every_error_reason() {
+        let base = packet();
+
+        let mut p = base.clone();
+        p[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(err(&p), DecapError::NotIpv4(0x86dd));
+
+        let mut p = base.clone();
+        p[14] = 0x65;
+        assert_eq!(err(&p), DecapError::BadIpVersion(6));
+        assert_eq!(err(&p).reason(), DecapReason::NotIpv4);
+
+        let mut p = base.clone();
+        p[14] = 0x46;
+        assert_eq!(err(&p), DecapError::IpOptions(24));
+
+        let mut p = base.clone();
+        p[24] ^= 0x01;
+        assert_eq!(err(&p), DecapError::BadIpChecksum);
+
+        let mut p = base.clone();
+        p[20] = 0x20; // MF
+        fix_csum(&mut p);
+        assert_eq!(
+            err(&p),
+            DecapError::Fragment {
+                offset: 0,
+                more: true
+            }
+        );
+        let mut p = base.clone();
+        p[20] = 0x40;
+        p[21] = 0x10; // DF and offset 16
+        fix_csum(&mut p);
+        assert_eq!(
+            err(&p),
+            DecapError::Fragment {
+                offset: 16,
+                more: false
+            }
+        );
+
+        let mut t = table();
+        t.set_local_ip(Some(Ipv4Addr::new(10, 0, 0, 3)));
+        assert_eq!(decap(&base, 4789, &t), Err(DecapError::NotForUs(LOCAL)));
+
+        let mut p = base.clone();
+        p[23] = 6;
+        fix_csum(&mut p);
+        assert_eq!(err(&p), DecapError::NotUdp(6));
+
+        let p = packet_with(|c| c.dst_port = 8472);
+        assert_eq!(
+            err(&p),
+            DecapError::WrongPort {
+                port: 8472,
+                expected: 4789
+            }
+        );
+        assert_eq!(decap(&p, 8472, &table()).map(|d| d.vni), Ok(vni(42)));
+
+        let mut p = base.clone();
+        p[42] = 0x00;
+        assert_eq!(err(&p), DecapError::BadFlags(0));
+
+        let p = packet_with(|c| c.vni = vni(43));
+        assert_eq!(err(&p), DecapError::UnknownVni(vni(43)));
+
+        let stranger = Ipv4Addr::new(10, 0, 0, 77);
+        let p = packet_with(|c| c.src_ip = stranger);
+        assert_eq!(
+            err(&p),
+            DecapError::UnknownVtep {
+                vni: vni(42),
+                src: stranger
+            }
+        );
+    }
+
+    #[test]
+    fn truncations() {
+        let base = packet();
+        let tr = |layer| move |e: DecapError| matches!(e, DecapError::Truncated { layer: l, .. } if l == layer);
+
+        assert!(tr(Layer::Ethernet)(err(&base[..13])));
+        assert!(tr(Layer::Ipv4)(err(&base[..33])));
+        // IPv4 total length beyond the data.
+        assert_eq!(
+            err(&base[..base.len() - 1]),
+            DecapError::Truncated {
+                layer: Layer::Ipv4,
+                need: base.len() - 14,
+                have: base.len() - 15
+            }
+        );
+        // IHL below 5.
+        let mut p = base.clone();
+        p[14] = 0x44;
+        assert!(tr(Layer::Ipv4)(err(&p)));
+        // Total length below the header.
+        let mut p = base.clone();
+        p[16..18].copy_from_slice(&19u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert!(tr(Layer::Ipv4)(err(&p)));
+        // IPv4 payload too short for UDP.
+        let mut p = base[..14 + 20 + 4].to_vec();
+        p[16..18].copy_from_slice(&24u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert!(tr(Layer::Udp)(err(&p)));
+        // UDP length beyond the IPv4 payload, and below 8.
+        let mut p = base.clone();
+        let l = (base.len() - 34 + 1) as u16;
+        p[38..40].copy_from_slice(&l.to_be_bytes());
+        assert!(tr(Layer::Udp)(err(&p)));
+        p[38..40].copy_from_slice(&7u16.to_be_bytes());
+        assert!(tr(Layer::Udp)(err(&p)));
+        // UDP length leaving less than a VXLAN header, then less than an inner Ethernet header.
+        p[38..40].copy_from_slice(&15u16.to_be_bytes());
+        assert_eq!(
+            err(&p),
+            DecapError::Truncated {
+                layer: Layer::Vxlan,
+                need: 8,
+                have: 7
+            }
+        );
+        p[38..40].copy_from_slice(&(8u16 + 8 + 13).to_be_bytes());
+        assert_eq!(
+            err(&p),
+            DecapError::Truncated {
+                layer: Layer::Inner,
+                need: 14,
+                have: 13
+            }
+        );
+        assert_eq!(err(&p).reason(), DecapReason::Truncated);
+    }
+
+    #[test]
+    fn udp_payload_path() {
+        let t = table();
+        let p = packet();
+        let payload = &p[42..];
+        let d = decap_udp_payload(payload, PEER, &t).unwrap();
+        assert_eq!(
+            (d.vni, d.network, d.inner_offset, d.inner_len),
+            (vni(42), 7, 8, inner().len())
+        );
+        assert_eq!(
+            decap_udp_payload(payload, Ipv4Addr::new(9, 9, 9, 9), &t),
+            Err(DecapError::UnknownVtep {
+                vni: vni(42),
+                src: Ipv4Addr::new(9, 9, 9, 9)
+            })
+        );
+        assert_eq!(
+            decap_udp_payload(&payload[..7], PEER, &t),
+            Err(DecapError::Truncated {
+                layer: Layer::Vxlan,
+                need: 8,
+                have: 7
+            })
+        );
+        assert_eq!(
+            decap_udp_payload(&payload[..21], PEER, &t),
+            Err(DecapError::Truncated {
+                layer: Layer::Inner,
+                need: 14,
+                have: 13
+            })
+        );
+        let mut q = payload.to_vec();
+        q[6] = 41;
+        assert_eq!(
+            decap_udp_payload(&q, PEER, &t),
+            Err(DecapError::UnknownVni(vni(41)))
+        );
+        q[0] = 0x04;
+        assert_eq!(
+            decap_udp_payload(&q, PEER, &t),
+            Err(DecapError::BadFlags(4))
+        );
+    }
+
+    #[test]
+    fn reasons_and_stats() {
+        for (i, r) in DecapReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let names: std::collections::HashSet<_> =
+            DecapReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), DecapReason::COUNT);
+
+        let t = table();
+        let good = packet();
+        let mut bad = good.clone();
+        bad[42] = 0;
+        let mut s = DecapStats::default();
+        s.record(&decap(&good, 4789, &t));
+        s.record(&decap(&bad, 4789, &t));
+        s.record(&decap(&bad, 4789, &t));
+        s.record(&decap(&good, 1, &t));
+        assert_eq!(s.ok, 1);
+        assert_eq!(s.dropped(DecapReason::BadFlags), 2);
+        assert_eq!(s.dropped(DecapReason::WrongPort), 1);
+        assert_eq!(s.total_drops(), 3);
+        let mut all = DecapStats::default();
+        all.merge(&s);
+        all.merge(&s);
+        assert_eq!((all.ok, all.total_drops()), (2, 6));
+        assert!(DecapError::WrongPort {
+            port: 8472,
+            expected: 4789
+        }
+        .to_string()
+        .contains("8472"));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), port in any::<u16>()) {
+            let mut t = table();
+            let _ = decap(&bytes, port, &t);
+            let _ = decap_udp_payload(&bytes, PEER, &t);
+            t.set_local_ip(Some(LOCAL));
+            let _ = decap(&bytes, port, &t);
+        }
+
+        #[test]
+        fn mutated_packets_never_panic_and_stay_in_bounds(
+            edits in proptest::collection::vec((0usize..80, any::<u8>()), 0..6),
+            cut in 0usize..200,
+        ) {
+            let mut p = packet();
+            for (i, b) in edits {
+                if i < p.len() {
+                    p[i] = b;
+                }
+            }
+            // Keep the checksum right half of the time so the deeper checks are reached.
+            if cut % 2 == 0 {
+                fix_csum(&mut p);
+            }
+            p.truncate(cut.max(1));
+            if let Ok(d) = decap(&p, 4789, &table()) {
+                prop_assert!(d.inner_offset + d.inner_len <= p.len());
+                prop_assert!(d.inner_len >= 14);
+            }
+        }
+    }
+}

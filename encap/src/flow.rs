@@ -212,6 +212,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// An Ethernet + IPv4 + UDP/TCP frame for tests.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn ipv4_frame(
         src_mac: [u8; 6],
         dst_mac: [u8; 6],

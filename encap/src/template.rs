@@ -408,3 +408,250 @@ pub fn encap_udp_payload_in_place(
     buf[start..frame_offset].copy_from_slice(&header_bytes(vni));
     Ok(start)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::tests::ipv4_frame;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+    fn cfg() -> TemplateConfig {
+        TemplateConfig::new(
+            SRC_MAC,
+            DST_MAC,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            Vni::new(42).unwrap(),
+        )
+    }
+
+    fn inner(payload: usize) -> Vec<u8> {
+        ipv4_frame(
+            [0x02, 0xaa, 0, 0, 0, 1],
+            [0x02, 0xbb, 0, 0, 0, 2],
+            [172, 17, 0, 2],
+            [172, 17, 0, 3],
+            17,
+            1234,
+            5678,
+            payload,
+        )
+    }
+
+    /// Parses an outer packet with etherparse and checks every header field against `t`.
+    fn check_with_etherparse(t: &EncapTemplate, pkt: &[u8], inner: &[u8], src_port: u16) {
+        let p = SlicedPacket::from_ethernet(pkt).expect("etherparse parses the outer packet");
+        let Some(NetSlice::Ipv4(ip)) = p.net else {
+            panic!("outer is not IPv4");
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+        assert_eq!(usize::from(h.total_len), pkt.len() - ETH_HDR_LEN);
+        assert!(h.dont_fragment);
+        assert_eq!(h.identification, 0);
+        assert_eq!(h.time_to_live, 64);
+        assert_eq!(h.source, t.src_ip().octets());
+        assert_eq!(h.destination, t.dst_ip().octets());
+        let Some(TransportSlice::Udp(udp)) = p.transport else {
+            panic!("outer is not UDP");
+        };
+        assert_eq!(
+            usize::from(udp.length()),
+            UDP_HDR_LEN + VXLAN_HDR_LEN + inner.len()
+        );
+        assert_eq!(udp.source_port(), src_port);
+        assert_eq!(udp.destination_port(), t.dst_port());
+        assert_eq!(udp.checksum(), 0);
+        assert_eq!(&udp.payload()[..VXLAN_HDR_LEN], &header_bytes(t.vni()));
+        assert_eq!(&udp.payload()[VXLAN_HDR_LEN..], inner);
+    }
+
+    #[test]
+    fn known_packet_byte_for_byte() {
+        let t = EncapTemplate::new(&cfg()).unwrap();
+        let f = inner(22);
+        assert_eq!(f.len(), 64);
+        let mut buf = vec![0u8; 128 + 64 + 16];
+        buf[128..192].copy_from_slice(&f);
+        let start = encap_in_place(&t, &mut buf, 128, 64, 50000).unwrap();
+        assert_eq!(start, 78);
+        #[rustfmt::skip]
+        let expected: [u8; 50] = [
+            // Ethernet: dst, src, IPv4
+            0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,
+            // IPv4: 45 00 len=100 id=0 DF ttl=64 udp csum=0x2687 10.0.0.1 -> 10.0.0.2
+            0x45, 0x00, 0x00, 0x64, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x26, 0x87,
+            10, 0, 0, 1, 10, 0, 0, 2,
+            // UDP: 50000 -> 4789, len 80, csum 0
+            0xc3, 0x50, 0x12, 0xb5, 0x00, 0x50, 0x00, 0x00,
+            // VXLAN: I flag, VNI 42
+            0x08, 0, 0, 0, 0, 0, 42, 0,
+        ];
+        assert_eq!(&buf[78..128], &expected[..]);
+        assert_eq!(&buf[128..192], &f[..], "inner frame untouched");
+        assert!(
+            buf[..78].iter().all(|&b| b == 0),
+            "nothing written before the header"
+        );
+        check_with_etherparse(&t, &buf[78..192], &f, 50000);
+    }
+
+    #[test]
+    fn lengths_and_checksums_for_many_sizes() {
+        let t = EncapTemplate::new(&cfg()).unwrap();
+        for payload in [0usize, 22, 100, 1458, 8958, MAX_INNER_LEN - 42] {
+            let f = inner(payload);
+            let port = t.src_port_for(&f);
+            let mut out = vec![0u8; f.len() + OUTER_LEN];
+            assert_eq!(encap_into(&t, &f, &mut out, port), Ok(f.len() + OUTER_LEN));
+            check_with_etherparse(&t, &out, &f, port);
+            // In place gives the same bytes.
+            let mut buf = vec![0u8; 128 + f.len()];
+            buf[128..].copy_from_slice(&f);
+            let s = encap_in_place(&t, &mut buf, 128, f.len(), port).unwrap();
+            assert_eq!(&buf[s..], &out[..]);
+        }
+    }
+
+    #[test]
+    fn retarget_and_options() {
+        let mut c = cfg();
+        c.dst_port = crate::vxlan::LINUX_VXLAN_PORT;
+        c.ttl = 7;
+        c.tos = 0xb8;
+        c.dont_fragment = false;
+        let mut t = EncapTemplate::new(&c).unwrap();
+        t.set_destination(Ipv4Addr::new(192, 0, 2, 99), [0x02, 9, 9, 9, 9, 9])
+            .unwrap();
+        t.set_vni(Vni::new(0xabcdef).unwrap());
+        assert_eq!(t.dst_ip(), Ipv4Addr::new(192, 0, 2, 99));
+        assert_eq!(t.vni().get(), 0xabcdef);
+        assert_eq!(t.dst_port(), 8472);
+        let f = inner(30);
+        let mut out = vec![0u8; 200];
+        let n = encap_into(&t, &f, &mut out, 60000).unwrap();
+        let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = p.net else {
+            panic!()
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(h.time_to_live, 7);
+        assert!(!h.dont_fragment);
+        assert_eq!(h.destination, [192, 0, 2, 99]);
+        assert_eq!(&out[..6], &[0x02, 9, 9, 9, 9, 9]);
+        assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        assert_eq!(
+            t.set_destination(Ipv4Addr::BROADCAST, DST_MAC),
+            Err(TemplateError::BadDestinationIp(Ipv4Addr::BROADCAST))
+        );
+        assert!(format!("{t:?}").contains("192.0.2.99"));
+        assert_eq!(
+            t.outer_header()[OFF_IP_CSUM],
+            0,
+            "template keeps per-packet fields zero"
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        let mut c = cfg();
+        c.src_ip = Ipv4Addr::UNSPECIFIED;
+        assert_eq!(
+            EncapTemplate::new(&c),
+            Err(TemplateError::BadSourceIp(c.src_ip))
+        );
+        let mut c = cfg();
+        c.dst_ip = Ipv4Addr::UNSPECIFIED;
+        assert_eq!(
+            EncapTemplate::new(&c),
+            Err(TemplateError::BadDestinationIp(c.dst_ip))
+        );
+        let mut c = cfg();
+        c.src_mac = [0x01, 0, 0x5e, 0, 0, 1];
+        assert_eq!(
+            EncapTemplate::new(&c),
+            Err(TemplateError::BadSourceMac(c.src_mac))
+        );
+        let mut c = cfg();
+        c.dst_port = 0;
+        assert_eq!(EncapTemplate::new(&c), Err(TemplateError::BadPort));
+        assert!(TemplateError::BadPort.to_string().contains("4789"));
+        let mut c = cfg();
+        c.ttl = 0;
+        assert_eq!(EncapTemplate::new(&c), Err(TemplateError::BadTtl));
+    }
+
+    #[test]
+    fn encap_errors_write_nothing() {
+        let t = EncapTemplate::new(&cfg()).unwrap();
+        let mut buf = vec![0u8; 200];
+        assert_eq!(
+            encap_in_place(&t, &mut buf, 49, 64, 1),
+            Err(EncapError::NoHeadroom { have: 49, need: 50 })
+        );
+        assert_eq!(
+            encap_in_place(&t, &mut buf, 128, 100, 1),
+            Err(EncapError::OutOfBounds {
+                offset: 128,
+                len: 100,
+                buf_len: 200
+            })
+        );
+        assert_eq!(
+            encap_in_place(&t, &mut buf, usize::MAX, 2, 1),
+            Err(EncapError::OutOfBounds {
+                offset: usize::MAX,
+                len: 2,
+                buf_len: 200
+            })
+        );
+        assert_eq!(
+            encap_in_place(&t, &mut buf, 128, 13, 1),
+            Err(EncapError::InnerTooShort(13))
+        );
+        assert!(buf.iter().all(|&b| b == 0));
+        let mut big = vec![0u8; 128 + MAX_INNER_LEN + 1];
+        assert_eq!(
+            encap_in_place(&t, &mut big, 128, MAX_INNER_LEN + 1, 1),
+            Err(EncapError::InnerTooLarge(MAX_INNER_LEN + 1))
+        );
+        assert_eq!(
+            encap_into(&t, &[0u8; 64], &mut [0u8; 113], 1),
+            Err(EncapError::OutputTooSmall {
+                have: 113,
+                need: 114
+            })
+        );
+        assert!(EncapError::NoHeadroom { have: 0, need: 50 }
+            .to_string()
+            .contains("headroom"));
+    }
+
+    #[test]
+    fn udp_payload_encap() {
+        let vni = Vni::new(7).unwrap();
+        let mut buf = [0u8; 40];
+        assert_eq!(encap_udp_payload_in_place(vni, &mut buf, 8, 20), Ok(0));
+        assert_eq!(&buf[..8], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
+        assert_eq!(
+            encap_udp_payload_in_place(vni, &mut buf, 7, 20),
+            Err(EncapError::NoHeadroom { have: 7, need: 8 })
+        );
+        assert_eq!(
+            encap_udp_payload_in_place(vni, &mut buf, 8, 33),
+            Err(EncapError::OutOfBounds {
+                offset: 8,
+                len: 33,
+                buf_len: 40
+            })
+        );
+        assert_eq!(
+            encap_udp_payload_in_place(vni, &mut buf, 8, 10),
+            Err(EncapError::InnerTooShort(10))
+        );
+    }
+}

@@ -144,7 +144,7 @@ impl VtepTable {
         VtepTable::default()
     }
 
-    /// The local VTEP address. When set, [`crate::decap`] drops packets addressed to any other
+    /// The local VTEP address. When set, [`crate::decap()`] drops packets addressed to any other
     /// IPv4 address.
     pub fn set_local_ip(&mut self, ip: Option<Ipv4Addr>) {
         self.local_ip = ip;
