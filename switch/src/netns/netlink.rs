@@ -19,11 +19,12 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -204,13 +205,30 @@ impl Netlink {
     }
 
     /// Sends one request and collects the messages of its reply until its ACK (or `DONE` for
-    /// dumps). An error ACK becomes [`NetnsError::Netlink`] naming `op`.
+    /// dumps). An error ACK becomes [`NetnsError::Netlink`] naming `op`. A dump that the kernel
+    /// marks inconsistent (`NLM_F_DUMP_INTR`: the table changed meanwhile) is retried.
     fn request(
         &self,
         op: &dyn Fn() -> String,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (out, interrupted) = self.request_once(op, msg.clone(), flags)?;
+            if !interrupted || attempts >= 3 {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn request_once(
+        &self,
+        op: &dyn Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
         let mut hdr = NetlinkHeader::default();
@@ -229,6 +247,7 @@ impl Netlink {
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
+        let mut interrupted = false;
         let mut rbuf: Vec<u8> = Vec::with_capacity(RECV_BUF);
         loop {
             rbuf.clear();
@@ -277,9 +296,10 @@ impl Netlink {
                     continue;
                 }
                 let msg_flags = m.header.flags;
+                interrupted |= msg_flags & NLM_F_DUMP_INTR != 0;
                 match m.payload {
                     NetlinkPayload::Error(e) => match e.code {
-                        None if !dump => return Ok(out),
+                        None if !dump => return Ok((out, interrupted)),
                         None => {}
                         Some(code) => {
                             return Err(NetnsError::Netlink {
@@ -297,7 +317,7 @@ impl Netlink {
                                 ext_ack: parse_ext_ack_tlvs(&d.extended_ack),
                             });
                         }
-                        return Ok(out);
+                        return Ok((out, interrupted));
                     }
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Overrun(_) => {
@@ -411,6 +431,40 @@ impl Netlink {
         ]));
         self.request(
             &|| format!("creating veth {}", p.host_name),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// `ip link add NAME link PARENT type macvlan mode bridge [netns NS]`: a macvlan in bridge
+    /// mode on `parent`, created directly in `netns` if given (down, random MAC unless `mac`).
+    pub fn create_macvlan(
+        &self,
+        name: &str,
+        parent: &str,
+        netns: Option<BorrowedFd<'_>>,
+        mac: Option<MacAddr>,
+    ) -> Result<()> {
+        validate_ifname(name)?;
+        let parent_index = self.link_index(parent)?;
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::Link(parent_index));
+        if let Some(fd) = netns {
+            m.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        }
+        if let Some(mac) = mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::MacVlan),
+            NlLinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Bridge,
+            )])),
+        ]));
+        self.request(
+            &|| format!("creating macvlan {name} on {parent}"),
             RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )?;
@@ -761,6 +815,27 @@ mod tests {
             assert!(!peer.link_exists("eth0").unwrap());
         })
         .unwrap();
+    }
+
+    #[test]
+    fn macvlan_is_created_in_the_target_namespace() {
+        if skip_unless_root() {
+            return;
+        }
+        let host = TestNs::new("vswt-mh");
+        let cont = TestNs::new("vswt-mc");
+        let cont_fd = open_netns_path(&cont.path()).unwrap();
+        let nl = Netlink::in_netns(&host.path()).unwrap();
+        nl.create_veth("up0", "up1", None).unwrap();
+        nl.set_promiscuous("up0", true).unwrap();
+        let mac = MacAddr([0x02, 0x42, 0x0a, 0x56, 0, 4]);
+        nl.create_macvlan("mv0", "up0", Some(cont_fd.as_fd()), Some(mac))
+            .unwrap();
+        let shown = ip(&["-n", &cont.name, "-d", "-o", "link", "show", "mv0"]);
+        assert!(shown.contains("macvlan mode bridge"), "{shown}");
+        assert!(shown.contains("02:42:0a:56:00:04"), "{shown}");
+        let e = nl.create_macvlan("mv1", "nope0", None, None).unwrap_err();
+        assert!(matches!(e, NetnsError::NoSuchLink(_)), "{e}");
     }
 
     #[test]
