@@ -816,4 +816,43 @@ mod tests {
         let e = AfPacketPort::open_with("lo", bad).unwrap_err();
         assert!(matches!(e, PortError::BadGeometry { .. }), "{e}");
     }
+
+    fn measure_mode(label: &str, c: AfPacketConfig) {
+        if skip() {
+            return;
+        }
+        crate::port::sys::testnet::measure(label, 5, |na, nb| {
+            let va = Veth::new(na, "10.203.0.1/24");
+            let vb = Veth::new(nb, "10.203.0.2/24");
+            if !c.vnet_hdr {
+                // Without vnet headers partial checksums cannot be carried: finish them in
+                // the containers, as the peers' scripts do.
+                for ns in [na, nb] {
+                    ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+                }
+            }
+            let pa = AfPacketPort::open_with(&va.host, c).unwrap();
+            let pb = AfPacketPort::open_with(&vb.host, c).unwrap();
+            (
+                pa,
+                pb,
+                vec![Box::new(va) as Box<dyn std::any::Any>, Box::new(vb)],
+            )
+        });
+    }
+
+    /// Throughput and latency of AF_PACKET <-> AF_PACKET through a trivial forwarder, in each
+    /// receive mode. Run by hand: `cargo test --release -p switch measure_ -- --ignored
+    /// --nocapture --test-threads=1`.
+    #[test]
+    #[ignore = "measurement, run by hand"]
+    fn measure_afpacket() {
+        measure_mode("af_packet ring+vnet", cfg(RxMode::Ring));
+        measure_mode("af_packet mmsg+vnet", cfg(RxMode::Mmsg));
+        let plain = AfPacketConfig {
+            vnet_hdr: false,
+            ..cfg(RxMode::Mmsg)
+        };
+        measure_mode("af_packet mmsg, no vnet", plain);
+    }
 }

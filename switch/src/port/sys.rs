@@ -469,4 +469,59 @@ pub(crate) mod testnet {
         assert_eq!(got, bytes, "receiver got all bytes");
         st
     }
+
+    /// Measures a forwarder between two ports (run by hand: the ignored `measure_*` tests):
+    /// iperf3 TCP single stream A -> B for `secs` seconds and 50 pings. Prints one line.
+    pub fn measure<P: Port + 'static>(
+        label: &str,
+        secs: u32,
+        make: impl FnOnce(&NetNs, &NetNs) -> (P, P, Vec<Box<dyn std::any::Any>>),
+    ) {
+        let (na, nb) = (NetNs::new(), NetNs::new());
+        let (mut pa, mut pb, _keep) = make(&na, &nb);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let fwd = std::thread::spawn(move || forward(&mut pa, &mut pb, &stop2));
+        let ping = na.exec(&["ping", "-c", "50", "-i", "0.02", "-q", "10.203.0.2"]);
+        let ping = String::from_utf8_lossy(&ping.stdout).into_owned();
+        let rtt = ping
+            .lines()
+            .find(|l| l.contains("min/avg/max"))
+            .and_then(|l| l.split('=').nth(1))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        let mut server = Command::new("ip")
+            .args([
+                "netns", "exec", &nb.name, "iperf3", "-s", "-1", "-p", "5201",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 -s");
+        std::thread::sleep(Duration::from_millis(300));
+        let t = secs.to_string();
+        let out = na.exec(&["iperf3", "-c", "10.203.0.2", "-p", "5201", "-t", &t, "-J"]);
+        let _ = server.kill();
+        let _ = server.wait();
+        stop.store(true, Ordering::Relaxed);
+        let st = fwd.join().expect("forwarder");
+        let json = String::from_utf8_lossy(&out.stdout);
+        let gbps = json
+            .find("\"sum_received\"")
+            .and_then(|i| json[i..].find("\"bits_per_second\":").map(|j| i + j + 18))
+            .and_then(|k| {
+                json[k..]
+                    .trim_start()
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .map(|b| b / 1e9)
+            .unwrap_or(f64::NAN);
+        eprintln!(
+            "MEASURE {label}: TCP {gbps:.2} Gbit/s, ping rtt min/avg/max/mdev {rtt}, frames {} \
+             (gso {}, max {} B, tx short {})",
+            st.frames, st.gso_frames, st.max_len, st.tx_short
+        );
+    }
 }

@@ -457,4 +457,25 @@ mod tests {
         assert!(st.gso_frames > 0, "no GSO frame crossed the TAPs: {st:?}");
         assert!(st.max_len > 1514, "{st:?}");
     }
+
+    /// Throughput and latency of TAP <-> TAP through a trivial forwarder. Run by hand (see
+    /// `measure_afpacket`).
+    #[test]
+    #[ignore = "measurement, run by hand"]
+    fn measure_tap() {
+        if skip() {
+            return;
+        }
+        for (label, vnet) in [("tap+vnet", true), ("tap, no vnet", false)] {
+            let c = TapConfig {
+                vnet_hdr: vnet,
+                ..TapConfig::default()
+            };
+            crate::port::sys::testnet::measure(label, 5, |na, nb| {
+                let a = tap_in(na, "10.203.0.1/24", c);
+                let b = tap_in(nb, "10.203.0.2/24", c);
+                (a, b, Vec::new())
+            });
+        }
+    }
 }
