@@ -1,1 +1,1031 @@
-//! Placeholder: being written.
+//! The forwarding pipeline: a pure function from (ingress port, batch, time) to per-output
+//! frame lists. No I/O, no clock, no allocation per frame.
+//!
+//! # Stages (VPP's vector style: each stage runs over the whole batch before the next)
+//!
+//! 1. **classify** — read the 14-byte Ethernet header (and an 802.1Q tag) straight from the
+//!    bytes and find the frame's network from the ingress port's role:
+//!    * `Access { network }`: untagged and priority-tagged (VID 0) frames belong to `network`;
+//!      a frame tagged with a real VID is dropped as [`DropReason::Filtered`] (an access port
+//!      does not carry VLANs — the same rule as a Linux bridge port without VLAN filtering
+//!      entries, and the safe one: a container must not be able to hop into a trunk's VLAN).
+//!    * `Trunk { native, vlans }`: the VID selects the network (VID 0 and untagged frames go to
+//!      `native`); an unknown VID, or an untagged frame without a native network, is
+//!      [`DropReason::Filtered`].
+//!    * Frames shorter than an Ethernet header (or a tagged header) are [`DropReason::Runt`];
+//!      a multicast or zero source address, or the reserved VID 4095, is
+//!      [`DropReason::BadHeader`] (the Linux bridge drops such sources too). A port that is
+//!      not attached, or a network that was removed, gives [`DropReason::NoNetwork`].
+//! 2. **prefetch** — the MAC table slots of all source and destination keys are touched, so
+//!    their cache misses overlap instead of being paid one after the other.
+//! 3. **learn** — the source address is learned on the ingress port (consecutive frames with
+//!    the same source are learned once).
+//! 4. **lookup + decide** — per frame:
+//!    * broadcast: flood to the network's other members **and** deliver to the gateway (ARP);
+//!    * IEEE 802.1D link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP, pause) is not
+//!      forwarded: [`DropReason::Reserved`];
+//!    * other multicast: flood;
+//!    * the network's gateway MAC: to the gateway only;
+//!    * a known unicast address: to its port, unless that is the ingress port
+//!      ([`DropReason::SamePort`]: no hairpin);
+//!    * an unknown unicast address: flood.
+//!
+//!    Flooding goes to every member of the frame's network except the ingress port; when
+//!    that reaches nobody (and not the gateway) the frame is [`DropReason::NoDestination`].
+//! 5. **dispatch** — frame indexes are appended to per-(output port, egress VLAN) lists in a
+//!    [`Dispatch`]; the worker sends each list with one `send_burst`.
+//!
+//! # VLAN tags on egress
+//!
+//! Each output list carries the VLAN tag its frames must have on the wire (`None`: untagged).
+//! [`Dispatch::frame_vlan`] tells the tag a frame carried when it arrived (`Some(0)` for a
+//! priority tag). When they differ, the worker copies the frame and pushes, rewrites or strips
+//! the tag on egress (the batch keeps headroom for that); when they are equal it sends the frame
+//! as it is.
+//!
+//! # Tunnels (issue 5: VXLAN)
+//!
+//! A tunnel fits as a third role. Each remote VTEP becomes a *virtual port* (its own
+//! [`PortId`]), so the MAC table needs no new field: a MAC learned from a decapsulated frame
+//! maps to the VTEP's port, and unicast to it is an ordinary output list that the VXLAN port
+//! encapsulates towards that VTEP. The role would be `Tunnel { vnis: Vec<(u32, NetworkId)>,
+//! horizon: u8 }`: the encap crate decapsulates before `process` and tells the VNI (which
+//! selects the network exactly as a VID does on a trunk). Flooding gets split horizon: members
+//! carry a horizon group and a flood never goes to a member of the ingress port's group, so
+//! tunnels never re-flood to each other. Unknown-unicast flooding to tunnels becomes one output
+//! per remote VTEP of the network's flood list (encap's head-end replication).
+
+use crate::batch::{Batch, BATCH_SIZE};
+pub use crate::fdb::NetworkId;
+use crate::fdb::{mac_u64_learnable, Fdb, FdbConfig, FdbError};
+use crate::port::PortId;
+use crate::wire::MacAddr;
+
+const ETH_HDR: usize = 14;
+const VLAN_HDR: usize = 18;
+const TPID_8021Q: u16 = 0x8100;
+const MAC_MASK: u64 = 0xffff_ffff_ffff;
+const BROADCAST: u64 = MAC_MASK;
+const GROUP_BIT: u64 = 0x0100_0000_0000;
+/// 01:80:c2:00:00:00 — the first IEEE 802.1D link-local group address.
+const LINK_LOCAL: u64 = 0x0180_c200_0000;
+/// Marks "no tag" in per-frame VLAN arrays.
+const NO_VLAN: u16 = u16::MAX;
+
+/// What a port is to the switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// Carries one network, untagged (a container's veth or TAP).
+    Access { network: NetworkId },
+    /// Carries several networks as 802.1Q VLANs, and optionally one untagged (`native`).
+    Trunk {
+        native: Option<NetworkId>,
+        /// (VLAN id 1..=4094, network) pairs.
+        vlans: Vec<(u16, NetworkId)>,
+    },
+}
+
+/// Pipeline settings (the MAC table's size and limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Most MAC table entries.
+    pub fdb_capacity: usize,
+    /// Most learned entries per network.
+    pub fdb_max_per_network: usize,
+    /// Most learned entries per port.
+    pub fdb_max_per_port: usize,
+    /// Seconds after which an unrefreshed learned entry is removed.
+    pub aging_secs: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let f = FdbConfig::default();
+        PipelineConfig {
+            fdb_capacity: f.capacity,
+            fdb_max_per_network: f.max_per_network,
+            fdb_max_per_port: f.max_per_port,
+            aging_secs: f.aging_secs,
+        }
+    }
+}
+
+/// Why a frame was dropped. Every drop has one, and a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet (or 802.1Q-tagged Ethernet) header.
+    Runt,
+    /// Multicast or zero source address, or the reserved VLAN id 4095.
+    BadHeader,
+    /// The ingress port is not attached, or its network does not exist.
+    NoNetwork,
+    /// VLAN policy: a tagged frame on an access port, a VID the trunk does not carry, an
+    /// untagged frame on a trunk without a native network.
+    Filtered,
+    /// The destination was learned on the ingress port (no hairpin).
+    SamePort,
+    /// A flood that reached no other member (and not the gateway).
+    NoDestination,
+    /// An IEEE 802.1D link-local destination (STP, LACP, LLDP, pause): never forwarded.
+    Reserved,
+    /// The output port's transmit queue was full (counted by the worker).
+    TxFull,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 8;
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::Runt,
+        DropReason::BadHeader,
+        DropReason::NoNetwork,
+        DropReason::Filtered,
+        DropReason::SamePort,
+        DropReason::NoDestination,
+        DropReason::Reserved,
+        DropReason::TxFull,
+    ];
+
+    /// A stable snake_case name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::BadHeader => "bad_header",
+            DropReason::NoNetwork => "no_network",
+            DropReason::Filtered => "filtered",
+            DropReason::SamePort => "same_port",
+            DropReason::NoDestination => "no_destination",
+            DropReason::Reserved => "reserved",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// Per-port frame counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortCounters {
+    /// Frames received on the port.
+    pub rx: u64,
+    /// Bytes received on the port.
+    pub rx_bytes: u64,
+    /// Frames queued for transmission on the port (each flooded copy counts).
+    pub tx: u64,
+    /// Frames from this port forwarded to one known port.
+    pub unicast: u64,
+    /// Frames from this port flooded.
+    pub flood: u64,
+    /// Frames from this port delivered to the gateway.
+    pub gateway: u64,
+    /// Frames from this port dropped (any reason but TX full).
+    pub drops: u64,
+}
+
+/// Pipeline counters: totals, drops by reason, and per port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames queued for transmission (each flooded copy counts).
+    pub tx: u64,
+    /// Frames forwarded to one known port.
+    pub unicast: u64,
+    /// Frames flooded.
+    pub flood: u64,
+    /// Frames delivered to the gateway.
+    pub gateway: u64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    /// Per-port counters, indexed by port id.
+    pub ports: Vec<PortCounters>,
+}
+
+impl Counters {
+    /// Adds `n` drops for `reason` (the worker counts [`DropReason::TxFull`] this way).
+    #[inline]
+    pub fn add_drop(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Counters of `port`, if it was ever attached.
+    pub fn port(&self, port: PortId) -> Option<&PortCounters> {
+        self.ports.get(port as usize)
+    }
+}
+
+/// One output list: frames of the batch to send on `port` with egress tag `vlan`.
+#[derive(Debug)]
+struct TxList {
+    port: PortId,
+    vlan: Option<u16>,
+    frames: Vec<u16>,
+    /// Next list of the same port in this batch (index + 1; 0 ends the chain).
+    next: u32,
+}
+
+/// The pipeline's output for one batch: per-output frame lists and gateway deliveries.
+/// Reused across batches: after warm-up nothing in it allocates.
+#[derive(Debug)]
+pub struct Dispatch {
+    lists: Vec<TxList>,
+    active: usize,
+    /// Per port: index + 1 of its first list in this batch, 0 if none.
+    by_port: Vec<u32>,
+    gateway: Vec<(u16, NetworkId)>,
+    frame_vlan: [u16; BATCH_SIZE],
+}
+
+impl Default for Dispatch {
+    fn default() -> Self {
+        Dispatch::new()
+    }
+}
+
+impl Dispatch {
+    /// An empty dispatch, with room for 64 ports' lists allocated up front.
+    pub fn new() -> Self {
+        let mut d = Dispatch {
+            lists: Vec::with_capacity(64),
+            active: 0,
+            by_port: vec![0; 64],
+            gateway: Vec::with_capacity(BATCH_SIZE),
+            frame_vlan: [NO_VLAN; BATCH_SIZE],
+        };
+        for _ in 0..64 {
+            d.lists.push(TxList {
+                port: 0,
+                vlan: None,
+                frames: Vec::with_capacity(BATCH_SIZE),
+                next: 0,
+            });
+        }
+        d
+    }
+
+    /// Forgets the previous batch's decisions (keeps all memory).
+    pub fn clear(&mut self) {
+        for l in &self.lists[..self.active] {
+            self.by_port[l.port as usize] = 0;
+        }
+        self.active = 0;
+        self.gateway.clear();
+    }
+
+    /// Queues frame `frame` of the batch for `port` with egress tag `vlan`. Each (port, vlan)
+    /// list holds a frame index at most once per batch, so a list never outgrows
+    /// [`BATCH_SIZE`]. Public for benches and tests; the pipeline calls it.
+    #[inline]
+    pub fn push(&mut self, port: PortId, vlan: Option<u16>, frame: u16) {
+        let p = port as usize;
+        if p >= self.by_port.len() {
+            self.by_port.resize(p + 1, 0);
+        }
+        let mut li = self.by_port[p];
+        while li != 0 {
+            let l = &mut self.lists[li as usize - 1];
+            if l.vlan == vlan {
+                l.frames.push(frame);
+                return;
+            }
+            li = l.next;
+        }
+        if self.active == self.lists.len() {
+            self.lists.push(TxList {
+                port,
+                vlan,
+                frames: Vec::with_capacity(BATCH_SIZE),
+                next: 0,
+            });
+        }
+        let l = &mut self.lists[self.active];
+        l.port = port;
+        l.vlan = vlan;
+        l.frames.clear();
+        l.frames.push(frame);
+        l.next = self.by_port[p];
+        self.active += 1;
+        self.by_port[p] = self.active as u32;
+    }
+
+    /// The output lists of this batch: (port, frame indexes in batch order, egress VLAN tag or
+    /// `None` for untagged). A port appears once per distinct egress tag.
+    pub fn outputs(&self) -> impl Iterator<Item = (PortId, &[u16], Option<u16>)> + '_ {
+        self.lists[..self.active]
+            .iter()
+            .map(|l| (l.port, &l.frames[..], l.vlan))
+    }
+
+    /// Frames for the switch's own gateway: (frame index, network). Broadcasts appear here
+    /// and are flooded as well.
+    pub fn to_gateway(&self) -> &[(u16, NetworkId)] {
+        &self.gateway
+    }
+
+    /// The VLAN tag frame `i` carried on arrival (`Some(0)`: priority tag; `None`: untagged).
+    /// Compare with the output's tag to know whether the frame must be re-tagged on egress.
+    #[inline]
+    pub fn frame_vlan(&self, i: usize) -> Option<u16> {
+        match self.frame_vlan.get(i) {
+            Some(&v) if v != NO_VLAN => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A member of a network: a port, and the tag frames of the network carry on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Member {
+    port: PortId,
+    vlan: Option<u16>,
+}
+
+#[derive(Debug, Default)]
+struct Network {
+    present: bool,
+    /// The gateway MAC as a u64, or u64::MAX (never a frame's 48-bit address) when none.
+    gateway: u64,
+    members: Vec<Member>,
+}
+
+#[derive(Debug)]
+struct PortState {
+    role: PortRole,
+    /// Trunk: (vid, network) sorted by vid.
+    by_vid: Vec<(u16, NetworkId)>,
+}
+
+impl PortState {
+    /// The egress tag of `net` on this port, or None if the port does not carry `net`.
+    #[inline]
+    fn egress(&self, net: NetworkId) -> Option<Option<u16>> {
+        match &self.role {
+            PortRole::Access { network } => (*network == net).then_some(None),
+            PortRole::Trunk { native, vlans } => {
+                if *native == Some(net) {
+                    return Some(None);
+                }
+                vlans.iter().find(|(_, n)| *n == net).map(|(v, _)| Some(*v))
+            }
+        }
+    }
+
+    /// Classifies a frame by its tag (NO_VLAN: untagged).
+    #[inline]
+    fn classify(&self, vid: u16) -> Result<NetworkId, DropReason> {
+        match &self.role {
+            PortRole::Access { network } => {
+                if vid == NO_VLAN || vid == 0 {
+                    Ok(*network)
+                } else {
+                    Err(DropReason::Filtered)
+                }
+            }
+            PortRole::Trunk { native, .. } => {
+                if vid == NO_VLAN || vid == 0 {
+                    native.ok_or(DropReason::Filtered)
+                } else {
+                    match self.by_vid.binary_search_by_key(&vid, |(v, _)| *v) {
+                        Ok(at) => Ok(self.by_vid[at].1),
+                        Err(_) => Err(DropReason::Filtered),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The switch's forwarding state and logic.
+#[derive(Debug)]
+pub struct Pipeline {
+    fdb: Fdb,
+    ports: Vec<Option<PortState>>,
+    networks: Vec<Network>,
+    counters: Counters,
+    // Per-batch scratch (no allocation per batch).
+    net: [NetworkId; BATCH_SIZE],
+    src: [u64; BATCH_SIZE],
+    dst: [u64; BATCH_SIZE],
+    valid: [u8; BATCH_SIZE],
+}
+
+impl Pipeline {
+    /// A pipeline with an empty MAC table sized by `cfg`.
+    pub fn new(cfg: PipelineConfig) -> Self {
+        Self::with_fdb(Fdb::new(FdbConfig {
+            capacity: cfg.fdb_capacity,
+            max_per_network: cfg.fdb_max_per_network,
+            max_per_port: cfg.fdb_max_per_port,
+            aging_secs: cfg.aging_secs,
+            seed: None,
+        }))
+    }
+
+    /// A pipeline around a given table (tests fix the hash seed this way).
+    pub fn with_fdb(fdb: Fdb) -> Self {
+        Pipeline {
+            fdb,
+            ports: Vec::new(),
+            networks: Vec::new(),
+            counters: Counters::default(),
+            net: [0; BATCH_SIZE],
+            src: [0; BATCH_SIZE],
+            dst: [0; BATCH_SIZE],
+            valid: [0; BATCH_SIZE],
+        }
+    }
+
+    fn network_mut(&mut self, id: NetworkId) -> &mut Network {
+        let i = id as usize;
+        if i >= self.networks.len() {
+            self.networks.resize_with(i + 1, Network::default);
+        }
+        &mut self.networks[i]
+    }
+
+    /// Creates (or updates the gateway of) network `id`.
+    pub fn add_network(&mut self, id: NetworkId, gateway_mac: Option<MacAddr>) {
+        let n = self.network_mut(id);
+        n.present = true;
+        n.gateway = gateway_mac.map_or(u64::MAX, |m| m.to_u64());
+    }
+
+    /// Removes network `id`: its frames are dropped ([`DropReason::NoNetwork`]) and its MAC
+    /// table entries are flushed (in O(1)). Ports keep their role and work again if the
+    /// network is added back.
+    pub fn remove_network(&mut self, id: NetworkId) {
+        if let Some(n) = self.networks.get_mut(id as usize) {
+            n.present = false;
+            n.gateway = u64::MAX;
+        }
+        self.fdb.flush_network(id);
+    }
+
+    /// Attaches `port` with `role` (replacing any previous role, whose MACs are flushed).
+    /// VLAN ids outside 1..=4094 in a trunk's list are ignored (they can never match).
+    pub fn add_port(&mut self, port: PortId, mut role: PortRole) {
+        if self.ports.get(port as usize).is_some_and(|p| p.is_some()) {
+            self.remove_port(port);
+        }
+        let mut by_vid = Vec::new();
+        if let PortRole::Trunk { vlans, .. } = &mut role {
+            vlans.retain(|(v, _)| (1..=4094).contains(v));
+            by_vid = vlans.clone();
+            by_vid.sort_unstable();
+            by_vid.dedup_by_key(|(v, _)| *v);
+        }
+        let members: Vec<(NetworkId, Option<u16>)> = match &role {
+            PortRole::Access { network } => vec![(*network, None)],
+            PortRole::Trunk { native, .. } => native
+                .iter()
+                .map(|n| (*n, None))
+                .chain(by_vid.iter().map(|(v, n)| (*n, Some(*v))))
+                .collect(),
+        };
+        for (net, vlan) in members {
+            let n = self.network_mut(net);
+            if !n.members.iter().any(|m| m.port == port) {
+                n.members.push(Member { port, vlan });
+            }
+        }
+        let i = port as usize;
+        if i >= self.ports.len() {
+            self.ports.resize_with(i + 1, || None);
+        }
+        if i >= self.counters.ports.len() {
+            self.counters.ports.resize(i + 1, PortCounters::default());
+        }
+        self.ports[i] = Some(PortState { role, by_vid });
+    }
+
+    /// Detaches `port`: it leaves every network and its MACs are flushed (in O(1)).
+    pub fn remove_port(&mut self, port: PortId) {
+        if let Some(slot) = self.ports.get_mut(port as usize) {
+            *slot = None;
+        }
+        for n in &mut self.networks {
+            n.members.retain(|m| m.port != port);
+        }
+        self.fdb.flush_port(port);
+    }
+
+    /// Adds a static MAC table entry (never ages, never moves).
+    pub fn add_static(
+        &mut self,
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Result<(), FdbError> {
+        self.fdb.add_static(network, mac, port, 0)
+    }
+
+    /// One aging slice of the MAC table (see [`Fdb::age`]).
+    pub fn age(&mut self, now: u32, budget: usize) -> usize {
+        self.fdb.age(now, budget)
+    }
+
+    /// The MAC table.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// The MAC table, writable (control-plane operations such as removing an entry).
+    pub fn fdb_mut(&mut self) -> &mut Fdb {
+        &mut self.fdb
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Counters, writable (the worker adds TX-full drops).
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    #[inline]
+    fn drop_frame(counters: &mut Counters, in_port: usize, reason: DropReason) {
+        counters.drops[reason as usize] += 1;
+        if let Some(p) = counters.ports.get_mut(in_port) {
+            p.drops += 1;
+        }
+    }
+
+    /// Decides over every frame of `batch`, received on `in_port` at time `now` (seconds),
+    /// and writes the decisions into `out` (which is cleared first).
+    pub fn process(&mut self, in_port: PortId, batch: &Batch, now: u32, out: &mut Dispatch) {
+        out.clear();
+        let n = batch.len().min(BATCH_SIZE);
+        let ip = in_port as usize;
+        self.counters.rx += n as u64;
+        let Some(Some(port)) = self.ports.get(ip) else {
+            self.counters.drops[DropReason::NoNetwork as usize] += n as u64;
+            return;
+        };
+
+        // Stage 1: parse + classify.
+        let mut nvalid = 0;
+        let mut rx_bytes = 0u64;
+        for i in 0..n {
+            let f = batch.frame(i);
+            rx_bytes += f.len() as u64;
+            out.frame_vlan[i] = NO_VLAN;
+            let Some(h) = f.first_chunk::<ETH_HDR>() else {
+                Self::drop_frame(&mut self.counters, ip, DropReason::Runt);
+                continue;
+            };
+            let dst = u64::from_be_bytes([0, 0, h[0], h[1], h[2], h[3], h[4], h[5]]);
+            let src = u64::from_be_bytes([0, 0, h[6], h[7], h[8], h[9], h[10], h[11]]);
+            let mut vid = NO_VLAN;
+            if u16::from_be_bytes([h[12], h[13]]) == TPID_8021Q {
+                if f.len() < VLAN_HDR {
+                    Self::drop_frame(&mut self.counters, ip, DropReason::Runt);
+                    continue;
+                }
+                vid = u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
+                if vid == 0x0fff {
+                    Self::drop_frame(&mut self.counters, ip, DropReason::BadHeader);
+                    continue;
+                }
+                out.frame_vlan[i] = vid;
+            }
+            if !mac_u64_learnable(src) {
+                Self::drop_frame(&mut self.counters, ip, DropReason::BadHeader);
+                continue;
+            }
+            let net = match port.classify(vid) {
+                Ok(net) => net,
+                Err(r) => {
+                    Self::drop_frame(&mut self.counters, ip, r);
+                    continue;
+                }
+            };
+            if !self.networks.get(net as usize).is_some_and(|n| n.present) {
+                Self::drop_frame(&mut self.counters, ip, DropReason::NoNetwork);
+                continue;
+            }
+            let k = (net as u64) << 48;
+            self.net[nvalid] = net;
+            self.src[nvalid] = k | src;
+            self.dst[nvalid] = k | dst;
+            self.valid[nvalid] = i as u8;
+            nvalid += 1;
+        }
+        if let Some(pc) = self.counters.ports.get_mut(ip) {
+            pc.rx += n as u64;
+            pc.rx_bytes += rx_bytes;
+        }
+
+        // Stage 2: touch the table slots so the misses of the whole batch overlap.
+        if nvalid > 1 {
+            let mut acc = 0u64;
+            for j in 0..nvalid {
+                acc ^= self.fdb.touch(self.src[j]);
+                if self.dst[j] & GROUP_BIT == 0 {
+                    acc ^= self.fdb.touch(self.dst[j]);
+                }
+            }
+            std::hint::black_box(acc);
+        }
+
+        // Stage 3: learn.
+        let mut last = u64::MAX;
+        for j in 0..nvalid {
+            let key = self.src[j];
+            if key != last {
+                self.fdb.learn_key(key, in_port, now);
+                last = key;
+            }
+        }
+
+        // Stage 4: lookup, decide, dispatch.
+        let (mut unicast, mut flood, mut gateway) = (0u64, 0u64, 0u64);
+        for j in 0..nvalid {
+            let i = self.valid[j] as u16;
+            let net = self.net[j];
+            let key = self.dst[j];
+            let dst = key & MAC_MASK;
+            let Some(nw) = self.networks.get(net as usize) else {
+                continue; // checked in stage 1
+            };
+            if dst & GROUP_BIT == 0 {
+                if dst == nw.gateway {
+                    out.gateway.push((i, net));
+                    gateway += 1;
+                    continue;
+                }
+                if let Some(p) = self.fdb.lookup_key(key) {
+                    if p == in_port {
+                        Self::drop_frame(&mut self.counters, ip, DropReason::SamePort);
+                        continue;
+                    }
+                    let egress = self
+                        .ports
+                        .get(p as usize)
+                        .and_then(|s| s.as_ref())
+                        .and_then(|s| s.egress(net));
+                    if let Some(vlan) = egress {
+                        out.push(p, vlan, i);
+                        unicast += 1;
+                        continue;
+                    }
+                    // Stale entry for a port that no longer carries the network: flood.
+                }
+            } else if dst & !0xf == LINK_LOCAL {
+                Self::drop_frame(&mut self.counters, ip, DropReason::Reserved);
+                continue;
+            }
+            let to_gw = dst == BROADCAST && nw.gateway != u64::MAX;
+            if to_gw {
+                out.gateway.push((i, net));
+                gateway += 1;
+            }
+            let mut copies = 0;
+            for m in &nw.members {
+                if m.port != in_port {
+                    out.push(m.port, m.vlan, i);
+                    copies += 1;
+                }
+            }
+            if copies > 0 {
+                flood += 1;
+            } else if !to_gw {
+                Self::drop_frame(&mut self.counters, ip, DropReason::NoDestination);
+            }
+        }
+
+        // Counters: per output list, and per decision.
+        let mut tx = 0u64;
+        for l in &out.lists[..out.active] {
+            tx += l.frames.len() as u64;
+            if let Some(pc) = self.counters.ports.get_mut(l.port as usize) {
+                pc.tx += l.frames.len() as u64;
+            }
+        }
+        let c = &mut self.counters;
+        c.tx += tx;
+        c.unicast += unicast;
+        c.flood += flood;
+        c.gateway += gateway;
+        if let Some(pc) = c.ports.get_mut(ip) {
+            pc.unicast += unicast;
+            pc.flood += flood;
+            pc.gateway += gateway;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{VnetHdr, MTU_SLOT};
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr, vlan: Option<u16>) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64);
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        if let Some(v) = vlan {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(64, 0xab);
+        f
+    }
+
+    fn batch(frames: &[Vec<u8>]) -> Batch {
+        let mut b = Batch::new(MTU_SLOT);
+        for f in frames {
+            assert!(b.push(f, VnetHdr::default()));
+        }
+        b
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline::with_fdb(Fdb::new(FdbConfig {
+            seed: Some(3),
+            ..FdbConfig::default()
+        }))
+    }
+
+    /// Network 1 on access ports 1, 2, 3; network 2 on access ports 4, 5.
+    fn two_networks() -> Pipeline {
+        let mut p = pipeline();
+        p.add_network(1, Some(mac(0xfe)));
+        p.add_network(2, None);
+        for port in 1..=3 {
+            p.add_port(port, PortRole::Access { network: 1 });
+        }
+        for port in 4..=5 {
+            p.add_port(port, PortRole::Access { network: 2 });
+        }
+        p
+    }
+
+    fn outs(d: &Dispatch) -> Vec<(PortId, Vec<u16>, Option<u16>)> {
+        let mut v: Vec<_> = d.outputs().map(|(p, f, t)| (p, f.to_vec(), t)).collect();
+        v.sort();
+        v
+    }
+
+    fn run(p: &mut Pipeline, port: PortId, frames: &[Vec<u8>]) -> Dispatch {
+        let mut d = Dispatch::new();
+        p.process(port, &batch(frames), 1, &mut d);
+        d
+    }
+
+    #[test]
+    fn unknown_unicast_floods_except_ingress_then_learned_unicast() {
+        let mut p = two_networks();
+        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None), (3, vec![0], None)]);
+        assert_eq!(p.counters().flood, 1);
+        // The reply from port 2 goes to port 1 only (mac 1 was learned there).
+        let d = run(&mut p, 2, &[frame(mac(1), mac(2), None)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None)]);
+        // And now both directions are unicast.
+        let d = run(&mut p, 1, &vec![frame(mac(2), mac(1), None); 3]);
+        assert_eq!(outs(&d), vec![(2, vec![0, 1, 2], None)]);
+        let c = p.counters();
+        assert_eq!((c.rx, c.tx, c.unicast, c.flood), (5, 6, 4, 1));
+        assert_eq!(c.port(1).unwrap().rx, 4);
+        assert_eq!(c.port(1).unwrap().rx_bytes, 4 * 64);
+        assert_eq!(c.port(2).unwrap().tx, 4);
+        assert_eq!(c.port(1).unwrap().unicast, 3);
+        assert_eq!(p.fdb().counters().learned, 2);
+    }
+
+    #[test]
+    fn networks_are_isolated() {
+        let mut p = two_networks();
+        // Same MAC on both networks; a flood in network 2 never reaches network 1's ports.
+        run(&mut p, 1, &[frame(mac(9), mac(7), None)]);
+        let d = run(&mut p, 4, &[frame(mac(7), mac(8), None)]);
+        assert_eq!(outs(&d), vec![(5, vec![0], None)]);
+        let d = run(&mut p, 5, &[frame(MacAddr::BROADCAST, mac(7), None)]);
+        assert_eq!(outs(&d), vec![(4, vec![0], None)]);
+        assert!(d.to_gateway().is_empty(), "network 2 has no gateway");
+        assert_eq!(p.fdb().lookup(1, mac(7)), Some(1));
+        assert_eq!(p.fdb().lookup(2, mac(7)), Some(5));
+    }
+
+    #[test]
+    fn no_hairpin() {
+        let mut p = two_networks();
+        run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        let d = run(&mut p, 1, &[frame(mac(1), mac(3), None)]);
+        assert_eq!(d.outputs().count(), 0);
+        assert_eq!(p.counters().drop_count(DropReason::SamePort), 1);
+        assert_eq!(p.counters().port(1).unwrap().drops, 1);
+    }
+
+    #[test]
+    fn gateway_delivery_and_broadcast_to_both() {
+        let mut p = two_networks();
+        let d = run(
+            &mut p,
+            2,
+            &[
+                frame(mac(0xfe), mac(2), None),
+                frame(MacAddr::BROADCAST, mac(2), None),
+            ],
+        );
+        assert_eq!(d.to_gateway(), &[(0, 1), (1, 1)]);
+        assert_eq!(outs(&d), vec![(1, vec![1], None), (3, vec![1], None)]);
+        assert_eq!(p.counters().gateway, 2);
+        assert_eq!(p.counters().flood, 1);
+        // Multicast (not broadcast) floods but does not go to the gateway.
+        let d = run(
+            &mut p,
+            2,
+            &[frame(MacAddr([0x33, 0x33, 0, 0, 0, 1]), mac(2), None)],
+        );
+        assert!(d.to_gateway().is_empty());
+        assert_eq!(d.outputs().count(), 2);
+    }
+
+    #[test]
+    fn every_drop_reason() {
+        let mut p = two_networks();
+        p.add_network(3, None);
+        p.add_port(6, PortRole::Access { network: 3 });
+        p.add_port(
+            7,
+            PortRole::Trunk {
+                native: None,
+                vlans: vec![(10, 1)],
+            },
+        );
+        let mut runt_tagged = frame(mac(2), mac(1), Some(10));
+        runt_tagged.truncate(16);
+        let frames = [
+            vec![0u8; 10],                                                // Runt
+            frame(mac(2), MacAddr([0x01, 0, 0x5e, 0, 0, 1]), None),       // BadHeader: mcast src
+            frame(mac(2), MacAddr::ZERO, None),                           // BadHeader: zero src
+            frame(mac(2), mac(1), Some(5)),                               // Filtered: tag on access
+            frame(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]), mac(1), None), // Reserved (LLDP)
+        ];
+        run(&mut p, 1, &frames);
+        let c = p.counters();
+        assert_eq!(c.drop_count(DropReason::Runt), 1);
+        assert_eq!(c.drop_count(DropReason::BadHeader), 2);
+        assert_eq!(c.drop_count(DropReason::Filtered), 1);
+        assert_eq!(c.drop_count(DropReason::Reserved), 1);
+        assert_eq!(
+            p.fdb().lookup(1, mac(1)),
+            Some(1),
+            "the reserved frame's source is learned"
+        );
+
+        run(
+            &mut p,
+            7,
+            &[
+                runt_tagged,                       // Runt (tagged header cut)
+                frame(mac(2), mac(1), Some(4095)), // BadHeader: reserved VID
+                frame(mac(2), mac(1), Some(11)),   // Filtered: VID not carried
+                frame(mac(2), mac(1), None),       // Filtered: untagged, no native
+            ],
+        );
+        let c = p.counters();
+        assert_eq!(c.drop_count(DropReason::Runt), 2);
+        assert_eq!(c.drop_count(DropReason::BadHeader), 3);
+        assert_eq!(c.drop_count(DropReason::Filtered), 3);
+        assert_eq!(c.port(7).unwrap().drops, 4);
+
+        run(&mut p, 42, &[frame(mac(2), mac(1), None)]); // NoNetwork: unknown port
+        assert_eq!(p.counters().drop_count(DropReason::NoNetwork), 1);
+        p.remove_network(2);
+        run(&mut p, 4, &[frame(mac(2), mac(1), None)]); // NoNetwork: network removed
+        assert_eq!(p.counters().drop_count(DropReason::NoNetwork), 2);
+
+        run(&mut p, 6, &[frame(mac(99), mac(98), None)]); // NoDestination: alone in network 3
+        assert_eq!(p.counters().drop_count(DropReason::NoDestination), 1);
+
+        p.counters_mut().add_drop(DropReason::TxFull, 3);
+        assert_eq!(p.counters().drop_count(DropReason::TxFull), 3);
+        // runt 2, bad header 3, filtered 3, reserved 1, no network 2, no destination 1, tx full 3
+        assert_eq!(p.counters().total_drops(), 15);
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::ALL[r as usize], r);
+            assert!(!r.name().is_empty());
+        }
+    }
+
+    #[test]
+    fn vlan_classify_and_egress_tags() {
+        let mut p = pipeline();
+        p.add_network(1, None);
+        p.add_network(2, None);
+        p.add_network(3, None);
+        p.add_port(1, PortRole::Access { network: 1 });
+        p.add_port(2, PortRole::Access { network: 2 });
+        p.add_port(3, PortRole::Access { network: 3 });
+        let trunk = PortRole::Trunk {
+            native: Some(3),
+            vlans: vec![(20, 2), (10, 1), (4095, 1)],
+        };
+        p.add_port(8, trunk.clone());
+        p.add_port(9, trunk);
+        let d = run(
+            &mut p,
+            8,
+            &[
+                frame(MacAddr::BROADCAST, mac(1), Some(10)),
+                frame(MacAddr::BROADCAST, mac(2), Some(20)),
+                frame(MacAddr::BROADCAST, mac(3), None),
+                frame(MacAddr::BROADCAST, mac(4), Some(0)), // priority tag: native
+            ],
+        );
+        assert_eq!(
+            outs(&d),
+            vec![
+                (1, vec![0], None),
+                (2, vec![1], None),
+                (3, vec![2, 3], None),
+                (9, vec![0], Some(10)),
+                (9, vec![1], Some(20)),
+                (9, vec![2, 3], None),
+            ]
+        );
+        assert_eq!(d.frame_vlan(0), Some(10));
+        assert_eq!(d.frame_vlan(2), None);
+        assert_eq!(d.frame_vlan(3), Some(0));
+        assert_eq!(p.fdb().lookup(1, mac(1)), Some(8));
+        assert_eq!(p.fdb().lookup(2, mac(2)), Some(8));
+        assert_eq!(p.fdb().lookup(3, mac(3)), Some(8));
+        // Access port to a MAC learned on the trunk: unicast with the network's tag.
+        let d = run(&mut p, 2, &[frame(mac(2), mac(20), None)]);
+        assert_eq!(outs(&d), vec![(8, vec![0], Some(20))]);
+    }
+
+    #[test]
+    fn remove_port_flushes_and_stops_delivery() {
+        let mut p = two_networks();
+        run(&mut p, 2, &[frame(mac(1), mac(2), None)]);
+        p.remove_port(2);
+        assert_eq!(p.fdb().lookup(1, mac(2)), None);
+        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        assert_eq!(
+            outs(&d),
+            vec![(3, vec![0], None)],
+            "flooded, not to the removed port"
+        );
+        // Re-adding the port id with another role does not resurrect old entries.
+        p.add_port(2, PortRole::Access { network: 2 });
+        assert_eq!(p.fdb().lookup(1, mac(2)), None);
+    }
+
+    #[test]
+    fn moves_static_and_aging_through_the_pipeline() {
+        let mut p = two_networks();
+        run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        run(&mut p, 3, &[frame(mac(2), mac(1), None)]);
+        assert_eq!(p.fdb().lookup(1, mac(1)), Some(3));
+        assert_eq!(p.fdb().counters().moved, 1);
+        p.add_static(1, mac(50), 2).unwrap();
+        let d = run(&mut p, 1, &[frame(mac(50), mac(60), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None)]);
+        run(&mut p, 3, &[frame(mac(2), mac(50), None)]); // spoofed source
+        assert_eq!(p.fdb().lookup(1, mac(50)), Some(2));
+        assert_eq!(p.age(1 + 300, 1 << 20), 2);
+        assert_eq!(p.fdb().lookup(1, mac(1)), None);
+        assert_eq!(p.fdb().lookup(1, mac(50)), Some(2));
+    }
+
+    #[test]
+    fn dispatch_reuse_and_clear() {
+        let mut d = Dispatch::new();
+        for port in 0..100u16 {
+            d.push(port, None, 1);
+            d.push(port, Some(7), 2);
+            d.push(port, None, 3);
+        }
+        assert_eq!(d.outputs().count(), 200);
+        assert!(d
+            .outputs()
+            .all(|(_, f, v)| f == if v.is_some() { &[2][..] } else { &[1, 3][..] }));
+        d.clear();
+        assert_eq!(d.outputs().count(), 0);
+        d.push(5, None, 0);
+        assert_eq!(
+            d.outputs().collect::<Vec<_>>(),
+            vec![(5, &[0u16][..], None)]
+        );
+    }
+}
