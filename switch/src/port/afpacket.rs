@@ -25,9 +25,12 @@
 //! a lone frame can wait that long; under load blocks fill and the timer does not matter.
 //! [`RxMode::Mmsg`] has no such delay (every frame wakes the reader).
 //!
-//! **Measured** (two namespaces, one forwarding thread, iperf3 single TCP stream, 2 shared
-//! cores, noisy): `recvmmsg`+vnet 5.1-10.2 Gbit/s, ping 0.13-0.20 ms; ring+vnet 4.3-7.7
-//! Gbit/s, ping 0.7-1.6 ms; `recvmmsg` without vnet headers 0.5-1.1 Gbit/s. Hence the default.
+//! **Measured** (two namespaces, one forwarding thread, iperf3 single TCP stream, six runs on
+//! 2 cores shared with compilers, so noisy): `recvmmsg`+vnet 5.1-14.2 Gbit/s (median ~9),
+//! ping avg 0.09-0.20 ms; ring+vnet 4.3-14.4 Gbit/s, ping avg 0.6-1.6 ms; `recvmmsg`
+//! without vnet headers 0.5-1.8 Gbit/s. TAP+vnet over the same forwarder: 5.7-17.5 Gbit/s,
+//! a tie with `recvmmsg` run for run. The ring buys no throughput and costs latency, hence
+//! `recvmmsg` by default.
 //!
 //! **Transmit.** `sendmmsg` with a two-element iovec (vnet header, frame) per message. A
 //! `PACKET_TX_RING` would save nothing here: `tpacket_snd` copies each frame once as well, and
