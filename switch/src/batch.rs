@@ -217,6 +217,12 @@ impl Batch {
         self.count += 1;
     }
 
+    /// Drops the last frame added (a stage that started a frame and gave up on it).
+    #[inline]
+    pub fn clear_last(&mut self) {
+        self.count = self.count.saturating_sub(1);
+    }
+
     /// Copies `frame` into the next slot. Returns false (and adds nothing) when the batch is
     /// full or the frame does not fit a slot.
     pub fn push(&mut self, frame: &[u8], vnet: VnetHdr) -> bool {

@@ -18,5 +18,6 @@ pub mod gateway;
 pub mod netns;
 pub mod pipeline;
 pub mod port;
+pub mod process;
 pub mod wire;
 pub mod worker;

@@ -1,3 +1,497 @@
+//! `vswitch`: the daemon and its Docker-shaped command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use switch::control::api::*;
+use switch::control::daemon::{Config, Daemon};
+use switch::control::server::{self, Client};
+use switch::pipeline::PipelineConfig;
+
+const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
+const DEFAULT_STATE: &str = "/var/lib/vswitch";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vswitch",
+    version,
+    about = "A userspace virtual switch for containers"
+)]
+struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the switch daemon in the foreground.
+    Daemon {
+        /// Where networks, containers and leases are kept.
+        #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE)]
+        state_dir: PathBuf,
+        /// How new containers are attached: veth (AF_PACKET host end) or tap.
+        #[arg(long, default_value = "veth", value_parser = parse_attach)]
+        attach: AttachMode,
+        /// MAC table capacity (entries).
+        #[arg(long, default_value_t = 65536)]
+        fdb_size: usize,
+        /// MAC table aging time in seconds.
+        #[arg(long, default_value_t = 300)]
+        aging: u32,
+    },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetCmd),
+    /// Create a container (a network namespace) and optionally run a command in it.
+    Run(RunArgs),
+    /// Run a command inside a container's network namespace.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a container (its links, addresses and namespace).
+    Rm {
+        /// Stop its process first if it runs.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a namespace made by someone else (e.g. `docker run --network none`) to a network.
+    Attach {
+        #[arg(long)]
+        name: String,
+        /// Path of the namespace (/run/netns/NAME, /proc/PID/ns/net).
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        netns: Option<PathBuf>,
+        /// A process whose namespace to use.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+    },
+    /// Show the MAC table.
+    Fdb {
+        network: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the switch's ports and their counters.
+    Ports {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the pipeline's counters (drops by reason, floods, ...).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetCmd {
+    /// Create a network.
+    Create {
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// Reserve an address: NAME=IP (repeatable).
+        #[arg(long = "aux-address")]
+        aux_address: Vec<String>,
+        /// No route out of the network.
+        #[arg(long)]
+        internal: bool,
+        /// Driver options: mtu=N.
+        #[arg(short = 'o', long = "opt")]
+        opt: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network as JSON.
+    Inspect { names: Vec<String> },
+    /// Remove networks.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect { network: String, container: String },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Start the command in the background (its output goes to STATE_DIR/logs/NAME.log).
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// bridge (default), a network name, host, none or container:NAME.
+    #[arg(long, default_value = "bridge")]
+    network: String,
+    #[arg(long)]
+    ip: Option<String>,
+    /// veth or tap (default: the daemon's --attach).
+    #[arg(long, value_parser = parse_attach)]
+    attach: Option<AttachMode>,
+    /// Remove the container when the foreground command exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+fn parse_attach(s: &str) -> Result<AttachMode, String> {
+    match s {
+        "veth" => Ok(AttachMode::Veth),
+        "tap" => Ok(AttachMode::Tap),
+        _ => Err(format!("unknown attach mode {s:?}: use veth or tap")),
+    }
+}
+
 fn main() {
-    println!("vswitch: not yet");
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("vswitch: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let socket = cli.socket.clone();
+    let client = || Client::connect(&socket);
+    match cli.cmd {
+        Cmd::Daemon {
+            state_dir,
+            attach,
+            fdb_size,
+            aging,
+        } => {
+            let listener = server::bind(&socket)?;
+            let pipeline = PipelineConfig {
+                fdb_capacity: fdb_size,
+                aging_secs: aging,
+                ..PipelineConfig::default()
+            };
+            let daemon = Daemon::start(Config {
+                state_dir: state_dir.clone(),
+                pipeline,
+                default_attach: attach,
+            })?;
+            eprintln!(
+                "vswitch daemon ready: socket {}, state {}",
+                socket.display(),
+                state_dir.display()
+            );
+            server::serve(listener, daemon)?;
+            Ok(0)
+        }
+        Cmd::Network(n) => network(client()?, n),
+        Cmd::Run(r) => run_container(client()?, r),
+        Cmd::Exec { name, cmd } => {
+            let info = client()?.call(&Request::ContainerInspect { name })?;
+            let info: ContainerInfo = serde_json::from_value(info)?;
+            exec_in(&info, &cmd)
+        }
+        Cmd::Ps { json } => {
+            let v = client()?.call(&Request::Ps)?;
+            if json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
+            println!(
+                "{:<16} {:<9} {:<18} {:<18} {:<8} {}",
+                "NAME", "STATUS", "NETWORK", "IP", "PID", "COMMAND"
+            );
+            for c in list {
+                let nets: Vec<String> = c.endpoints.iter().map(|e| e.network.clone()).collect();
+                let ips: Vec<String> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("{}/{}", e.ip, e.prefix))
+                    .collect();
+                let net = if nets.is_empty() {
+                    c.mode.clone()
+                } else {
+                    nets.join(",")
+                };
+                println!(
+                    "{:<16} {:<9} {:<18} {:<18} {:<8} {}",
+                    c.name,
+                    c.status,
+                    net,
+                    if ips.is_empty() {
+                        "-".into()
+                    } else {
+                        ips.join(",")
+                    },
+                    c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    c.command.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Rm { force, names } => {
+            let mut c = client()?;
+            let mut code = 0;
+            for name in names {
+                match c.call(&Request::Rm {
+                    name: name.clone(),
+                    force,
+                }) {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("vswitch: {e:#}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        Cmd::Attach {
+            name,
+            netns,
+            pid,
+            ip,
+            network,
+        } => {
+            let ns = match (netns, pid) {
+                (Some(p), _) => p,
+                (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+                (None, None) => bail!("give --netns PATH or --pid PID"),
+            };
+            let ns = ns
+                .canonicalize()
+                .with_context(|| format!("no such namespace {}", ns.display()))?;
+            client()?.call(&Request::Attach {
+                name: name.clone(),
+                netns: ns.display().to_string(),
+                network,
+                ip,
+            })?;
+            println!("{name}");
+            Ok(0)
+        }
+        Cmd::Fdb { network, json } => {
+            let v = client()?.call(&Request::Fdb { network })?;
+            if json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let list: Vec<FdbInfo> = serde_json::from_value(v)?;
+            println!(
+                "{:<14} {:<18} {:<14} {:>6} {:>8}",
+                "NETWORK", "MAC", "PORT", "AGE", "STATIC"
+            );
+            for e in list {
+                println!(
+                    "{:<14} {:<18} {:<14} {:>6} {:>8}",
+                    e.network,
+                    e.mac,
+                    e.port,
+                    e.age_secs,
+                    if e.is_static { "yes" } else { "no" }
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Ports { json } => {
+            let v = client()?.call(&Request::Ports)?;
+            if json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let list: Vec<PortInfo> = serde_json::from_value(v)?;
+            println!(
+                "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10}",
+                "ID", "NAME", "KIND", "NETWORK", "CONTAINER", "RX", "TX", "TX-DROP"
+            );
+            for p in list {
+                println!(
+                    "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10}",
+                    p.id,
+                    p.name,
+                    p.kind,
+                    p.network,
+                    p.container,
+                    p.rx_frames,
+                    p.tx_frames,
+                    p.tx_dropped
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Stats { json } => {
+            let v = client()?.call(&Request::Stats)?;
+            if json {
+                print_json(&v);
+            } else if let Some(m) = v.get("counters").and_then(|c| c.as_object()) {
+                for (k, val) in m {
+                    println!("{k:<24} {val}");
+                }
+                println!("{:<24} {}", "fdb_entries", v["fdb_entries"]);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
+    match cmd {
+        NetCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            aux_address,
+            internal,
+            opt,
+            name,
+        } => {
+            let v = c.call(&Request::NetworkCreate(NetworkCreate {
+                name,
+                driver,
+                subnet,
+                gateway,
+                ip_range,
+                aux_addresses: aux_address,
+                internal,
+                options: opt,
+            }))?;
+            let info: NetworkInfo = serde_json::from_value(v)?;
+            println!("{}", info.name);
+        }
+        NetCmd::Ls { json } => {
+            let v = c.call(&Request::NetworkLs)?;
+            if json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let list: Vec<NetworkInfo> = serde_json::from_value(v)?;
+            println!(
+                "{:<6} {:<16} {:<8} {:<18} {:<15} {:>5}",
+                "ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "MTU"
+            );
+            for n in list {
+                let id = if n.driver == "host" || n.driver == "none" {
+                    "-".to_string()
+                } else {
+                    n.id.to_string()
+                };
+                println!(
+                    "{:<6} {:<16} {:<8} {:<18} {:<15} {:>5}",
+                    id,
+                    n.name,
+                    n.driver,
+                    n.subnet.unwrap_or_else(|| "-".into()),
+                    n.gateway.unwrap_or_else(|| "-".into()),
+                    if n.mtu == 0 {
+                        "-".into()
+                    } else {
+                        n.mtu.to_string()
+                    }
+                );
+            }
+        }
+        NetCmd::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                out.push(c.call(&Request::NetworkInspect { name })?);
+            }
+            print_json(&serde_json::Value::Array(out));
+        }
+        NetCmd::Rm { names } => {
+            for name in names {
+                c.call(&Request::NetworkRm { name: name.clone() })?;
+                println!("{name}");
+            }
+        }
+        NetCmd::Connect {
+            ip,
+            network,
+            container,
+        } => {
+            c.call(&Request::NetworkConnect {
+                network,
+                container,
+                ip,
+            })?;
+        }
+        NetCmd::Disconnect { network, container } => {
+            c.call(&Request::NetworkDisconnect { network, container })?;
+        }
+    }
+    Ok(0)
+}
+
+fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
+    if r.rm && r.detach {
+        bail!("--rm and -d cannot be used together");
+    }
+    let req = RunRequest {
+        name: r.name,
+        network: Some(r.network),
+        ip: r.ip,
+        attach: r.attach,
+        detach_cmd: if r.detach { r.cmd.clone() } else { Vec::new() },
+    };
+    let v = c.call(&Request::Run(req))?;
+    let info: ContainerInfo = serde_json::from_value(v)?;
+    if r.detach || r.cmd.is_empty() {
+        println!("{}", info.name);
+        return Ok(0);
+    }
+    let code = exec_in(&info, &r.cmd);
+    if r.rm {
+        c.call(&Request::Rm {
+            name: info.name.clone(),
+            force: true,
+        })?;
+    }
+    code
+}
+
+fn exec_in(info: &ContainerInfo, cmd: &[String]) -> Result<i32> {
+    let stdio = switch::netns::Stdios {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+    };
+    let mut child = switch::control::daemon::spawn(&info.netns, cmd, stdio)
+        .with_context(|| format!("cannot run {:?} in container {}", cmd, info.name))?;
+    let status = child.wait()?;
+    Ok(status.code().unwrap_or(128))
 }

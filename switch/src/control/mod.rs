@@ -1,1 +1,7 @@
-//! Placeholder: being written.
+//! The control plane: the API, the daemon that owns the desired state, its Unix socket server
+//! and the CLI client.
+
+pub mod api;
+pub mod daemon;
+pub mod server;
+pub mod state;

@@ -1,0 +1,169 @@
+//! The control API: requests and replies exchanged over the daemon's Unix socket, one JSON
+//! object per line.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Options of `vswitch network create`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkCreate {
+    pub name: String,
+    /// `bridge` (default), `overlay` or `macvlan`.
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    /// NAME=IP pairs.
+    pub aux_addresses: Vec<String>,
+    pub internal: bool,
+    /// `-o KEY=VALUE` driver options (`mtu=1400`, ...).
+    pub options: Vec<String>,
+}
+
+/// How a container is attached to the switch.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// A veth pair; the host end is an AF_PACKET port of the switch.
+    #[default]
+    Veth,
+    /// A TAP device of the switch moved into the container as eth0.
+    Tap,
+}
+
+/// Options of `vswitch run`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    /// A network name, or `host`, `none`, `container:NAME`.
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub attach: Option<AttachMode>,
+    /// Command to start detached inside the container (empty: none).
+    pub detach_cmd: Vec<String>,
+}
+
+/// A request to the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    NetworkCreate(NetworkCreate),
+    NetworkLs,
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRm {
+        name: String,
+    },
+    NetworkConnect {
+        network: String,
+        container: String,
+        ip: Option<String>,
+    },
+    NetworkDisconnect {
+        network: String,
+        container: String,
+    },
+    Run(RunRequest),
+    Attach {
+        name: String,
+        netns: String,
+        network: String,
+        ip: Option<String>,
+    },
+    Ps,
+    ContainerInspect {
+        name: String,
+    },
+    Rm {
+        name: String,
+        force: bool,
+    },
+    Fdb {
+        network: Option<String>,
+    },
+    Ports,
+    Stats,
+}
+
+/// A network as listed and inspected.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: u16,
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub aux_addresses: BTreeMap<String, String>,
+    pub internal: bool,
+    pub mtu: u32,
+    pub options: BTreeMap<String, String>,
+    pub containers: BTreeMap<String, EndpointInfo>,
+    pub created: u64,
+}
+
+/// One attachment of a container to a network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: String,
+    /// Interface name inside the container (eth0, eth1, ...).
+    pub ifname: String,
+    /// Switch-side interface (veth host end or TAP name).
+    pub port_name: String,
+    pub port_id: u16,
+    pub attach: AttachMode,
+}
+
+/// A container as listed by `ps`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub name: String,
+    /// `bridge`-style (its own namespace on networks), `host`, `none` or `container:NAME`.
+    pub mode: String,
+    /// Path of the network namespace (empty for host mode).
+    pub netns: String,
+    /// True when the namespace was made by someone else (`vswitch attach`).
+    pub external: bool,
+    pub endpoints: Vec<EndpointInfo>,
+    pub pid: Option<u32>,
+    pub status: String,
+    pub command: Vec<String>,
+}
+
+/// One MAC table entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FdbInfo {
+    pub network: String,
+    pub mac: String,
+    pub port: String,
+    pub port_id: u16,
+    pub age_secs: u32,
+    pub is_static: bool,
+}
+
+/// One port of the switch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortInfo {
+    pub id: u16,
+    pub name: String,
+    pub kind: String,
+    pub network: String,
+    pub container: String,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub tx_dropped: u64,
+}
+
+/// A reply from the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Reply {
+    Ok { data: serde_json::Value },
+    Error { message: String },
+}

@@ -1,0 +1,1059 @@
+//! The daemon: desired state (networks, containers, leases) turned into namespaces, links and
+//! worker commands, persisted after every change and restored on start.
+
+use super::api::*;
+use super::state::{ContainerRecord, EndpointRecord, Mode, NetworkRecord, State};
+use crate::netns;
+use crate::pipeline::{PipelineConfig, PortRole};
+use crate::port::afpacket::AfPacketPort;
+use crate::port::tap::TapPort;
+use crate::port::{Port, PortId};
+use crate::wire::MacAddr;
+use crate::worker::WorkerHandle;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The default network, created on first start like Docker's.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// MTU of a bridge network unless `-o mtu=N` says otherwise.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// Daemon configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub pipeline: PipelineConfig,
+    /// Attach mode for new endpoints unless a request names one.
+    pub default_attach: AttachMode,
+}
+
+/// A port of the switch as the control plane knows it.
+#[derive(Clone, Debug)]
+struct PortRecord {
+    name: String,
+    kind: &'static str,
+    network: String,
+    container: String,
+}
+
+/// The daemon's state and its handle on the worker.
+pub struct Daemon {
+    cfg: Config,
+    state: State,
+    worker: WorkerHandle,
+    ports: BTreeMap<PortId, PortRecord>,
+    children: BTreeMap<String, std::process::Child>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.cfg.state_dir)
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks a user-supplied network or container name.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        bail!(
+            "invalid {kind} name {name:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
+/// The MAC address Docker would give `ip` (02:42 followed by the address).
+pub fn mac_for(ip: Ipv4Addr) -> MacAddr {
+    MacAddr::local_from(ip.octets())
+}
+
+/// A fresh switch-side interface name: `vsw` and 8 random hex digits (15 characters at most).
+fn new_port_name() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    format!("vsw{:08x}", u32::from_ne_bytes(b))
+}
+
+/// Parses a `-o KEY=VALUE` list.
+fn parse_options(opts: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for o in opts {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid option {o:?}: expected KEY=VALUE, e.g. -o mtu=1400"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| anyhow!("invalid {what} {s:?}: expected an IPv4 address like 172.18.0.5"))
+}
+
+fn parse_cidr(what: &str, s: &str) -> Result<ipnet::Ipv4Net> {
+    ipam::parse_subnet(s).map_err(|e| anyhow!("invalid {what}: {e}"))
+}
+
+impl Daemon {
+    /// Loads the state, starts the worker and restores networks and containers.
+    pub fn start(cfg: Config) -> Result<Daemon> {
+        std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+            format!("cannot create state directory {}", cfg.state_dir.display())
+        })?;
+        let state = State::load(&cfg.state_dir)?;
+        let worker =
+            WorkerHandle::spawn(cfg.pipeline.clone()).context("cannot start the switch worker")?;
+        let mut d = Daemon {
+            cfg,
+            state,
+            worker,
+            ports: BTreeMap::new(),
+            children: BTreeMap::new(),
+        };
+        d.restore()?;
+        if !d.state.networks.contains_key(DEFAULT_NETWORK) {
+            d.create_default_network()?;
+        }
+        Ok(d)
+    }
+
+    fn save(&self) -> Result<()> {
+        self.state.save(&self.cfg.state_dir)
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let nets: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
+        for n in &nets {
+            self.register_network(n);
+        }
+        let names: Vec<String> = self.state.containers.keys().cloned().collect();
+        for name in names {
+            let rec = self.state.containers[&name].clone();
+            if !self.namespace_alive(&rec) {
+                eprintln!("vswitch: container {name}: its namespace is gone; removing it");
+                self.forget_container(&name);
+                continue;
+            }
+            for ep in &rec.endpoints {
+                if let Err(e) = self.reopen_endpoint(&rec, ep) {
+                    eprintln!(
+                        "vswitch: container {name}: cannot restore {}: {e:#}",
+                        ep.ifname
+                    );
+                }
+            }
+        }
+        self.save()
+    }
+
+    fn namespace_alive(&self, rec: &ContainerRecord) -> bool {
+        match &rec.mode {
+            Mode::Host => true,
+            Mode::Container(other) => self.state.containers.contains_key(other),
+            Mode::Bridge | Mode::None => netns::open_netns_path(&rec.netns).is_ok(),
+        }
+    }
+
+    /// Removes a container from the state without touching the system (its namespace is gone).
+    fn forget_container(&mut self, name: &str) {
+        if let Some(rec) = self.state.containers.remove(name) {
+            for ep in &rec.endpoints {
+                if let Some(id) = self.port_by_name(&ep.port_name) {
+                    self.worker.remove_port(id);
+                    self.ports.remove(&id);
+                }
+                let _ = netns::detach(&ep.port_name);
+                self.release(&ep.network, ep.ip);
+            }
+        }
+    }
+
+    fn release(&mut self, network: &str, ip: Ipv4Addr) {
+        if let Ok(pool) = self.state.ipam.pool_mut(network) {
+            let _ = pool.release(ip);
+        }
+    }
+
+    fn port_by_name(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .map(|(id, _)| *id)
+    }
+
+    fn free_port_id(&self) -> Result<PortId> {
+        (0..PortId::MAX)
+            .find(|id| !self.ports.contains_key(id))
+            .ok_or_else(|| anyhow!("the switch has no free port"))
+    }
+
+    fn gateway_of(n: &NetworkRecord) -> Option<(MacAddr, Ipv4Addr)> {
+        n.gateway.map(|g| (mac_for(g), g))
+    }
+
+    fn register_network(&self, n: &NetworkRecord) {
+        self.worker.send(crate::worker::Command::AddNetwork {
+            id: n.id,
+            gateway: Self::gateway_of(n),
+        });
+    }
+
+    fn create_default_network(&mut self) -> Result<()> {
+        let routes = host_routes();
+        let taken: Vec<ipnet::Ipv4Net> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.subnet)
+            .collect();
+        let subnet = ipam::next_default_subnet(&taken, &routes).ok_or_else(|| {
+            anyhow!("every default address pool overlaps a host route or network; create one with --subnet")
+        })?;
+        self.network_create(NetworkCreate {
+            name: DEFAULT_NETWORK.into(),
+            driver: "bridge".into(),
+            subnet: Some(subnet.to_string()),
+            ..Default::default()
+        })?;
+        Ok(())
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, req: Request) -> Reply {
+        let r = match req {
+            Request::Ping => Ok(serde_json::json!({"version": env!("CARGO_PKG_VERSION")})),
+            Request::NetworkCreate(c) => self.network_create(c).map(to_json),
+            Request::NetworkLs => Ok(to_json(self.network_ls())),
+            Request::NetworkInspect { name } => self.network_inspect(&name).map(to_json),
+            Request::NetworkRm { name } => self.network_rm(&name).map(|_| serde_json::Value::Null),
+            Request::NetworkConnect {
+                network,
+                container,
+                ip,
+            } => self
+                .network_connect(&network, &container, ip.as_deref(), None)
+                .map(to_json),
+            Request::NetworkDisconnect { network, container } => self
+                .network_disconnect(&network, &container)
+                .map(|_| serde_json::Value::Null),
+            Request::Run(r) => self.run(r).map(to_json),
+            Request::Attach {
+                name,
+                netns,
+                network,
+                ip,
+            } => self
+                .attach(&name, &netns, &network, ip.as_deref())
+                .map(to_json),
+            Request::Ps => Ok(to_json(self.ps())),
+            Request::ContainerInspect { name } => self.container_info(&name).map(to_json),
+            Request::Rm { name, force } => self.rm(&name, force).map(|_| serde_json::Value::Null),
+            Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
+            Request::Ports => self.port_list().map(to_json),
+            Request::Stats => self.stats(),
+        };
+        match r {
+            Ok(data) => Reply::Ok { data },
+            Err(e) => Reply::Error {
+                message: format!("{e:#}"),
+            },
+        }
+    }
+
+    // ----- networks -----
+
+    fn network_create(&mut self, c: NetworkCreate) -> Result<NetworkInfo> {
+        check_name("network", &c.name)?;
+        if matches!(c.name.as_str(), "host" | "none") || c.name.starts_with("container") {
+            bail!("network name {:?} is reserved; choose another name", c.name);
+        }
+        if self.state.networks.contains_key(&c.name) {
+            bail!("network {} already exists; pick another name or remove it with `vswitch network rm {}`", c.name, c.name);
+        }
+        let driver = if c.driver.is_empty() {
+            "bridge".to_string()
+        } else {
+            c.driver.clone()
+        };
+        if driver != "bridge" {
+            bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge");
+        }
+        let options = parse_options(&c.options)?;
+        let mtu = match options
+            .get("mtu")
+            .or(options.get("com.docker.network.driver.mtu"))
+        {
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| anyhow!("invalid mtu {v:?}: expected a number from 68 to 65535"))?,
+            None => DEFAULT_MTU,
+        };
+        let subnet = match &c.subnet {
+            Some(s) => parse_cidr("subnet", s)?,
+            None => {
+                let routes = host_routes();
+                let taken: Vec<ipnet::Ipv4Net> = self
+                    .state
+                    .networks
+                    .values()
+                    .filter_map(|n| n.subnet)
+                    .collect();
+                ipam::next_default_subnet(&taken, &routes).ok_or_else(|| {
+                    anyhow!("no default address pool is free; give one with --subnet")
+                })?
+            }
+        };
+        let gateway = c
+            .gateway
+            .as_deref()
+            .map(|g| parse_ip("gateway", g))
+            .transpose()?;
+        let ip_range = c
+            .ip_range
+            .as_deref()
+            .map(|r| parse_cidr("ip-range", r))
+            .transpose()?;
+        let mut aux = BTreeMap::new();
+        for a in &c.aux_addresses {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid aux address {a:?}: expected NAME=IP"))?;
+            aux.insert(k.to_string(), parse_ip("aux address", v)?);
+        }
+        let spec = ipam::PoolSpec {
+            subnet,
+            gateway,
+            ip_range,
+            aux_addresses: aux.clone(),
+        };
+        self.state
+            .ipam
+            .add_pool(&c.name, spec)
+            .map_err(|e| anyhow!("{e}"))?;
+        let gateway = self.state.ipam.pool(&c.name).ok().map(|p| p.gateway());
+        let id = self.next_network_id()?;
+        let rec = NetworkRecord {
+            name: c.name.clone(),
+            id,
+            driver,
+            subnet: Some(subnet),
+            gateway,
+            ip_range,
+            aux_addresses: aux,
+            internal: c.internal,
+            mtu,
+            options,
+            created: unix_now(),
+        };
+        self.state.networks.insert(c.name.clone(), rec.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.remove(&c.name);
+            let _ = self.state.ipam.remove_pool(&c.name);
+            return Err(e);
+        }
+        self.register_network(&rec);
+        self.network_inspect(&c.name)
+    }
+
+    fn next_network_id(&mut self) -> Result<u16> {
+        let used: Vec<u16> = self.state.networks.values().map(|n| n.id).collect();
+        for _ in 0..=u16::MAX {
+            let id = self.state.next_network_id;
+            self.state.next_network_id = self.state.next_network_id.wrapping_add(1);
+            if !used.contains(&id) {
+                return Ok(id);
+            }
+        }
+        bail!("too many networks")
+    }
+
+    fn network_ls(&self) -> Vec<NetworkInfo> {
+        let mut v: Vec<NetworkInfo> = self
+            .state
+            .networks
+            .keys()
+            .filter_map(|n| self.network_inspect(n).ok())
+            .collect();
+        for (i, pseudo) in ["host", "none"].iter().enumerate() {
+            v.push(NetworkInfo {
+                name: pseudo.to_string(),
+                id: u16::MAX - i as u16,
+                driver: pseudo.to_string(),
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                aux_addresses: BTreeMap::new(),
+                internal: false,
+                mtu: 0,
+                options: BTreeMap::new(),
+                containers: BTreeMap::new(),
+                created: 0,
+            });
+        }
+        v
+    }
+
+    fn network(&self, name: &str) -> Result<&NetworkRecord> {
+        self.state.networks.get(name).ok_or_else(|| {
+            anyhow!("network {name} not found; `vswitch network ls` lists the networks")
+        })
+    }
+
+    fn network_inspect(&self, name: &str) -> Result<NetworkInfo> {
+        let n = self.network(name)?;
+        let mut containers = BTreeMap::new();
+        for c in self.state.containers.values() {
+            for ep in c.endpoints.iter().filter(|e| e.network == name) {
+                containers.insert(c.name.clone(), self.endpoint_info(ep));
+            }
+        }
+        Ok(NetworkInfo {
+            name: n.name.clone(),
+            id: n.id,
+            driver: n.driver.clone(),
+            subnet: n.subnet.map(|s| s.to_string()),
+            gateway: n.gateway.map(|g| g.to_string()),
+            ip_range: n.ip_range.map(|s| s.to_string()),
+            aux_addresses: n
+                .aux_addresses
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            internal: n.internal,
+            mtu: n.mtu,
+            options: n.options.clone(),
+            containers,
+            created: n.created,
+        })
+    }
+
+    fn network_rm(&mut self, name: &str) -> Result<()> {
+        if name == DEFAULT_NETWORK || name == "host" || name == "none" {
+            bail!("{name} is a pre-defined network and cannot be removed");
+        }
+        let id = self.network(name)?.id;
+        let users: Vec<String> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| c.endpoints.iter().any(|e| e.network == name))
+            .map(|c| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            bail!(
+                "network {name} has active endpoints ({}); disconnect or remove those containers first",
+                users.join(", ")
+            );
+        }
+        self.state.networks.remove(name);
+        self.state
+            .ipam
+            .remove_pool(name)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.save()?;
+        self.worker
+            .send(crate::worker::Command::RemoveNetwork { id });
+        Ok(())
+    }
+
+    // ----- containers -----
+
+    fn container(&self, name: &str) -> Result<&ContainerRecord> {
+        self.state
+            .containers
+            .get(name)
+            .ok_or_else(|| anyhow!("container {name} not found; `vswitch ps` lists the containers"))
+    }
+
+    fn endpoint_info(&self, ep: &EndpointRecord) -> EndpointInfo {
+        EndpointInfo {
+            network: ep.network.clone(),
+            ip: ep.ip,
+            prefix: ep.prefix,
+            mac: ep.mac.clone(),
+            ifname: ep.ifname.clone(),
+            port_name: ep.port_name.clone(),
+            port_id: self.port_by_name(&ep.port_name).unwrap_or(u16::MAX),
+            attach: ep.attach,
+        }
+    }
+
+    fn container_info(&self, name: &str) -> Result<ContainerInfo> {
+        let c = self.container(name)?;
+        let netns_path = match &c.mode {
+            Mode::Container(other) => self
+                .state
+                .containers
+                .get(other)
+                .map(|o| o.netns.display().to_string())
+                .unwrap_or_default(),
+            Mode::Host => String::new(),
+            _ => c.netns.display().to_string(),
+        };
+        let running = c
+            .pid
+            .zip(c.pid_start)
+            .is_some_and(|(pid, start)| crate::process::start_time(pid) == Some(start));
+        Ok(ContainerInfo {
+            name: c.name.clone(),
+            mode: c.mode.label(),
+            netns: netns_path,
+            external: c.external,
+            endpoints: c.endpoints.iter().map(|e| self.endpoint_info(e)).collect(),
+            pid: if running { c.pid } else { None },
+            status: if running {
+                "running".into()
+            } else if c.pid.is_some() {
+                "exited".into()
+            } else {
+                "created".into()
+            },
+            command: c.command.clone(),
+        })
+    }
+
+    fn ps(&mut self) -> Vec<ContainerInfo> {
+        self.reap_children();
+        self.state
+            .containers
+            .keys()
+            .filter_map(|n| self.container_info(n).ok())
+            .collect()
+    }
+
+    fn reap_children(&mut self) {
+        self.children
+            .retain(|_, child| !matches!(child.try_wait(), Ok(Some(_))));
+    }
+
+    fn new_container_name(&self) -> String {
+        loop {
+            let n = format!("ctr-{}", &new_port_name()[3..9]);
+            if !self.state.containers.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    fn run(&mut self, r: RunRequest) -> Result<ContainerInfo> {
+        let name = match r.name {
+            Some(n) => n,
+            None => self.new_container_name(),
+        };
+        check_name("container", &name)?;
+        if self.state.containers.contains_key(&name) {
+            bail!("container name {name} is already in use; remove it with `vswitch rm -f {name}` or choose another --name");
+        }
+        let net = r.network.unwrap_or_else(|| DEFAULT_NETWORK.to_string());
+        let mode = match net.as_str() {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            s if s.starts_with("container:") => {
+                let other = &s["container:".len()..];
+                let o = self.container(other)?;
+                if let Mode::Container(_) | Mode::Host = o.mode {
+                    bail!("container {other} does not own a network namespace to join");
+                }
+                Mode::Container(other.to_string())
+            }
+            s => {
+                self.network(s)?;
+                Mode::Bridge
+            }
+        };
+        if r.ip.is_some() && mode != Mode::Bridge {
+            bail!("--ip needs a network with addresses; {net} has none");
+        }
+        let netns_path = match mode {
+            Mode::Bridge | Mode::None => {
+                if netns::netns_exists(&name) {
+                    bail!("a network namespace named {name} already exists (ip netns list); choose another --name, or connect it with `vswitch attach --name {name} --netns /run/netns/{name} NETWORK`");
+                }
+                netns::create_netns(&name)
+                    .with_context(|| format!("cannot create network namespace {name}"))?;
+                netns::netns_path(&name)?
+            }
+            _ => PathBuf::new(),
+        };
+        let rec = ContainerRecord {
+            name: name.clone(),
+            mode: mode.clone(),
+            netns: netns_path.clone(),
+            external: false,
+            endpoints: Vec::new(),
+            pid: None,
+            pid_start: None,
+            command: r.detach_cmd.clone(),
+            created: unix_now(),
+        };
+        self.state.containers.insert(name.clone(), rec);
+        let res = (|| -> Result<()> {
+            if mode == Mode::Bridge {
+                self.network_connect(&net, &name, r.ip.as_deref(), r.attach)?;
+            } else {
+                self.save()?;
+            }
+            if !r.detach_cmd.is_empty() {
+                self.spawn_detached(&name)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = self.rm(&name, true);
+            return Err(e);
+        }
+        self.container_info(&name)
+    }
+
+    fn spawn_detached(&mut self, name: &str) -> Result<()> {
+        let info = self.container_info(name)?;
+        let logdir = self.cfg.state_dir.join("logs");
+        std::fs::create_dir_all(&logdir)?;
+        let log = std::fs::File::create(logdir.join(format!("{name}.log")))?;
+        let stdio = netns::Stdios {
+            stdin: Some(std::process::Stdio::null()),
+            stdout: Some(log.try_clone()?.into()),
+            stderr: Some(log.into()),
+        };
+        let child = spawn(&info.netns, &info.command, stdio)
+            .with_context(|| format!("cannot start {:?} in container {name}", info.command))?;
+        let pid = child.id();
+        let rec = self
+            .state
+            .containers
+            .get_mut(name)
+            .expect("container exists");
+        rec.pid = Some(pid);
+        rec.pid_start = crate::process::start_time(pid);
+        self.children.insert(name.to_string(), child);
+        self.save()
+    }
+
+    fn attach(
+        &mut self,
+        name: &str,
+        ns: &str,
+        network: &str,
+        ip: Option<&str>,
+    ) -> Result<ContainerInfo> {
+        check_name("container", name)?;
+        if self.state.containers.contains_key(name) {
+            bail!("container name {name} is already in use");
+        }
+        let path = PathBuf::from(ns);
+        if netns::open_netns_path(&path).is_err() {
+            bail!("{ns} is not a network namespace (expected a path like /run/netns/NAME or /proc/PID/ns/net)");
+        }
+        self.network(network)?;
+        let rec = ContainerRecord {
+            name: name.to_string(),
+            mode: Mode::Bridge,
+            netns: path,
+            external: true,
+            endpoints: Vec::new(),
+            pid: None,
+            pid_start: None,
+            command: Vec::new(),
+            created: unix_now(),
+        };
+        self.state.containers.insert(name.to_string(), rec);
+        if let Err(e) = self.network_connect(network, name, ip, None) {
+            self.state.containers.remove(name);
+            return Err(e);
+        }
+        self.container_info(name)
+    }
+
+    fn network_connect(
+        &mut self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        attach: Option<AttachMode>,
+    ) -> Result<ContainerInfo> {
+        let net = self.network(network)?.clone();
+        let c = self.container(container)?.clone();
+        if c.mode != Mode::Bridge {
+            bail!(
+                "container {container} is in {} mode and cannot join networks",
+                c.mode.label()
+            );
+        }
+        if c.endpoints.iter().any(|e| e.network == network) {
+            bail!("container {container} is already connected to network {network}");
+        }
+        let static_ip = ip.map(|s| parse_ip("address", s)).transpose()?;
+        let pool = self
+            .state
+            .ipam
+            .pool_mut(network)
+            .map_err(|e| anyhow!("{e}"))?;
+        let ip = match static_ip {
+            Some(a) => pool
+                .allocate_static(a, container)
+                .map(|_| a)
+                .map_err(|e| anyhow!("{e}"))?,
+            None => pool.allocate(container).map_err(|e| anyhow!("{e}"))?,
+        };
+        let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(24);
+        let ifname = format!("eth{}", c.endpoints.len());
+        let ep = EndpointRecord {
+            network: network.to_string(),
+            ip,
+            prefix,
+            mac: mac_for(ip).to_string(),
+            ifname,
+            port_name: new_port_name(),
+            attach: attach.unwrap_or(self.cfg.default_attach),
+        };
+        if let Err(e) = self.create_endpoint(&c, &net, &ep) {
+            self.release(network, ip);
+            let _ = netns::detach(&ep.port_name);
+            return Err(e);
+        }
+        self.state
+            .containers
+            .get_mut(container)
+            .expect("exists")
+            .endpoints
+            .push(ep);
+        self.save()?;
+        self.container_info(container)
+    }
+
+    /// Creates the link of `ep` in the container and its port in the switch.
+    fn create_endpoint(
+        &mut self,
+        c: &ContainerRecord,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+    ) -> Result<()> {
+        let gw = if net.internal { None } else { net.gateway };
+        let mac: MacAddr = ep.mac.parse()?;
+        let cfg = netns::IfaceConfig {
+            ifname: ep.ifname.clone(),
+            mac: Some(mac),
+            ip: ep.ip,
+            prefix: ep.prefix,
+            gateway: gw,
+            mtu: Some(net.mtu),
+        };
+        let port: Box<dyn Port> = match ep.attach {
+            AttachMode::Veth => {
+                netns::attach_veth(&c.netns, &ep.port_name, &cfg)
+                    .with_context(|| format!("cannot attach {} to {}", c.name, net.name))?;
+                Box::new(
+                    AfPacketPort::open(&ep.port_name)
+                        .with_context(|| format!("cannot open port {}", ep.port_name))?,
+                )
+            }
+            AttachMode::Tap => {
+                let tap = TapPort::create(&ep.port_name)
+                    .with_context(|| format!("cannot create TAP {}", ep.port_name))?;
+                netns::adopt_tap_into(&c.netns, &ep.port_name, &cfg)
+                    .with_context(|| format!("cannot move TAP into {}", c.name))?;
+                Box::new(tap)
+            }
+        };
+        self.add_port(port, &net.name, net.id, &c.name)
+    }
+
+    fn add_port(
+        &mut self,
+        port: Box<dyn Port>,
+        network: &str,
+        net_id: u16,
+        container: &str,
+    ) -> Result<()> {
+        let id = self.free_port_id()?;
+        let rec = PortRecord {
+            name: port.name().to_string(),
+            kind: if port.caps().vnet_hdr {
+                "veth/af_packet+vnet"
+            } else {
+                "veth/af_packet"
+            },
+            network: network.to_string(),
+            container: container.to_string(),
+        };
+        self.worker
+            .add_port(id, port, PortRole::Access { network: net_id })
+            .context("the switch refused the port")?;
+        self.ports.insert(id, rec);
+        Ok(())
+    }
+
+    /// Re-opens the switch side of an endpoint after a restart (re-creating the link if the
+    /// namespace still exists but the link has gone).
+    fn reopen_endpoint(&mut self, c: &ContainerRecord, ep: &EndpointRecord) -> Result<()> {
+        let net = self.network(&ep.network)?.clone();
+        if let Ok(p) = self.state.ipam.pool_mut(&ep.network) {
+            if p.lease_of(&c.name) != Some(ep.ip) {
+                let _ = p.allocate_static(ep.ip, &c.name);
+            }
+        }
+        match ep.attach {
+            AttachMode::Veth if link_exists(&ep.port_name) => {
+                let port = AfPacketPort::open(&ep.port_name)?;
+                self.add_port(Box::new(port), &net.name, net.id, &c.name)
+            }
+            _ => {
+                // The link is gone (a TAP dies with its descriptor): build it again.
+                if let Ok(nl) = netns::Netlink::in_netns(&c.netns) {
+                    let _ = nl.delete_link(&ep.ifname);
+                }
+                self.create_endpoint(c, &net, ep)
+            }
+        }
+    }
+
+    fn network_disconnect(&mut self, network: &str, container: &str) -> Result<()> {
+        self.network(network)?;
+        let c = self.container(container)?;
+        let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
+            bail!("container {container} is not connected to network {network}");
+        };
+        let ep = self
+            .state
+            .containers
+            .get_mut(container)
+            .expect("exists")
+            .endpoints
+            .remove(pos);
+        self.remove_endpoint(&ep);
+        self.save()
+    }
+
+    fn remove_endpoint(&mut self, ep: &EndpointRecord) {
+        if let Some(id) = self.port_by_name(&ep.port_name) {
+            self.worker.remove_port(id);
+            self.ports.remove(&id);
+        }
+        let _ = netns::detach(&ep.port_name);
+        self.release(&ep.network, ep.ip);
+    }
+
+    fn rm(&mut self, name: &str, force: bool) -> Result<()> {
+        let info = self.container_info(name)?;
+        let sharers: Vec<String> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| c.mode == Mode::Container(name.to_string()))
+            .map(|c| c.name.clone())
+            .collect();
+        if !sharers.is_empty() {
+            bail!(
+                "container {name} shares its network namespace with {}; remove them first",
+                sharers.join(", ")
+            );
+        }
+        if let Some(pid) = info.pid {
+            if !force {
+                bail!("container {name} is running (pid {pid}); use `vswitch rm -f {name}` to stop and remove it");
+            }
+            // Only a process this daemon started (pid and start time recorded) is signalled.
+            if let Some(start) = self.state.containers[name].pid_start {
+                crate::process::kill_if_ours(pid, start)
+                    .with_context(|| format!("cannot stop pid {pid} of container {name}"))?;
+            }
+            if let Some(mut ch) = self.children.remove(name) {
+                let _ = ch.wait();
+            }
+        }
+        let rec = self.state.containers.remove(name).expect("exists");
+        for ep in &rec.endpoints {
+            self.remove_endpoint(ep);
+        }
+        if !rec.external && matches!(rec.mode, Mode::Bridge | Mode::None) {
+            netns::delete_netns(name)
+                .with_context(|| format!("cannot delete network namespace {name}"))?;
+        }
+        self.save()
+    }
+
+    /// Removes containers whose namespace has gone (deleted by someone else).
+    pub fn reconcile(&mut self) {
+        self.reap_children();
+        let gone: Vec<String> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| !self.namespace_alive(c))
+            .map(|c| c.name.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for name in gone {
+            eprintln!(
+                "vswitch: container {name}: its namespace is gone; removing its ports and leases"
+            );
+            self.forget_container(&name);
+        }
+        if let Err(e) = self.save() {
+            eprintln!("vswitch: {e:#}");
+        }
+    }
+
+    // ----- tables -----
+
+    fn net_name(&self, id: u16) -> String {
+        self.state
+            .networks
+            .values()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbInfo>> {
+        if let Some(n) = network {
+            self.network(n)?;
+        }
+        let snap = self.worker.snapshot()?;
+        let mut v: Vec<FdbInfo> = snap
+            .fdb
+            .iter()
+            .map(|e| FdbInfo {
+                network: self.net_name(e.network),
+                mac: e.mac.to_string(),
+                port: self
+                    .ports
+                    .get(&e.port)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| format!("#{}", e.port)),
+                port_id: e.port,
+                age_secs: e.age_secs,
+                is_static: e.is_static,
+            })
+            .filter(|e| network.is_none_or(|n| e.network == n))
+            .collect();
+        v.sort_by(|a, b| (&a.network, &a.port, &a.mac).cmp(&(&b.network, &b.port, &b.mac)));
+        Ok(v)
+    }
+
+    fn port_list(&self) -> Result<Vec<PortInfo>> {
+        let snap = self.worker.snapshot()?;
+        Ok(self
+            .ports
+            .iter()
+            .map(|(id, p)| {
+                let s = snap.ports.iter().find(|s| s.id == *id);
+                PortInfo {
+                    id: *id,
+                    name: p.name.clone(),
+                    kind: p.kind.to_string(),
+                    network: p.network.clone(),
+                    container: p.container.clone(),
+                    rx_frames: s.map_or(0, |s| s.rx_frames),
+                    tx_frames: s.map_or(0, |s| s.tx_frames),
+                    tx_dropped: s.map_or(0, |s| s.tx_dropped),
+                }
+            })
+            .collect())
+    }
+
+    fn stats(&self) -> Result<serde_json::Value> {
+        let snap = self.worker.snapshot()?;
+        Ok(serde_json::json!({
+            "counters": counters_map(&snap.counters),
+            "ports": snap.ports,
+            "fdb_entries": snap.fdb.len(),
+        }))
+    }
+
+    /// Path of the state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.cfg.state_dir
+    }
+}
+
+/// The host's IPv4 routes (to pick a default pool that overlaps none of them).
+fn host_routes() -> Vec<ipnet::Ipv4Net> {
+    netns::Netlink::new()
+        .and_then(|nl| nl.list_ipv4_routes())
+        .map(|r| r.into_iter().map(|r| r.dst).collect())
+        .unwrap_or_default()
+}
+
+fn counters_map(c: &crate::pipeline::Counters) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("rx", c.rx),
+        ("tx", c.tx),
+        ("unicast", c.unicast),
+        ("flood", c.flood),
+        ("gateway", c.gateway),
+    ] {
+        m.insert(k.into(), v.into());
+    }
+    for r in crate::pipeline::DropReason::ALL {
+        m.insert(format!("drop_{}", r.name()), c.drop_count(r).into());
+    }
+    m
+}
+
+fn link_exists(name: &str) -> bool {
+    netns::Netlink::new()
+        .and_then(|nl| nl.link_exists(name))
+        .unwrap_or(false)
+}
+
+/// Starts `argv` in the namespace at `netns` (a path; empty for the host's own namespace).
+/// Our named namespaces are entered by name so that, like `ip netns exec`, the files of
+/// /etc/netns/NAME (resolv.conf) are seen as /etc.
+pub fn spawn(netns: &str, argv: &[String], stdio: netns::Stdios) -> Result<std::process::Child> {
+    if argv.is_empty() {
+        bail!("no command given");
+    }
+    if netns.is_empty() {
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if let Some(s) = stdio.stdin {
+            cmd.stdin(s);
+        }
+        if let Some(s) = stdio.stdout {
+            cmd.stdout(s);
+        }
+        if let Some(s) = stdio.stderr {
+            cmd.stderr(s);
+        }
+        return Ok(cmd.spawn()?);
+    }
+    let target = match netns.strip_prefix(&format!("{}/", netns::NETNS_RUN_DIR)) {
+        Some(name) if !name.contains('/') => name,
+        _ => netns,
+    };
+    Ok(netns::spawn_in_netns(target, argv, stdio)?)
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
