@@ -781,12 +781,13 @@ impl Daemon {
                 Box::new(tap)
             }
         };
-        self.add_port(port, &net.name, net.id, &c.name)
+        self.add_port(port, ep.attach, &net.name, net.id, &c.name)
     }
 
     fn add_port(
         &mut self,
         port: Box<dyn Port>,
+        attach: AttachMode,
         network: &str,
         net_id: u16,
         container: &str,
@@ -794,10 +795,11 @@ impl Daemon {
         let id = self.free_port_id()?;
         let rec = PortRecord {
             name: port.name().to_string(),
-            kind: if port.caps().vnet_hdr {
-                "veth/af_packet+vnet"
-            } else {
-                "veth/af_packet"
+            kind: match (attach, port.caps().vnet_hdr) {
+                (AttachMode::Veth, true) => "veth/af_packet+vnet",
+                (AttachMode::Veth, false) => "veth/af_packet",
+                (AttachMode::Tap, true) => "tap+vnet",
+                (AttachMode::Tap, false) => "tap",
             },
             network: network.to_string(),
             container: container.to_string(),
@@ -821,7 +823,7 @@ impl Daemon {
         match ep.attach {
             AttachMode::Veth if link_exists(&ep.port_name) => {
                 let port = AfPacketPort::open(&ep.port_name)?;
-                self.add_port(Box::new(port), &net.name, net.id, &c.name)
+                self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)
             }
             _ => {
                 // The link is gone (a TAP dies with its descriptor): build it again.
