@@ -754,7 +754,19 @@ impl Daemon {
         net: &NetworkRecord,
         ep: &EndpointRecord,
     ) -> Result<()> {
-        let gw = if net.internal { None } else { net.gateway };
+        // One default route per namespace (Docker's rule): through the first endpoint on a
+        // network with a way out. Later endpoints get only their subnet's route; a second
+        // default route would be refused by the kernel (EEXIST) and fail `network connect`.
+        let earlier_default = c
+            .endpoints
+            .iter()
+            .take_while(|e| e.port_name != ep.port_name)
+            .any(|e| self.default_gateway(e).is_some());
+        let gw = if earlier_default {
+            None
+        } else {
+            self.default_gateway(ep)
+        };
         let mac: MacAddr = ep.mac.parse()?;
         let cfg = netns::IfaceConfig {
             ifname: ep.ifname.clone(),
@@ -841,6 +853,11 @@ impl Daemon {
         let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
             bail!("container {container} is not connected to network {network}");
         };
+        // Did this endpoint carry the default route (the first one with a way out)?
+        let had_default = c.endpoints[..=pos]
+            .iter()
+            .position(|e| self.default_gateway(e).is_some())
+            == Some(pos);
         let ep = self
             .state
             .containers
@@ -849,7 +866,28 @@ impl Daemon {
             .endpoints
             .remove(pos);
         self.remove_endpoint(&ep);
-        self.save()
+        self.save()?;
+        // The default route went with the link: hand it to the next endpoint with a way out.
+        if had_default {
+            let c = self.container(container)?.clone();
+            if let Some(gw) = c.endpoints.iter().find_map(|e| self.default_gateway(e)) {
+                netns::Netlink::in_netns(&c.netns)
+                    .and_then(|nl| nl.add_default_route(gw))
+                    .with_context(|| {
+                        format!("disconnected, but cannot set the default route of {container} via {gw}")
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway an endpoint's network offers as a default route (none when internal).
+    fn default_gateway(&self, ep: &EndpointRecord) -> Option<Ipv4Addr> {
+        self.state
+            .networks
+            .get(&ep.network)
+            .filter(|n| !n.internal)
+            .and_then(|n| n.gateway)
     }
 
     fn remove_endpoint(&mut self, ep: &EndpointRecord) {
