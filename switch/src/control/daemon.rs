@@ -722,7 +722,11 @@ impl Daemon {
             None => pool.allocate(container).map_err(|e| anyhow!("{e}"))?,
         };
         let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(24);
-        let ifname = format!("eth{}", c.endpoints.len());
+        // The lowest free ethN: after a disconnect the count no longer names a free one.
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| c.endpoints.iter().all(|e| &e.ifname != n))
+            .expect("an unused interface name");
         let ep = EndpointRecord {
             network: network.to_string(),
             ip,
