@@ -233,8 +233,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
             println!(
-                "{:<16} {:<9} {:<18} {:<18} {:<8} {}",
-                "NAME", "STATUS", "NETWORK", "IP", "PID", "COMMAND"
+                "{:<16} {:<9} {:<18} {:<18} {:<8} COMMAND",
+                "NAME", "STATUS", "NETWORK", "IP", "PID"
             );
             for c in list {
                 let nets: Vec<String> = c.endpoints.iter().map(|e| e.network.clone()).collect();
