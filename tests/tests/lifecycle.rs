@@ -498,13 +498,14 @@ fn network_rm_refuses_while_used_and_stays_gone() {
             !network_names(&d).contains(&"doomed".to_string()),
             "came back (kill9={kill9})"
         );
-        assert!(d.ping(
-            &b,
-            &inspect(&d, "bridge")["gateway"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        ));
+        let gw = inspect(&d, "bridge")["gateway"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            d.ping(&b, &gw),
+            "the bridge network still works (kill9={kill9})"
+        );
     }
     // Its subnet and name are free again.
     d.ok(&["network", "create", "--subnet", "10.246.0.0/24", "doomed"]);
