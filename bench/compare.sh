@@ -34,7 +34,10 @@ cleanup() {
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
   fi
   cleanup_topo
-  [ -n "${OVS_STARTED:-}" ] && { kill $(cat $WORK/ovs-vswitchd.pid) $(cat $WORK/ovsdb-server.pid) 2>/dev/null; }
+  # OVS daemons this script started (by the PIDs they recorded), never others.
+  for p in ovs-vswitchd ovsdb-server; do
+    [ -f $WORK/$p.pid ] && kill "$(cat $WORK/$p.pid)" 2>/dev/null
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -62,14 +65,6 @@ setup() {
     veth_topo
     # userspace datapaths see partial checksums from veth TX offload: the peers' scripts turn it off
     for i in 1 2; do ip netns exec ${TAG}c$i ethtool -K eth0 tx off >/dev/null 2>&1; done
-    if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
-      mkdir -p /var/run/openvswitch /etc/openvswitch
-      [ -f /etc/openvswitch/conf.db ] || ovsdb-tool create /etc/openvswitch/conf.db /usr/share/openvswitch/vswitch.ovsschema
-      ovsdb-server --remote=punix:/var/run/openvswitch/db.sock --pidfile=$WORK/ovsdb-server.pid --detach --log-file=$WORK/ovsdb.log
-      ovs-vsctl --no-wait init
-      ovs-vswitchd --pidfile=$WORK/ovs-vswitchd.pid --detach --log-file=$WORK/ovs-vswitchd.log
-      OVS_STARTED=1; sleep 1
-    fi
     ovs-vsctl add-br ${TAG}br -- set bridge ${TAG}br datapath_type=netdev
     ovs-vsctl add-port ${TAG}br ${TAG}v1; ovs-vsctl add-port ${TAG}br ${TAG}v2
     ip link set ${TAG}br up ;;
@@ -112,6 +107,16 @@ measure() {
   teardown $mode
   echo "$mode $tcp $fwd $rtt"
 }
+
+# Open vSwitch's daemons, started here (nothing starts services on this machine) unless running.
+if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+  mkdir -p /var/run/openvswitch /etc/openvswitch
+  [ -f /etc/openvswitch/conf.db ] || ovsdb-tool create /etc/openvswitch/conf.db /usr/share/openvswitch/vswitch.ovsschema
+  ovsdb-server --remote=punix:/var/run/openvswitch/db.sock --pidfile=$WORK/ovsdb-server.pid --detach --log-file=$WORK/ovsdb.log >/dev/null 2>&1
+  ovs-vsctl --no-wait init >/dev/null
+  ovs-vswitchd --pidfile=$WORK/ovs-vswitchd.pid --detach --log-file=$WORK/ovs-vswitchd.log >/dev/null 2>&1
+  sleep 1
+fi
 
 printf '%-8s %10s %14s %10s\n' target tcp_gbps l2fwd64_kpps rtt_ms
 RES=""
