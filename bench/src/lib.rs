@@ -118,22 +118,23 @@ pub fn learn_hosts(p: &mut Pipeline, hosts: u32, ports: u16, now: u32) {
     }
 }
 
-/// `count` batches of `size` known-unicast frames: batch `k` enters on port `k % ports`,
-/// each frame from a random host behind that port to a random host behind another port.
-pub fn unicast_batches(
+/// The 12 MAC bytes (destination, source) of `count` bursts of `size` known-unicast frames:
+/// burst `k` enters on port `k % ports`, each frame from a random host behind that port to a
+/// random host behind another port.
+pub fn unicast_headers(
     hosts: u32,
     ports: u16,
     size: usize,
     count: usize,
     seed: u64,
-) -> Vec<(PortId, Batch)> {
+) -> Vec<(PortId, Vec<[u8; 12]>)> {
     assert!(ports >= 2 && hosts >= 2 * ports as u32);
     let mut rng = Rng::new(seed);
     let per_port = hosts / ports as u32;
     (0..count)
         .map(|k| {
             let in_port = (k % ports as usize) as PortId;
-            let frames: Vec<[u8; 64]> = (0..size)
+            let hdrs = (0..size)
                 .map(|_| {
                     let src = rng.below(per_port as u64) as u32 * ports as u32 + in_port as u32;
                     let mut out_port = rng.below(ports as u64 - 1) as u32;
@@ -141,12 +142,80 @@ pub fn unicast_batches(
                         out_port += 1;
                     }
                     let dst = rng.below(per_port as u64) as u32 * ports as u32 + out_port;
-                    eth_frame(host_mac(dst), host_mac(src), None)
+                    let mut h = [0u8; 12];
+                    h[..6].copy_from_slice(&host_mac(dst).0);
+                    h[6..].copy_from_slice(&host_mac(src).0);
+                    h
+                })
+                .collect();
+            (in_port, hdrs)
+        })
+        .collect()
+}
+
+/// `count` batches of `size` known-unicast frames (see [`unicast_headers`]).
+pub fn unicast_batches(
+    hosts: u32,
+    ports: u16,
+    size: usize,
+    count: usize,
+    seed: u64,
+) -> Vec<(PortId, Batch)> {
+    unicast_headers(hosts, ports, size, count, seed)
+        .into_iter()
+        .map(|(in_port, hdrs)| {
+            let frames: Vec<[u8; 64]> = hdrs
+                .iter()
+                .map(|h| {
+                    eth_frame(
+                        MacAddr::from_slice(&h[..6]),
+                        MacAddr::from_slice(&h[6..]),
+                        None,
+                    )
                 })
                 .collect();
             (in_port, batch_of(&frames))
         })
         .collect()
+}
+
+/// Writes `hdrs` (destination and source MACs) over the first frames of `b`: a stand-in for
+/// a port receiving new frames into a reused batch, so traffic can range over a million MACs
+/// while the frame bytes stay as hot in cache as right after a real receive.
+#[inline]
+pub fn rewrite_macs(b: &mut Batch, hdrs: &[[u8; 12]]) {
+    for (i, h) in hdrs.iter().enumerate().take(b.len()) {
+        b.frame_mut(i)[..12].copy_from_slice(h);
+    }
+}
+
+/// Traffic over many MACs: a small ring of batches whose MACs are rewritten from a long
+/// stream of headers before each use (see [`rewrite_macs`]).
+pub struct MacStream {
+    ring: Vec<Batch>,
+    hdrs: Vec<(PortId, Vec<[u8; 12]>)>,
+    k: usize,
+}
+
+impl MacStream {
+    /// `count` bursts of `size` frames over `hosts` hosts behind `ports` ports.
+    pub fn new(hosts: u32, ports: u16, size: usize, count: usize, seed: u64) -> MacStream {
+        let hdrs = unicast_headers(hosts, ports, size, count, seed);
+        let ring = (0..4)
+            .map(|_| batch_of(&vec![eth_frame(host_mac(0), host_mac(1), None); size]))
+            .collect();
+        MacStream { ring, hdrs, k: 0 }
+    }
+
+    /// The next burst: its ingress port and the batch holding it.
+    #[inline]
+    pub fn next_batch(&mut self) -> (PortId, &Batch) {
+        let (port, hdrs) = &self.hdrs[self.k % self.hdrs.len()];
+        let b = &mut self.ring[self.k % 4];
+        self.k += 1;
+        rewrite_macs(b, hdrs);
+        (*port, b)
+    }
 }
 
 /// A batch of `size` broadcast frames from distinct hosts behind port 0.
@@ -181,6 +250,25 @@ mod tests {
         }
         assert_eq!(p.counters().unicast, 8 * 32);
         assert_eq!(p.counters().total_drops(), 0);
+    }
+
+    #[test]
+    fn mac_stream_rewrites_sources_and_destinations() {
+        let mut p = pipeline(2, 4096);
+        learn_hosts(&mut p, 2000, 2, 0);
+        let mut s = MacStream::new(2000, 2, 32, 64, 9);
+        let mut out = Dispatch::new();
+        for _ in 0..64 {
+            let (port, b) = s.next_batch();
+            p.process(port, b, 0, &mut out);
+        }
+        assert_eq!(p.counters().unicast, 64 * 32);
+        assert_eq!(p.counters().total_drops(), 0);
+        assert_eq!(
+            p.fdb().counters().learned,
+            2000,
+            "every source was already known"
+        );
     }
 
     #[test]

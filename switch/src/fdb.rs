@@ -327,8 +327,10 @@ impl Fdb {
             + std::mem::size_of::<Fdb>()
     }
 
+    /// The home slot of `key`: where its probe starts. The pipeline computes it once per key
+    /// and passes it to [`Fdb::lookup_from`] and [`Fdb::learn_from`].
     #[inline]
-    fn home(&self, key: u64) -> usize {
+    pub fn home(&self, key: u64) -> usize {
         let m = ((key ^ self.seed0) as u128).wrapping_mul(self.seed1 as u128);
         ((m as u64) ^ ((m >> 64) as u64)) as usize & self.mask
     }
@@ -342,7 +344,13 @@ impl Fdb {
     /// Looks up a packed key (see [`fdb_key`]): the port, if the address is known.
     #[inline]
     pub fn lookup_key(&self, key: u64) -> Option<PortId> {
-        let mut i = self.home(key);
+        self.lookup_from(key, self.home(key))
+    }
+
+    /// [`Fdb::lookup_key`] with the key's home slot already computed ([`Fdb::home`]).
+    #[inline]
+    pub fn lookup_from(&self, key: u64, home: usize) -> Option<PortId> {
+        let mut i = home & self.mask;
         loop {
             let s = &self.slots[i];
             if s.key == 0 {
@@ -355,12 +363,12 @@ impl Fdb {
         }
     }
 
-    /// Reads the home slot of `key` and returns a value derived from it. The pipeline calls
+    /// Reads the home slot `home` (from [`Fdb::home`]) and returns a value derived from it. The pipeline calls
     /// this for a whole batch before learning and looking up, so the cache misses of the batch
     /// overlap (a prefetch without `unsafe`).
     #[inline]
-    pub fn touch(&self, key: u64) -> u64 {
-        self.slots[self.home(key)].key
+    pub fn touch(&self, home: usize) -> u64 {
+        self.slots[home & self.mask].key
     }
 
     /// The port `mac` was learned on in `network`.
@@ -380,10 +388,37 @@ impl Fdb {
     /// ([`mac_u64_learnable`]); an unlearnable key is ignored.
     #[inline]
     pub fn learn_key(&mut self, key: u64, port: PortId, now: u32) -> Learn {
+        self.learn_from(key, self.home(key), port, now)
+    }
+
+    /// [`Fdb::learn_key`] with the key's home slot already computed ([`Fdb::home`]). The
+    /// common case — the address sits in its home slot, on this port, refreshed this second —
+    /// is a few inlined compares that write nothing.
+    #[inline(always)]
+    pub fn learn_from(&mut self, key: u64, home: usize, port: PortId, now: u32) -> Learn {
+        let mut i = home & self.mask;
+        loop {
+            let s = &self.slots[i];
+            if s.key == key {
+                if s.port == port && (s.ts == now || s.is_static()) && self.live(s) {
+                    return Learn::Unchanged;
+                }
+                break;
+            }
+            if s.key == 0 {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        self.learn_slow(key, home & self.mask, port, now)
+    }
+
+    #[inline(never)]
+    fn learn_slow(&mut self, key: u64, home: usize, port: PortId, now: u32) -> Learn {
         if !mac_u64_learnable(key & 0xffff_ffff_ffff) {
             return Learn::NotLearnable;
         }
-        let mut i = self.home(key);
+        let mut i = home;
         loop {
             let s = self.slots[i];
             if s.key == 0 {
@@ -584,8 +619,9 @@ impl Fdb {
                             _ => 0,
                         };
                         let score = (weight, now.saturating_sub(s.ts));
-                        if best.map_or(true, |(_, b)| score > b) {
-                            best = Some((i, score));
+                        match best {
+                            Some((_, b)) if b >= score => {}
+                            _ => best = Some((i, score)),
                         }
                     }
                 }

@@ -225,23 +225,37 @@ impl Counters {
 }
 
 /// One output list: frames of the batch to send on `port` with egress tag `vlan`.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct TxList {
     port: PortId,
-    vlan: Option<u16>,
-    frames: Vec<u16>,
+    /// Egress tag, [`NO_VLAN`] for untagged.
+    vlan: u16,
+    len: u16,
     /// Next list of the same port in this batch (index + 1; 0 ends the chain).
     next: u32,
+    frames: [u16; BATCH_SIZE],
 }
 
+const EMPTY_LIST: TxList = TxList {
+    port: 0,
+    vlan: NO_VLAN,
+    len: 0,
+    next: 0,
+    frames: [0; BATCH_SIZE],
+};
+
 /// The pipeline's output for one batch: per-output frame lists and gateway deliveries.
-/// Reused across batches: after warm-up nothing in it allocates.
+/// Reused across batches: lists are fixed arrays, so after warm-up (the first batch that
+/// reaches a given number of outputs) nothing in it allocates.
 #[derive(Debug)]
 pub struct Dispatch {
     lists: Vec<TxList>,
     active: usize,
     /// Per port: index + 1 of its first list in this batch, 0 if none.
     by_port: Vec<u32>,
+    /// The list the previous push went to (index + 1, 0 if none): unicast frames of a batch
+    /// usually share their output.
+    last: usize,
     gateway: Vec<(u16, NetworkId)>,
     frame_vlan: [u16; BATCH_SIZE],
 }
@@ -255,22 +269,14 @@ impl Default for Dispatch {
 impl Dispatch {
     /// An empty dispatch, with room for 64 ports' lists allocated up front.
     pub fn new() -> Self {
-        let mut d = Dispatch {
-            lists: Vec::with_capacity(64),
+        Dispatch {
+            lists: vec![EMPTY_LIST; 64],
             active: 0,
             by_port: vec![0; 64],
+            last: 0,
             gateway: Vec::with_capacity(BATCH_SIZE),
             frame_vlan: [NO_VLAN; BATCH_SIZE],
-        };
-        for _ in 0..64 {
-            d.lists.push(TxList {
-                port: 0,
-                vlan: None,
-                frames: Vec::with_capacity(BATCH_SIZE),
-                next: 0,
-            });
         }
-        d
     }
 
     /// Forgets the previous batch's decisions (keeps all memory).
@@ -279,51 +285,70 @@ impl Dispatch {
             self.by_port[l.port as usize] = 0;
         }
         self.active = 0;
+        self.last = 0;
         self.gateway.clear();
     }
 
-    /// Queues frame `frame` of the batch for `port` with egress tag `vlan`. Each (port, vlan)
-    /// list holds a frame index at most once per batch, so a list never outgrows
-    /// [`BATCH_SIZE`]. Public for benches and tests; the pipeline calls it.
-    #[inline]
+    /// Queues frame `frame` of the batch for `port` with egress tag `vlan`. A list holds at
+    /// most [`BATCH_SIZE`] frames (each frame goes to a given output at most once per batch);
+    /// pushes beyond that are ignored. Public for benches and tests; the pipeline calls it.
+    #[inline(always)]
     pub fn push(&mut self, port: PortId, vlan: Option<u16>, frame: u16) {
+        let vlan = vlan.unwrap_or(NO_VLAN);
+        let li = if self.last != 0
+            && self.lists[self.last - 1].port == port
+            && self.lists[self.last - 1].vlan == vlan
+        {
+            self.last - 1
+        } else {
+            self.find_or_add(port, vlan)
+        };
+        self.last = li + 1;
+        let l = &mut self.lists[li];
+        if (l.len as usize) < BATCH_SIZE {
+            l.frames[l.len as usize] = frame;
+            l.len += 1;
+        }
+    }
+
+    #[inline]
+    fn find_or_add(&mut self, port: PortId, vlan: u16) -> usize {
         let p = port as usize;
         if p >= self.by_port.len() {
             self.by_port.resize(p + 1, 0);
         }
         let mut li = self.by_port[p];
         while li != 0 {
-            let l = &mut self.lists[li as usize - 1];
+            let l = &self.lists[li as usize - 1];
             if l.vlan == vlan {
-                l.frames.push(frame);
-                return;
+                return li as usize - 1;
             }
             li = l.next;
         }
         if self.active == self.lists.len() {
-            self.lists.push(TxList {
-                port,
-                vlan,
-                frames: Vec::with_capacity(BATCH_SIZE),
-                next: 0,
-            });
+            self.lists.push(EMPTY_LIST);
         }
         let l = &mut self.lists[self.active];
         l.port = port;
         l.vlan = vlan;
-        l.frames.clear();
-        l.frames.push(frame);
+        l.len = 0;
         l.next = self.by_port[p];
         self.active += 1;
         self.by_port[p] = self.active as u32;
+        self.active - 1
     }
 
     /// The output lists of this batch: (port, frame indexes in batch order, egress VLAN tag or
     /// `None` for untagged). A port appears once per distinct egress tag.
     pub fn outputs(&self) -> impl Iterator<Item = (PortId, &[u16], Option<u16>)> + '_ {
-        self.lists[..self.active]
-            .iter()
-            .map(|l| (l.port, &l.frames[..], l.vlan))
+        self.lists[..self.active].iter().map(|l| {
+            let vlan = if l.vlan == NO_VLAN {
+                None
+            } else {
+                Some(l.vlan)
+            };
+            (l.port, &l.frames[..l.len as usize], vlan)
+        })
     }
 
     /// Frames for the switch's own gateway: (frame index, network). Broadcasts appear here
@@ -416,7 +441,11 @@ pub struct Pipeline {
     net: [NetworkId; BATCH_SIZE],
     src: [u64; BATCH_SIZE],
     dst: [u64; BATCH_SIZE],
+    src_home: [usize; BATCH_SIZE],
+    dst_home: [usize; BATCH_SIZE],
     valid: [u8; BATCH_SIZE],
+    /// Per port: its network if it is an access port, else `u32::MAX`.
+    access_net: Vec<u32>,
 }
 
 impl Pipeline {
@@ -441,7 +470,10 @@ impl Pipeline {
             net: [0; BATCH_SIZE],
             src: [0; BATCH_SIZE],
             dst: [0; BATCH_SIZE],
+            src_home: [0; BATCH_SIZE],
+            dst_home: [0; BATCH_SIZE],
             valid: [0; BATCH_SIZE],
+            access_net: Vec::new(),
         }
     }
 
@@ -505,6 +537,13 @@ impl Pipeline {
         if i >= self.counters.ports.len() {
             self.counters.ports.resize(i + 1, PortCounters::default());
         }
+        if i >= self.access_net.len() {
+            self.access_net.resize(i + 1, u32::MAX);
+        }
+        self.access_net[i] = match role {
+            PortRole::Access { network } => network as u32,
+            PortRole::Trunk { .. } => u32::MAX,
+        };
         self.ports[i] = Some(PortState { role, by_vid });
     }
 
@@ -512,6 +551,9 @@ impl Pipeline {
     pub fn remove_port(&mut self, port: PortId) {
         if let Some(slot) = self.ports.get_mut(port as usize) {
             *slot = None;
+        }
+        if let Some(a) = self.access_net.get_mut(port as usize) {
+            *a = u32::MAX;
         }
         for n in &mut self.networks {
             n.members.retain(|m| m.port != port);
@@ -627,24 +669,27 @@ impl Pipeline {
             pc.rx_bytes += rx_bytes;
         }
 
-        // Stage 2: touch the table slots so the misses of the whole batch overlap.
-        if nvalid > 1 {
-            let mut acc = 0u64;
-            for j in 0..nvalid {
-                acc ^= self.fdb.touch(self.src[j]);
-                if self.dst[j] & GROUP_BIT == 0 {
-                    acc ^= self.fdb.touch(self.dst[j]);
-                }
+        // Stage 2: hash every key once and touch its home slot, so the cache misses of the
+        // whole batch overlap instead of being paid one after the other.
+        let mut acc = 0u64;
+        for j in 0..nvalid {
+            let hs = self.fdb.home(self.src[j]);
+            self.src_home[j] = hs;
+            acc ^= self.fdb.touch(hs);
+            if self.dst[j] & GROUP_BIT == 0 {
+                let hd = self.fdb.home(self.dst[j]);
+                self.dst_home[j] = hd;
+                acc ^= self.fdb.touch(hd);
             }
-            std::hint::black_box(acc);
         }
+        std::hint::black_box(acc);
 
         // Stage 3: learn.
         let mut last = u64::MAX;
         for j in 0..nvalid {
             let key = self.src[j];
             if key != last {
-                self.fdb.learn_key(key, in_port, now);
+                self.fdb.learn_from(key, self.src_home[j], in_port, now);
                 last = key;
             }
         }
@@ -665,16 +710,20 @@ impl Pipeline {
                     gateway += 1;
                     continue;
                 }
-                if let Some(p) = self.fdb.lookup_key(key) {
+                if let Some(p) = self.fdb.lookup_from(key, self.dst_home[j]) {
                     if p == in_port {
                         Self::drop_frame(&mut self.counters, ip, DropReason::SamePort);
                         continue;
                     }
-                    let egress = self
-                        .ports
-                        .get(p as usize)
-                        .and_then(|s| s.as_ref())
-                        .and_then(|s| s.egress(net));
+                    // Access ports (the common case) answer from a flat array.
+                    let egress = if self.access_net.get(p as usize) == Some(&(net as u32)) {
+                        Some(None)
+                    } else {
+                        self.ports
+                            .get(p as usize)
+                            .and_then(|s| s.as_ref())
+                            .and_then(|s| s.egress(net))
+                    };
                     if let Some(vlan) = egress {
                         out.push(p, vlan, i);
                         unicast += 1;
@@ -708,9 +757,9 @@ impl Pipeline {
         // Counters: per output list, and per decision.
         let mut tx = 0u64;
         for l in &out.lists[..out.active] {
-            tx += l.frames.len() as u64;
+            tx += l.len as u64;
             if let Some(pc) = self.counters.ports.get_mut(l.port as usize) {
-                pc.tx += l.frames.len() as u64;
+                pc.tx += l.len as u64;
             }
         }
         let c = &mut self.counters;

@@ -1,0 +1,45 @@
+//! Quick, noise-resistant pipeline timing for profiling sessions on a shared machine: runs each
+//! configuration in short repetitions, times them in this thread's CPU time (from
+//! /proc/thread-self/schedstat, so time spent preempted by other processes does not count),
+//! and prints the fastest. `cargo run --release -p bench --example quick [filter]`.
+
+use bench::*;
+
+/// CPU time of this thread in nanoseconds (first field of /proc/thread-self/schedstat).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+use switch::pipeline::Dispatch;
+
+fn main() {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let configs: &[(&str, u32, u16, usize, usize)] = &[
+        ("1k_macs/2_ports/batch_32", 1000, 2, 32, 256),
+        ("1k_macs/64_ports/batch_32", 1000, 64, 32, 256),
+        ("1M_macs/2_ports/batch_32", 1_000_000, 2, 32, 65536),
+    ];
+    let mut out = Dispatch::new();
+    for &(name, hosts, ports, size, count) in configs {
+        if !name.contains(&filter) {
+            continue;
+        }
+        let mut p = pipeline(ports, (hosts as usize).max(1024));
+        learn_hosts(&mut p, hosts, ports, 0);
+        let mut stream = MacStream::new(hosts, ports, size, count, 3);
+        let mut best = f64::MAX;
+        for _ in 0..40 {
+            let t = cpu_ns();
+            let iters = 20_000;
+            for _ in 0..iters {
+                let (ip, b) = stream.next_batch();
+                p.process(ip, b, 1, &mut out);
+            }
+            let ns = (cpu_ns() - t) as f64 / (iters * size) as f64;
+            best = best.min(ns);
+        }
+        println!("{name}: {best:.2} ns/frame = {:.1} Mpps", 1000.0 / best);
+    }
+}
