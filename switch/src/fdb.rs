@@ -11,7 +11,7 @@
 //! * **Open addressing** with linear probing and backward-shift deletion (no tombstones). The
 //!   table has a power-of-two number of slots, at least twice the configured capacity, so the
 //!   load factor stays at or below 1/2 and probe sequences stay short. At one million entries
-//!   the table costs about 33 bytes per entry (see [`Fdb::memory_bytes`]).
+//!   the table costs 34.3 bytes per entry (see [`Fdb::memory_bytes`]).
 //! * **Hashing** is a folded 64x64->128 multiply of the key with a per-table random seed
 //!   (taken from std's `RandomState` at construction), so a host that sends chosen MACs cannot
 //!   aim them at one probe chain. Tests may fix the seed ([`FdbConfig::seed`]).
