@@ -248,7 +248,7 @@ impl Fdb {
         let nslots = (capacity * 2).next_power_of_two().max(16);
         let seed = cfg.seed.unwrap_or_else(random_u64);
         Fdb {
-            slots: vec![EMPTY; nslots].into_boxed_slice(),
+            slots: crate::sys::huge_page_slice(nslots, EMPTY),
             mask: nslots - 1,
             seed0: seed ^ 0x243f_6a88_85a3_08d3,
             seed1: (seed.rotate_left(29) ^ 0x1319_8a2e_0370_7344) | 1,

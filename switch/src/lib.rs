@@ -19,5 +19,6 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod process;
+pub mod sys;
 pub mod wire;
 pub mod worker;
