@@ -77,8 +77,14 @@ pub enum Command {
     /// Changes the role of a port (the networks and VLANs it carries) without closing it. Its
     /// learned MACs are flushed; an uplink stays an uplink.
     SetPortRole { id: PortId, role: PortRole },
-    /// Marks a port as an uplink (a macvlan parent): unknown unicast from it is dropped.
-    SetUplink { id: PortId, on: bool },
+    /// Adds a port as an uplink (a macvlan parent facing a LAN): like `AddPort`, and unknown
+    /// unicast from it is dropped from its very first frame (see [`Pipeline::set_uplink`]).
+    AddUplink {
+        id: PortId,
+        port: Box<dyn Port>,
+        role: PortRole,
+        done: Sender<io::Result<()>>,
+    },
     /// Adds a static MAC table entry (a macvlan container's own address on its port).
     AddStatic {
         network: NetworkId,
@@ -131,6 +137,19 @@ impl WorkerHandle {
     pub fn add_port(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
         let (done, rx) = crossbeam_channel::bounded(1);
         self.send(Command::AddPort {
+            id,
+            port,
+            role,
+            done,
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("the switch worker did not answer"))?
+    }
+
+    /// Adds an uplink port (see [`Command::AddUplink`]) and waits until the worker has it.
+    pub fn add_uplink(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::AddUplink {
             id,
             port,
             role,
@@ -460,7 +479,18 @@ impl Worker {
                         self.pipeline.set_role(id, role);
                     }
                 }
-                Command::SetUplink { id, on } => self.pipeline.set_uplink(id, on),
+                Command::AddUplink {
+                    id,
+                    port,
+                    role,
+                    done,
+                } => {
+                    let r = self.add_port(id, port, role);
+                    if r.is_ok() {
+                        self.pipeline.set_uplink(id, true);
+                    }
+                    let _ = done.send(r);
+                }
                 Command::AddStatic { network, mac, port } => {
                     if let Err(e) = self.pipeline.add_static(network, mac, port) {
                         eprintln!("vswitch worker: static MAC {mac} on port {port}: {e}");
@@ -644,12 +674,13 @@ mod tests {
         assert_eq!(sent[0][18], 0x45);
         h9.clear_sent();
 
-        // Trunk 8 carries network 2 on VLAN 20 and network 1 untagged. Its frames: VLAN 20 to
+        // Uplink 8 carries network 2 on VLAN 20 and network 1 untagged. Its frames: VLAN 20 to
         // the container on port 2 (stripped), VLAN 20 broadcast (stripped for port 2, rewritten
         // to 10 for trunk 9), and an untagged broadcast of network 1 (as is to ports 1 and 9).
         let mut p8 = MemPort::new("t8", 64);
         for f in [
             frame(mac(2), mac(0x81), Some(20)),
+            frame(mac(0x99), mac(0x81), Some(20)), // unknown unicast from an uplink: dropped
             frame(MacAddr::BROADCAST, mac(0x81), Some(20)),
             frame(MacAddr::BROADCAST, mac(0x82), None),
         ] {
@@ -659,7 +690,7 @@ mod tests {
             native: Some(1),
             vlans: vec![(20, 2)],
         };
-        w.add_port(8, Box::new(p8), trunk8).unwrap();
+        w.add_uplink(8, Box::new(p8), trunk8).unwrap();
         let to2 = wait_sent(&h2, 2);
         assert_eq!(to2.len(), 2, "{to2:?}");
         assert_eq!(to2[0], frame(mac(2), mac(0x81), None));
@@ -670,6 +701,8 @@ mod tests {
         assert_eq!(to9[1], frame(MacAddr::BROADCAST, mac(0x82), None));
         let to1 = wait_sent(&h1, 1);
         assert_eq!(to1, vec![frame(MacAddr::BROADCAST, mac(0x82), None)]);
+        let snap = w.snapshot().unwrap();
+        assert_eq!(snap.counters.drop_count(DropReason::NotLocal), 1);
 
         // SetPortRole moves network 2 of trunk 9 to VLAN 30 without closing the port.
         w.send(Command::SetPortRole {
