@@ -4,8 +4,9 @@
 //! so other machines of that LAN reach containers without NAT. Here the parent is an **uplink
 //! port** of the switch:
 //!
-//! * The parent is opened with AF_PACKET (vnet headers, VLAN tags restored from metadata) and
-//!   set promiscuous while a macvlan network uses it; its own promiscuous flag is written to
+//! * The parent is opened with AF_PACKET (vnet headers, VLAN tags restored from metadata, sends
+//!   through the device's qdisc so captures on the parent show both directions) and set
+//!   promiscuous while a macvlan network uses it; its own promiscuous flag is written to
 //!   the state ([`UplinkRecord`]) *before* the interface is touched, so a crash in between
 //!   still restores it when the last network on it is removed (also across restarts).
 //! * One parent is one port, whatever the number of networks on it: its role is a
@@ -33,7 +34,7 @@ use crate::control::api::NetworkCreate;
 use crate::control::state::{EndpointRecord, NetworkRecord, UplinkRecord};
 use crate::netns::{self, Netlink};
 use crate::pipeline::PortRole;
-use crate::port::afpacket::AfPacketPort;
+use crate::port::afpacket::{AfPacketConfig, AfPacketPort};
 use crate::port::Port;
 use crate::worker::Command;
 use anyhow::{anyhow, bail, Context, Result};
@@ -193,7 +194,10 @@ impl Daemon {
             self.worker.send(Command::RemoveNetwork { id: n.id });
             let _ = self.sync_uplink(&p.ifname);
             let _ = self.save();
-            return Err(e.context(format!("cannot use {p} as the parent of network {}", n.name)));
+            return Err(e.context(format!(
+                "cannot use {p} as the parent of network {}",
+                n.name
+            )));
         }
         Ok(())
     }
@@ -281,7 +285,13 @@ impl Daemon {
                 }
                 nl.set_promiscuous(ifname, true)
                     .with_context(|| format!("cannot make {ifname} promiscuous"))?;
-                let port = AfPacketPort::open(ifname)
+                // Through the parent's qdisc: a NIC's queueing applies and captures on the
+                // parent show what the switch sends to the LAN.
+                let cfg = AfPacketConfig {
+                    qdisc_bypass: false,
+                    ..AfPacketConfig::default()
+                };
+                let port = AfPacketPort::open_with(ifname, cfg)
                     .with_context(|| format!("cannot open {ifname} with AF_PACKET"))?;
                 let kind = if port.caps().vnet_hdr {
                     UPLINK_KIND
@@ -369,7 +379,15 @@ mod tests {
         assert_eq!((p.ifname.as_str(), p.vlan), ("enp1s0", Some(10)));
         assert_eq!(p.to_string(), "enp1s0.10");
         assert_eq!(Parent::parse("br.lan").unwrap().vlan, None);
-        for bad in ["", "eth0.0", "eth0.4095", "eth0.99999", ".10", "a/b", "x234567890123456"] {
+        for bad in [
+            "",
+            "eth0.0",
+            "eth0.4095",
+            "eth0.99999",
+            ".10",
+            "a/b",
+            "x234567890123456",
+        ] {
             assert!(Parent::parse(bad).is_err(), "{bad:?} accepted");
         }
         let e = Parent::parse("eth0.4095").unwrap_err().to_string();
