@@ -116,7 +116,7 @@ enum NetCmd {
         /// No route out of the network.
         #[arg(long)]
         internal: bool,
-        /// Driver options: mtu=N.
+        /// Driver options: mtu=N; macvlan: parent=IFACE or parent=IFACE.VLAN.
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
         name: String,

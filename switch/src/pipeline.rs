@@ -131,11 +131,16 @@ pub enum DropReason {
     Reserved,
     /// The output port's transmit queue was full (counted by the worker).
     TxFull,
+    /// A unicast frame from an uplink port (a macvlan parent) to an address that no port of
+    /// its network owns: the LAN's own traffic, seen because the parent is promiscuous.
+    /// Uplinks never flood unknown unicast (macvlan's rule: a frame from the parent goes only
+    /// to the child that owns its destination).
+    NotLocal,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Runt,
@@ -146,6 +151,7 @@ impl DropReason {
         DropReason::NoDestination,
         DropReason::Reserved,
         DropReason::TxFull,
+        DropReason::NotLocal,
     ];
 
     /// A stable snake_case name for listings.
@@ -159,6 +165,7 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::Reserved => "reserved",
             DropReason::TxFull => "tx_full",
+            DropReason::NotLocal => "not_local",
         }
     }
 }
@@ -388,6 +395,8 @@ struct PortState {
     role: PortRole,
     /// Trunk: (vid, network) sorted by vid.
     by_vid: Vec<(u16, NetworkId)>,
+    /// An uplink (a macvlan parent): unknown unicast from it is dropped, not flooded.
+    uplink: bool,
 }
 
 impl PortState {
@@ -544,7 +553,33 @@ impl Pipeline {
             PortRole::Access { network } => network as u32,
             PortRole::Trunk { .. } => u32::MAX,
         };
-        self.ports[i] = Some(PortState { role, by_vid });
+        self.ports[i] = Some(PortState {
+            role,
+            by_vid,
+            uplink: false,
+        });
+    }
+
+    /// Changes the role of an attached `port` (its MACs are flushed, as by [`Pipeline::add_port`])
+    /// and keeps its uplink mark. A port that is not attached is attached with `role`.
+    pub fn set_role(&mut self, port: PortId, role: PortRole) {
+        let uplink = self.is_uplink(port);
+        self.add_port(port, role);
+        self.set_uplink(port, uplink);
+    }
+
+    /// Marks an attached `port` as an uplink (a macvlan parent facing a LAN): a unicast frame
+    /// received on it whose destination no other port of its network owns is dropped
+    /// ([`DropReason::NotLocal`]) instead of flooded. Broadcast and multicast still flood.
+    pub fn set_uplink(&mut self, port: PortId, on: bool) {
+        if let Some(Some(p)) = self.ports.get_mut(port as usize) {
+            p.uplink = on;
+        }
+    }
+
+    /// True when `port` is attached and marked as an uplink.
+    pub fn is_uplink(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port as usize), Some(Some(p)) if p.uplink)
     }
 
     /// Detaches `port`: it leaves every network and its MACs are flushed (in O(1)).
@@ -615,6 +650,7 @@ impl Pipeline {
             self.counters.drops[DropReason::NoNetwork as usize] += n as u64;
             return;
         };
+        let from_uplink = port.uplink;
 
         // Stage 1: parse + classify.
         let mut nvalid = 0;
@@ -731,6 +767,10 @@ impl Pipeline {
                         continue;
                     }
                     // Stale entry for a port that no longer carries the network: flood.
+                }
+                if from_uplink {
+                    Self::drop_frame(&mut self.counters, ip, DropReason::NotLocal);
+                    continue;
                 }
             } else if dst & !0xf == LINK_LOCAL {
                 Self::drop_frame(&mut self.counters, ip, DropReason::Reserved);
@@ -1077,5 +1117,98 @@ mod tests {
             d.outputs().collect::<Vec<_>>(),
             vec![(5, &[0u16][..], None)]
         );
+    }
+
+    /// A macvlan parent: trunk port 9 carries network 1 untagged and network 2 on VLAN 10;
+    /// containers on access ports 1, 2 (network 1) and 4 (network 2).
+    fn uplink_setup() -> Pipeline {
+        let mut p = pipeline();
+        p.add_network(1, None);
+        p.add_network(2, None);
+        p.add_port(1, PortRole::Access { network: 1 });
+        p.add_port(2, PortRole::Access { network: 1 });
+        p.add_port(4, PortRole::Access { network: 2 });
+        p.add_port(
+            9,
+            PortRole::Trunk {
+                native: Some(1),
+                vlans: vec![(10, 2)],
+            },
+        );
+        p.set_uplink(9, true);
+        p.add_static(1, mac(1), 1).unwrap();
+        p.add_static(1, mac(2), 2).unwrap();
+        p.add_static(2, mac(4), 4).unwrap();
+        p
+    }
+
+    #[test]
+    fn uplink_delivers_only_to_owner_and_never_floods_unknown_unicast() {
+        let mut p = uplink_setup();
+        let lan = mac(0x80);
+        // To a container's MAC: to that container only, untagged on its access port.
+        let d = run(&mut p, 9, &[frame(mac(1), lan, None)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None)]);
+        // Tagged VLAN 10 to the VLAN network's container: the tag is stripped on egress.
+        let d = run(&mut p, 9, &[frame(mac(4), lan, Some(10))]);
+        assert_eq!(outs(&d), vec![(4, vec![0], None)]);
+        assert_eq!(d.frame_vlan(0), Some(10));
+        // The LAN's own traffic (unknown unicast) and a VLAN-10 MAC sent untagged: dropped.
+        let d = run(
+            &mut p,
+            9,
+            &[frame(mac(0x81), lan, None), frame(mac(4), lan, None)],
+        );
+        assert_eq!(d.outputs().count(), 0);
+        assert_eq!(p.counters().drop_count(DropReason::NotLocal), 2);
+        // A LAN broadcast floods to the network's containers, never back to the LAN.
+        let d = run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, None)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None), (2, vec![0], None)]);
+        let d = run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, Some(10))]);
+        assert_eq!(outs(&d), vec![(4, vec![0], None)]);
+        // An untagged frame on a VLAN the uplink does not carry is filtered.
+        run(&mut p, 9, &[frame(mac(1), lan, Some(20))]);
+        assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
+    }
+
+    #[test]
+    fn containers_reach_each_other_and_the_lan_through_an_uplink() {
+        let mut p = uplink_setup();
+        let lan = mac(0x80);
+        // Container to container stays inside the switch.
+        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None)]);
+        // Unknown unicast from a container floods (the LAN gets it, untagged or tagged).
+        let d = run(&mut p, 1, &[frame(lan, mac(1), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None), (9, vec![0], None)]);
+        let d = run(&mut p, 4, &[frame(lan, mac(4), None)]);
+        assert_eq!(outs(&d), vec![(9, vec![0], Some(10))]);
+        // Once the LAN machine has spoken it is unicast to the uplink.
+        run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, None)]);
+        let d = run(&mut p, 2, &[frame(lan, mac(2), None)]);
+        assert_eq!(outs(&d), vec![(9, vec![0], None)]);
+        // A LAN frame forging a container's source MAC does not move its static entry.
+        run(&mut p, 9, &[frame(MacAddr::BROADCAST, mac(1), None)]);
+        assert_eq!(p.fdb().lookup(1, mac(1)), Some(1));
+    }
+
+    #[test]
+    fn set_role_keeps_the_uplink_mark() {
+        let mut p = uplink_setup();
+        p.set_role(
+            9,
+            PortRole::Trunk {
+                native: None,
+                vlans: vec![(10, 2), (20, 1)],
+            },
+        );
+        assert!(p.is_uplink(9));
+        let d = run(&mut p, 9, &[frame(mac(1), mac(0x80), Some(20))]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None)]);
+        run(&mut p, 9, &[frame(mac(1), mac(0x80), None)]);
+        assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
+        assert!(!p.is_uplink(1));
+        p.remove_port(9);
+        assert!(!p.is_uplink(9));
     }
 }

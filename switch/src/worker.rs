@@ -20,7 +20,7 @@ use crate::pipeline::{
     Counters, Dispatch, DropReason, NetworkId, Pipeline, PipelineConfig, PortRole,
 };
 use crate::port::{Port, PortId};
-use crate::wire::{insert_vlan_tag, MacAddr, VlanTag, VLAN_TAG_LEN};
+use crate::wire::{insert_vlan_tag, strip_vlan_tag, MacAddr, VlanTag, VLAN_TAG_LEN};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -74,6 +74,23 @@ pub enum Command {
     },
     /// Removes a port and drops it (closing its descriptors).
     RemovePort { id: PortId, done: Sender<()> },
+    /// Changes the role of a port (the networks and VLANs it carries) without closing it. Its
+    /// learned MACs are flushed; an uplink stays an uplink.
+    SetPortRole { id: PortId, role: PortRole },
+    /// Adds a port as an uplink (a macvlan parent facing a LAN): like `AddPort`, and unknown
+    /// unicast from it is dropped from its very first frame (see [`Pipeline::set_uplink`]).
+    AddUplink {
+        id: PortId,
+        port: Box<dyn Port>,
+        role: PortRole,
+        done: Sender<io::Result<()>>,
+    },
+    /// Adds a static MAC table entry (a macvlan container's own address on its port).
+    AddStatic {
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    },
     /// Asks for a snapshot of counters and the MAC table.
     Snapshot { reply: Sender<Snapshot> },
     /// Ends the loop.
@@ -120,6 +137,19 @@ impl WorkerHandle {
     pub fn add_port(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
         let (done, rx) = crossbeam_channel::bounded(1);
         self.send(Command::AddPort {
+            id,
+            port,
+            role,
+            done,
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("the switch worker did not answer"))?
+    }
+
+    /// Adds an uplink port (see [`Command::AddUplink`]) and waits until the worker has it.
+    pub fn add_uplink(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::AddUplink {
             id,
             port,
             role,
@@ -191,35 +221,73 @@ static ALL: [u16; BATCH_SIZE] = {
     a
 };
 
-/// Copies the frames `sel` of `src` into `dst` with an 802.1Q tag `vid` inserted, fixing the
-/// offsets of their vnet headers (the tag moves the L3 header 4 bytes further).
-fn tag_into(src: &Batch, sel: &[u16], vid: u16, dst: &mut Batch) {
+/// Copies the frames `sel` of `src` into `dst` with the egress tag `want` (`None`: untagged):
+/// a tag is pushed, rewritten or stripped depending on the tag `have(i)` frame `i` arrived with
+/// (`Some(0)`: priority tag), and the offsets of the vnet headers follow the L3 header. A frame
+/// that cannot be re-tagged (no headroom, truncated) is left out.
+fn retag_into(
+    src: &Batch,
+    sel: &[u16],
+    have: impl Fn(usize) -> Option<u16>,
+    want: Option<u16>,
+    dst: &mut Batch,
+) {
     dst.clear();
     for &i in sel {
-        let meta = *src.meta(i as usize);
-        if !dst.push(src.frame(i as usize), meta.vnet) {
+        let i = i as usize;
+        let meta = *src.meta(i);
+        if !dst.push(src.frame(i), meta.vnet) {
             continue;
         }
         let last = dst.len() - 1;
         let (slot, m) = dst.slot_mut(last);
-        match insert_vlan_tag(
-            slot,
-            m.offset as usize,
-            m.len as usize,
-            VlanTag::new(0, vid),
-        ) {
-            Ok(off) => {
-                m.offset = off as u32;
-                m.len += VLAN_TAG_LEN as u32;
-                if m.vnet.needs_csum() {
-                    m.vnet.csum_start += VLAN_TAG_LEN as u16;
+        let (off, len) = (m.offset as usize, m.len as usize);
+        let ok = match (have(i), want) {
+            (None, None) => true,
+            (Some(h), Some(w)) if h == w => true,
+            (None, Some(vid)) => match insert_vlan_tag(slot, off, len, VlanTag::new(0, vid)) {
+                Ok(new) => {
+                    m.offset = new as u32;
+                    m.len += VLAN_TAG_LEN as u32;
+                    shift_vnet(&mut m.vnet, VLAN_TAG_LEN as i32);
+                    true
                 }
-                if m.vnet.hdr_len != 0 {
-                    m.vnet.hdr_len += VLAN_TAG_LEN as u16;
+                Err(_) => false,
+            },
+            (Some(_), None) => match strip_vlan_tag(slot, off, len) {
+                Ok((new, _)) => {
+                    m.offset = new as u32;
+                    m.len -= VLAN_TAG_LEN as u32;
+                    shift_vnet(&mut m.vnet, -(VLAN_TAG_LEN as i32));
+                    true
+                }
+                Err(_) => false,
+            },
+            (Some(_), Some(vid)) => {
+                // Rewrite the VID in place, keeping priority and DEI.
+                if len >= 16 {
+                    let tci = u16::from_be_bytes([slot[off + 14], slot[off + 15]]);
+                    let tci = (tci & 0xf000) | (vid & 0x0fff);
+                    slot[off + 14..off + 16].copy_from_slice(&tci.to_be_bytes());
+                    true
+                } else {
+                    false
                 }
             }
-            Err(_) => dst.clear_last(),
+        };
+        if !ok {
+            dst.clear_last();
         }
+    }
+}
+
+/// Moves the offsets of a vnet header by `delta` bytes (a tag pushed or stripped before L3).
+fn shift_vnet(v: &mut crate::batch::VnetHdr, delta: i32) {
+    if v.needs_csum() {
+        v.csum_start = (v.csum_start as i32 + delta).max(0) as u16;
+    }
+    if v.hdr_len != 0 {
+        v.hdr_len = (v.hdr_len as i32 + delta).max(0) as u16;
     }
 }
 
@@ -328,12 +396,27 @@ impl Worker {
                     .add_drop(DropReason::TxFull, sel.len() as u64);
                 continue;
             };
-            let (src, sel) = match vlan {
-                None => (&self.batch, sel),
-                Some(vid) => {
-                    tag_into(&self.batch, sel, vid, &mut self.tagged);
-                    (&self.tagged, &ALL[..self.tagged.len()])
+            // Frames keep their bytes when they arrived with the tag this output wants (the
+            // common case: untagged in, untagged out); otherwise they are copied and re-tagged.
+            let dispatch = &self.dispatch;
+            let (src, sel) = if sel.iter().all(|&i| dispatch.frame_vlan(i as usize) == vlan) {
+                (&self.batch, sel)
+            } else {
+                retag_into(
+                    &self.batch,
+                    sel,
+                    |i| dispatch.frame_vlan(i),
+                    vlan,
+                    &mut self.tagged,
+                );
+                // Only a frame too short to carry or lose a tag is left out.
+                let unfit = (sel.len() - self.tagged.len()) as u64;
+                if unfit > 0 {
+                    self.pipeline
+                        .counters_mut()
+                        .add_drop(DropReason::Runt, unfit);
                 }
+                (&self.tagged, &ALL[..self.tagged.len()])
             };
             let sent = match dst.port.send_burst(src, sel) {
                 Ok(s) => s,
@@ -390,6 +473,28 @@ impl Worker {
                 Command::RemovePort { id, done } => {
                     self.remove_port(id);
                     let _ = done.send(());
+                }
+                Command::SetPortRole { id, role } => {
+                    if self.ports.get(id as usize).is_some_and(Option::is_some) {
+                        self.pipeline.set_role(id, role);
+                    }
+                }
+                Command::AddUplink {
+                    id,
+                    port,
+                    role,
+                    done,
+                } => {
+                    let r = self.add_port(id, port, role);
+                    if r.is_ok() {
+                        self.pipeline.set_uplink(id, true);
+                    }
+                    let _ = done.send(r);
+                }
+                Command::AddStatic { network, mac, port } => {
+                    if let Err(e) = self.pipeline.add_static(network, mac, port) {
+                        eprintln!("vswitch worker: static MAC {mac} on port {port}: {e}");
+                    }
                 }
                 Command::Snapshot { reply } => {
                     let _ = reply.send(self.snapshot());
@@ -449,5 +554,165 @@ impl Worker {
             counters: self.pipeline.counters().clone(),
             fdb: self.pipeline.fdb().entries(self.now()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{VnetHdr, MTU_SLOT, VNET_F_NEEDS_CSUM};
+    use crate::port::mem::{MemHandle, MemPort};
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    /// An IPv4-ish frame with an optional 802.1Q tag; the payload starts with 0x45.
+    fn frame(dst: MacAddr, src: MacAddr, vlan: Option<u16>) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        if let Some(v) = vlan {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&(0x6000 | v).to_be_bytes()); // PCP 3
+        }
+        f.extend_from_slice(&[0x08, 0x00, 0x45]);
+        f.resize(f.len() + 57, 0xab);
+        f
+    }
+
+    fn vid_of(f: &[u8]) -> Option<u16> {
+        (f[12..14] == [0x81, 0x00]).then(|| u16::from_be_bytes([f[14], f[15]]) & 0x0fff)
+    }
+
+    #[test]
+    fn retag_pushes_strips_and_rewrites_with_vnet_offsets() {
+        let mut src = Batch::new(MTU_SLOT);
+        let v = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            hdr_len: 54,
+            csum_start: 34,
+            ..Default::default()
+        };
+        let tagged_v = VnetHdr {
+            hdr_len: 58,
+            csum_start: 38,
+            ..v
+        };
+        src.push(&frame(mac(1), mac(2), None), v);
+        src.push(&frame(mac(1), mac(2), Some(10)), tagged_v);
+        src.push(&frame(mac(1), mac(2), Some(20)), tagged_v);
+        let have = |i: usize| [None, Some(10), Some(20)][i];
+        let mut dst = Batch::new(MTU_SLOT);
+
+        // To a trunk's VLAN 20: push, rewrite, keep.
+        retag_into(&src, &[0, 1, 2], have, Some(20), &mut dst);
+        assert_eq!(dst.len(), 3);
+        for i in 0..3 {
+            assert_eq!(vid_of(dst.frame(i)), Some(20), "frame {i}");
+            assert_eq!(dst.frame(i)[18], 0x45, "L3 follows the tag");
+            assert_eq!(dst.meta(i).vnet.csum_start, 38);
+            assert_eq!(dst.meta(i).vnet.hdr_len, 58);
+        }
+        // The rewrite keeps the priority bits.
+        assert_eq!(dst.frame(1)[14] >> 5, 3);
+
+        // To an access port: strip, strip, keep.
+        retag_into(&src, &[1, 2, 0], have, None, &mut dst);
+        assert_eq!(dst.len(), 3);
+        for i in 0..3 {
+            assert_eq!(dst.frame(i), &frame(mac(1), mac(2), None)[..], "frame {i}");
+            assert_eq!(dst.meta(i).vnet.csum_start, 34);
+            assert_eq!(dst.meta(i).vnet.hdr_len, 54);
+        }
+    }
+
+    fn wait_sent(h: &MemHandle, n: usize) -> Vec<Vec<u8>> {
+        let t0 = Instant::now();
+        while h.sent_len() < n && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.sent()
+    }
+
+    /// The worker path of a trunk: tagged frames in, untagged out on access ports; untagged in,
+    /// tagged out on the trunk; a trunk-to-trunk frame with its VID rewritten.
+    #[test]
+    fn worker_tags_and_untags_between_trunks_and_access_ports() {
+        let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
+        for id in [1, 2] {
+            w.send(Command::AddNetwork { id, gateway: None });
+        }
+        // Trunk 9 (empty; receives): network 1 untagged, network 2 on VLAN 10.
+        let p9 = MemPort::new("t9", 64);
+        let h9 = p9.handle();
+        let trunk9 = PortRole::Trunk {
+            native: Some(1),
+            vlans: vec![(10, 2)],
+        };
+        w.add_port(9, Box::new(p9), trunk9).unwrap();
+        let p1 = MemPort::new("a1", 64);
+        let h1 = p1.handle();
+        w.add_port(1, Box::new(p1), PortRole::Access { network: 1 })
+            .unwrap();
+        w.send(Command::AddStatic {
+            network: 2,
+            mac: mac(2),
+            port: 2,
+        });
+        // Access port 2 (network 2) sends to an unknown MAC as it is added: the flood reaches
+        // trunk 9 tagged with VLAN 10.
+        let mut p2 = MemPort::new("a2", 64);
+        let h2 = p2.handle();
+        p2.push_rx(&frame(mac(0x80), mac(2), None));
+        w.add_port(2, Box::new(p2), PortRole::Access { network: 2 })
+            .unwrap();
+        let sent = wait_sent(&h9, 1);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(vid_of(&sent[0]), Some(10));
+        assert_eq!(sent[0][..12], frame(mac(0x80), mac(2), None)[..12]);
+        assert_eq!(sent[0][18], 0x45);
+        h9.clear_sent();
+
+        // Uplink 8 carries network 2 on VLAN 20 and network 1 untagged. Its frames: VLAN 20 to
+        // the container on port 2 (stripped), VLAN 20 broadcast (stripped for port 2, rewritten
+        // to 10 for trunk 9), and an untagged broadcast of network 1 (as is to ports 1 and 9).
+        let mut p8 = MemPort::new("t8", 64);
+        for f in [
+            frame(mac(2), mac(0x81), Some(20)),
+            frame(mac(0x99), mac(0x81), Some(20)), // unknown unicast from an uplink: dropped
+            frame(MacAddr::BROADCAST, mac(0x81), Some(20)),
+            frame(MacAddr::BROADCAST, mac(0x82), None),
+        ] {
+            p8.push_rx(&f);
+        }
+        let trunk8 = PortRole::Trunk {
+            native: Some(1),
+            vlans: vec![(20, 2)],
+        };
+        w.add_uplink(8, Box::new(p8), trunk8).unwrap();
+        let to2 = wait_sent(&h2, 2);
+        assert_eq!(to2.len(), 2, "{to2:?}");
+        assert_eq!(to2[0], frame(mac(2), mac(0x81), None));
+        assert_eq!(to2[1], frame(MacAddr::BROADCAST, mac(0x81), None));
+        let to9 = wait_sent(&h9, 2);
+        assert_eq!(to9.len(), 2);
+        assert_eq!(to9[0], frame(MacAddr::BROADCAST, mac(0x81), Some(10)));
+        assert_eq!(to9[1], frame(MacAddr::BROADCAST, mac(0x82), None));
+        let to1 = wait_sent(&h1, 1);
+        assert_eq!(to1, vec![frame(MacAddr::BROADCAST, mac(0x82), None)]);
+        let snap = w.snapshot().unwrap();
+        assert_eq!(snap.counters.drop_count(DropReason::NotLocal), 1);
+
+        // SetPortRole moves network 2 of trunk 9 to VLAN 30 without closing the port.
+        w.send(Command::SetPortRole {
+            id: 9,
+            role: PortRole::Trunk {
+                native: None,
+                vlans: vec![(30, 2)],
+            },
+        });
+        let snap = w.snapshot().unwrap();
+        assert!(snap.ports.iter().any(|p| p.id == 9));
     }
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod lan;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// True when running as root; otherwise prints why the test does nothing.

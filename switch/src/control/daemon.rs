@@ -16,6 +16,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[path = "macvlan.rs"]
+mod macvlan;
+pub use macvlan::{Parent, MACVLAN};
+
 /// The default network, created on first start like Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
 /// MTU of a bridge network unless `-o mtu=N` says otherwise.
@@ -150,6 +154,7 @@ impl Daemon {
         for n in &nets {
             self.register_network(n);
         }
+        self.macvlan_restore();
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
         for name in names {
             let rec = self.state.containers[&name].clone();
@@ -212,6 +217,10 @@ impl Daemon {
     }
 
     fn gateway_of(n: &NetworkRecord) -> Option<(MacAddr, Ipv4Addr)> {
+        // A macvlan network's gateway is the LAN's router, not an address of the switch.
+        if n.driver == MACVLAN {
+            return None;
+        }
         n.gateway.map(|g| (mac_for(g), g))
     }
 
@@ -299,10 +308,15 @@ impl Daemon {
         } else {
             c.driver.clone()
         };
-        if driver != "bridge" {
-            bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge");
+        if driver != "bridge" && driver != MACVLAN {
+            bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge or --driver macvlan");
         }
         let options = parse_options(&c.options)?;
+        let default_mtu = if driver == MACVLAN {
+            self.macvlan_check(&c, &options)?
+        } else {
+            DEFAULT_MTU
+        };
         let mtu = match options
             .get("mtu")
             .or(options.get("com.docker.network.driver.mtu"))
@@ -312,7 +326,7 @@ impl Daemon {
                 .ok()
                 .filter(|m| (68..=65535).contains(m))
                 .ok_or_else(|| anyhow!("invalid mtu {v:?}: expected a number from 68 to 65535"))?,
-            None => DEFAULT_MTU,
+            None => default_mtu,
         };
         let subnet = match &c.subnet {
             Some(s) => parse_cidr("subnet", s)?,
@@ -378,6 +392,7 @@ impl Daemon {
             return Err(e);
         }
         self.register_network(&rec);
+        self.macvlan_network_added(&rec)?;
         self.network_inspect(&c.name)
     }
 
@@ -471,7 +486,7 @@ impl Daemon {
                 users.join(", ")
             );
         }
-        self.state.networks.remove(name);
+        let rec = self.state.networks.remove(name).expect("exists");
         self.state
             .ipam
             .remove_pool(name)
@@ -479,6 +494,7 @@ impl Daemon {
         self.save()?;
         self.worker
             .send(crate::worker::Command::RemoveNetwork { id });
+        self.macvlan_network_removed(&rec);
         Ok(())
     }
 
@@ -797,7 +813,9 @@ impl Daemon {
                 Box::new(tap)
             }
         };
-        self.add_port(port, ep.attach, &net.name, net.id, &c.name)
+        self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
+        self.macvlan_endpoint_added(net, ep);
+        Ok(())
     }
 
     fn add_port(
@@ -839,7 +857,9 @@ impl Daemon {
         match ep.attach {
             AttachMode::Veth if link_exists(&ep.port_name) => {
                 let port = AfPacketPort::open(&ep.port_name)?;
-                self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)
+                self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)?;
+                self.macvlan_endpoint_added(&net, ep);
+                Ok(())
             }
             _ => {
                 // The link is gone (a TAP dies with its descriptor): build it again.

@@ -90,6 +90,18 @@ pub struct State {
     pub networks: BTreeMap<String, NetworkRecord>,
     pub containers: BTreeMap<String, ContainerRecord>,
     pub ipam: ipam::Ipam,
+    /// Host interfaces serving as macvlan parents (uplink ports), by name.
+    #[serde(default)]
+    pub uplinks: BTreeMap<String, UplinkRecord>,
+}
+
+/// A host interface the switch uses as an uplink (a macvlan parent), and what to restore on it
+/// when its last network goes. Written before the interface is touched, so a crash between
+/// the two still restores the interface's own setting.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkRecord {
+    /// The interface's promiscuous flag before the switch set it.
+    pub was_promiscuous: bool,
 }
 
 impl State {

@@ -6,7 +6,10 @@
 //!   64 KiB) and partial checksums cross the switch unsplit; the header lands in
 //!   [`FrameMeta::vnet`](crate::batch::FrameMeta) on receive and is written back on send.
 //! * `PACKET_IGNORE_OUTGOING`: the socket never reads back the frames the switch sends.
-//! * `PACKET_QDISC_BYPASS`: sends go straight to the driver (`veth_xmit`).
+//! * `PACKET_QDISC_BYPASS`: sends go straight to the driver (`veth_xmit`). Optional
+//!   ([`AfPacketConfig::qdisc_bypass`]): an uplink to a LAN (a macvlan parent) keeps the
+//!   device's qdisc, so a real NIC's queueing and backpressure apply and capture tools on the
+//!   interface (tcpdump, tshark) see what the switch sends; a direct transmit skips those taps.
 //! * Receive through `recvmmsg` straight into the batch slots ([`RxMode::Mmsg`], the default)
 //!   or through a `TPACKET_V3` ring ([`RxMode::Ring`]); send through `sendmmsg` (one syscall
 //!   per burst).
@@ -70,6 +73,8 @@ pub struct AfPacketConfig {
     pub block_timeout_ms: u32,
     /// Socket buffer sizes (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`), bytes.
     pub sock_buf: u32,
+    /// `PACKET_QDISC_BYPASS`: send straight to the driver. On by default (veth host ends).
+    pub qdisc_bypass: bool,
 }
 
 impl Default for AfPacketConfig {
@@ -81,6 +86,7 @@ impl Default for AfPacketConfig {
             block_count: 32,
             block_timeout_ms: 1,
             sock_buf: 4 * 1024 * 1024,
+            qdisc_bypass: true,
         }
     }
 }
@@ -194,8 +200,10 @@ impl AfPacketPort {
         }
         setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(err("PACKET_IGNORE_OUTGOING"))?;
-        setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
-            .map_err(err("PACKET_QDISC_BYPASS"))?;
+        if cfg.qdisc_bypass {
+            setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+                .map_err(err("PACKET_QDISC_BYPASS"))?;
+        }
         let buf = cfg.sock_buf.min(i32::MAX as u32) as libc::c_int;
         setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, buf)
             .map_err(err("SO_SNDBUFFORCE"))?;
