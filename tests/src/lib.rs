@@ -100,19 +100,41 @@ impl Daemon {
         d
     }
 
+    /// Starts a daemon inside the network namespace `netns` (a "host" of a multi-host test):
+    /// its own socket, state and switch, with the namespace's interfaces as its underlay. It
+    /// runs under `nsenter --net` (not `ip netns exec`, whose private mount namespace would
+    /// hide the containers' /run/netns mounts from everyone else).
+    pub fn start_in_netns(tag: &str, netns: &str, args: &[&str]) -> Daemon {
+        let mut a = vec!["--in-netns".to_string(), netns.to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Self::start_with(tag, &a)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(vswitch_bin())
+        // `--in-netns NS` (first in extra_args) runs the daemon under `nsenter --net`.
+        let (mut cmd, rest) = match self.extra_args.as_slice() {
+            [flag, ns, rest @ ..] if flag == "--in-netns" => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(vswitch_bin());
+                (c, rest)
+            }
+            rest => (Command::new(vswitch_bin()), rest),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .arg("daemon")
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(&self.extra_args)
+            .args(rest)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -214,7 +236,10 @@ impl Daemon {
 
     /// The first address of a container.
     pub fn ip_of(&self, name: &str) -> String {
-        self.container(name)["endpoints"][0]["ip"].as_str().expect("container has an address").to_string()
+        self.container(name)["endpoints"][0]["ip"]
+            .as_str()
+            .expect("container has an address")
+            .to_string()
     }
 
     /// Runs a command in a container's namespace (`vswitch exec`).
@@ -226,7 +251,9 @@ impl Daemon {
 
     /// True when `ping` from container `from` to `ip` gets a reply.
     pub fn ping(&self, from: &str, ip: &str) -> bool {
-        self.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", ip]).status.success()
+        self.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", ip])
+            .status
+            .success()
     }
 }
 
@@ -259,7 +286,9 @@ impl Netns {
         let _ = sh("ip", &["netns", "del", name]);
         sh_ok("ip", &["netns", "add", name]);
         sh_ok("ip", &["-n", name, "link", "set", "lo", "up"]);
-        Netns { name: name.to_string() }
+        Netns {
+            name: name.to_string(),
+        }
     }
 
     /// Runs a command inside.
@@ -300,7 +329,10 @@ pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32
         .spawn()
         .expect("spawn iperf3 server");
     std::thread::sleep(Duration::from_millis(500));
-    let out = d.exec(client, &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"]);
+    let out = d.exec(
+        client,
+        &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"],
+    );
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(
@@ -310,5 +342,7 @@ pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
-    v["end"]["sum_received"]["bits_per_second"].as_f64().expect("bits_per_second")
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
 }

@@ -16,6 +16,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[path = "overlay.rs"]
+pub mod overlay;
+
 /// The default network, created on first start like Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
 /// MTU of a bridge network unless `-o mtu=N` says otherwise.
@@ -46,6 +49,8 @@ pub struct Daemon {
     worker: WorkerHandle,
     ports: BTreeMap<PortId, PortRecord>,
     children: BTreeMap<String, std::process::Child>,
+    /// Tunnel and virtual ports of overlay networks.
+    overlay: overlay::OverlayState,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -133,6 +138,7 @@ impl Daemon {
             worker,
             ports: BTreeMap::new(),
             children: BTreeMap::new(),
+            overlay: Default::default(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -149,6 +155,11 @@ impl Daemon {
         let nets: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
         for n in &nets {
             self.register_network(n);
+            if n.driver == "overlay" {
+                if let Err(e) = self.overlay_up(n) {
+                    eprintln!("vswitch: overlay network {}: {e:#}", n.name);
+                }
+            }
         }
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
         for name in names {
@@ -275,6 +286,13 @@ impl Daemon {
             Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
             Request::Ports => self.port_list().map(to_json),
             Request::Stats => self.stats(),
+            Request::NetworkPeer {
+                network,
+                peer,
+                remove,
+            } => self
+                .overlay_peer(&network, &peer, remove)
+                .map(|_| serde_json::Value::Null),
         };
         match r {
             Ok(data) => Reply::Ok { data },
@@ -299,10 +317,16 @@ impl Daemon {
         } else {
             c.driver.clone()
         };
-        if driver != "bridge" {
-            bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge");
-        }
         let options = parse_options(&c.options)?;
+        let overlay = match driver.as_str() {
+            "bridge" => None,
+            "overlay" => {
+                let spec = overlay::OverlaySpec::parse(&options)?;
+                self.overlay_check(&c.name, &spec)?;
+                Some(spec)
+            }
+            _ => bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge or overlay"),
+        };
         let mtu = match options
             .get("mtu")
             .or(options.get("com.docker.network.driver.mtu"))
@@ -312,7 +336,9 @@ impl Daemon {
                 .ok()
                 .filter(|m| (68..=65535).contains(m))
                 .ok_or_else(|| anyhow!("invalid mtu {v:?}: expected a number from 68 to 65535"))?,
-            None => DEFAULT_MTU,
+            None => overlay
+                .as_ref()
+                .map_or(DEFAULT_MTU, overlay::OverlaySpec::default_mtu),
         };
         let subnet = match &c.subnet {
             Some(s) => parse_cidr("subnet", s)?,
@@ -357,6 +383,8 @@ impl Daemon {
             .add_pool(&c.name, spec)
             .map_err(|e| anyhow!("{e}"))?;
         let gateway = self.state.ipam.pool(&c.name).ok().map(|p| p.gateway());
+        // An overlay network gets the switch's gateway only when one is asked for.
+        let gateway = gateway.filter(|_| overlay.is_none() || c.gateway.is_some());
         let id = self.next_network_id()?;
         let rec = NetworkRecord {
             name: c.name.clone(),
@@ -378,6 +406,17 @@ impl Daemon {
             return Err(e);
         }
         self.register_network(&rec);
+        if overlay.is_some() {
+            if let Err(e) = self.overlay_up(&rec) {
+                self.overlay_down(&c.name);
+                self.state.networks.remove(&c.name);
+                let _ = self.state.ipam.remove_pool(&c.name);
+                self.worker
+                    .send(crate::worker::Command::RemoveNetwork { id: rec.id });
+                let _ = self.save();
+                return Err(e);
+            }
+        }
         self.network_inspect(&c.name)
     }
 
@@ -471,6 +510,7 @@ impl Daemon {
                 users.join(", ")
             );
         }
+        self.overlay_down(name);
         self.state.networks.remove(name);
         self.state
             .ipam
@@ -1030,6 +1070,7 @@ impl Daemon {
             "counters": counters_map(&snap.counters),
             "ports": snap.ports,
             "fdb_entries": snap.fdb.len(),
+            "tunnels": Self::overlay_stats(&snap),
         }))
     }
 
