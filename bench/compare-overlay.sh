@@ -67,6 +67,7 @@ done
 ip netns exec ${P}cB iperf3 -s -D -1 >/dev/null; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
 VSW=$(ip netns exec ${P}cA iperf3 -c 10.79.2.10 -t $T -J | gbps)
+[ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
 # 3. The shared anchor (iperf3 on the hosts' own vxlan devices).
 ANCHOR=$(/work/shared/peers/vxlan-peer-bench.sh "$T" 2>/dev/null | sed -n 's/.*tcp_gbps=\([0-9.]*\).*/\1/p')

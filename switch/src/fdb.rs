@@ -584,7 +584,7 @@ impl Fdb {
                             _ => 0,
                         };
                         let score = (weight, now.saturating_sub(s.ts));
-                        if best.map_or(true, |(_, b)| score > b) {
+                        if best.is_none_or(|(_, b)| score > b) {
                             best = Some((i, score));
                         }
                     }

@@ -261,10 +261,10 @@ fn overlay_three_hosts_ping_iperf_local_stays_local_and_flood_reaches_each_peer_
     assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1450");
     // Everyone reaches everyone.
     for a in 0..3 {
-        for b in 0..3 {
+        for (b, ip) in ips.iter().enumerate() {
             if a != b {
                 assert!(
-                    daemons[a].ping(&names[a], &ips[b]),
+                    daemons[a].ping(&names[a], ip),
                     "host {a} -> host {b}\n{}\n{}",
                     daemons[a].log(),
                     daemons[a].ok(&["stats", "--json"])

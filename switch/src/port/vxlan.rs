@@ -17,6 +17,12 @@
 //!   kernel carries one large packet through the underlay's stack and segments it as late as
 //!   it can. If the kernel refuses UDP GSO, the port falls back to one datagram per segment.
 //!   The whole output list goes out with one `sendmmsg` (more when the arena fills).
+//! * **Receive offload.** The socket has `UDP_GRO`: a UDP GSO send of a peer vswitch arrives as
+//!   one datagram of up to 64 segments. When its inner frames are consecutive segments of one
+//!   TCP flow (each with a valid checksum), they are coalesced in place into one TCP GSO frame
+//!   ([`crate::wire::gso::coalesce_tcp4`]) that the container's port passes on with its vnet
+//!   header — the container receives 64 KiB at a time, as from a local sender. Datagrams that
+//!   do not coalesce are split into separate frames (through a small overflow batch).
 //! * The kernel writes the outer IPv4 and UDP headers; the outer UDP source port is the
 //!   socket's own port (VXLAN receivers ignore it; there is no per-flow ECMP entropy — a
 //!   limitation of the socket design). Outer packets have DF set (`IP_PMTUDISC_DO`): a frame
@@ -27,7 +33,7 @@ use crate::batch::{Batch, BATCH_SIZE, HEADROOM};
 use crate::fdb::NetworkId;
 use crate::port::sys::{self, cvt, PortError};
 use crate::port::{Port, PortCaps, PortId};
-use crate::wire::gso::{segment, Segments};
+use crate::wire::gso::{coalesce_tcp4, segment, Segments};
 use encap::{decap_udp_payload, DecapStats, Vni, VtepTable, VtepTableError, VXLAN_HDR_LEN};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -35,6 +41,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// `setsockopt(SOL_UDP, UDP_SEGMENT)` / cmsg type: UDP GSO segment size.
 const UDP_SEGMENT: libc::c_int = 103;
+/// `setsockopt(SOL_UDP, UDP_GRO)` / cmsg type: receive coalesced datagrams and their size.
+const UDP_GRO: libc::c_int = 104;
+/// Control buffer words per received message (one `UDP_GRO` cmsg: 16 + 4 bytes, padded).
+const RX_CTL_WORDS: usize = 4;
 /// Largest UDP payload of one IPv4 datagram (and so of one UDP GSO send).
 const MAX_UDP_PAYLOAD: usize = 65507;
 /// Most segments one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
@@ -53,6 +63,11 @@ pub struct VxlanStats {
     pub rx_datagrams: u64,
     /// Datagrams larger than a batch slot (dropped).
     pub rx_oversize: u64,
+    /// Coalesced datagrams received (`UDP_GRO`), and the inner TCP GSO frames built from them.
+    pub rx_gro_datagrams: u64,
+    pub rx_gro_frames: u64,
+    /// Segments of coalesced datagrams dropped because the overflow batch was full.
+    pub rx_split_dropped: u64,
     /// Decapsulation outcomes: accepted, and drops by reason.
     pub decap: DecapStats,
     /// Frames decapsulated for a VNI/peer pair with no virtual port (dropped).
@@ -110,6 +125,9 @@ pub struct VxlanPort {
     used: usize,
     msgs: Vec<Msg>,
     udp_gso: bool,
+    /// Frames split from coalesced datagrams that did not fit the caller's batch yet.
+    overflow: Batch,
+    overflow_next: usize,
 }
 
 impl std::fmt::Debug for VxlanPort {
@@ -158,6 +176,8 @@ impl VxlanPort {
             libc::IP_PMTUDISC_DO,
         )
         .map_err(|e| PortError::setup(&name, "IP_MTU_DISCOVER", e))?;
+        // Best effort: without it every datagram arrives on its own.
+        let _ = sys::setsockopt_int(&fd, libc::SOL_UDP, UDP_GRO, 1);
         let mut table = VtepTable::new();
         table.set_local_ip(Some(*local.ip()));
         Ok(VxlanPort {
@@ -172,6 +192,8 @@ impl VxlanPort {
             used: 0,
             msgs: Vec::with_capacity(MAX_MSGS),
             udp_gso: true,
+            overflow: Batch::new(crate::batch::MTU_SLOT),
+            overflow_next: 0,
         })
     }
 
@@ -428,6 +450,67 @@ impl VxlanPort {
     }
 }
 
+/// The segment size of a coalesced datagram (`UDP_GRO` control message), 0 if none.
+fn gro_size(h: &libc::msghdr) -> usize {
+    let mut size = 0;
+    // SAFETY: `h` is a msghdr the kernel just filled for recvmmsg: its control pointer and
+    // length describe our own control buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                size = v.max(0) as usize;
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    size
+}
+
+impl VxlanPort {
+    /// Decapsulates one segment of a datagram that did not coalesce into the overflow batch.
+    fn split_segment(&mut self, payload: &[u8], src: Ipv4Addr) {
+        let r = decap_udp_payload(payload, src, &self.table);
+        self.stats.decap.record(&r);
+        let Ok(d) = r else { return };
+        let Some(vport) = self.vport_of(d.vtep, d.network) else {
+            self.stats.rx_no_vport += 1;
+            return;
+        };
+        let inner = &payload[d.inner_offset..d.inner_offset + d.inner_len];
+        if !self.overflow.push(inner, Default::default()) {
+            self.stats.rx_split_dropped += 1;
+            return;
+        }
+        let k = self.overflow.len() - 1;
+        self.overflow.meta_mut(k).tag = u32::from(vport);
+    }
+
+    fn vport_of(&self, vtep: encap::VtepId, network: NetworkId) -> Option<PortId> {
+        self.by_vtep
+            .get(vtep.index())
+            .and_then(|l| l.iter().find(|(n, _)| *n == network))
+            .map(|&(_, v)| v)
+    }
+
+    /// Moves frames of the overflow batch into `batch` while it has room.
+    fn drain_overflow(&mut self, batch: &mut Batch) {
+        while self.overflow_next < self.overflow.len() && !batch.is_full() {
+            let i = self.overflow_next;
+            if batch.push(self.overflow.frame(i), Default::default()) {
+                let k = batch.len() - 1;
+                batch.meta_mut(k).tag = self.overflow.meta(i).tag;
+            }
+            self.overflow_next += 1;
+        }
+        if self.overflow_next == self.overflow.len() {
+            self.overflow.clear();
+            self.overflow_next = 0;
+        }
+    }
+}
+
 impl Port for VxlanPort {
     fn name(&self) -> &str {
         &self.name
@@ -438,9 +521,11 @@ impl Port for VxlanPort {
     }
 
     fn recv_burst(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        let start = batch.len();
+        self.drain_overflow(batch);
         let want = BATCH_SIZE - batch.len();
         if want == 0 {
-            return Ok(0);
+            return Ok(batch.len() - start);
         }
         let first = batch.len();
         let cap = batch.max_frame();
@@ -450,6 +535,7 @@ impl Port for VxlanPort {
         let mut hdrs: [libc::mmsghdr; BATCH_SIZE] = unsafe { std::mem::zeroed() };
         let mut names = [sockaddr(Ipv4Addr::UNSPECIFIED, 0); BATCH_SIZE];
         let mut slots = [std::ptr::null_mut::<u8>(); BATCH_SIZE];
+        let mut ctl = [[0u64; RX_CTL_WORDS]; BATCH_SIZE];
         for i in 0..want {
             let (slot, _) = batch.slot_mut(first + i);
             slots[i] = slot[HEADROOM..].as_mut_ptr();
@@ -462,8 +548,10 @@ impl Port for VxlanPort {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_iov = &mut iov[i];
             h.msg_iovlen = 1;
+            h.msg_control = ctl[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of_val(&ctl[i]);
         }
-        // SAFETY: `hdrs[..want]` point at `names` and `iov`, and `iov` at the receive areas of
+        // SAFETY: `hdrs[..want]` point at `names`, `ctl` and `iov`, and `iov` at the receive areas of
         // slots `first..first + want` (each `cap` bytes inside the batch's storage, which is
         // not otherwise accessed until the call returns). The kernel writes at most that much.
         let r = unsafe {
@@ -477,7 +565,7 @@ impl Port for VxlanPort {
         };
         let got = match cvt(r) {
             Ok(n) => n as usize,
-            Err(e) if sys::would_block(&e) => return Ok(0),
+            Err(e) if sys::would_block(&e) => return Ok(batch.len() - start),
             Err(e) => return Err(e),
         };
         for i in 0..got {
@@ -487,20 +575,46 @@ impl Port for VxlanPort {
                 self.stats.rx_oversize += 1;
                 continue;
             }
-            let len = (h.msg_len as usize).min(cap);
+            let mut len = (h.msg_len as usize).min(cap);
             let src = Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr));
+            let gso = gro_size(&h.msg_hdr);
             // SAFETY: `slots[i]` is the receive area of slot `first + i`, `cap >= len` bytes,
             // which the kernel just filled; no other reference to it exists right now.
-            let payload = unsafe { std::slice::from_raw_parts(slots[i], len) };
+            let payload = unsafe { std::slice::from_raw_parts_mut(slots[i], len) };
+            let mut vnet = crate::batch::VnetHdr::default();
+            if gso > VXLAN_HDR_LEN && len > gso {
+                // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
+                self.stats.rx_gro_datagrams += 1;
+                let count = len.div_ceil(gso);
+                let last = len - (count - 1) * gso;
+                let same_vxlan = (1..count)
+                    .all(|k| payload[k * gso..k * gso + VXLAN_HDR_LEN] == payload[..VXLAN_HDR_LEN]);
+                let merged = if same_vxlan {
+                    coalesce_tcp4(payload, count, gso, last, VXLAN_HDR_LEN)
+                } else {
+                    None
+                };
+                match merged {
+                    Some((inner, v)) => {
+                        self.stats.rx_gro_frames += 1;
+                        len = VXLAN_HDR_LEN + inner;
+                        vnet = v;
+                    }
+                    None => {
+                        // Keep the first segment here, queue the others as frames of their own.
+                        for k in 1..count {
+                            let end = if k + 1 == count { len } else { (k + 1) * gso };
+                            self.split_segment(&payload[k * gso..end], src);
+                        }
+                        len = gso;
+                    }
+                }
+            }
+            let payload = &payload[..len];
             let r = decap_udp_payload(payload, src, &self.table);
             self.stats.decap.record(&r);
             let Ok(d) = r else { continue };
-            let vport = self
-                .by_vtep
-                .get(d.vtep.index())
-                .and_then(|l| l.iter().find(|(n, _)| *n == d.network))
-                .map(|&(_, v)| v);
-            let Some(vport) = vport else {
+            let Some(vport) = self.vport_of(d.vtep, d.network) else {
                 self.stats.rx_no_vport += 1;
                 continue;
             };
@@ -511,14 +625,15 @@ impl Port for VxlanPort {
                 // at least `cap >= len` bytes long.
                 unsafe { std::ptr::copy_nonoverlapping(slots[i], slots[dst], len) };
             }
-            batch.commit(len, Default::default());
+            batch.commit(len, vnet);
             let k = batch.len() - 1;
             batch.pull_front(k, d.inner_offset);
             let m = batch.meta_mut(k);
             m.len = d.inner_len as u32;
             m.tag = u32::from(vport);
         }
-        Ok(batch.len() - first)
+        self.drain_overflow(batch);
+        Ok(batch.len() - start)
     }
 
     /// Frames without a destination cannot be sent into a tunnel: the worker uses
@@ -632,6 +747,7 @@ mod tests {
         f[26..30].copy_from_slice(&[10, 0, 0, 1]);
         f[30..34].copy_from_slice(&[10, 0, 0, 2]);
         f[46] = 5 << 4;
+        f[47] = 0x10; // ACK
         let mut out = Batch::new(GSO_SLOT);
         out.push(
             &f,
@@ -646,20 +762,16 @@ mod tests {
         );
         assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
         assert_eq!(a.stats().tx_datagrams, 7);
-        let mut rx = Batch::new(MTU_SLOT);
-        recv_all(&mut b, &mut rx, 7);
-        assert_eq!(rx.len(), 7);
-        let mut payload = 0;
-        for i in 0..7 {
-            let g = rx.frame(i);
-            assert!(crate::wire::checksum::ipv4_l4_verify(
-                Ipv4Addr::new(10, 0, 0, 1),
-                Ipv4Addr::new(10, 0, 0, 2),
-                6,
-                &g[34..]
-            ));
-            payload += g.len() - 54;
-        }
-        assert_eq!(payload, n);
+        // The receiver gets them back as one TCP GSO frame (UDP GRO + coalescing).
+        let mut rx = Batch::new(GSO_SLOT);
+        recv_all(&mut b, &mut rx, 1);
+        assert_eq!(rx.len(), 1, "{:?}", b.stats());
+        assert_eq!(b.stats().rx_gro_frames, 1);
+        let m = rx.meta(0);
+        assert!(m.vnet.is_gso() && m.vnet.needs_csum());
+        assert_eq!((m.vnet.gso_size, m.vnet.hdr_len), (1448, 54));
+        assert_eq!(m.tag, 2);
+        assert_eq!(rx.frame(0).len(), f.len());
+        assert_eq!(&rx.frame(0)[54..], &f[54..]);
     }
 }

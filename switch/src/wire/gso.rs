@@ -210,6 +210,113 @@ pub fn segment(
     Ok(segs)
 }
 
+/// Receive-side coalescing (GRO) of TCP/IPv4 segments laid out like [`segment`]'s output:
+/// `count` segments at `stride` bytes from each other in `buf`, each behind `prefix` bytes,
+/// the last `last` bytes long (prefix included). When they are consecutive segments of one
+/// TCP flow — same addresses, ports, header length and options, no IPv4 options, sequence
+/// numbers that follow each other, only ACK (and PSH on the last) set, every segment but the
+/// last of the same size, each with a valid TCP checksum — they are rewritten in place into
+/// one GSO frame at `buf[prefix..prefix + len]` (the first segment's headers, all payloads)
+/// and `(len, vnet)` is returned: `vnet` describes the frame as a TCPv4 GSO frame with a
+/// partial checksum, as a local TCP stack would hand it over. Otherwise `None`, and `buf` is
+/// untouched.
+pub fn coalesce_tcp4(
+    buf: &mut [u8],
+    count: usize,
+    stride: usize,
+    last: usize,
+    prefix: usize,
+) -> Option<(usize, VnetHdr)> {
+    if count < 2 || last > stride || stride <= prefix || (count - 1) * stride + last > buf.len() {
+        return None;
+    }
+    let seg = |k: usize| -> &[u8] {
+        let len = if k + 1 == count { last } else { stride };
+        &buf[k * stride + prefix..k * stride + len]
+    };
+    let f0 = seg(0);
+    if f0.len() < 54 || f0[12..14] != [0x08, 0x00] || f0[14] != 0x45 || f0[23] != 6 {
+        return None;
+    }
+    let thl = usize::from(f0[46] >> 4) * 4;
+    let hdr = 34 + thl;
+    if thl < 20 || f0.len() <= hdr {
+        return None;
+    }
+    let mss = f0.len() - hdr;
+    let src = Ipv4Addr::new(f0[26], f0[27], f0[28], f0[29]);
+    let dst = Ipv4Addr::new(f0[30], f0[31], f0[32], f0[33]);
+    let mut seq = u32::from_be_bytes([f0[38], f0[39], f0[40], f0[41]]);
+    let mut total = 0usize;
+    let mut flags_or = 0u8;
+    for k in 0..count {
+        let f = seg(k);
+        let ip_len = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        if f.len() <= hdr
+            || ip_len + 14 != f.len()
+            // Same Ethernet header, IPv4 version/IHL/TOS, DF, TTL, protocol, addresses.
+            || f[..16] != f0[..16]
+            || f[20..24] != f0[20..24]
+            || f[26..34] != f0[26..34]
+            // Same ports, same ACK number, header length, window, and options.
+            || f[34..38] != f0[34..38]
+            || f[42..47] != f0[42..47]
+            || f[48..50] != f0[48..50]
+            || f[54..hdr] != f0[54..hdr]
+        {
+            return None;
+        }
+        let payload = f.len() - hdr;
+        let flags = f[47];
+        let allowed = if k + 1 == count { 0x18 } else { 0x10 };
+        if flags & !allowed != 0 || flags & 0x10 == 0 {
+            return None;
+        }
+        if (k + 1 < count && payload != mss) || payload > mss {
+            return None;
+        }
+        if u32::from_be_bytes([f[38], f[39], f[40], f[41]]) != seq {
+            return None;
+        }
+        let ph = pseudo_header_v4(src, dst, 6, (f.len() - 34) as u16);
+        if fold(u64::from(ph) + u64::from(sum(&f[34..]))) != 0xffff {
+            return None;
+        }
+        seq = seq.wrapping_add(payload as u32);
+        total += payload;
+        flags_or |= flags;
+    }
+    if 20 + thl + total > usize::from(u16::MAX) {
+        return None;
+    }
+    // Move every payload behind the previous one (always leftwards: copy_within is safe).
+    for k in 1..count {
+        let len = if k + 1 == count { last } else { stride } - prefix - hdr;
+        let from = k * stride + prefix + hdr;
+        let to = prefix + hdr + k * mss;
+        buf.copy_within(from..from + len, to);
+    }
+    let f = &mut buf[prefix..prefix + hdr + total];
+    f[16..18].copy_from_slice(&((20 + thl + total) as u16).to_be_bytes());
+    f[24] = 0;
+    f[25] = 0;
+    let c = !fold(u64::from(sum(&f[14..34])));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[47] = flags_or;
+    // Partial checksum: the pseudo-header sum, as Linux's TCP leaves it for offload.
+    let ph = pseudo_header_v4(src, dst, 6, (20 + thl + total - 20) as u16) as u16;
+    f[50..52].copy_from_slice(&ph.to_be_bytes());
+    let vnet = VnetHdr {
+        flags: crate::batch::VNET_F_NEEDS_CSUM,
+        gso_type: VNET_GSO_TCPV4,
+        hdr_len: hdr as u16,
+        gso_size: mss as u16,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    Some((hdr + total, vnet))
+}
+
 /// End of the IPv4 packet inside an Ethernet frame (by its total length), if it is IPv4.
 fn ip_end(frame: &[u8]) -> Option<usize> {
     let (l3, _, _) = parse_l3(frame).ok()?;
@@ -365,6 +472,42 @@ mod tests {
         // Plain: a copy.
         let s = segment(&f, &VnetHdr::default(), 8, &mut out).unwrap();
         assert_eq!(&out[8..s.total()], &f[..]);
+    }
+
+    #[test]
+    fn segments_coalesce_back_into_one_gso_frame() {
+        let n = 10_000;
+        let f = tcp_gso_frame(n, 0x18);
+        let v = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut out = vec![0u8; 32 * 1024];
+        let s = segment(&f, &v, 8, &mut out).unwrap();
+        let mut bad = out.clone();
+        let (len, g) = coalesce_tcp4(&mut out, s.count, s.stride, s.last, 8).unwrap();
+        assert_eq!(len, f.len());
+        assert_eq!(g.gso_size, 1448);
+        assert_eq!(g.hdr_len, 54);
+        assert_eq!(&out[8 + 54..8 + len], &f[54..], "payload in order");
+        assert!(verify(&out[8 + 14..8 + 34]));
+        assert_eq!(out[8 + 47], 0x18, "PSH of the last segment kept");
+        // Re-segmenting the coalesced frame gives valid segments again.
+        let mut again = vec![0u8; 32 * 1024];
+        let s2 = segment(&out[8..8 + len], &g, 8, &mut again).unwrap();
+        check_tcp_segments(&again, &s2, 8, &f[54..], 1448);
+        // A corrupted segment (bad checksum) is not coalesced, and nothing is changed.
+        bad[2 * s.stride + 8 + 100] ^= 0xff;
+        let copy = bad.clone();
+        assert!(coalesce_tcp4(&mut bad, s.count, s.stride, s.last, 8).is_none());
+        assert_eq!(bad, copy);
+        // Nor are segments out of order, or a lone segment.
+        let mut one = out.clone();
+        assert!(coalesce_tcp4(&mut one, 1, s.stride, s.stride, 8).is_none());
     }
 
     #[test]
