@@ -452,3 +452,18 @@ mod tests {
         assert!(VtepTableError::Full.to_string().contains("remove"));
     }
 }
+#[cfg(test)]
+mod shared_peer_tests {
+    use super::*;
+    #[test]
+    fn second_vni_same_peer() {
+        let mut t = VtepTable::new();
+        let ip = Ipv4Addr::new(192, 168, 77, 1);
+        t.add_vni(Vni::new(200).unwrap(), 1).unwrap();
+        t.add_peer(Vni::new(200).unwrap(), ip).unwrap();
+        t.add_vni(Vni::new(300).unwrap(), 2).unwrap();
+        t.add_peer(Vni::new(300).unwrap(), ip).unwrap();
+        assert!(t.classify(Vni::new(300).unwrap(), ip).is_ok());
+        assert!(t.classify(Vni::new(200).unwrap(), ip).is_ok());
+    }
+}

@@ -99,6 +99,10 @@ pub struct FrameMeta {
     pub len: u32,
     /// Offload metadata; all zero for a plain frame.
     pub vnet: VnetHdr,
+    /// Set by ports that receive frames for several logical ingresses: a tunnel port writes
+    /// the virtual port (remote VTEP of one network) each decapsulated frame came from. Zero
+    /// from every other port.
+    pub tag: u32,
 }
 
 /// A batch of up to [`BATCH_SIZE`] frames in preallocated slots.
@@ -213,6 +217,7 @@ impl Batch {
             offset: HEADROOM as u32,
             len: len as u32,
             vnet,
+            tag: 0,
         };
         self.count += 1;
     }

@@ -619,9 +619,8 @@ impl Fdb {
                             _ => 0,
                         };
                         let score = (weight, now.saturating_sub(s.ts));
-                        match best {
-                            Some((_, b)) if b >= score => {}
-                            _ => best = Some((i, score)),
+                        if best.is_none_or(|(_, b)| score > b) {
+                            best = Some((i, score));
                         }
                     }
                 }

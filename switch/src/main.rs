@@ -133,15 +133,26 @@ enum NetCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Connect a container to a network.
+    /// Connect a container to a network (or, with --peer, add a remote VTEP to an overlay).
     Connect {
         #[arg(long)]
         ip: Option<String>,
+        /// Add this host (its VTEP address) as a peer of the overlay network NETWORK.
+        #[arg(long, conflicts_with = "ip")]
+        peer: Option<String>,
         network: String,
-        container: String,
+        #[arg(required_unless_present = "peer")]
+        container: Option<String>,
     },
-    /// Disconnect a container from a network.
-    Disconnect { network: String, container: String },
+    /// Disconnect a container from a network (or, with --peer, remove an overlay peer).
+    Disconnect {
+        /// Remove this peer VTEP from the overlay network NETWORK.
+        #[arg(long)]
+        peer: Option<String>,
+        network: String,
+        #[arg(required_unless_present = "peer")]
+        container: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -441,18 +452,43 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
         }
         NetCmd::Connect {
             ip,
+            peer,
             network,
             container,
-        } => {
-            c.call(&Request::NetworkConnect {
-                network,
-                container,
-                ip,
-            })?;
-        }
-        NetCmd::Disconnect { network, container } => {
-            c.call(&Request::NetworkDisconnect { network, container })?;
-        }
+        } => match (peer, container) {
+            (Some(peer), None) => {
+                c.call(&Request::NetworkPeer {
+                    network,
+                    peer,
+                    remove: false,
+                })?;
+            }
+            (None, Some(container)) => {
+                c.call(&Request::NetworkConnect {
+                    network,
+                    container,
+                    ip,
+                })?;
+            }
+            _ => bail!("give either a container or --peer IP, not both"),
+        },
+        NetCmd::Disconnect {
+            peer,
+            network,
+            container,
+        } => match (peer, container) {
+            (Some(peer), None) => {
+                c.call(&Request::NetworkPeer {
+                    network,
+                    peer,
+                    remove: true,
+                })?;
+            }
+            (None, Some(container)) => {
+                c.call(&Request::NetworkDisconnect { network, container })?;
+            }
+            _ => bail!("give either a container or --peer IP, not both"),
+        },
     }
     Ok(0)
 }

@@ -43,17 +43,23 @@
 //! the tag on egress (the batch keeps headroom for that); when they are equal it sends the frame
 //! as it is.
 //!
-//! # Tunnels (issue 5: VXLAN)
+//! # Tunnels (VXLAN)
 //!
-//! A tunnel fits as a third role. Each remote VTEP becomes a *virtual port* (its own
-//! [`PortId`]), so the MAC table needs no new field: a MAC learned from a decapsulated frame
-//! maps to the VTEP's port, and unicast to it is an ordinary output list that the VXLAN port
-//! encapsulates towards that VTEP. The role would be `Tunnel { vnis: Vec<(u32, NetworkId)>,
-//! horizon: u8 }`: the encap crate decapsulates before `process` and tells the VNI (which
-//! selects the network exactly as a VID does on a trunk). Flooding gets split horizon: members
-//! carry a horizon group and a flood never goes to a member of the ingress port's group, so
-//! tunnels never re-flood to each other. Unknown-unicast flooding to tunnels becomes one output
-//! per remote VTEP of the network's flood list (encap's head-end replication).
+//! A tunnel port ([`PortRole::Tunnel`], one UDP socket per local VTEP) carries many remote
+//! VTEPs and many networks. Each (network, remote VTEP) pair is a *virtual port*
+//! ([`PortRole::Vtep`]) with its own [`PortId`], so the MAC table needs no new field: a MAC
+//! learned from a decapsulated frame maps to the virtual port of the VTEP it came from, and
+//! unicast to it is an ordinary output list that the worker hands to the tunnel port to
+//! encapsulate towards that VTEP with the network's VNI.
+//!
+//! The tunnel port decapsulates in its `recv_burst` and writes each frame's virtual port into
+//! [`crate::batch::FrameMeta::tag`]; [`Pipeline::process`] on a tunnel port takes the ingress
+//! (and so the network) of each frame from there. Flooding goes to every virtual port of the
+//! network, which is head-end replication to the network's peer list. **Split horizon:** a
+//! frame that came from a tunnel is never sent back into the same tunnel — a flood skips every
+//! virtual port of the ingress tunnel, and unicast to a MAC behind another VTEP of it is
+//! dropped as [`DropReason::SplitHorizon`] (the VTEPs of an overlay form a full mesh, so each
+//! delivers its own frames).
 
 use crate::batch::{Batch, BATCH_SIZE};
 pub use crate::fdb::NetworkId;
@@ -83,6 +89,13 @@ pub enum PortRole {
         /// (VLAN id 1..=4094, network) pairs.
         vlans: Vec<(u16, NetworkId)>,
     },
+    /// A tunnel port (VXLAN): member of no network itself; each received frame names its
+    /// ingress virtual port ([`PortRole::Vtep`]) in its metadata tag.
+    Tunnel,
+    /// A virtual port: remote VTEP of `network` behind the tunnel port `tunnel`. It never
+    /// receives by itself (frames arrive through the tunnel); frames sent to it are
+    /// encapsulated by the tunnel port.
+    Vtep { network: NetworkId, tunnel: PortId },
 }
 
 /// Pipeline settings (the MAC table's size and limits).
@@ -136,11 +149,14 @@ pub enum DropReason {
     /// Uplinks never flood unknown unicast (macvlan's rule: a frame from the parent goes only
     /// to the child that owns its destination).
     NotLocal,
+    /// A frame from a tunnel whose destination is behind the same tunnel (split horizon), or
+    /// whose ingress virtual port is unknown to the tunnel.
+    SplitHorizon,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Runt,
@@ -152,6 +168,7 @@ impl DropReason {
         DropReason::Reserved,
         DropReason::TxFull,
         DropReason::NotLocal,
+        DropReason::SplitHorizon,
     ];
 
     /// A stable snake_case name for listings.
@@ -166,6 +183,7 @@ impl DropReason {
             DropReason::Reserved => "reserved",
             DropReason::TxFull => "tx_full",
             DropReason::NotLocal => "not_local",
+            DropReason::SplitHorizon => "split_horizon",
         }
     }
 }
@@ -380,7 +398,12 @@ impl Dispatch {
 struct Member {
     port: PortId,
     vlan: Option<u16>,
+    /// The tunnel port a virtual port belongs to ([`NO_HORIZON`] for other ports).
+    horizon: PortId,
 }
+
+/// Horizon of a member that is not behind a tunnel.
+const NO_HORIZON: PortId = PortId::MAX;
 
 #[derive(Debug, Default)]
 struct Network {
@@ -404,7 +427,10 @@ impl PortState {
     #[inline]
     fn egress(&self, net: NetworkId) -> Option<Option<u16>> {
         match &self.role {
-            PortRole::Access { network } => (*network == net).then_some(None),
+            PortRole::Access { network } | PortRole::Vtep { network, .. } => {
+                (*network == net).then_some(None)
+            }
+            PortRole::Tunnel => None,
             PortRole::Trunk { native, vlans } => {
                 if *native == Some(net) {
                     return Some(None);
@@ -419,6 +445,14 @@ impl PortState {
     fn classify(&self, vid: u16) -> Result<NetworkId, DropReason> {
         match &self.role {
             PortRole::Access { network } => {
+                if vid == NO_VLAN || vid == 0 {
+                    Ok(*network)
+                } else {
+                    Err(DropReason::Filtered)
+                }
+            }
+            PortRole::Tunnel => Err(DropReason::NoNetwork),
+            PortRole::Vtep { network, .. } => {
                 if vid == NO_VLAN || vid == 0 {
                     Ok(*network)
                 } else {
@@ -455,6 +489,8 @@ pub struct Pipeline {
     valid: [u8; BATCH_SIZE],
     /// Per port: its network if it is an access port, else `u32::MAX`.
     access_net: Vec<u32>,
+    /// Ingress (virtual) port of each valid frame, for batches from a tunnel port.
+    ing: [PortId; BATCH_SIZE],
 }
 
 impl Pipeline {
@@ -483,6 +519,7 @@ impl Pipeline {
             dst_home: [0; BATCH_SIZE],
             valid: [0; BATCH_SIZE],
             access_net: Vec::new(),
+            ing: [0; BATCH_SIZE],
         }
     }
 
@@ -526,17 +563,28 @@ impl Pipeline {
             by_vid.dedup_by_key(|(v, _)| *v);
         }
         let members: Vec<(NetworkId, Option<u16>)> = match &role {
-            PortRole::Access { network } => vec![(*network, None)],
+            PortRole::Access { network } | PortRole::Vtep { network, .. } => {
+                vec![(*network, None)]
+            }
+            PortRole::Tunnel => Vec::new(),
             PortRole::Trunk { native, .. } => native
                 .iter()
                 .map(|n| (*n, None))
                 .chain(by_vid.iter().map(|(v, n)| (*n, Some(*v))))
                 .collect(),
         };
+        let horizon = match &role {
+            PortRole::Vtep { tunnel, .. } => *tunnel,
+            _ => NO_HORIZON,
+        };
         for (net, vlan) in members {
             let n = self.network_mut(net);
             if !n.members.iter().any(|m| m.port == port) {
-                n.members.push(Member { port, vlan });
+                n.members.push(Member {
+                    port,
+                    vlan,
+                    horizon,
+                });
             }
         }
         let i = port as usize;
@@ -551,7 +599,7 @@ impl Pipeline {
         }
         self.access_net[i] = match role {
             PortRole::Access { network } => network as u32,
-            PortRole::Trunk { .. } => u32::MAX,
+            _ => u32::MAX,
         };
         self.ports[i] = Some(PortState {
             role,
@@ -641,7 +689,33 @@ impl Pipeline {
 
     /// Decides over every frame of `batch`, received on `in_port` at time `now` (seconds),
     /// and writes the decisions into `out` (which is cleared first).
+    ///
+    /// On a [`PortRole::Tunnel`] port each frame's ingress is the virtual port in its
+    /// metadata tag (see the module documentation).
     pub fn process(&mut self, in_port: PortId, batch: &Batch, now: u32, out: &mut Dispatch) {
+        let tunnel = matches!(
+            self.ports.get(in_port as usize),
+            Some(Some(PortState {
+                role: PortRole::Tunnel,
+                ..
+            }))
+        );
+        // Two instances of one body: the access/trunk one has no per-frame ingress at all.
+        if tunnel {
+            self.process_impl::<true>(in_port, batch, now, out);
+        } else {
+            self.process_impl::<false>(in_port, batch, now, out);
+        }
+    }
+
+    #[inline(always)]
+    fn process_impl<const TUNNEL: bool>(
+        &mut self,
+        in_port: PortId,
+        batch: &Batch,
+        now: u32,
+        out: &mut Dispatch,
+    ) {
         out.clear();
         let n = batch.len().min(BATCH_SIZE);
         let ip = in_port as usize;
@@ -682,7 +756,24 @@ impl Pipeline {
                 Self::drop_frame(&mut self.counters, ip, DropReason::BadHeader);
                 continue;
             }
-            let net = match port.classify(vid) {
+            let mut ing = in_port;
+            let cls = if TUNNEL {
+                // The virtual port the tunnel decapsulated this frame for: it must be a VTEP
+                // of this very tunnel.
+                ing = batch.meta(i).tag as PortId;
+                match self.ports.get(ing as usize) {
+                    Some(Some(
+                        v @ PortState {
+                            role: PortRole::Vtep { tunnel, .. },
+                            ..
+                        },
+                    )) if *tunnel == in_port => v.classify(vid),
+                    _ => Err(DropReason::SplitHorizon),
+                }
+            } else {
+                port.classify(vid)
+            };
+            let net = match cls {
                 Ok(net) => net,
                 Err(r) => {
                     Self::drop_frame(&mut self.counters, ip, r);
@@ -698,6 +789,9 @@ impl Pipeline {
             self.src[nvalid] = k | src;
             self.dst[nvalid] = k | dst;
             self.valid[nvalid] = i as u8;
+            if TUNNEL {
+                self.ing[nvalid] = ing;
+            }
             nvalid += 1;
         }
         if let Some(pc) = self.counters.ports.get_mut(ip) {
@@ -723,9 +817,17 @@ impl Pipeline {
 
         // Stage 3: learn.
         let mut last = u64::MAX;
+        let mut last_ing = in_port;
         for j in 0..nvalid {
             let key = self.src[j];
-            if key != last {
+            if TUNNEL {
+                let p = self.ing[j];
+                if key != last || p != last_ing {
+                    self.fdb.learn_from(key, self.src_home[j], p, now);
+                    last = key;
+                    last_ing = p;
+                }
+            } else if key != last {
                 self.fdb.learn_from(key, self.src_home[j], in_port, now);
                 last = key;
             }
@@ -736,6 +838,7 @@ impl Pipeline {
         for j in 0..nvalid {
             let i = self.valid[j] as u16;
             let net = self.net[j];
+            let ing = if TUNNEL { self.ing[j] } else { in_port };
             let key = self.dst[j];
             let dst = key & MAC_MASK;
             let Some(nw) = self.networks.get(net as usize) else {
@@ -743,12 +846,18 @@ impl Pipeline {
             };
             if dst & GROUP_BIT == 0 {
                 if dst == nw.gateway {
+                    if TUNNEL {
+                        // Every host of an overlay has its own gateway with the same MAC:
+                        // a remote host's frames for it are its own gateway's business.
+                        Self::drop_frame(&mut self.counters, ip, DropReason::SplitHorizon);
+                        continue;
+                    }
                     out.gateway.push((i, net));
                     gateway += 1;
                     continue;
                 }
                 if let Some(p) = self.fdb.lookup_from(key, self.dst_home[j]) {
-                    if p == in_port {
+                    if p == ing {
                         Self::drop_frame(&mut self.counters, ip, DropReason::SamePort);
                         continue;
                     }
@@ -756,10 +865,24 @@ impl Pipeline {
                     let egress = if self.access_net.get(p as usize) == Some(&(net as u32)) {
                         Some(None)
                     } else {
-                        self.ports
-                            .get(p as usize)
-                            .and_then(|s| s.as_ref())
-                            .and_then(|s| s.egress(net))
+                        let dst_state = self.ports.get(p as usize).and_then(|s| s.as_ref());
+                        if TUNNEL {
+                            if let Some(PortState {
+                                role: PortRole::Vtep { tunnel, .. },
+                                ..
+                            }) = dst_state
+                            {
+                                if *tunnel == in_port {
+                                    Self::drop_frame(
+                                        &mut self.counters,
+                                        ip,
+                                        DropReason::SplitHorizon,
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        dst_state.and_then(|s| s.egress(net))
                     };
                     if let Some(vlan) = egress {
                         out.push(p, vlan, i);
@@ -776,14 +899,20 @@ impl Pipeline {
                 Self::drop_frame(&mut self.counters, ip, DropReason::Reserved);
                 continue;
             }
-            let to_gw = dst == BROADCAST && nw.gateway != u64::MAX;
+            let to_gw = !TUNNEL && dst == BROADCAST && nw.gateway != u64::MAX;
             if to_gw {
                 out.gateway.push((i, net));
                 gateway += 1;
             }
             let mut copies = 0;
             for m in &nw.members {
-                if m.port != in_port {
+                // Split horizon: a frame from a tunnel never goes back into that tunnel.
+                let skip = if TUNNEL {
+                    m.horizon == in_port
+                } else {
+                    m.port == in_port
+                };
+                if !skip {
                     out.push(m.port, m.vlan, i);
                     copies += 1;
                 }
@@ -1096,6 +1225,144 @@ mod tests {
         assert_eq!(p.age(1 + 300, 1 << 20), 2);
         assert_eq!(p.fdb().lookup(1, mac(1)), None);
         assert_eq!(p.fdb().lookup(1, mac(50)), Some(2));
+    }
+
+    /// Network 1: access ports 1, 2; tunnel port 10 with VTEPs 11, 12 (network 1) and 13
+    /// (network 2, with access port 3).
+    fn overlay() -> Pipeline {
+        let mut p = pipeline();
+        p.add_network(1, None);
+        p.add_network(2, None);
+        p.add_port(1, PortRole::Access { network: 1 });
+        p.add_port(2, PortRole::Access { network: 1 });
+        p.add_port(3, PortRole::Access { network: 2 });
+        p.add_port(10, PortRole::Tunnel);
+        p.add_port(
+            11,
+            PortRole::Vtep {
+                network: 1,
+                tunnel: 10,
+            },
+        );
+        p.add_port(
+            12,
+            PortRole::Vtep {
+                network: 1,
+                tunnel: 10,
+            },
+        );
+        p.add_port(
+            13,
+            PortRole::Vtep {
+                network: 2,
+                tunnel: 10,
+            },
+        );
+        p
+    }
+
+    /// A batch of frames received on a tunnel, each tagged with its virtual port.
+    fn run_tunnel(p: &mut Pipeline, tunnel: PortId, frames: &[(Vec<u8>, PortId)]) -> Dispatch {
+        let mut b = Batch::new(MTU_SLOT);
+        for (k, (f, vp)) in frames.iter().enumerate() {
+            assert!(b.push(f, VnetHdr::default()));
+            b.meta_mut(k).tag = u32::from(*vp);
+        }
+        let mut d = Dispatch::new();
+        p.process(tunnel, &b, 1, &mut d);
+        d
+    }
+
+    #[test]
+    fn flood_from_access_replicates_to_every_vtep_of_the_network() {
+        let mut p = overlay();
+        let d = run(&mut p, 1, &[frame(MacAddr::BROADCAST, mac(1), None)]);
+        assert_eq!(
+            outs(&d),
+            vec![(2, vec![0], None), (11, vec![0], None), (12, vec![0], None)],
+            "head-end replication to both VTEPs of network 1, not to network 2's"
+        );
+    }
+
+    #[test]
+    fn tunnel_frames_learn_per_vtep_and_never_reenter_the_tunnel() {
+        let mut p = overlay();
+        // Unknown unicast from VTEP 11: local ports only (split horizon), learned on 11.
+        let d = run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), None), 11)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None), (2, vec![0], None)]);
+        assert_eq!(p.fdb().lookup(1, mac(50)), Some(11));
+        // Two frames of one batch from two VTEPs: each learned on its own.
+        run_tunnel(
+            &mut p,
+            10,
+            &[
+                (frame(mac(9), mac(51), None), 12),
+                (frame(mac(9), mac(52), None), 11),
+            ],
+        );
+        assert_eq!(p.fdb().lookup(1, mac(51)), Some(12));
+        assert_eq!(p.fdb().lookup(1, mac(52)), Some(11));
+        // Unicast from access to a remote MAC: one output, its VTEP.
+        let d = run(&mut p, 1, &[frame(mac(51), mac(1), None)]);
+        assert_eq!(outs(&d), vec![(12, vec![0], None)]);
+        // Tunnel to a MAC behind another VTEP of the same tunnel: split horizon.
+        let d = run_tunnel(&mut p, 10, &[(frame(mac(51), mac(50), None), 11)]);
+        assert_eq!(d.outputs().count(), 0);
+        assert_eq!(p.counters().drop_count(DropReason::SplitHorizon), 1);
+        // Tunnel to a local MAC: unicast to its port.
+        let d = run_tunnel(&mut p, 10, &[(frame(mac(1), mac(50), None), 11)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None)]);
+        // Broadcast from a tunnel in network 2 reaches network 2's local port only.
+        let d = run_tunnel(
+            &mut p,
+            10,
+            &[(frame(MacAddr::BROADCAST, mac(60), None), 13)],
+        );
+        assert_eq!(outs(&d), vec![(3, vec![0], None)]);
+        assert_eq!(p.fdb().lookup(2, mac(60)), Some(13));
+        assert_eq!(p.fdb().lookup(1, mac(60)), None, "VNIs are isolated");
+    }
+
+    #[test]
+    fn tunnel_frames_with_bad_ingress_are_dropped() {
+        let mut p = overlay();
+        p.add_port(20, PortRole::Tunnel);
+        let d = run_tunnel(
+            &mut p,
+            20,
+            &[
+                (frame(mac(9), mac(50), None), 11), // VTEP of another tunnel
+                (frame(mac(9), mac(50), None), 1),  // not a VTEP at all
+                (frame(mac(9), mac(50), None), 99), // unknown
+            ],
+        );
+        assert_eq!(d.outputs().count(), 0);
+        assert_eq!(p.counters().drop_count(DropReason::SplitHorizon), 3);
+        // A tagged inner frame is filtered like on an access port.
+        run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), None), 11)]);
+        run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), Some(5)), 11)]);
+        assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
+        // Removing a VTEP flushes what was learned behind it.
+        p.remove_port(11);
+        assert_eq!(p.fdb().lookup(1, mac(50)), None);
+        let d = run(&mut p, 1, &[frame(MacAddr::BROADCAST, mac(1), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None), (12, vec![0], None)]);
+    }
+
+    #[test]
+    fn tunnel_frames_do_not_reach_the_local_gateway() {
+        let mut p = overlay();
+        p.add_network(1, Some(mac(0xfe)));
+        let d = run_tunnel(
+            &mut p,
+            10,
+            &[
+                (frame(mac(0xfe), mac(50), None), 11),
+                (frame(MacAddr::BROADCAST, mac(50), None), 11),
+            ],
+        );
+        assert!(d.to_gateway().is_empty());
+        assert_eq!(outs(&d), vec![(1, vec![1], None), (2, vec![1], None)]);
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub struct Snapshot {
     pub ports: Vec<PortStats>,
     pub counters: Counters,
     pub fdb: Vec<FdbEntryView>,
+    /// Counters of the VXLAN tunnel ports, by port id.
+    pub tunnels: Vec<(PortId, crate::port::vxlan::VxlanStats)>,
 }
+
+/// No tunnel: the value of [`Worker::vtep_tunnel`] for ports that are not virtual ports.
+const NO_TUNNEL: PortId = PortId::MAX;
 
 /// Commands from the control plane.
 pub enum Command {
@@ -91,6 +96,18 @@ pub enum Command {
         mac: MacAddr,
         port: PortId,
     },
+    /// Adds remote VTEP `remote` of `network` (VXLAN `vni`) as virtual port `vport` of the
+    /// tunnel port `tunnel`. Running traffic of other ports and peers is not disturbed.
+    AddVtep {
+        vport: PortId,
+        tunnel: PortId,
+        network: NetworkId,
+        vni: encap::Vni,
+        remote: Ipv4Addr,
+        done: Sender<Result<(), String>>,
+    },
+    /// Removes a virtual port (its MAC entries are flushed).
+    RemoveVtep { vport: PortId, done: Sender<()> },
     /// Asks for a snapshot of counters and the MAC table.
     Snapshot { reply: Sender<Snapshot> },
     /// Ends the loop.
@@ -166,6 +183,36 @@ impl WorkerHandle {
         let _ = rx.recv_timeout(Duration::from_secs(5));
     }
 
+    /// Adds a remote VTEP as virtual port `vport` of tunnel `tunnel` and waits for the worker.
+    pub fn add_vtep(
+        &self,
+        vport: PortId,
+        tunnel: PortId,
+        network: NetworkId,
+        vni: encap::Vni,
+        remote: Ipv4Addr,
+    ) -> io::Result<()> {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::AddVtep {
+            vport,
+            tunnel,
+            network,
+            vni,
+            remote,
+            done,
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("the switch worker did not answer"))?
+            .map_err(io::Error::other)
+    }
+
+    /// Removes a virtual port and waits until it is gone.
+    pub fn remove_vtep(&self, vport: PortId) {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::RemoveVtep { vport, done });
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+    }
+
     /// A snapshot of counters and tables.
     pub fn snapshot(&self) -> io::Result<Snapshot> {
         let (reply, rx) = crossbeam_channel::bounded(1);
@@ -206,6 +253,8 @@ struct Worker {
     /// Scratch batch for copies that get an 802.1Q tag on egress (trunk ports).
     tagged: Batch,
     dispatch: Dispatch,
+    /// Tunnel port of each virtual port (by port id; [`NO_TUNNEL`] otherwise).
+    vtep_tunnel: Vec<PortId>,
     epoch: Instant,
     running: bool,
 }
@@ -303,6 +352,7 @@ impl Worker {
             batch: Batch::new(GSO_SLOT),
             tagged: Batch::new(GSO_SLOT),
             dispatch: Dispatch::new(),
+            vtep_tunnel: Vec::new(),
             epoch: Instant::now(),
             running: true,
         }
@@ -390,6 +440,28 @@ impl Worker {
         self.pipeline
             .process(id, &self.batch, now, &mut self.dispatch);
         for (out, sel, vlan) in self.dispatch.outputs() {
+            let tunnel = self
+                .vtep_tunnel
+                .get(out as usize)
+                .copied()
+                .unwrap_or(NO_TUNNEL);
+            if tunnel != NO_TUNNEL {
+                // A virtual port: the tunnel encapsulates towards its VTEP.
+                if let Some(Some(t)) = self.ports.get_mut(tunnel as usize) {
+                    if let Some(vx) = t.port.as_vxlan() {
+                        let sent = vx.send_to_vtep(&self.batch, sel, out);
+                        t.stats.tx_frames += sent as u64;
+                        let lost = (sel.len() - sent) as u64;
+                        if lost > 0 {
+                            t.stats.tx_dropped += lost;
+                            self.pipeline
+                                .counters_mut()
+                                .add_drop(DropReason::TxFull, lost);
+                        }
+                        continue;
+                    }
+                }
+            }
             let Some(Some(dst)) = self.ports.get_mut(out as usize) else {
                 self.pipeline
                     .counters_mut()
@@ -496,6 +568,20 @@ impl Worker {
                         eprintln!("vswitch worker: static MAC {mac} on port {port}: {e}");
                     }
                 }
+                Command::AddVtep {
+                    vport,
+                    tunnel,
+                    network,
+                    vni,
+                    remote,
+                    done,
+                } => {
+                    let _ = done.send(self.add_vtep(vport, tunnel, network, vni, remote));
+                }
+                Command::RemoveVtep { vport, done } => {
+                    self.remove_vtep(vport);
+                    let _ = done.send(());
+                }
                 Command::Snapshot { reply } => {
                     let _ = reply.send(self.snapshot());
                 }
@@ -533,7 +619,71 @@ impl Worker {
         Ok(())
     }
 
+    fn add_vtep(
+        &mut self,
+        vport: PortId,
+        tunnel: PortId,
+        network: NetworkId,
+        vni: encap::Vni,
+        remote: Ipv4Addr,
+    ) -> Result<(), String> {
+        if self.ports.get(vport as usize).is_some_and(Option::is_some)
+            || self
+                .vtep_tunnel
+                .get(vport as usize)
+                .is_some_and(|&t| t != NO_TUNNEL)
+        {
+            return Err(format!("port {vport} already exists"));
+        }
+        let Some(Some(t)) = self.ports.get_mut(tunnel as usize) else {
+            return Err(format!("tunnel port {tunnel} does not exist"));
+        };
+        let Some(vx) = t.port.as_vxlan() else {
+            return Err(format!("port {tunnel} is not a VXLAN tunnel"));
+        };
+        vx.add_peer(vport, network, vni, remote)
+            .map_err(|e| e.to_string())?;
+        self.pipeline
+            .add_port(vport, PortRole::Vtep { network, tunnel });
+        let i = vport as usize;
+        if self.vtep_tunnel.len() <= i {
+            self.vtep_tunnel.resize(i + 1, NO_TUNNEL);
+        }
+        self.vtep_tunnel[i] = tunnel;
+        Ok(())
+    }
+
+    fn remove_vtep(&mut self, vport: PortId) {
+        let Some(t) = self.vtep_tunnel.get_mut(vport as usize) else {
+            return;
+        };
+        let tunnel = std::mem::replace(t, NO_TUNNEL);
+        if tunnel == NO_TUNNEL {
+            return;
+        }
+        if let Some(vx) = self
+            .ports
+            .get_mut(tunnel as usize)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.port.as_vxlan())
+        {
+            vx.remove_peer(vport);
+        }
+        self.pipeline.remove_port(vport);
+    }
+
     fn remove_port(&mut self, id: PortId) {
+        // A tunnel takes its virtual ports with it.
+        let vports: Vec<PortId> = self
+            .vtep_tunnel
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == id)
+            .map(|(v, _)| v as PortId)
+            .collect();
+        for v in vports {
+            self.remove_vtep(v);
+        }
         if let Some(slot) = self.ports.get_mut(id as usize).and_then(Option::take) {
             if let Some(fd) = slot.port.raw_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -543,8 +693,18 @@ impl Worker {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&mut self) -> Snapshot {
+        let tunnels = self
+            .ports
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let vx = s.as_mut()?.port.as_vxlan()?;
+                Some((i as PortId, *vx.stats()))
+            })
+            .collect();
         Snapshot {
+            tunnels,
             ports: self
                 .ports
                 .iter()

@@ -136,7 +136,7 @@ fn steady_state_forwarding_does_not_allocate() {
             for (port, sel, _vlan) in out.outputs() {
                 ports[port as usize].send_burst(&batch, sel).unwrap();
             }
-            if r & 15 == 0 {
+            if r.is_multiple_of(16) {
                 pl.age(now, 64);
             }
         }

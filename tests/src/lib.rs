@@ -102,19 +102,41 @@ impl Daemon {
         d
     }
 
+    /// Starts a daemon inside the network namespace `netns` (a "host" of a multi-host test):
+    /// its own socket, state and switch, with the namespace's interfaces as its underlay. It
+    /// runs under `nsenter --net` (not `ip netns exec`, whose private mount namespace would
+    /// hide the containers' /run/netns mounts from everyone else).
+    pub fn start_in_netns(tag: &str, netns: &str, args: &[&str]) -> Daemon {
+        let mut a = vec!["--in-netns".to_string(), netns.to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Self::start_with(tag, &a)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(vswitch_bin())
+        // `--in-netns NS` (first in extra_args) runs the daemon under `nsenter --net`.
+        let (mut cmd, rest) = match self.extra_args.as_slice() {
+            [flag, ns, rest @ ..] if flag == "--in-netns" => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(vswitch_bin());
+                (c, rest)
+            }
+            rest => (Command::new(vswitch_bin()), rest),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .arg("daemon")
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(&self.extra_args)
+            .args(rest)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

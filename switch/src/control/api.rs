@@ -86,6 +86,12 @@ pub enum Request {
     },
     Ports,
     Stats,
+    /// Adds (or removes) a peer VTEP of an overlay network.
+    NetworkPeer {
+        network: String,
+        peer: String,
+        remove: bool,
+    },
 }
 
 /// A network as listed and inspected.

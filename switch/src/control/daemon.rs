@@ -19,6 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[path = "macvlan.rs"]
 mod macvlan;
 pub use macvlan::{Parent, MACVLAN};
+#[path = "overlay.rs"]
+pub mod overlay;
 
 /// The default network, created on first start like Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -50,6 +52,8 @@ pub struct Daemon {
     worker: WorkerHandle,
     ports: BTreeMap<PortId, PortRecord>,
     children: BTreeMap<String, std::process::Child>,
+    /// Tunnel and virtual ports of overlay networks.
+    overlay: overlay::OverlayState,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -137,6 +141,7 @@ impl Daemon {
             worker,
             ports: BTreeMap::new(),
             children: BTreeMap::new(),
+            overlay: Default::default(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -153,6 +158,11 @@ impl Daemon {
         let nets: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
         for n in &nets {
             self.register_network(n);
+            if n.driver == "overlay" {
+                if let Err(e) = self.overlay_up(n) {
+                    eprintln!("vswitch: overlay network {}: {e:#}", n.name);
+                }
+            }
         }
         self.macvlan_restore();
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
@@ -284,6 +294,13 @@ impl Daemon {
             Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
             Request::Ports => self.port_list().map(to_json),
             Request::Stats => self.stats(),
+            Request::NetworkPeer {
+                network,
+                peer,
+                remove,
+            } => self
+                .overlay_peer(&network, &peer, remove)
+                .map(|_| serde_json::Value::Null),
         };
         match r {
             Ok(data) => Reply::Ok { data },
@@ -308,14 +325,21 @@ impl Daemon {
         } else {
             c.driver.clone()
         };
-        if driver != "bridge" && driver != MACVLAN {
-            bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge or --driver macvlan");
-        }
         let options = parse_options(&c.options)?;
-        let default_mtu = if driver == MACVLAN {
-            self.macvlan_check(&c, &options)?
-        } else {
-            DEFAULT_MTU
+        let mut default_mtu = DEFAULT_MTU;
+        let overlay = match driver.as_str() {
+            "bridge" => None,
+            MACVLAN => {
+                default_mtu = self.macvlan_check(&c, &options)?;
+                None
+            }
+            "overlay" => {
+                let spec = overlay::OverlaySpec::parse(&options)?;
+                self.overlay_check(&c.name, &spec)?;
+                default_mtu = spec.default_mtu();
+                Some(spec)
+            }
+            _ => bail!("driver {driver:?} is not supported by this version of vswitch; use --driver bridge, overlay or macvlan"),
         };
         let mtu = match options
             .get("mtu")
@@ -371,6 +395,8 @@ impl Daemon {
             .add_pool(&c.name, spec)
             .map_err(|e| anyhow!("{e}"))?;
         let gateway = self.state.ipam.pool(&c.name).ok().map(|p| p.gateway());
+        // An overlay network gets the switch's gateway only when one is asked for.
+        let gateway = gateway.filter(|_| overlay.is_none() || c.gateway.is_some());
         let id = self.next_network_id()?;
         let rec = NetworkRecord {
             name: c.name.clone(),
@@ -393,6 +419,17 @@ impl Daemon {
         }
         self.register_network(&rec);
         self.macvlan_network_added(&rec)?;
+        if overlay.is_some() {
+            if let Err(e) = self.overlay_up(&rec) {
+                self.overlay_down(&c.name);
+                self.state.networks.remove(&c.name);
+                let _ = self.state.ipam.remove_pool(&c.name);
+                self.worker
+                    .send(crate::worker::Command::RemoveNetwork { id: rec.id });
+                let _ = self.save();
+                return Err(e);
+            }
+        }
         self.network_inspect(&c.name)
     }
 
@@ -486,6 +523,7 @@ impl Daemon {
                 users.join(", ")
             );
         }
+        self.overlay_down(name);
         let rec = self.state.networks.remove(name).expect("exists");
         self.state
             .ipam
@@ -1050,6 +1088,7 @@ impl Daemon {
             "counters": counters_map(&snap.counters),
             "ports": snap.ports,
             "fdb_entries": snap.fdb.len(),
+            "tunnels": Self::overlay_stats(&snap),
         }))
     }
 

@@ -13,6 +13,7 @@ pub mod afpacket;
 pub mod mem;
 pub mod sys;
 pub mod tap;
+pub mod vxlan;
 
 /// Index of a port in the switch (dense, reused after removal).
 pub type PortId = u16;
@@ -44,4 +45,10 @@ pub trait Port: Send {
     /// The file descriptor that becomes readable when frames are pending, for the event loop.
     /// `None` for ports that are polled (the in-memory port).
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// The VXLAN tunnel port behind this port, if it is one (the worker sends to its virtual
+    /// ports through it).
+    fn as_vxlan(&mut self) -> Option<&mut vxlan::VxlanPort> {
+        None
+    }
 }

@@ -22,6 +22,7 @@ mod arp;
 pub mod checksum;
 mod error;
 mod ethernet;
+pub mod gso;
 mod icmp;
 mod ipv4;
 mod mac;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Overlay throughput: vswitch's VXLAN path against the kernel's, measured in one run between the
+# same two "hosts" (network namespaces joined by a veth underlay), single-stream TCP (iperf3).
+#
+#   kernel   : container ns -- veth -- kernel bridge -- vxlan0 (VNI 42, port 4789) == underlay == same on host B
+#   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
+#   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
+#
+# Usage: sudo bench/compare-overlay.sh [seconds]   (builds vswitch in release mode first)
+# Needs: iproute2, iperf3, nsenter (util-linux), python3.
+set -u
+T=${1:-5}
+cd "$(dirname "$0")/.."
+cargo build --release -p switch -q || exit 1
+B=$PWD/target/release/vswitch
+P=cmpov$$
+D=$(mktemp -d)
+cleanup() {
+    for k in A B; do
+        [ -S "$D/s$k" ] && for c in $("$B" --socket "$D/s$k" ps --json 2>/dev/null | python3 -c 'import json,sys;[print(c["name"]) for c in json.load(sys.stdin)]'); do "$B" --socket "$D/s$k" rm -f "$c" >/dev/null 2>&1; done
+        [ -f "$D/pid$k" ] && kill "$(cat "$D/pid$k")" 2>/dev/null
+    done
+    sleep 0.3
+    for n in hA hB kA kB; do ip netns del "$P$n" 2>/dev/null; done
+    rm -rf "$D"
+}
+trap cleanup EXIT
+
+gbps() { python3 -c 'import json,sys;print("%.2f"%(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+
+# Two hosts and the underlay.
+ip netns add ${P}hA; ip netns add ${P}hB
+ip -n ${P}hA link add ul0 type veth peer name ul0 netns ${P}hB
+ip -n ${P}hA addr add 10.77.0.1/24 dev ul0; ip -n ${P}hB addr add 10.77.0.2/24 dev ul0
+for h in A B; do ip -n ${P}h$h link set ul0 up; ip -n ${P}h$h link set lo up; done
+
+# 1. Kernel VXLAN + kernel bridge, a namespace behind it on each host.
+for h in A B; do
+    [ $h = A ] && { L=10.77.0.1; R=10.77.0.2; X=10.78.0.1; } || { L=10.77.0.2; R=10.77.0.1; X=10.78.0.2; }
+    ip netns add ${P}k$h; ip -n ${P}k$h link set lo up
+    ip -n ${P}h$h link add vx0 type vxlan id 42 dstport 4789 local $L remote $R dev ul0
+    ip -n ${P}h$h link add br0 type bridge
+    ip -n ${P}h$h link set vx0 master br0 up
+    ip -n ${P}h$h link add kv type veth peer name eth0 netns ${P}k$h
+    ip -n ${P}h$h link set kv master br0 mtu 1450 up; ip -n ${P}h$h link set br0 up
+    ip netns exec ${P}h$h sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null
+    ip -n ${P}k$h link set eth0 mtu 1450 up; ip -n ${P}k$h addr add $X/24 dev eth0
+done
+ip netns exec ${P}kB iperf3 -s -D -1 >/dev/null; sleep 0.5
+KERNEL=$(ip netns exec ${P}kA iperf3 -c 10.78.0.2 -t $T -J | gbps)
+for h in A B; do ip -n ${P}h$h link del vx0; ip -n ${P}h$h link del br0; ip netns del ${P}k$h; done
+
+# 2. vswitch in each host, one overlay network, one container on each side.
+for h in A B; do
+    nsenter --net=/run/netns/${P}h$h -- "$B" --socket "$D/s$h" daemon --state-dir "$D/st$h" >"$D/log$h" 2>&1 &
+    echo $! >"$D/pid$h"
+done
+for h in A B; do
+    for _ in $(seq 100); do "$B" --socket "$D/s$h" network ls >/dev/null 2>&1 && break; sleep 0.05; done
+done
+"$B" --socket "$D/sA" network create --driver overlay --subnet 10.79.0.0/16 --ip-range 10.79.1.0/24 \
+    -o vni=42 -o vtep=10.77.0.1 -o peers=10.77.0.2 ov >/dev/null
+"$B" --socket "$D/sB" network create --driver overlay --subnet 10.79.0.0/16 --ip-range 10.79.2.0/24 \
+    -o vni=42 -o vtep=10.77.0.2 -o peers=10.77.0.1 ov >/dev/null
+"$B" --socket "$D/sA" run --name ${P}cA --network ov --ip 10.79.1.10 >/dev/null
+"$B" --socket "$D/sB" run --name ${P}cB --network ov --ip 10.79.2.10 >/dev/null
+ip netns exec ${P}cB iperf3 -s -D -1 >/dev/null; sleep 0.5
+ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
+VSW=$(ip netns exec ${P}cA iperf3 -c 10.79.2.10 -t $T -J | gbps)
+[ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
+
+# 3. The shared anchor (iperf3 on the hosts' own vxlan devices).
+ANCHOR=$(/work/shared/peers/vxlan-peer-bench.sh "$T" 2>/dev/null | sed -n 's/.*tcp_gbps=\([0-9.]*\).*/\1/p')
+
+echo "overlay single-stream TCP (Gbit/s), one run:"
+echo "  kernel vxlan + bridge (containers)   : $KERNEL"
+echo "  vswitch overlay (containers)         : $VSW"
+echo "  kernel vxlan, hosts' own (anchor)    : ${ANCHOR:-n/a}"
+python3 - "$VSW" "$KERNEL" "${ANCHOR:-0}" <<'PY'
+import sys
+v, k, a = map(float, sys.argv[1:])
+print(f"  ratio vswitch / kernel+bridge        : {v / k:.2f}x" if k else "  ratio: n/a")
+if a:
+    print(f"  ratio vswitch / anchor               : {v / a:.2f}x")
+PY

@@ -1,0 +1,777 @@
+//! The VXLAN tunnel port: one UDP socket per local VTEP (`LOCAL_IP:4789` by default),
+//! received with `recvmmsg` and sent with `sendmmsg`, encapsulation and decapsulation by the
+//! `encap` crate.
+//!
+//! * **Receive.** `recvmmsg` writes each datagram (VXLAN header + inner frame) straight into a
+//!   batch slot, with the sender's address. [`encap::decap_udp_payload`] checks the header, the
+//!   VNI and that the sender is a configured peer of that VNI (every drop counted by its
+//!   [`encap::DecapReason`]); the frame is then trimmed to the inner Ethernet frame (8 bytes
+//!   off the front) and tagged with the virtual port of its (network, remote VTEP), which is
+//!   how the pipeline learns the MAC against its VTEP ([`crate::pipeline`]).
+//! * **Send.** [`VxlanPort::send_to_vtep`] sends frames of a batch to one virtual port: each
+//!   frame is copied into a send arena behind its 8-byte VXLAN header — a copy, so that a
+//!   flooded frame, which shares its slot with other outputs, is never modified. GSO frames
+//!   from containers (TCP segmentation offload) are cut into MSS-sized segments with complete
+//!   checksums while they are copied ([`crate::wire::gso`]), and partial checksums are
+//!   finished. The segments of one GSO frame leave as **one** UDP GSO send (`UDP_SEGMENT`): the
+//!   kernel carries one large packet through the underlay's stack and segments it as late as
+//!   it can. If the kernel refuses UDP GSO, the port falls back to one datagram per segment.
+//!   The whole output list goes out with one `sendmmsg` (more when the arena fills).
+//! * **Receive offload.** The socket has `UDP_GRO`: a UDP GSO send of a peer vswitch arrives as
+//!   one datagram of up to 64 segments. When its inner frames are consecutive segments of one
+//!   TCP flow (each with a valid checksum), they are coalesced in place into one TCP GSO frame
+//!   ([`crate::wire::gso::coalesce_tcp4`]) that the container's port passes on with its vnet
+//!   header — the container receives 64 KiB at a time, as from a local sender. Datagrams that
+//!   do not coalesce are split into separate frames (through a small overflow batch).
+//! * The kernel writes the outer IPv4 and UDP headers; the outer UDP source port is the
+//!   socket's own port (VXLAN receivers ignore it; there is no per-flow ECMP entropy — a
+//!   limitation of the socket design). Outer packets have DF set (`IP_PMTUDISC_DO`): a frame
+//!   too large for the underlay is dropped and counted (`tx_too_big`), never fragmented; give
+//!   containers the overlay MTU (underlay MTU minus 50), which the overlay driver does.
+
+use crate::batch::{Batch, BATCH_SIZE, HEADROOM};
+use crate::fdb::NetworkId;
+use crate::port::sys::{self, cvt, PortError};
+use crate::port::{Port, PortCaps, PortId};
+use crate::wire::gso::{coalesce_tcp4, segment, Segments};
+use encap::{decap_udp_payload, DecapStats, Vni, VtepTable, VtepTableError, VXLAN_HDR_LEN};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// `setsockopt(SOL_UDP, UDP_SEGMENT)` / cmsg type: UDP GSO segment size.
+const UDP_SEGMENT: libc::c_int = 103;
+/// `setsockopt(SOL_UDP, UDP_GRO)` / cmsg type: receive coalesced datagrams and their size.
+const UDP_GRO: libc::c_int = 104;
+/// Control buffer words per received message (one `UDP_GRO` cmsg: 16 + 4 bytes, padded).
+const RX_CTL_WORDS: usize = 4;
+/// Largest UDP payload of one IPv4 datagram (and so of one UDP GSO send).
+const MAX_UDP_PAYLOAD: usize = 65507;
+/// Most segments one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+const MAX_GSO_SEGS: usize = 64;
+/// Bytes of the send arena (frames are copied here behind their VXLAN header).
+const ARENA: usize = 1 << 20;
+/// Messages per `sendmmsg` flush.
+const MAX_MSGS: usize = 256;
+/// Socket buffer sizes asked for (the kernel caps them unless we are root).
+const SOCK_BUF: libc::c_int = 8 << 20;
+
+/// Counters of a tunnel port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VxlanStats {
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams larger than a batch slot (dropped).
+    pub rx_oversize: u64,
+    /// Coalesced datagrams received (`UDP_GRO`), and the inner TCP GSO frames built from them.
+    pub rx_gro_datagrams: u64,
+    pub rx_gro_frames: u64,
+    /// Segments of coalesced datagrams dropped because the overflow batch was full.
+    pub rx_split_dropped: u64,
+    /// Decapsulation outcomes: accepted, and drops by reason.
+    pub decap: DecapStats,
+    /// Frames decapsulated for a VNI/peer pair with no virtual port (dropped).
+    pub rx_no_vport: u64,
+    /// Inner frames handed to the port for sending.
+    pub tx_frames: u64,
+    /// Datagrams sent (one per segment).
+    pub tx_datagrams: u64,
+    /// UDP GSO sends (several datagrams each).
+    pub tx_gso_sends: u64,
+    /// Frames to a virtual port this tunnel does not know (dropped).
+    pub tx_no_peer: u64,
+    /// Frames that could not be segmented or copied (malformed, unsupported GSO type).
+    pub tx_bad_frame: u64,
+    /// Datagrams refused as larger than the path MTU (DF set): lower the container MTU.
+    pub tx_too_big: u64,
+    /// Datagrams not sent because the socket buffer was full.
+    pub tx_full: u64,
+    /// Other send errors.
+    pub tx_errors: u64,
+}
+
+/// A remote VTEP of one network, as a virtual port of this tunnel.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    vni: Vni,
+    ip: Ipv4Addr,
+    addr: libc::sockaddr_in,
+}
+
+/// One message to send: a span of the arena, and its UDP GSO segment size (0: one datagram).
+#[derive(Clone, Copy, Debug, Default)]
+struct Msg {
+    off: u32,
+    len: u32,
+    gso: u16,
+    /// Datagrams in the message.
+    segs: u16,
+    /// Index of the peer (virtual port).
+    vport: PortId,
+}
+
+/// The VXLAN tunnel port; see the module documentation.
+pub struct VxlanPort {
+    name: String,
+    fd: OwnedFd,
+    local: SocketAddrV4,
+    table: VtepTable,
+    /// Peers by virtual port id.
+    peers: Vec<Option<Peer>>,
+    /// (network, virtual port) pairs by remote VTEP id.
+    by_vtep: Vec<Vec<(NetworkId, PortId)>>,
+    stats: VxlanStats,
+    arena: Box<[u8]>,
+    used: usize,
+    msgs: Vec<Msg>,
+    udp_gso: bool,
+    /// Frames split from coalesced datagrams that did not fit the caller's batch yet.
+    overflow: Batch,
+    overflow_next: usize,
+}
+
+impl std::fmt::Debug for VxlanPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VxlanPort")
+            .field("local", &self.local)
+            .field("peers", &self.peers.iter().flatten().count())
+            .finish()
+    }
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+impl VxlanPort {
+    /// Binds the tunnel's UDP socket to `local` (the local VTEP address and the VXLAN port,
+    /// 4789 unless the network says otherwise).
+    pub fn open(local: SocketAddrV4) -> Result<VxlanPort, PortError> {
+        let name = format!("vxlan:{local}");
+        let sock = UdpSocket::bind(local).map_err(|e| PortError::setup(&name, "bind", e))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| PortError::setup(&name, "O_NONBLOCK", e))?;
+        let fd = OwnedFd::from(sock);
+        // Bigger buffers: a burst of 64 GSO frames is several MiB. Best effort (FORCE needs
+        // CAP_NET_ADMIN; the plain option is capped by net.core.*mem_max).
+        for (force, plain) in [
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        ] {
+            if sys::setsockopt_int(&fd, libc::SOL_SOCKET, force, SOCK_BUF).is_err() {
+                let _ = sys::setsockopt_int(&fd, libc::SOL_SOCKET, plain, SOCK_BUF);
+            }
+        }
+        sys::setsockopt_int(
+            &fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+        .map_err(|e| PortError::setup(&name, "IP_MTU_DISCOVER", e))?;
+        // Best effort: without it every datagram arrives on its own.
+        let _ = sys::setsockopt_int(&fd, libc::SOL_UDP, UDP_GRO, 1);
+        let mut table = VtepTable::new();
+        table.set_local_ip(Some(*local.ip()));
+        Ok(VxlanPort {
+            name,
+            fd,
+            local,
+            table,
+            peers: Vec::new(),
+            by_vtep: Vec::new(),
+            stats: VxlanStats::default(),
+            arena: vec![0u8; ARENA].into_boxed_slice(),
+            used: 0,
+            msgs: Vec::with_capacity(MAX_MSGS),
+            udp_gso: true,
+            overflow: Batch::new(crate::batch::MTU_SLOT),
+            overflow_next: 0,
+        })
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &VxlanStats {
+        &self.stats
+    }
+
+    /// The VTEP table (VNIs and their peers).
+    pub fn table(&self) -> &VtepTable {
+        &self.table
+    }
+
+    /// Adds remote VTEP `remote` of `network` (VNI `vni`) as virtual port `vport`. Frames the
+    /// pipeline sends to `vport` are encapsulated towards `remote`; frames from `remote` with
+    /// that VNI are received as coming from `vport`.
+    pub fn add_peer(
+        &mut self,
+        vport: PortId,
+        network: NetworkId,
+        vni: Vni,
+        remote: Ipv4Addr,
+    ) -> Result<(), VtepTableError> {
+        self.table.add_vni(vni, network)?;
+        let id = match self.table.add_peer(vni, remote) {
+            Ok(id) => id,
+            Err(e) => {
+                if self.table.flood_list(vni).is_empty() {
+                    self.table.remove_vni(vni);
+                }
+                return Err(e);
+            }
+        };
+        if self.by_vtep.len() <= id.index() {
+            self.by_vtep.resize_with(id.index() + 1, Vec::new);
+        }
+        let list = &mut self.by_vtep[id.index()];
+        list.retain(|&(n, _)| n != network);
+        list.push((network, vport));
+        let i = usize::from(vport);
+        if self.peers.len() <= i {
+            self.peers.resize(i + 1, None);
+        }
+        self.peers[i] = Some(Peer {
+            vni,
+            ip: remote,
+            addr: sockaddr(remote, self.local.port()),
+        });
+        Ok(())
+    }
+
+    /// Removes virtual port `vport`. Other peers are untouched (their traffic goes on).
+    pub fn remove_peer(&mut self, vport: PortId) {
+        let Some(p) = self
+            .peers
+            .get_mut(usize::from(vport))
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        if let Some(id) = self.table.peer_id(p.vni, p.ip) {
+            if let Some(list) = self.by_vtep.get_mut(id.index()) {
+                list.retain(|&(_, v)| v != vport);
+            }
+        }
+        self.table.remove_peer(p.vni, p.ip);
+        if self.table.flood_list(p.vni).is_empty() {
+            self.table.remove_vni(p.vni);
+        }
+    }
+
+    /// Virtual ports of this tunnel.
+    pub fn vports(&self) -> impl Iterator<Item = PortId> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| i as PortId)
+    }
+
+    /// Sends frames `sel` of `batch` to virtual port `vport` (see the module documentation).
+    /// Returns how many frames were sent; the rest were dropped and counted.
+    pub fn send_to_vtep(&mut self, batch: &Batch, sel: &[u16], vport: PortId) -> usize {
+        let Some(peer) = self.peers.get(usize::from(vport)).copied().flatten() else {
+            self.stats.tx_no_peer += sel.len() as u64;
+            return 0;
+        };
+        let hdr = encap::vxlan::header_bytes(peer.vni);
+        let mut sent = 0;
+        for &i in sel {
+            let i = usize::from(i);
+            self.stats.tx_frames += 1;
+            let frame = batch.frame(i);
+            let vnet = batch.meta(i).vnet;
+            let segs = match segment(frame, &vnet, VXLAN_HDR_LEN, &mut self.arena[self.used..]) {
+                Ok(s) => s,
+                Err(_) if self.used > 0 => {
+                    // The arena is full: send what it holds and try again from the start.
+                    self.flush();
+                    match segment(frame, &vnet, VXLAN_HDR_LEN, &mut self.arena[..]) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            self.stats.tx_bad_frame += 1;
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.stats.tx_bad_frame += 1;
+                    continue;
+                }
+            };
+            self.queue(segs, hdr, vport);
+            sent += 1;
+        }
+        self.flush();
+        sent
+    }
+
+    /// Writes the VXLAN headers of freshly segmented data at `self.used` and queues messages.
+    fn queue(&mut self, s: Segments, hdr: [u8; VXLAN_HDR_LEN], vport: PortId) {
+        let base = self.used;
+        for k in 0..s.count {
+            let at = base + k * s.stride;
+            self.arena[at..at + VXLAN_HDR_LEN].copy_from_slice(&hdr);
+        }
+        self.used += s.total();
+        let per_msg = if s.count > 1 && self.udp_gso {
+            (MAX_UDP_PAYLOAD / s.stride).clamp(1, MAX_GSO_SEGS)
+        } else {
+            1
+        };
+        let mut k = 0;
+        while k < s.count {
+            let n = per_msg.min(s.count - k);
+            let off = base + k * s.stride;
+            let len = if k + n == s.count {
+                (n - 1) * s.stride + s.last
+            } else {
+                n * s.stride
+            };
+            if self.msgs.len() == MAX_MSGS {
+                self.send_msgs();
+            }
+            self.msgs.push(Msg {
+                off: off as u32,
+                len: len as u32,
+                gso: if n > 1 { s.stride as u16 } else { 0 },
+                segs: n as u16,
+                vport,
+            });
+            k += n;
+        }
+    }
+
+    /// Sends every queued message and empties the arena.
+    fn flush(&mut self) {
+        self.send_msgs();
+        self.used = 0;
+    }
+
+    fn send_msgs(&mut self) {
+        let count = self.msgs.len();
+        if count == 0 {
+            return;
+        }
+        // SAFETY: iovec, mmsghdr and cmsghdr are plain C structs for which all-zero is valid.
+        let mut iov: [libc::iovec; MAX_MSGS] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; MAX_MSGS] = unsafe { std::mem::zeroed() };
+        // One control message per datagram: cmsghdr (16 bytes) + u16, padded to 24.
+        let mut ctl = [[0u64; 3]; MAX_MSGS];
+        let mut names = [sockaddr(Ipv4Addr::UNSPECIFIED, 0); MAX_MSGS];
+        for (k, m) in self.msgs.iter().enumerate() {
+            let Some(peer) = self.peers.get(usize::from(m.vport)).copied().flatten() else {
+                continue;
+            };
+            names[k] = peer.addr;
+            let span = &self.arena[m.off as usize..(m.off + m.len) as usize];
+            iov[k] = libc::iovec {
+                iov_base: span.as_ptr() as *mut libc::c_void,
+                iov_len: span.len(),
+            };
+            let h = &mut hdrs[k].msg_hdr;
+            h.msg_name = (&mut names[k] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iov[k];
+            h.msg_iovlen = 1;
+            if m.gso != 0 {
+                let c = &mut ctl[k];
+                // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } + data.
+                let len = (std::mem::size_of::<libc::cmsghdr>() + 2) as u64;
+                c[0] = len;
+                c[1] = u64::from(libc::SOL_UDP as u32) | (u64::from(UDP_SEGMENT as u32) << 32);
+                c[2] = u64::from(m.gso);
+                if cfg!(target_endian = "big") {
+                    c[1] = (u64::from(libc::SOL_UDP as u32) << 32) | u64::from(UDP_SEGMENT as u32);
+                    c[2] = u64::from(m.gso) << 48;
+                }
+                h.msg_control = c.as_mut_ptr().cast();
+                h.msg_controllen = std::mem::size_of_val(c);
+            }
+        }
+        let mut k = 0;
+        while k < count {
+            // SAFETY: `hdrs[k..count]` point at `iov`, `names` and `ctl` (all alive on this
+            // stack frame), and `iov` at spans of `self.arena`, which is not touched until the
+            // call returns; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs[k..].as_mut_ptr(),
+                    (count - k) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match cvt(r) {
+                Ok(n) => {
+                    for m in &self.msgs[k..k + n as usize] {
+                        self.stats.tx_datagrams += u64::from(m.segs);
+                        if m.gso != 0 {
+                            self.stats.tx_gso_sends += 1;
+                        }
+                    }
+                    k += n as usize;
+                }
+                Err(e) => {
+                    let m = self.msgs[k];
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                            let lost: u64 = self.msgs[k..].iter().map(|m| u64::from(m.segs)).sum();
+                            self.stats.tx_full += lost;
+                            break;
+                        }
+                        Some(libc::EMSGSIZE) => self.stats.tx_too_big += u64::from(m.segs),
+                        Some(libc::EIO) | Some(libc::EINVAL) if m.gso != 0 => {
+                            // The kernel refuses UDP GSO here: one datagram per segment from
+                            // now on (this message's segments are lost; TCP resends them).
+                            self.udp_gso = false;
+                            self.stats.tx_errors += u64::from(m.segs);
+                        }
+                        _ => self.stats.tx_errors += u64::from(m.segs),
+                    }
+                    k += 1;
+                }
+            }
+        }
+        self.msgs.clear();
+    }
+}
+
+/// The segment size of a coalesced datagram (`UDP_GRO` control message), 0 if none.
+fn gro_size(h: &libc::msghdr) -> usize {
+    let mut size = 0;
+    // SAFETY: `h` is a msghdr the kernel just filled for recvmmsg: its control pointer and
+    // length describe our own control buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                size = v.max(0) as usize;
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    size
+}
+
+impl VxlanPort {
+    /// Decapsulates one segment of a datagram that did not coalesce into the overflow batch.
+    fn split_segment(&mut self, payload: &[u8], src: Ipv4Addr) {
+        let r = decap_udp_payload(payload, src, &self.table);
+        self.stats.decap.record(&r);
+        let Ok(d) = r else { return };
+        let Some(vport) = self.vport_of(d.vtep, d.network) else {
+            self.stats.rx_no_vport += 1;
+            return;
+        };
+        let inner = &payload[d.inner_offset..d.inner_offset + d.inner_len];
+        if !self.overflow.push(inner, Default::default()) {
+            self.stats.rx_split_dropped += 1;
+            return;
+        }
+        let k = self.overflow.len() - 1;
+        self.overflow.meta_mut(k).tag = u32::from(vport);
+    }
+
+    fn vport_of(&self, vtep: encap::VtepId, network: NetworkId) -> Option<PortId> {
+        self.by_vtep
+            .get(vtep.index())
+            .and_then(|l| l.iter().find(|(n, _)| *n == network))
+            .map(|&(_, v)| v)
+    }
+
+    /// Moves frames of the overflow batch into `batch` while it has room.
+    fn drain_overflow(&mut self, batch: &mut Batch) {
+        while self.overflow_next < self.overflow.len() && !batch.is_full() {
+            let i = self.overflow_next;
+            if batch.push(self.overflow.frame(i), Default::default()) {
+                let k = batch.len() - 1;
+                batch.meta_mut(k).tag = self.overflow.meta(i).tag;
+            }
+            self.overflow_next += 1;
+        }
+        if self.overflow_next == self.overflow.len() {
+            self.overflow.clear();
+            self.overflow_next = 0;
+        }
+    }
+}
+
+impl Port for VxlanPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn caps(&self) -> PortCaps {
+        PortCaps { vnet_hdr: false }
+    }
+
+    fn recv_burst(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        let start = batch.len();
+        self.drain_overflow(batch);
+        let want = BATCH_SIZE - batch.len();
+        if want == 0 {
+            return Ok(batch.len() - start);
+        }
+        let first = batch.len();
+        let cap = batch.max_frame();
+        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
+        let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; BATCH_SIZE] = unsafe { std::mem::zeroed() };
+        let mut names = [sockaddr(Ipv4Addr::UNSPECIFIED, 0); BATCH_SIZE];
+        let mut slots = [std::ptr::null_mut::<u8>(); BATCH_SIZE];
+        let mut ctl = [[0u64; RX_CTL_WORDS]; BATCH_SIZE];
+        for i in 0..want {
+            let (slot, _) = batch.slot_mut(first + i);
+            slots[i] = slot[HEADROOM..].as_mut_ptr();
+            iov[i] = libc::iovec {
+                iov_base: slots[i].cast(),
+                iov_len: cap,
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = ctl[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of_val(&ctl[i]);
+        }
+        // SAFETY: `hdrs[..want]` point at `names`, `ctl` and `iov`, and `iov` at the receive areas of
+        // slots `first..first + want` (each `cap` bytes inside the batch's storage, which is
+        // not otherwise accessed until the call returns). The kernel writes at most that much.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = match cvt(r) {
+            Ok(n) => n as usize,
+            Err(e) if sys::would_block(&e) => return Ok(batch.len() - start),
+            Err(e) => return Err(e),
+        };
+        for i in 0..got {
+            self.stats.rx_datagrams += 1;
+            let h = &hdrs[i];
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.stats.rx_oversize += 1;
+                continue;
+            }
+            let mut len = (h.msg_len as usize).min(cap);
+            let src = Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr));
+            let gso = gro_size(&h.msg_hdr);
+            // SAFETY: `slots[i]` is the receive area of slot `first + i`, `cap >= len` bytes,
+            // which the kernel just filled; no other reference to it exists right now.
+            let payload = unsafe { std::slice::from_raw_parts_mut(slots[i], len) };
+            let mut vnet = crate::batch::VnetHdr::default();
+            if gso > VXLAN_HDR_LEN && len > gso {
+                // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
+                self.stats.rx_gro_datagrams += 1;
+                let count = len.div_ceil(gso);
+                let last = len - (count - 1) * gso;
+                let same_vxlan = (1..count)
+                    .all(|k| payload[k * gso..k * gso + VXLAN_HDR_LEN] == payload[..VXLAN_HDR_LEN]);
+                let merged = if same_vxlan {
+                    coalesce_tcp4(payload, count, gso, last, VXLAN_HDR_LEN)
+                } else {
+                    None
+                };
+                match merged {
+                    Some((inner, v)) => {
+                        self.stats.rx_gro_frames += 1;
+                        len = VXLAN_HDR_LEN + inner;
+                        vnet = v;
+                    }
+                    None => {
+                        // Keep the first segment here, queue the others as frames of their own.
+                        for k in 1..count {
+                            let end = if k + 1 == count { len } else { (k + 1) * gso };
+                            self.split_segment(&payload[k * gso..end], src);
+                        }
+                        len = gso;
+                    }
+                }
+            }
+            let payload = &payload[..len];
+            let r = decap_udp_payload(payload, src, &self.table);
+            self.stats.decap.record(&r);
+            let Ok(d) = r else { continue };
+            let Some(vport) = self.vport_of(d.vtep, d.network) else {
+                self.stats.rx_no_vport += 1;
+                continue;
+            };
+            let dst = batch.len() - first;
+            if dst != i {
+                // An earlier datagram was dropped: close the gap so frames stay contiguous.
+                // SAFETY: both are receive areas of distinct slots of the batch (dst < i), each
+                // at least `cap >= len` bytes long.
+                unsafe { std::ptr::copy_nonoverlapping(slots[i], slots[dst], len) };
+            }
+            batch.commit(len, vnet);
+            let k = batch.len() - 1;
+            batch.pull_front(k, d.inner_offset);
+            let m = batch.meta_mut(k);
+            m.len = d.inner_len as u32;
+            m.tag = u32::from(vport);
+        }
+        self.drain_overflow(batch);
+        Ok(batch.len() - start)
+    }
+
+    /// Frames without a destination cannot be sent into a tunnel: the worker uses
+    /// [`VxlanPort::send_to_vtep`]. Counts them as dropped.
+    fn send_burst(&mut self, _batch: &Batch, sel: &[u16]) -> io::Result<usize> {
+        self.stats.tx_no_peer += sel.len() as u64;
+        Ok(0)
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn as_vxlan(&mut self) -> Option<&mut VxlanPort> {
+        Some(self)
+    }
+}
+
+/// The path MTU from `local` towards `remote` as the kernel's routing sees it (the MTU of the
+/// underlay interface that reaches it, or a route's MTU).
+pub fn path_mtu(local: Ipv4Addr, remote: Ipv4Addr) -> io::Result<u32> {
+    let s = UdpSocket::bind(SocketAddrV4::new(local, 0))?;
+    s.connect(SocketAddrV4::new(remote, encap::IANA_VXLAN_PORT))?;
+    let fd = OwnedFd::from(s);
+    let mtu: libc::c_int = sys::getsockopt_raw(&fd, libc::IPPROTO_IP, libc::IP_MTU)?;
+    Ok(mtu.max(0) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+
+    fn frame(dst: u8, src: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        for (i, b) in f[14..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        f
+    }
+
+    fn recv_all(p: &mut VxlanPort, b: &mut Batch, n: usize) {
+        let t0 = std::time::Instant::now();
+        while b.len() < n && t0.elapsed() < std::time::Duration::from_secs(2) {
+            p.recv_burst(b).unwrap();
+        }
+    }
+
+    /// Two tunnel ports on loopback addresses talk to each other: frames go out encapsulated
+    /// to the right peer with the right VNI and come back tagged with their virtual port.
+    #[test]
+    fn two_ports_on_loopback() {
+        let a_ip = Ipv4Addr::new(127, 0, 0, 11);
+        let b_ip = Ipv4Addr::new(127, 0, 0, 12);
+        let port = 47000 + (std::process::id() % 1000) as u16;
+        let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
+        let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
+        a.add_peer(5, 1, Vni::new(100).unwrap(), b_ip).unwrap();
+        b.add_peer(7, 3, Vni::new(100).unwrap(), a_ip).unwrap();
+        b.add_peer(8, 4, Vni::new(200).unwrap(), a_ip).unwrap();
+        assert_eq!(b.vports().collect::<Vec<_>>(), vec![7, 8]);
+
+        let mut out = Batch::new(MTU_SLOT);
+        out.push(&frame(1, 2, 64), VnetHdr::default());
+        out.push(&frame(1, 3, 1500), VnetHdr::default());
+        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5), 2);
+        assert_eq!(a.stats().tx_datagrams, 2);
+        let mut rx = Batch::new(MTU_SLOT);
+        recv_all(&mut b, &mut rx, 2);
+        assert_eq!(rx.len(), 2);
+        assert_eq!(rx.frame(0), &frame(1, 2, 64)[..]);
+        assert_eq!(rx.frame(1), &frame(1, 3, 1500)[..]);
+        assert_eq!(rx.meta(0).tag, 7, "VNI 100 from a is virtual port 7");
+        assert_eq!(b.stats().decap.ok, 2);
+
+        // A VNI b does not serve is dropped and counted; removing a peer stops its traffic.
+        a.add_peer(6, 2, Vni::new(300).unwrap(), b_ip).unwrap();
+        a.send_to_vtep(&out, &[0], 6);
+        a.send_to_vtep(&out, &[0], 9); // no such virtual port
+        assert_eq!(a.stats().tx_no_peer, 1);
+        b.remove_peer(7);
+        a.send_to_vtep(&out, &[0], 5);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut rx = Batch::new(MTU_SLOT);
+        b.recv_burst(&mut rx).unwrap();
+        assert_eq!(rx.len(), 0);
+        assert_eq!(b.stats().decap.dropped(encap::DecapReason::UnknownVni), 2);
+    }
+
+    /// A TCP GSO frame leaves as MSS-sized datagrams with valid checksums.
+    #[test]
+    fn gso_frames_are_segmented() {
+        let a_ip = Ipv4Addr::new(127, 0, 0, 13);
+        let b_ip = Ipv4Addr::new(127, 0, 0, 14);
+        let port = 48000 + (std::process::id() % 1000) as u16;
+        let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
+        let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
+        a.add_peer(1, 1, Vni::new(9).unwrap(), b_ip).unwrap();
+        b.add_peer(2, 1, Vni::new(9).unwrap(), a_ip).unwrap();
+        let n = 10_000;
+        let mut f = vec![0u8; 54 + n];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + n) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[46] = 5 << 4;
+        f[47] = 0x10; // ACK
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(
+            &f,
+            VnetHdr {
+                flags: VNET_F_NEEDS_CSUM,
+                gso_type: VNET_GSO_TCPV4,
+                hdr_len: 54,
+                gso_size: 1448,
+                csum_start: 34,
+                csum_offset: 16,
+            },
+        );
+        assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+        assert_eq!(a.stats().tx_datagrams, 7);
+        // The receiver gets them back as one TCP GSO frame (UDP GRO + coalescing).
+        let mut rx = Batch::new(GSO_SLOT);
+        recv_all(&mut b, &mut rx, 1);
+        assert_eq!(rx.len(), 1, "{:?}", b.stats());
+        assert_eq!(b.stats().rx_gro_frames, 1);
+        let m = rx.meta(0);
+        assert!(m.vnet.is_gso() && m.vnet.needs_csum());
+        assert_eq!((m.vnet.gso_size, m.vnet.hdr_len), (1448, 54));
+        assert_eq!(m.tag, 2);
+        assert_eq!(rx.frame(0).len(), f.len());
+        assert_eq!(&rx.frame(0)[54..], &f[54..]);
+    }
+}
