@@ -164,7 +164,9 @@ pub fn ipv4_checksum(hdr: &[u8]) -> u16 {
 #[serde(rename_all = "snake_case")]
 pub enum Errored {
     /// 14 bytes whose EtherType announces an 802.1Q tag that is not there (shorter than the
-    /// tagged header: a runt to a switch). The kernel refuses anything below 14 bytes.
+    /// tagged header: a runt to a switch). The kernel refuses to send anything below 14
+    /// bytes, and a receiving Linux interface drops this one in its VLAN untagging before any
+    /// packet socket (so before any switch) sees it.
     Runt,
     /// A multicast source address.
     MulticastSource,

@@ -1,9 +1,10 @@
 //! Rate control (pure): a token bucket on a monotonic clock passed in by the caller.
 //!
 //! Frame `k` (from 0) is due at `start + k / rate`. [`Pacer::due`] says how many frames may go
-//! now, at most one batch; a sender that fell behind by more than a batch does not burst to
-//! catch up (the schedule is moved forward and the shortfall shows in the measured rate), so
-//! the offered load never exceeds the asked rate by more than one batch.
+//! now, at most one batch. A sender that was descheduled catches up batch by batch for up to
+//! 10 ms of schedule (so a busy machine does not lower the average rate); beyond that the
+//! schedule restarts and the shortfall shows in the measured rate, so a catch-up burst never
+//! exceeds 10 ms worth of frames.
 
 /// Paces frames at a fixed rate.
 #[derive(Clone, Debug)]
@@ -62,7 +63,8 @@ impl Pacer {
         }
         let sched = self.scheduled(now_ns);
         let owed = sched.saturating_sub(self.released);
-        if owed > 2 * self.batch as u64 {
+        let window = (2 * self.batch as u64).max((self.rate * 10e-3) as u64).max(8);
+        if owed > window {
             // Fell behind (descheduled): restart the schedule here instead of bursting.
             self.origin_ns = now_ns;
             self.released = 0;
@@ -125,6 +127,33 @@ mod tests {
         assert!(n <= 32, "{n}");
         p.sent(n);
         assert!(p.due(10_000_001) <= 32);
+    }
+
+    #[test]
+    fn short_stalls_are_caught_up_long_ones_are_not() {
+        // 100 kpps: a 1 ms stall (100 frames owed) is caught up (within 10 ms of schedule).
+        let mut p = Pacer::new(100_000.0, 64, 0);
+        let mut sent = 0;
+        loop {
+            let n = p.due(1_000_000);
+            if n == 0 {
+                break;
+            }
+            p.sent(n);
+            sent += n;
+        }
+        assert_eq!(sent, 101);
+        // A 50 ms stall restarts the schedule: one batch, not 5000 frames.
+        let mut sent = 0;
+        for _ in 0..1000 {
+            let n = p.due(51_000_000);
+            if n == 0 {
+                break;
+            }
+            p.sent(n);
+            sent += n;
+        }
+        assert!(sent <= 2 * p.batch(), "{sent}");
     }
 
     #[test]
