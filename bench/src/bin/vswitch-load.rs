@@ -19,7 +19,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "vswitch-load", about = "Packet generator and RFC 2544/2889 harness for vswitch, the kernel bridge and OVS")]
+#[command(
+    name = "vswitch-load",
+    about = "Packet generator and RFC 2544/2889 harness for vswitch, the kernel bridge and OVS"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -161,13 +164,13 @@ fn kinds(c: &Common) -> Result<Vec<Kind>> {
 }
 
 fn preflight(kinds: &[Kind]) -> Result<Option<OvsDaemons>> {
-    // SAFETY-free check through the id of the effective user.
     if !sh(&["id", "-u"]).map(|s| s.trim() == "0").unwrap_or(false) {
         bail!("needs root (network namespaces, veth pairs, AF_PACKET sockets)");
     }
     sh(&["ip", "-V"]).context("iproute2 is needed: apt-get install -y iproute2")?;
     if kinds.contains(&Kind::Ovs) {
-        sh(&["ovs-vsctl", "--version"]).context("OVS is needed for the ovs target: apt-get install -y openvswitch-switch")?;
+        sh(&["ovs-vsctl", "--version"])
+            .context("OVS is needed for the ovs target: apt-get install -y openvswitch-switch")?;
         return Ok(Some(OvsDaemons::ensure()?));
     }
     Ok(None)
@@ -176,7 +179,11 @@ fn preflight(kinds: &[Kind]) -> Result<Option<OvsDaemons>> {
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     json!({
         "date": sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default().trim(),
@@ -190,8 +197,18 @@ fn machine() -> serde_json::Value {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Rfc2544 { c, no_b2b } => rfc2544(&c, !no_b2b),
-        Cmd::Rfc2889 { c, fdb_size, aging, mesh_ports } => rfc2889(&c, fdb_size, aging, mesh_ports),
-        Cmd::Gen { c, size, rate, count } => gen(&c, size, rate, count),
+        Cmd::Rfc2889 {
+            c,
+            fdb_size,
+            aging,
+            mesh_ports,
+        } => rfc2889(&c, fdb_size, aging, mesh_ports),
+        Cmd::Gen {
+            c,
+            size,
+            rate,
+            count,
+        } => gen(&c, size, rate, count),
         Cmd::Selftest { secs } => selftest(secs),
     }
 }
@@ -208,7 +225,8 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
     let mut results: Vec<(Kind, Vec<Rfc2544Size>)> = Vec::new();
     for &k in &kinds {
         prog.target(k.name());
-        let topo = Topology::setup(k, 2, &vs).with_context(|| format!("building the {} topology", k.name()))?;
+        let topo = Topology::setup(k, 2, &vs)
+            .with_context(|| format!("building the {} topology", k.name()))?;
         let mut per = Vec::new();
         for &size in &sizes {
             per.push(suite::rfc2544_size(&topo, size, &s, b2b, &mut prog)?);
@@ -217,9 +235,19 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
     }
     // Table.
     let mut t = Table {
-        head: ["target", "frame", "zero-loss rate", "Mbit/s", "lat avg us", "lat p99 us", "lat max us", "b2b burst", "loss @100%"]
-            .map(String::from)
-            .to_vec(),
+        head: [
+            "target",
+            "frame",
+            "zero-loss rate",
+            "Mbit/s",
+            "lat avg us",
+            "lat p99 us",
+            "lat max us",
+            "b2b burst",
+            "loss @100%",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Default::default()
     };
     for (k, per) in &results {
@@ -232,8 +260,14 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
                 format!("{:.1}", r.latency.avg_us),
                 format!("{:.1}", r.latency.p99_us),
                 format!("{:.1}", r.latency.max_us),
-                r.back_to_back.as_ref().map(|b| b.burst_frames.to_string()).unwrap_or_else(|| "-".into()),
-                r.loss.first().map(|l| format!("{:.2}%", l.trial.loss_ratio * 100.0)).unwrap_or_default(),
+                r.back_to_back
+                    .as_ref()
+                    .map(|b| b.burst_frames.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.loss
+                    .first()
+                    .map(|l| format!("{:.2}%", l.trial.loss_ratio * 100.0))
+                    .unwrap_or_default(),
             ]);
         }
     }
@@ -243,7 +277,10 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
         ..Default::default()
     };
     let vsw = results.iter().find(|(k, _)| *k == Kind::Vswitch);
-    let peers: Vec<_> = results.iter().filter(|(k, _)| *k != Kind::Vswitch).collect();
+    let peers: Vec<_> = results
+        .iter()
+        .filter(|(k, _)| *k != Kind::Vswitch)
+        .collect();
     if let Some((_, v)) = vsw {
         for (k, _) in &peers {
             ratios.head.push(format!("vswitch/{} rate", k.name()));
@@ -253,7 +290,13 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
             let mut row = vec![r.throughput.size.to_string()];
             for (_, p) in &peers {
                 let q = &p[i];
-                let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+                let ratio = |a: f64, b: f64| {
+                    if b > 0.0 {
+                        format!("{:.2}x", a / b)
+                    } else {
+                        "-".into()
+                    }
+                };
                 row.push(ratio(r.throughput.rate_pps, q.throughput.rate_pps));
                 row.push(ratio(r.latency.p99_us, q.latency.p99_us));
             }
@@ -265,7 +308,7 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
         m["cpu"].as_str().unwrap_or(""), m["cores"], m["kernel"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or(""),
         s.trial.as_secs_f64(), c.tolerance, s.flows, s.hosts);
     print!("{}", t.render());
-    if !ratios.rows.is_empty() {
+    if ratios.head.len() > 1 {
         println!();
         print!("{}", ratios.render());
     }
@@ -284,38 +327,78 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
         .iter()
         .map(|(k, v)| Series {
             name: k.name().into(),
-            points: v.iter().map(|r| (r.throughput.size as f64, r.throughput.rate_pps / 1e6)).collect(),
+            points: v
+                .iter()
+                .map(|r| (r.throughput.size as f64, r.throughput.rate_pps / 1e6))
+                .collect(),
             dashed: false,
         })
         .collect();
     let p1 = c.out.join("throughput.png");
-    line_plot(&p1, "RFC 2544 zero-loss throughput", "frame size (bytes, log scale)", "Mpps", &tp, true)?;
+    line_plot(
+        &p1,
+        "RFC 2544 zero-loss throughput",
+        "frame size (bytes, log scale)",
+        "Mpps",
+        &tp,
+        true,
+    )?;
     let mut lat = Vec::new();
     for (k, v) in &results {
         lat.push(Series {
             name: format!("{} avg", k.name()),
-            points: v.iter().map(|r| (r.latency.size as f64, r.latency.avg_us)).collect(),
+            points: v
+                .iter()
+                .map(|r| (r.latency.size as f64, r.latency.avg_us))
+                .collect(),
             dashed: false,
         });
         lat.push(Series {
             name: format!("{} p99", k.name()),
-            points: v.iter().map(|r| (r.latency.size as f64, r.latency.p99_us)).collect(),
+            points: v
+                .iter()
+                .map(|r| (r.latency.size as f64, r.latency.p99_us))
+                .collect(),
             dashed: true,
         });
     }
     let p2 = c.out.join("latency.png");
-    line_plot(&p2, "One-way latency at the zero-loss rate (avg solid, p99 dashed)", "frame size (bytes, log scale)", "microseconds", &lat, true)?;
+    line_plot(
+        &p2,
+        "One-way latency at the zero-loss rate (avg solid, p99 dashed)",
+        "frame size (bytes, log scale)",
+        "microseconds",
+        &lat,
+        true,
+    )?;
     let loss: Vec<Series> = results
         .iter()
         .map(|(k, v)| Series {
             name: k.name().into(),
-            points: v[0].loss.iter().map(|l| (l.trial.offered_pps / 1e6, l.trial.loss_ratio * 100.0)).collect(),
+            points: v[0]
+                .loss
+                .iter()
+                .map(|l| (l.trial.offered_pps / 1e6, l.trial.loss_ratio * 100.0))
+                .collect(),
             dashed: false,
         })
         .collect();
     let p3 = c.out.join("loss.png");
-    line_plot(&p3, &format!("Frame loss versus offered load, {}-byte frames", sizes[0]), "offered Mpps", "loss %", &loss, false)?;
-    println!("\nwrote {}, {}, {}, {}", jp.display(), p1.display(), p2.display(), p3.display());
+    line_plot(
+        &p3,
+        &format!("Frame loss versus offered load, {}-byte frames", sizes[0]),
+        "offered Mpps",
+        "loss %",
+        &loss,
+        false,
+    )?;
+    println!(
+        "\nwrote {}, {}, {}, {}",
+        jp.display(),
+        p1.display(),
+        p2.display(),
+        p3.display()
+    );
     Ok(())
 }
 
@@ -339,7 +422,9 @@ fn rfc2889(c: &Common, fdb_size: usize, aging: u32, mesh_ports: usize) -> Result
     };
     let mut out = serde_json::Map::new();
     let mut t = Table {
-        head: ["target", "test", "result", "detail"].map(String::from).to_vec(),
+        head: ["target", "test", "result", "detail"]
+            .map(String::from)
+            .to_vec(),
         ..Default::default()
     };
     for &k in &kinds {
@@ -347,48 +432,110 @@ fn rfc2889(c: &Common, fdb_size: usize, aging: u32, mesh_ports: usize) -> Result
         let mut r = serde_json::Map::new();
         {
             let topo = Topology::setup(k, 4, &vs)?;
-            let fe = suite::fair_eviction(&topo, (fdb_size as u32) * 4, 50_000.0, 20_000.0, s.trial * 3, &mut prog)?;
+            let fe = suite::fair_eviction(
+                &topo,
+                (fdb_size as u32) * 4,
+                50_000.0,
+                20_000.0,
+                s.trial * 3,
+                &mut prog,
+            )?;
             t.rows.push(vec![k.name().into(), "fair eviction (MAC flood from port 0)".into(),
                 format!("{} delivered{}", pct(fe.delivered), if fe.passed { " PASS" } else { " FAIL" }),
                 format!("{} addresses at {}; other streams {} each, {} delivered alone; {} of their frames flooded", fe.flood_addresses, pps(fe.flood_pps), pps(fe.stream_pps), pct(fe.baseline_delivered), fe.flooded)]);
             r.insert("fair_eviction".into(), json!(fe));
-            let mesh_sizes = if c.quick { vec![64] } else { vec![64, 512, 1518] };
+            let mesh_sizes = if c.quick {
+                vec![64]
+            } else {
+                vec![64, 512, 1518]
+            };
             let mut mesh = Vec::new();
             for size in mesh_sizes {
                 let m = suite::fully_meshed(&topo, size, &s, &mut prog)?;
-                t.rows.push(vec![k.name().into(), format!("fully meshed, 4 ports, {size}B"), pps(m.rate_pps), format!("{:.0} Mbit/s of frames", m.mbps)]);
+                t.rows.push(vec![
+                    k.name().into(),
+                    format!("fully meshed, 4 ports, {size}B"),
+                    pps(m.rate_pps),
+                    format!("{:.0} Mbit/s of frames", m.mbps),
+                ]);
                 mesh.push(m);
             }
             r.insert("fully_meshed".into(), json!(mesh));
             let b = suite::broadcast(&topo, 64, &s, &mut prog)?;
-            t.rows.push(vec![k.name().into(), "broadcast forwarding, 64B, 1 to 3".into(), pps(b.rate_pps), format!("{} deliveries/s", pps(b.delivered_pps))]);
+            t.rows.push(vec![
+                k.name().into(),
+                "broadcast forwarding, 64B, 1 to 3".into(),
+                pps(b.rate_pps),
+                format!("{} deliveries/s", pps(b.delivered_pps)),
+            ]);
             r.insert("broadcast".into(), json!(b));
             let _ = mesh_ports;
         }
         {
             let topo = Topology::setup(k, 3, &vs)?;
             let e = suite::errored_frames(&topo, 20_000.0, s.trial * 2, &mut prog)?;
-            t.rows.push(vec![k.name().into(), "errored frames filtering".into(),
-                format!("{} errored delivered, {} good lost{}", e.delivered, e.good_lost, if e.passed { " PASS" } else { " FAIL" }),
-                format!("sent {}; switch drops {}; oversize dropped by the veth: {}", e.sent.iter().map(|(k, n)| format!("{k:?} {n}")).collect::<Vec<_>>().join(", "),
-                    e.switch_drops.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "), e.oversize_dropped_by_veth)]);
+            t.rows.push(vec![
+                k.name().into(),
+                "errored frames filtering".into(),
+                format!(
+                    "{} errored delivered, {} good lost{}",
+                    e.delivered,
+                    e.good_lost,
+                    if e.passed { " PASS" } else { " FAIL" }
+                ),
+                format!(
+                    "sent {}; switch drops {}; oversize dropped by the veth: {}",
+                    e.sent
+                        .iter()
+                        .map(|(k, n)| format!("{k:?} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    e.switch_drops
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    e.oversize_dropped_by_veth
+                ),
+            ]);
             r.insert("errored_frames".into(), json!(e));
             let cap = suite::address_caching(&topo, &a, &mut prog)?;
-            let full = cap.trials.iter().filter(|t| t.passed).max_by_key(|t| t.addresses).and_then(|t| t.fdb_entries);
+            let full = cap
+                .trials
+                .iter()
+                .filter(|t| t.passed)
+                .max_by_key(|t| t.addresses)
+                .and_then(|t| t.fdb_entries);
             t.rows.push(vec![k.name().into(), "address caching capacity".into(), cap.capacity.to_string(),
                 if k == Kind::Vswitch { format!("--fdb-size {fdb_size}; table held {} entries at the largest passing trial (+2: the prober's and monitor's addresses)", full.map(|x| x.to_string()).unwrap_or_else(|| "?".into())) } else { String::new() }]);
             r.insert("address_caching".into(), json!(cap));
             let lr = suite::learning_rate(&topo, &a, 1_000_000.0, &mut prog)?;
-            t.rows.push(vec![k.name().into(), format!("address learning rate ({} addresses)", lr.addresses), format!("{:.0} addresses/s", lr.rate), String::new()]);
+            t.rows.push(vec![
+                k.name().into(),
+                format!("address learning rate ({} addresses)", lr.addresses),
+                format!("{:.0} addresses/s", lr.rate),
+                String::new(),
+            ]);
             r.insert("learning_rate".into(), json!(lr));
         }
         out.insert(k.name().into(), serde_json::Value::Object(r));
     }
     let m = machine();
-    println!("\nRFC 2889, {} ({} cores, kernel {}), {}\n", m["cpu"].as_str().unwrap_or(""), m["cores"], m["kernel"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or(""));
+    println!(
+        "\nRFC 2889, {} ({} cores, kernel {}), {}\n",
+        m["cpu"].as_str().unwrap_or(""),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or(""),
+        m["date"].as_str().unwrap_or("")
+    );
     print!("{}", t.render());
     let jp = c.out.join("rfc2889.json");
-    std::fs::write(&jp, serde_json::to_string_pretty(&json!({"machine": m, "settings": s, "fdb_size": fdb_size, "aging": aging, "results": out, "table": t.render()}))?)?;
+    std::fs::write(
+        &jp,
+        serde_json::to_string_pretty(
+            &json!({"machine": m, "settings": s, "fdb_size": fdb_size, "aging": aging, "results": out, "table": t.render()}),
+        )?,
+    )?;
     println!("\nwrote {}", jp.display());
     Ok(())
 }
@@ -413,11 +560,21 @@ fn gen(c: &Common, size: usize, rate: Option<f64>, count: Option<u64>) -> Result
             limit: count,
             ..Traffic::stream(0, 1, size, rate.unwrap_or(f64::INFINITY))
         };
-        learn(&topo.ports, std::slice::from_ref(&t), 20_000.0, Duration::from_millis(200))?;
+        learn(
+            &topo.ports,
+            std::slice::from_ref(&t),
+            20_000.0,
+            Duration::from_millis(200),
+        )?;
         prog.section(&format!("{size}B"));
         prog.start_trial("gen", t.rate, s.trial);
         let r = run_trial(
-            &TrialSpec { ports: topo.ports.clone(), traffic: vec![t], duration: s.trial, settle: Duration::from_millis(300) },
+            &TrialSpec {
+                ports: topo.ports.clone(),
+                traffic: vec![t],
+                duration: s.trial,
+                settle: Duration::from_millis(300),
+            },
             |el, l| prog.tick(el, l),
         )?;
         prog.end_trial(&r);
@@ -450,7 +607,11 @@ fn selftest(secs: f64) -> Result<()> {
             |_, _| {},
         )?;
         let got = topo.eth0_counter(1, "rx_packets") - before;
-        rows.push(("vswitch-load (sendmmsg)", r.offered_pps(), got as f64 * 1e9 / r.ports[0].send_ns.max(1) as f64));
+        rows.push((
+            "vswitch-load (sendmmsg)",
+            r.offered_pps(),
+            got as f64 * 1e9 / r.ports[0].send_ns.max(1) as f64,
+        ));
     }
     if sh(&["which", "trafgen"]).is_ok() {
         let topo = Topology::setup(Kind::Veth, 2, &vs)?;
@@ -458,7 +619,22 @@ fn selftest(secs: f64) -> Result<()> {
         std::fs::write(&cfg, "{ eth(da=02:4c:01:00:00:00, sa=02:4c:00:00:00:00), ipv4(saddr=198.18.0.1, daddr=198.19.0.1), udp(sp=9, dp=9), fill(0x00, 18) }\n")?;
         let before = topo.eth0_counter(1, "rx_packets");
         let t0 = std::time::Instant::now();
-        let _ = sh(&["ip", "netns", "exec", topo.ns_name(0), "timeout", &format!("{secs}"), "trafgen", "--dev", "eth0", "--conf", cfg.to_str().unwrap_or(""), "-q", "-b", "0"]);
+        let _ = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            topo.ns_name(0),
+            "timeout",
+            &format!("{secs}"),
+            "trafgen",
+            "--dev",
+            "eth0",
+            "--conf",
+            cfg.to_str().unwrap_or(""),
+            "-q",
+            "-b",
+            "0",
+        ]);
         let el = t0.elapsed().as_secs_f64();
         let got = topo.eth0_counter(1, "rx_packets") - before;
         rows.push(("trafgen (netsniff-ng)", f64::NAN, got as f64 / el));
@@ -467,10 +643,21 @@ fn selftest(secs: f64) -> Result<()> {
     }
     println!("64-byte frames from one namespace into a plain veth, {secs} s, counted at the peer:");
     for (n, sent, got) in &rows {
-        println!("  {n:<26} {:>12} sent  {:>12} arrived", if sent.is_nan() { "-".into() } else { pps(*sent) }, pps(*got));
+        println!(
+            "  {n:<26} {:>12} sent  {:>12} arrived",
+            if sent.is_nan() {
+                "-".into()
+            } else {
+                pps(*sent)
+            },
+            pps(*got)
+        );
     }
     if rows.len() == 2 && rows[1].2 > 0.0 {
-        println!("  ratio vswitch-load / trafgen: {:.2}x", rows[0].2 / rows[1].2);
+        println!(
+            "  ratio vswitch-load / trafgen: {:.2}x",
+            rows[0].2 / rows[1].2
+        );
     }
     Ok(())
 }

@@ -411,7 +411,10 @@ fn receiver(
 
 /// Runs a trial. `tick` is called about every 250 ms while it runs, with the elapsed time
 /// and the live counters (for a progress line).
-pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io::Result<TrialResult> {
+pub fn run_trial(
+    spec: &TrialSpec,
+    mut tick: impl FnMut(Duration, &Live),
+) -> io::Result<TrialResult> {
     let n = spec.ports.len();
     let live = Arc::new(Live::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -419,7 +422,8 @@ pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io:
     // Receivers first: open sockets in every namespace, then wait for all.
     let mut rx = Vec::new();
     for (i, ep) in spec.ports.iter().enumerate() {
-        let (ifname, ready, stop, live) = (ep.ifname.clone(), ready.clone(), stop.clone(), live.clone());
+        let (ifname, ready, stop, live) =
+            (ep.ifname.clone(), ready.clone(), stop.clone(), live.clone());
         rx.push(spawn_in_netns(&ep.ns, "load-rx", move || {
             let sock = PacketSocket::open(&ifname, true);
             match sock {
@@ -436,16 +440,27 @@ pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io:
     let mut tx = Vec::new();
     for t in &spec.traffic {
         let ep = spec.ports.get(t.port).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("no test port {}", t.port))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no test port {}", t.port),
+            )
         })?;
-        let (ifname, t, start, live, dur) = (ep.ifname.clone(), t.clone(), start.clone(), live.clone(), spec.duration);
+        let (ifname, t, start, live, dur) = (
+            ep.ifname.clone(),
+            t.clone(),
+            start.clone(),
+            live.clone(),
+            spec.duration,
+        );
         tx.push((
             t.port,
-            spawn_in_netns(&ep.ns, "load-tx", move || match PacketSocket::open(&ifname, false) {
-                Ok(s) => sender(s, t, dur, start, live),
-                Err(e) => {
-                    start.wait();
-                    Err(e)
+            spawn_in_netns(&ep.ns, "load-tx", move || {
+                match PacketSocket::open(&ifname, false) {
+                    Ok(s) => sender(s, t, dur, start, live),
+                    Err(e) => {
+                        start.wait();
+                        Err(e)
+                    }
                 }
             })?,
         ));
@@ -461,7 +476,10 @@ pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io:
     let mut ports = vec![PortResult::default(); n];
     let mut first_err = None;
     for (p, h) in tx {
-        match h.join().map_err(|_| io::Error::other("a sender thread panicked"))? {
+        match h
+            .join()
+            .map_err(|_| io::Error::other("a sender thread panicked"))?
+        {
             Ok(Ok(o)) => {
                 let r = &mut ports[p];
                 r.sent += o.sent;
@@ -482,7 +500,10 @@ pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io:
     stop.store(true, Ordering::Relaxed);
     let mut latency = new_hist();
     for (i, h) in rx.into_iter().enumerate() {
-        match h.join().map_err(|_| io::Error::other("a receiver thread panicked"))? {
+        match h
+            .join()
+            .map_err(|_| io::Error::other("a receiver thread panicked"))?
+        {
             Ok(Ok((r, hist))) => {
                 let p = &mut ports[i];
                 p.received = r.received;
@@ -506,7 +527,12 @@ pub fn run_trial(spec: &TrialSpec, mut tick: impl FnMut(Duration, &Live)) -> io:
 
 /// Teaches the switch every source address the traffic will use (learning frames to
 /// broadcast, paced at `rate`), then waits `settle`.
-pub fn learn(ports: &[Endpoint], traffic: &[Traffic], rate: f64, settle: Duration) -> io::Result<()> {
+pub fn learn(
+    ports: &[Endpoint],
+    traffic: &[Traffic],
+    rate: f64,
+    settle: Duration,
+) -> io::Result<()> {
     let mut learn = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for t in traffic {
@@ -545,7 +571,11 @@ pub fn learn(ports: &[Endpoint], traffic: &[Traffic], rate: f64, settle: Duratio
             }
         }
     }
-    let max = learn.iter().map(|t| t.limit.unwrap_or(1)).max().unwrap_or(1);
+    let max = learn
+        .iter()
+        .map(|t| t.limit.unwrap_or(1))
+        .max()
+        .unwrap_or(1);
     let spec = TrialSpec {
         ports: ports.to_vec(),
         traffic: learn,
@@ -665,9 +695,19 @@ mod veth_tests {
         }
         let topo = Topology::setup(Kind::Veth, 2, &VswitchOpts::default()).expect("veth pair");
         for rate in [2_000.0, 20_000.0] {
-            let r = one(&topo, Traffic { flows: 8, ..Traffic::stream(0, 1, 128, rate) }, 1.5);
+            let r = one(
+                &topo,
+                Traffic {
+                    flows: 8,
+                    ..Traffic::stream(0, 1, 128, rate)
+                },
+                1.5,
+            );
             let off = r.offered_pps();
-            assert!((off - rate).abs() / rate < 0.05, "asked {rate}, offered {off}");
+            assert!(
+                (off - rate).abs() / rate < 0.05,
+                "asked {rate}, offered {off}"
+            );
             // A bare veth loses nothing: every frame is counted once, at port 1.
             assert_eq!(r.received(), r.sent(), "{:?}", r.ports);
             assert_eq!(r.ports[1].received, r.sent());
@@ -688,7 +728,10 @@ mod veth_tests {
         let r = one(&topo, t, 2.0);
         assert_eq!(r.sent(), 5000);
         assert!(r.received() <= 5000);
-        let b = Traffic { pattern: Pattern::Broadcast, ..Traffic::stream(0, 1, 64, 5_000.0) };
+        let b = Traffic {
+            pattern: Pattern::Broadcast,
+            ..Traffic::stream(0, 1, 64, 5_000.0)
+        };
         let r = one(&topo, b, 0.5);
         assert_eq!(r.expected(), r.sent());
         assert_eq!(r.ports[0].sent_broadcast, r.sent());
@@ -701,14 +744,23 @@ mod veth_tests {
             return;
         }
         let topo = Topology::setup(Kind::Veth, 2, &VswitchOpts::default()).expect("veth pair");
-        let t = Traffic { pattern: Pattern::Errored { to: 1, every: 10 }, ..Traffic::stream(0, 1, 64, 5_000.0) };
+        let t = Traffic {
+            pattern: Pattern::Errored { to: 1, every: 10 },
+            ..Traffic::stream(0, 1, 64, 5_000.0)
+        };
         let r = one(&topo, t, 0.5);
         let p = &r.ports[0];
         // A bare veth passes bad source addresses; the receiving kernel drops the runts (VLAN
         // untagging) and the sender's MTU refuses oversize frames.
         assert!(p.errored_kinds[0] > 0 && p.errored_kinds[1] > 0 && p.errored_kinds[2] > 0);
-        assert!(p.errored_refused > 0, "oversize refused by the sender's MTU");
-        assert_eq!(r.ports[1].errored_received, p.errored_kinds[1] + p.errored_kinds[2]);
+        assert!(
+            p.errored_refused > 0,
+            "oversize refused by the sender's MTU"
+        );
+        assert_eq!(
+            r.ports[1].errored_received,
+            p.errored_kinds[1] + p.errored_kinds[2]
+        );
         assert_eq!(r.received(), r.sent());
     }
 }

@@ -63,7 +63,9 @@ impl Pacer {
         }
         let sched = self.scheduled(now_ns);
         let owed = sched.saturating_sub(self.released);
-        let window = (2 * self.batch as u64).max((self.rate * 10e-3) as u64).max(8);
+        let window = (2 * self.batch as u64)
+            .max((self.rate * 10e-3) as u64)
+            .max(8);
         if owed > window {
             // Fell behind (descheduled): restart the schedule here instead of bursting.
             self.origin_ns = now_ns;

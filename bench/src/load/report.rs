@@ -112,7 +112,11 @@ impl Progress {
         } else {
             0.0
         };
-        let target = if self.target.is_finite() { pps(self.target) } else { "max".into() };
+        let target = if self.target.is_finite() {
+            pps(self.target)
+        } else {
+            "max".into()
+        };
         eprint!(
             "\r\x1b[K[{} {}] {} target {} | tx {} rx {} loss {:.2}% | {} left",
             self.prefix,
@@ -135,7 +139,11 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let target = if self.target.is_finite() { pps(self.target) } else { "max".into() };
+        let target = if self.target.is_finite() {
+            pps(self.target)
+        } else {
+            "max".into()
+        };
         eprintln!(
             "{}[{} {}] {} target {}: offered {} delivered {} loss {:.3}%{}{}",
             if self.tty { "\r\x1b[K" } else { "" },
@@ -146,15 +154,28 @@ impl Progress {
             pps(r.offered_pps()),
             pps(r.received_pps()),
             r.loss_ratio() * 100.0,
-            if r.rx_socket_drops() > 0 { format!(" (receiver socket dropped {})", r.rx_socket_drops()) } else { String::new() },
-            if r.flooded() > 0 { format!(" flooded {}", r.flooded()) } else { String::new() },
+            if r.rx_socket_drops() > 0 {
+                format!(" (receiver socket dropped {})", r.rx_socket_drops())
+            } else {
+                String::new()
+            },
+            if r.flooded() > 0 {
+                format!(" flooded {}", r.flooded())
+            } else {
+                String::new()
+            },
         );
     }
 
     /// Prints a note line.
     pub fn note(&mut self, s: &str) {
         if !self.quiet {
-            eprintln!("{}[{} {}] {s}", if self.tty { "\r\x1b[K" } else { "" }, self.prefix, self.section);
+            eprintln!(
+                "{}[{} {}] {s}",
+                if self.tty { "\r\x1b[K" } else { "" },
+                self.prefix,
+                self.section
+            );
         }
     }
 }
@@ -180,12 +201,24 @@ impl Table {
         }
         let line = |r: &Vec<String>| {
             let cells: Vec<String> = (0..n)
-                .map(|i| format!("{:>w$}", r.get(i).map(String::as_str).unwrap_or(""), w = w[i]))
+                .map(|i| {
+                    format!(
+                        "{:>w$}",
+                        r.get(i).map(String::as_str).unwrap_or(""),
+                        w = w[i]
+                    )
+                })
                 .collect();
             format!("| {} |\n", cells.join(" | "))
         };
         let mut s = line(&self.head);
-        s.push_str(&format!("|{}|\n", w.iter().map(|&x| format!("{}:", "-".repeat(x + 1))).collect::<Vec<_>>().join("|")));
+        s.push_str(&format!(
+            "|{}|\n",
+            w.iter()
+                .map(|&x| format!("{}:", "-".repeat(x + 1)))
+                .collect::<Vec<_>>()
+                .join("|")
+        ));
         for r in &self.rows {
             s.push_str(&line(r));
         }
@@ -215,7 +248,9 @@ fn ensure_font() -> Result<()> {
         let bytes = FONT_PATHS
             .iter()
             .find_map(|p| std::fs::read(p).ok())
-            .ok_or_else(|| "no DejaVu Sans font: apt-get install -y fonts-dejavu-core".to_string())?;
+            .ok_or_else(|| {
+                "no DejaVu Sans font: apt-get install -y fonts-dejavu-core".to_string()
+            })?;
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
         plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
             .map_err(|_| "DejaVuSans.ttf is not a usable font".to_string())
@@ -234,7 +269,14 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 /// Draws a line plot to a PNG. Series with the same name prefix (before " ") share a colour.
-pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[Series], log_x: bool) -> Result<()> {
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    log_x: bool,
+) -> Result<()> {
     ensure_font()?;
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
@@ -272,6 +314,15 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
                 .configure_mesh()
                 .x_desc(xlabel)
                 .y_desc(ylabel)
+                .light_line_style(WHITE)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| {
+                    if y1 < 10.0 {
+                        format!("{y:.2}")
+                    } else {
+                        format!("{y:.0}")
+                    }
+                })
                 .label_style(("sans-serif", 15))
                 .draw()
                 .map_err(e)?;
@@ -279,16 +330,25 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
                 let c = color_of(s);
                 if s.dashed {
                     chart
-                        .draw_series(DashedLineSeries::new(s.points.iter().copied(), 6, 4, c.stroke_width(2)))
+                        .draw_series(DashedLineSeries::new(
+                            s.points.iter().copied(),
+                            6,
+                            4,
+                            c.stroke_width(2),
+                        ))
                         .map_err(e)?
                         .label(s.name.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(2))
+                        });
                 } else {
                     chart
                         .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(3)))
                         .map_err(e)?
                         .label(s.name.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
+                        });
                 }
                 chart
                     .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
@@ -305,13 +365,20 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
         }};
     }
     let mut b = ChartBuilder::on(&root);
-    b.caption(title, ("sans-serif", 22)).margin(15).x_label_area_size(45).y_label_area_size(75);
+    b.caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(75);
     if log_x {
-        draw!(b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1).map_err(e)?);
+        draw!(b
+            .build_cartesian_2d((x0..x1).log_scale(), 0.0..y1)
+            .map_err(e)?);
     } else {
         draw!(b.build_cartesian_2d(x0..x1, 0.0..y1).map_err(e)?);
     }
-    root.present().map_err(e).with_context(|| format!("writing {}", path.display()))?;
+    root.present()
+        .map_err(e)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -349,8 +416,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("t.png");
         let s = vec![
-            Series { name: "a".into(), points: vec![(64.0, 1.0), (1518.0, 0.5)], dashed: false },
-            Series { name: "a p99".into(), points: vec![(64.0, 2.0), (1518.0, 1.0)], dashed: true },
+            Series {
+                name: "a".into(),
+                points: vec![(64.0, 1.0), (1518.0, 0.5)],
+                dashed: false,
+            },
+            Series {
+                name: "a p99".into(),
+                points: vec![(64.0, 2.0), (1518.0, 1.0)],
+                dashed: true,
+            },
         ];
         line_plot(&p, "t", "x", "y", &s, true).unwrap();
         let b = std::fs::read(&p).unwrap();

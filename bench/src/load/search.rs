@@ -44,9 +44,7 @@ impl BinarySearch {
                     Some(self.min + (f - self.min) / 2)
                 }
             }
-            (Some(p), Some(f)) => {
-                (f > p && f - p > self.resolution).then(|| p + (f - p) / 2)
-            }
+            (Some(p), Some(f)) => (f > p && f - p > self.resolution).then(|| p + (f - p) / 2),
         }
     }
 
@@ -55,9 +53,6 @@ impl BinarySearch {
         self.trials += 1;
         if passed {
             self.pass = Some(self.pass.map_or(value, |p| p.max(value)));
-            if value == self.min && self.fail.is_some() {
-                // Bracketed at the bottom: nothing lower to learn.
-            }
         } else {
             self.fail = Some(self.fail.map_or(value, |f| f.min(value)));
             if value <= self.min {

@@ -161,7 +161,9 @@ fn trial(
 ) -> Result<TrialResult> {
     let target: f64 = traffic.iter().map(|t| t.rate).sum();
     prog.start_trial(what, target, dur);
-    let r = run_trial(&spec(topo, traffic, dur), |el, live: &Live| prog.tick(el, live))?;
+    let r = run_trial(&spec(topo, traffic, dur), |el, live: &Live| {
+        prog.tick(el, live)
+    })?;
     prog.end_trial(&r);
     Ok(r)
 }
@@ -178,11 +180,20 @@ pub fn throughput(
     s: &Settings,
     prog: &mut Progress,
 ) -> Result<Throughput> {
-    learn(&topo.ports, &make(1000.0), 20_000.0, Duration::from_millis(200))?;
+    learn(
+        &topo.ports,
+        &make(1000.0),
+        20_000.0,
+        Duration::from_millis(200),
+    )?;
     let first = s.max_rate.unwrap_or(f64::INFINITY);
     let r = trial(topo, make(first), s.trial, prog, "throughput")?;
     let mut rows = vec![TrialRow::of(first, &r, s.tolerance)];
-    let max = if first.is_finite() { first } else { r.offered_pps() };
+    let max = if first.is_finite() {
+        first
+    } else {
+        r.offered_pps()
+    };
     let mut best = rows[0].passed.then_some((max, r.received_pps()));
     if best.is_none() {
         let res = ((max * s.resolution) as u64).max(1);
@@ -227,7 +238,13 @@ fn latency_of(size: usize, rate: f64, r: &TrialResult) -> Latency {
 }
 
 /// The RFC 2544 suite for one frame size on a two-port topology (port 0 -> port 1).
-pub fn rfc2544_size(topo: &Topology, size: usize, s: &Settings, b2b: bool, prog: &mut Progress) -> Result<Rfc2544Size> {
+pub fn rfc2544_size(
+    topo: &Topology,
+    size: usize,
+    s: &Settings,
+    b2b: bool,
+    prog: &mut Progress,
+) -> Result<Rfc2544Size> {
     let mk = |rate: f64| {
         vec![Traffic {
             src_count: s.hosts,
@@ -239,7 +256,11 @@ pub fn rfc2544_size(topo: &Topology, size: usize, s: &Settings, b2b: bool, prog:
     prog.section(&format!("{size}B throughput"));
     let tp = throughput(topo, size, &mk, s, prog)?;
     prog.section(&format!("{size}B latency"));
-    let lat_rate = if tp.rate_pps > 0.0 { tp.rate_pps } else { tp.max_offered_pps / 10.0 };
+    let lat_rate = if tp.rate_pps > 0.0 {
+        tp.rate_pps
+    } else {
+        tp.max_offered_pps / 10.0
+    };
     let r = trial(topo, mk(lat_rate), s.trial, prog, "latency")?;
     let latency = latency_of(size, lat_rate, &r);
     prog.section(&format!("{size}B loss vs load"));
@@ -270,7 +291,13 @@ pub fn rfc2544_size(topo: &Topology, size: usize, s: &Settings, b2b: bool, prog:
 }
 
 /// RFC 2544 §26.4: the longest burst at full speed forwarded without loss.
-pub fn back_to_back(topo: &Topology, size: usize, max_rate: f64, s: &Settings, prog: &mut Progress) -> Result<BackToBack> {
+pub fn back_to_back(
+    topo: &Topology,
+    size: usize,
+    max_rate: f64,
+    s: &Settings,
+    prog: &mut Progress,
+) -> Result<BackToBack> {
     let max_burst = ((max_rate * s.trial.as_secs_f64()) as u64).max(100);
     let mut search = BinarySearch::new(1, max_burst, (max_burst / 50).max(1));
     let mut rows = Vec::new();
@@ -295,7 +322,12 @@ pub fn back_to_back(topo: &Topology, size: usize, max_rate: f64, s: &Settings, p
 // ---------------------------------------------------------------- RFC 2889
 
 /// RFC 2889 §5.3 fully meshed throughput across all ports of the topology.
-pub fn fully_meshed(topo: &Topology, size: usize, s: &Settings, prog: &mut Progress) -> Result<Throughput> {
+pub fn fully_meshed(
+    topo: &Topology,
+    size: usize,
+    s: &Settings,
+    prog: &mut Progress,
+) -> Result<Throughput> {
     let n = topo.ports.len();
     let mk = |rate: f64| {
         (0..n)
@@ -318,7 +350,12 @@ pub fn fully_meshed(topo: &Topology, size: usize, s: &Settings, prog: &mut Progr
 
 /// RFC 2889 §5.9 broadcast forwarding: highest broadcast rate from port 0 that every other
 /// port receives without loss.
-pub fn broadcast(topo: &Topology, size: usize, s: &Settings, prog: &mut Progress) -> Result<Throughput> {
+pub fn broadcast(
+    topo: &Topology,
+    size: usize,
+    s: &Settings,
+    prog: &mut Progress,
+) -> Result<Throughput> {
     let mk = |rate: f64| {
         vec![Traffic {
             pattern: Pattern::Broadcast,
@@ -361,24 +398,47 @@ pub struct AddressTrial {
     pub passed: bool,
 }
 
-fn address_trial(topo: &Topology, n: u32, rate: f64, a: &AddressSettings, s_first: u32, prog: &mut Progress) -> Result<AddressTrial> {
-    prog.start_trial(&format!("{n} addresses @ {:.0}/s", rate), rate, Duration::from_secs(a.aging_secs as u64 + 2));
+fn address_trial(
+    topo: &Topology,
+    n: u32,
+    rate: f64,
+    a: &AddressSettings,
+    prog: &mut Progress,
+) -> Result<AddressTrial> {
+    prog.start_trial(
+        &format!("{n} addresses @ {:.0}/s", rate),
+        rate,
+        Duration::from_secs(a.aging_secs as u64 + 2),
+    );
     std::thread::sleep(Duration::from_secs(a.aging_secs as u64 + 2)); // let old entries age out
-    // Port 1 (the prober) and port 2 (the monitor) announce themselves, then port 0 teaches.
+                                                                      // Port 1 (the prober) and port 2 (the monitor) announce themselves, then port 0 teaches.
     let announce = |port: usize| Traffic {
         pattern: Pattern::Learn,
         limit: Some(1),
         ..Traffic::stream(port, 0, 64, 1000.0)
     };
-    run_trial(&spec(topo, vec![announce(1), announce(2)], Duration::from_millis(200)), |_, _| {})?;
+    run_trial(
+        &spec(
+            topo,
+            vec![announce(1), announce(2)],
+            Duration::from_millis(200),
+        ),
+        |_, _| {},
+    )?;
     let teach = Traffic {
-        src_first: s_first,
         src_count: n,
         pattern: Pattern::Learn,
         limit: Some(n as u64),
         ..Traffic::stream(0, 1, 64, rate)
     };
-    run_trial(&spec(topo, vec![teach], Duration::from_secs_f64(n as f64 / rate + 1.0)), |_, _| {})?;
+    run_trial(
+        &spec(
+            topo,
+            vec![teach],
+            Duration::from_secs_f64(n as f64 / rate + 1.0),
+        ),
+        |_, _| {},
+    )?;
     let fdb_entries = topo.vswitch_stats().and_then(|v| v["fdb_entries"].as_u64());
     // Port 1 sends one frame to each taught address; port 2 must see none of them.
     let probe = Traffic {
@@ -388,9 +448,15 @@ fn address_trial(topo: &Topology, n: u32, rate: f64, a: &AddressSettings, s_firs
         pattern: Pattern::Unicast(vec![0]),
         ..Traffic::stream(1, 0, 64, a.probe_rate)
     };
-    // Destination hosts of the probe are host_mac(0, 0..n): shift them to the taught range.
-    let probe = Traffic { src_first: 0, ..probe };
-    let r = run_trial(&spec(topo, vec![shifted(probe, s_first)], Duration::from_secs_f64(n as f64 / a.probe_rate + 1.0)), |_, _| {})?;
+    // The probe's destinations are host_mac(0, 0..n): exactly the taught addresses.
+    let r = run_trial(
+        &spec(
+            topo,
+            vec![probe],
+            Duration::from_secs_f64(n as f64 / a.probe_rate + 1.0),
+        ),
+        |_, _| {},
+    )?;
     let received = r.ports[0].received;
     let flooded = r.ports[2].flooded_in;
     let t = AddressTrial {
@@ -403,16 +469,11 @@ fn address_trial(topo: &Topology, n: u32, rate: f64, a: &AddressSettings, s_firs
     };
     prog.note(&format!(
         "{n} addresses @ {rate:.0}/s: {received} reached port 0, {flooded} flooded{}",
-        fdb_entries.map(|e| format!(", table {e} entries")).unwrap_or_default()
+        fdb_entries
+            .map(|e| format!(", table {e} entries"))
+            .unwrap_or_default()
     ));
     Ok(t)
-}
-
-/// Probes aim at `host_mac(0, first..)`: the generator's destinations start at host 0, so
-/// taught addresses start at 0 as well and `first` must be 0 (kept for clarity).
-fn shifted(t: Traffic, first: u32) -> Traffic {
-    debug_assert_eq!(first, 0);
-    t
 }
 
 /// RFC 2889 §5.7 address caching capacity: the most addresses port 0 can teach that the
@@ -426,13 +487,17 @@ pub struct Caching {
 }
 
 /// Runs the address caching capacity search (needs 3 ports).
-pub fn address_caching(topo: &Topology, a: &AddressSettings, prog: &mut Progress) -> Result<Caching> {
+pub fn address_caching(
+    topo: &Topology,
+    a: &AddressSettings,
+    prog: &mut Progress,
+) -> Result<Caching> {
     prog.section("address caching capacity");
     let mut search = BinarySearch::new(1, a.max_addresses as u64, 1);
     let mut trials = Vec::new();
     prog.plan_left(search.remaining_bound());
     while let Some(n) = search.next() {
-        let t = address_trial(topo, n as u32, a.learn_rate, a, 0, prog)?;
+        let t = address_trial(topo, n as u32, a.learn_rate, a, prog)?;
         search.record(n, t.passed);
         trials.push(t);
         prog.plan_left(search.remaining_bound());
@@ -455,13 +520,18 @@ pub struct LearningRate {
 }
 
 /// Runs the learning rate search (needs 3 ports).
-pub fn learning_rate(topo: &Topology, a: &AddressSettings, max_rate: f64, prog: &mut Progress) -> Result<LearningRate> {
+pub fn learning_rate(
+    topo: &Topology,
+    a: &AddressSettings,
+    max_rate: f64,
+    prog: &mut Progress,
+) -> Result<LearningRate> {
     prog.section("address learning rate");
     let mut search = BinarySearch::new(1000, max_rate as u64, (max_rate * 0.05) as u64);
     let mut trials = Vec::new();
     prog.plan_left(search.remaining_bound());
     while let Some(rate) = search.next() {
-        let t = address_trial(topo, a.rate_addresses, rate as f64, a, 0, prog)?;
+        let t = address_trial(topo, a.rate_addresses, rate as f64, a, prog)?;
         search.record(rate, t.passed);
         trials.push(t);
         prog.plan_left(search.remaining_bound());
@@ -497,9 +567,19 @@ pub struct FairEviction {
 }
 
 /// Runs the fair-eviction test.
-pub fn fair_eviction(topo: &Topology, flood_addresses: u32, flood_pps: f64, stream_pps: f64, dur: Duration, prog: &mut Progress) -> Result<FairEviction> {
+pub fn fair_eviction(
+    topo: &Topology,
+    flood_addresses: u32,
+    flood_pps: f64,
+    stream_pps: f64,
+    dur: Duration,
+    prog: &mut Progress,
+) -> Result<FairEviction> {
     prog.section("fair eviction under a MAC flood");
-    let streams = vec![Traffic::stream(1, 2, 64, stream_pps), Traffic::stream(2, 1, 64, stream_pps)];
+    let streams = vec![
+        Traffic::stream(1, 2, 64, stream_pps),
+        Traffic::stream(2, 1, 64, stream_pps),
+    ];
     learn(&topo.ports, &streams, 1000.0, Duration::from_millis(200))?;
     let delivered = |r: &TrialResult| {
         let sent = r.ports[1].sent + r.ports[2].sent;
@@ -551,26 +631,50 @@ pub struct ErroredResult {
 
 /// Sends good frames from port 0 to port 1 with every tenth one errored (runt, multicast
 /// source, zero source, oversize in turn).
-pub fn errored_frames(topo: &Topology, rate: f64, dur: Duration, prog: &mut Progress) -> Result<ErroredResult> {
+pub fn errored_frames(
+    topo: &Topology,
+    rate: f64,
+    dur: Duration,
+    prog: &mut Progress,
+) -> Result<ErroredResult> {
     prog.section("errored frames filtering");
     // Let oversize frames leave port 0 (its peer keeps the 1500-byte MTU).
-    sh(&["ip", "-n", topo.ns_name(0), "link", "set", "eth0", "mtu", "9000"])?;
+    sh(&[
+        "ip",
+        "-n",
+        topo.ns_name(0),
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "9000",
+    ])?;
     let t = Traffic {
         pattern: Pattern::Errored { to: 1, every: 10 },
         ..Traffic::stream(0, 1, 64, rate)
     };
-    learn(&topo.ports, std::slice::from_ref(&t), 1000.0, Duration::from_millis(200))?;
+    learn(
+        &topo.ports,
+        std::slice::from_ref(&t),
+        1000.0,
+        Duration::from_millis(200),
+    )?;
     let before = topo.vswitch_stats();
     let tx_drop_before = topo.eth0_counter(0, "tx_dropped");
     let r = trial(topo, vec![t], dur, prog, "good + errored")?;
     let after = topo.vswitch_stats();
-    let tx_drop = topo.eth0_counter(0, "tx_dropped").saturating_sub(tx_drop_before);
+    let tx_drop = topo
+        .eth0_counter(0, "tx_dropped")
+        .saturating_sub(tx_drop_before);
     let mut drops = Vec::new();
     if let (Some(b), Some(a)) = (before, after) {
         if let Some(m) = a["counters"].as_object() {
             for (k, v) in m {
                 if k.starts_with("drop_") {
-                    let d = v.as_u64().unwrap_or(0).saturating_sub(b["counters"][k].as_u64().unwrap_or(0));
+                    let d = v
+                        .as_u64()
+                        .unwrap_or(0)
+                        .saturating_sub(b["counters"][k].as_u64().unwrap_or(0));
                     if d > 0 {
                         drops.push((k.clone(), d));
                     }

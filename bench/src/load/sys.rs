@@ -115,18 +115,42 @@ impl PacketSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let one: libc::c_int = 1;
         if rx {
-            setopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one, "PACKET_IGNORE_OUTGOING")?;
+            setopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_IGNORE_OUTGOING,
+                &one,
+                "PACKET_IGNORE_OUTGOING",
+            )?;
             let size: libc::c_int = 64 << 20;
-            setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size, "SO_RCVBUFFORCE")?;
+            setopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &size,
+                "SO_RCVBUFFORCE",
+            )?;
             let tv = libc::timeval {
                 tv_sec: 0,
                 tv_usec: 20_000,
             };
             setopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO")?;
         } else {
-            setopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one, "PACKET_QDISC_BYPASS")?;
+            setopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                &one,
+                "PACKET_QDISC_BYPASS",
+            )?;
             let size: libc::c_int = 16 << 20;
-            setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &size, "SO_SNDBUFFORCE")?;
+            setopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &size,
+                "SO_SNDBUFFORCE",
+            )?;
         }
         // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

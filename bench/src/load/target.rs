@@ -130,7 +130,15 @@ impl std::fmt::Debug for Topology {
 fn quiet_ns(ns: &str) {
     // The namespaces' own IPv6 chatter (router solicitations, MLD) would only add noise.
     for k in ["all", "default", "eth0"] {
-        quiet(&["ip", "netns", "exec", ns, "sysctl", "-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")]);
+        quiet(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+        ]);
     }
 }
 
@@ -158,7 +166,21 @@ impl Topology {
                 for ns in &t.nsnames {
                     sh(&["ip", "netns", "add", ns])?;
                 }
-                sh(&["ip", "link", "add", &format!("{tag}a"), "netns", &t.nsnames[0], "type", "veth", "peer", "name", &format!("{tag}b"), "netns", &t.nsnames[1]])?;
+                sh(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &format!("{tag}a"),
+                    "netns",
+                    &t.nsnames[0],
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("{tag}b"),
+                    "netns",
+                    &t.nsnames[1],
+                ])?;
                 for (i, ns) in t.nsnames.iter().enumerate() {
                     let dev = format!("{tag}{}", if i == 0 { 'a' } else { 'b' });
                     sh(&["ip", "-n", ns, "link", "set", &dev, "name", "eth0"])?;
@@ -171,12 +193,24 @@ impl Topology {
                     sh(&["ip", "link", "add", &br, "type", "bridge"])?;
                     sh(&["ip", "link", "set", &br, "up"])?;
                 } else {
-                    sh(&["ovs-vsctl", "add-br", &br, "--", "set", "bridge", &br, "datapath_type=netdev"])?;
+                    sh(&[
+                        "ovs-vsctl",
+                        "add-br",
+                        &br,
+                        "--",
+                        "set",
+                        "bridge",
+                        &br,
+                        "datapath_type=netdev",
+                    ])?;
                 }
                 for (i, ns) in t.nsnames.iter().enumerate() {
                     sh(&["ip", "netns", "add", ns])?;
                     let host = format!("{tag}h{i}");
-                    sh(&["ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+                    sh(&[
+                        "ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0",
+                        "netns", ns,
+                    ])?;
                     sh(&["ip", "link", "set", &host, "up"])?;
                     if kind == Kind::Kbr {
                         sh(&["ip", "link", "set", &host, "master", &br])?;
@@ -206,7 +240,11 @@ impl Topology {
 
     fn vctl(&self, args: &[&str]) -> Result<String> {
         let sock = self.work.join("s");
-        let mut v = vec![self.bin.to_str().unwrap_or("vswitch"), "--socket", sock.to_str().unwrap_or("")];
+        let mut v = vec![
+            self.bin.to_str().unwrap_or("vswitch"),
+            "--socket",
+            sock.to_str().unwrap_or(""),
+        ];
         v.extend_from_slice(args);
         sh(&v)
     }
@@ -220,7 +258,11 @@ impl Topology {
         }
         let sock = self.work.join("s");
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--socket").arg(&sock).arg("daemon").arg("--state-dir").arg(self.work.join("state"));
+        cmd.arg("--socket")
+            .arg(&sock)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(self.work.join("state"));
         if let Some(n) = vs.fdb_size {
             cmd.arg("--fdb-size").arg(n.to_string());
         }
@@ -231,8 +273,13 @@ impl Topology {
             cmd.arg("--aging").arg(a.to_string());
         }
         let log = std::fs::File::create(self.work.join("daemon.log"))?;
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        self.daemon = Some(cmd.spawn().with_context(|| format!("starting {}", self.bin.display()))?);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.daemon = Some(
+            cmd.spawn()
+                .with_context(|| format!("starting {}", self.bin.display()))?,
+        );
         let mut up = false;
         for _ in 0..100 {
             if self.vctl(&["network", "ls"]).is_ok() {
@@ -242,10 +289,16 @@ impl Topology {
             std::thread::sleep(Duration::from_millis(100));
         }
         if !up {
-            bail!("the vswitch daemon did not come up; see {}", self.work.join("daemon.log").display());
+            bail!(
+                "the vswitch daemon did not come up; see {}",
+                self.work.join("daemon.log").display()
+            );
         }
         let net = format!("{}n", self.tag);
-        let subnet = format!("10.78.{}.0/24", std::process::id() % 200 + SEQ.load(Ordering::Relaxed) % 50);
+        let subnet = format!(
+            "10.78.{}.0/24",
+            std::process::id() % 200 + SEQ.load(Ordering::Relaxed) % 50
+        );
         self.vctl(&["network", "create", "--subnet", &subnet, &net])?;
         for ns in self.nsnames.clone() {
             self.vctl(&["run", "--name", &ns, "--network", &net])?;
@@ -268,7 +321,14 @@ impl Topology {
 
     /// A counter of eth0 in port `i`'s namespace (`rx_packets`, `tx_dropped`, ...).
     pub fn eth0_counter(&self, i: usize, name: &str) -> u64 {
-        let out = sh(&["ip", "netns", "exec", &self.nsnames[i], "cat", &format!("/sys/class/net/eth0/statistics/{name}")]);
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.nsnames[i],
+            "cat",
+            &format!("/sys/class/net/eth0/statistics/{name}"),
+        ]);
         out.ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
@@ -284,7 +344,7 @@ impl Drop for Topology {
             let mut args = vec!["rm", "-f"];
             args.extend(self.nsnames.iter().map(|s| s.as_str()));
             let _ = self.vctl(&args);
-            // SAFETY-free: kill our own child by PID.
+            // Our own child, by its PID.
             let _ = d.kill();
             let _ = d.wait();
         }
@@ -320,13 +380,31 @@ impl OvsDaemons {
         std::fs::create_dir_all("/var/run/openvswitch")?;
         std::fs::create_dir_all("/etc/openvswitch")?;
         if !Path::new("/etc/openvswitch/conf.db").exists() {
-            sh(&["ovsdb-tool", "create", "/etc/openvswitch/conf.db", "/usr/share/openvswitch/vswitch.ovsschema"])?;
+            sh(&[
+                "ovsdb-tool",
+                "create",
+                "/etc/openvswitch/conf.db",
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ])?;
         }
         let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let me = OvsDaemons { dir: Some(dir.clone()) };
-        sh(&["ovsdb-server", "--remote=punix:/var/run/openvswitch/db.sock", &format!("--pidfile={}", d("ovsdb-server.pid")), "--detach", &format!("--log-file={}", d("ovsdb.log"))])?;
+        let me = OvsDaemons {
+            dir: Some(dir.clone()),
+        };
+        sh(&[
+            "ovsdb-server",
+            "--remote=punix:/var/run/openvswitch/db.sock",
+            &format!("--pidfile={}", d("ovsdb-server.pid")),
+            "--detach",
+            &format!("--log-file={}", d("ovsdb.log")),
+        ])?;
         sh(&["ovs-vsctl", "--no-wait", "init"])?;
-        sh(&["ovs-vswitchd", &format!("--pidfile={}", d("ovs-vswitchd.pid")), "--detach", &format!("--log-file={}", d("ovs-vswitchd.log"))])?;
+        sh(&[
+            "ovs-vswitchd",
+            &format!("--pidfile={}", d("ovs-vswitchd.pid")),
+            "--detach",
+            &format!("--log-file={}", d("ovs-vswitchd.log")),
+        ])?;
         std::thread::sleep(Duration::from_secs(1));
         Ok(me)
     }
