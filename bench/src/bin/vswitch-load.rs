@@ -255,7 +255,15 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
             t.rows.push(vec![
                 k.name().into(),
                 r.throughput.size.to_string(),
-                pps(r.throughput.rate_pps),
+                format!(
+                    "{}{}",
+                    if r.throughput.generator_limited {
+                        ">= "
+                    } else {
+                        ""
+                    },
+                    pps(r.throughput.rate_pps)
+                ),
                 format!("{:.0}", r.throughput.mbps),
                 format!("{:.1}", r.latency.avg_us),
                 format!("{:.1}", r.latency.p99_us),
@@ -308,6 +316,7 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
         m["cpu"].as_str().unwrap_or(""), m["cores"], m["kernel"].as_str().unwrap_or(""), m["date"].as_str().unwrap_or(""),
         s.trial.as_secs_f64(), c.tolerance, s.flows, s.hosts);
     print!("{}", t.render());
+    println!("\n\">=\": the target lost nothing at the generator's full speed, so the rate is the generator's (and the shared CPU's) limit, not the target's.");
     if ratios.head.len() > 1 {
         println!();
         print!("{}", ratios.render());
@@ -484,12 +493,13 @@ fn rfc2889(c: &Common, fdb_size: usize, aging: u32, mesh_ports: usize) -> Result
                     if e.passed { " PASS" } else { " FAIL" }
                 ),
                 format!(
-                    "sent {}; switch drops {}; oversize dropped by the veth: {}",
+                    "sent {}; refused by the sender's kernel {}; switch drops {}; dropped by the veth pair (MTU) {}; runts never reach a switch (the receiving interface's VLAN untagging drops them)",
                     e.sent
                         .iter()
                         .map(|(k, n)| format!("{k:?} {n}"))
                         .collect::<Vec<_>>()
                         .join(", "),
+                    e.refused,
                     e.switch_drops
                         .iter()
                         .map(|(k, n)| format!("{k} {n}"))
@@ -513,8 +523,16 @@ fn rfc2889(c: &Common, fdb_size: usize, aging: u32, mesh_ports: usize) -> Result
             t.rows.push(vec![
                 k.name().into(),
                 format!("address learning rate ({} addresses)", lr.addresses),
-                format!("{:.0} addresses/s", lr.rate),
-                String::new(),
+                format!(
+                    "{}{:.0} addresses/s",
+                    if lr.generator_limited { ">= " } else { "" },
+                    lr.rate
+                ),
+                if lr.generator_limited {
+                    "all learned at the generator's full speed".into()
+                } else {
+                    String::new()
+                },
             ]);
             r.insert("learning_rate".into(), json!(lr));
         }

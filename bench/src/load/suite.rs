@@ -81,6 +81,9 @@ pub struct Throughput {
     pub mbps: f64,
     /// Highest rate the generator offered (the search's upper bound).
     pub max_offered_pps: f64,
+    /// The first, unpaced trial passed: the device forwarded all the generator could send,
+    /// so `rate_pps` is a lower bound set by the generator (and the CPU it shares).
+    pub generator_limited: bool,
     /// All trials of the search.
     pub trials: Vec<TrialRow>,
 }
@@ -218,6 +221,7 @@ pub fn throughput(
         delivered_pps: delivered,
         mbps: rate * size as f64 * 8.0 / 1e6,
         max_offered_pps: max,
+        generator_limited: rows[0].passed,
         trials: rows,
     })
 }
@@ -386,8 +390,10 @@ pub struct AddressSettings {
 pub struct AddressTrial {
     /// Addresses taught from port 0.
     pub addresses: u32,
-    /// Learning rate used.
+    /// Learning rate asked.
     pub learn_rate: f64,
+    /// Learning rate the generator achieved (frames/s).
+    pub achieved_rate: f64,
     /// Probes port 0 received (one per address).
     pub received: u64,
     /// Probes flooded to the monitor port (addresses the switch did not know).
@@ -431,7 +437,7 @@ fn address_trial(
         limit: Some(n as u64),
         ..Traffic::stream(0, 1, 64, rate)
     };
-    run_trial(
+    let taught = run_trial(
         &spec(
             topo,
             vec![teach],
@@ -439,6 +445,7 @@ fn address_trial(
         ),
         |_, _| {},
     )?;
+    let achieved_rate = taught.ports[0].sent as f64 * 1e9 / taught.ports[0].send_ns.max(1) as f64;
     let fdb_entries = topo.vswitch_stats().and_then(|v| v["fdb_entries"].as_u64());
     // Port 1 sends one frame to each taught address; port 2 must see none of them.
     let probe = Traffic {
@@ -462,13 +469,14 @@ fn address_trial(
     let t = AddressTrial {
         addresses: n,
         learn_rate: rate,
+        achieved_rate,
         received,
         flooded,
         fdb_entries,
         passed: flooded == 0 && received == n as u64,
     };
     prog.note(&format!(
-        "{n} addresses @ {rate:.0}/s: {received} reached port 0, {flooded} flooded{}",
+        "{n} addresses @ {rate:.0}/s (achieved {achieved_rate:.0}/s): {received} reached port 0, {flooded} flooded{}",
         fdb_entries
             .map(|e| format!(", table {e} entries"))
             .unwrap_or_default()
@@ -513,8 +521,11 @@ pub fn address_caching(
 pub struct LearningRate {
     /// Addresses taught per trial.
     pub addresses: u32,
-    /// Highest learning rate (frames/s) at which all were learned.
+    /// Highest learning rate (frames/s, as achieved by the generator) at which all were
+    /// learned.
     pub rate: f64,
+    /// The fastest trial passed: the rate is the generator's limit, not the switch's.
+    pub generator_limited: bool,
     /// Trials.
     pub trials: Vec<AddressTrial>,
 }
@@ -536,9 +547,15 @@ pub fn learning_rate(
         trials.push(t);
         prog.plan_left(search.remaining_bound());
     }
+    let best = trials
+        .iter()
+        .filter(|t| t.passed)
+        .map(|t| t.achieved_rate)
+        .fold(0.0, f64::max);
     Ok(LearningRate {
         addresses: a.rate_addresses,
-        rate: search.result().unwrap_or(0) as f64,
+        rate: best,
+        generator_limited: trials.first().is_some_and(|t| t.passed),
         trials,
     })
 }
