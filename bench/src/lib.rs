@@ -2,6 +2,8 @@
 //! (and usable by a packet generator). Everything here is deterministic: a fixed-seed
 //! xorshift generator picks hosts, so two runs measure the same traffic.
 
+pub mod load;
+
 use switch::batch::{Batch, VnetHdr};
 use switch::fdb::NetworkId;
 use switch::pipeline::{Dispatch, Pipeline, PipelineConfig, PortRole};

@@ -41,6 +41,12 @@ enum Cmd {
         /// MAC table aging time in seconds.
         #[arg(long, default_value_t = 300)]
         aging: u32,
+        /// Most learned MAC entries per port (default: the table's per-port limit, 8192).
+        #[arg(long)]
+        fdb_max_per_port: Option<usize>,
+        /// Most learned MAC entries per network (default: 65536).
+        #[arg(long)]
+        fdb_max_per_network: Option<usize>,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -209,12 +215,16 @@ fn run(cli: Cli) -> Result<i32> {
             attach,
             fdb_size,
             aging,
+            fdb_max_per_port,
+            fdb_max_per_network,
         } => {
             let listener = server::bind(&socket)?;
+            let d = PipelineConfig::default();
             let pipeline = PipelineConfig {
                 fdb_capacity: fdb_size,
                 aging_secs: aging,
-                ..PipelineConfig::default()
+                fdb_max_per_port: fdb_max_per_port.unwrap_or(d.fdb_max_per_port),
+                fdb_max_per_network: fdb_max_per_network.unwrap_or(d.fdb_max_per_network),
             };
             let daemon = Daemon::start(Config {
                 state_dir: state_dir.clone(),
