@@ -137,6 +137,9 @@ enum NetCmd {
     Connect {
         #[arg(long)]
         ip: Option<String>,
+        /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
         network: String,
         container: String,
     },
@@ -162,6 +165,9 @@ struct RunArgs {
     /// Remove the container when the foreground command exits.
     #[arg(long)]
     rm: bool,
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     #[arg(last = true)]
     cmd: Vec<String>,
 }
@@ -233,8 +239,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
             println!(
-                "{:<16} {:<9} {:<18} {:<18} {:<8} COMMAND",
-                "NAME", "STATUS", "NETWORK", "IP", "PID"
+                "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} COMMAND",
+                "NAME", "STATUS", "NETWORK", "IP", "PID", "PORTS"
             );
             for c in list {
                 let nets: Vec<String> = c.endpoints.iter().map(|e| e.network.clone()).collect();
@@ -248,8 +254,13 @@ fn run(cli: Cli) -> Result<i32> {
                 } else {
                     nets.join(",")
                 };
+                let ports = if c.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.ports.join(",")
+                };
                 println!(
-                    "{:<16} {:<9} {:<18} {:<18} {:<8} {}",
+                    "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} {}",
                     c.name,
                     c.status,
                     net,
@@ -259,6 +270,7 @@ fn run(cli: Cli) -> Result<i32> {
                         ips.join(",")
                     },
                     c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    ports,
                     c.command.join(" ")
                 );
             }
@@ -363,6 +375,11 @@ fn run(cli: Cli) -> Result<i32> {
                     println!("{k:<24} {val}");
                 }
                 println!("{:<24} {}", "fdb_entries", v["fdb_entries"]);
+                if let Some(m) = v.get("nat").and_then(|c| c.as_object()) {
+                    for (k, val) in m {
+                        println!("nat_{k:<20} {val}");
+                    }
+                }
             }
             Ok(0)
         }
@@ -441,6 +458,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
         }
         NetCmd::Connect {
             ip,
+            publish,
             network,
             container,
         } => {
@@ -448,6 +466,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
                 network,
                 container,
                 ip,
+                publish,
             })?;
         }
         NetCmd::Disconnect { network, container } => {
@@ -467,6 +486,7 @@ fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
         ip: r.ip,
         attach: r.attach,
         detach_cmd: if r.detach { r.cmd.clone() } else { Vec::new() },
+        publish: r.publish,
     };
     let v = c.call(&Request::Run(req))?;
     let info: ContainerInfo = serde_json::from_value(v)?;

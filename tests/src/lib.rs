@@ -214,7 +214,10 @@ impl Daemon {
 
     /// The first address of a container.
     pub fn ip_of(&self, name: &str) -> String {
-        self.container(name)["endpoints"][0]["ip"].as_str().expect("container has an address").to_string()
+        self.container(name)["endpoints"][0]["ip"]
+            .as_str()
+            .expect("container has an address")
+            .to_string()
     }
 
     /// Runs a command in a container's namespace (`vswitch exec`).
@@ -226,7 +229,9 @@ impl Daemon {
 
     /// True when `ping` from container `from` to `ip` gets a reply.
     pub fn ping(&self, from: &str, ip: &str) -> bool {
-        self.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", ip]).status.success()
+        self.exec(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", ip])
+            .status
+            .success()
     }
 }
 
@@ -259,7 +264,9 @@ impl Netns {
         let _ = sh("ip", &["netns", "del", name]);
         sh_ok("ip", &["netns", "add", name]);
         sh_ok("ip", &["-n", name, "link", "set", "lo", "up"]);
-        Netns { name: name.to_string() }
+        Netns {
+            name: name.to_string(),
+        }
     }
 
     /// Runs a command inside.
@@ -300,7 +307,10 @@ pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32
         .spawn()
         .expect("spawn iperf3 server");
     std::thread::sleep(Duration::from_millis(500));
-    let out = d.exec(client, &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"]);
+    let out = d.exec(
+        client,
+        &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"],
+    );
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(
@@ -310,5 +320,7 @@ pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
-    v["end"]["sum_received"]["bits_per_second"].as_f64().expect("bits_per_second")
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
 }

@@ -27,7 +27,11 @@ fn default_network_ping_iperf_and_no_kernel_bridge() {
     let route = d.exec(&c1, &["ip", "route", "show", "default"]);
     assert!(String::from_utf8_lossy(&route.stdout).contains(&gw));
     // No kernel bridge carries the traffic: none exists while data moves.
-    assert!(kernel_bridges().is_empty(), "kernel bridges exist: {:?}", kernel_bridges());
+    assert!(
+        kernel_bridges().is_empty(),
+        "kernel bridges exist: {:?}",
+        kernel_bridges()
+    );
     let bps = iperf3(&d, &c2, &c1, &ip2, 2);
     assert!(bps > 1e6, "iperf3 moved only {bps} bit/s");
     // The MAC table shows each container's MAC on its own port.
@@ -67,7 +71,15 @@ fn user_networks_are_isolated_and_static_ip() {
     assert!(!d.ping(&b1, "10.231.1.50"), "netb reached neta");
     assert!(!d.ping(&a1, &bip), "neta reached netb");
     // A taken static address is refused, naming the holder.
-    let err = d.fails(&["run", "--name", &unique("x"), "--network", "neta", "--ip", "10.231.1.50"]);
+    let err = d.fails(&[
+        "run",
+        "--name",
+        &unique("x"),
+        "--network",
+        "neta",
+        "--ip",
+        "10.231.1.50",
+    ]);
     assert!(err.contains("10.231.1.50"), "{err}");
 }
 
@@ -80,12 +92,20 @@ fn none_host_and_container_modes() {
     let (n, h, base, joiner) = (unique("n"), unique("h"), unique("base"), unique("j"));
     d.run(&n, &["--network", "none"]);
     let links = String::from_utf8_lossy(&d.exec(&n, &["ip", "-o", "link"]).stdout).into_owned();
-    assert_eq!(links.lines().count(), 1, "none mode has only loopback: {links}");
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "none mode has only loopback: {links}"
+    );
     assert!(links.contains("lo"));
     d.run(&h, &["--network", "host"]);
     let host_links = sh_ok("ip", &["-o", "link"]);
     let in_host = String::from_utf8_lossy(&d.exec(&h, &["ip", "-o", "link"]).stdout).into_owned();
-    assert_eq!(in_host.lines().count(), host_links.lines().count(), "host mode sees the host's links");
+    assert_eq!(
+        in_host.lines().count(),
+        host_links.lines().count(),
+        "host mode sees the host's links"
+    );
     d.run(&base, &[]);
     d.run(&joiner, &["--network", &format!("container:{base}")]);
     let a = String::from_utf8_lossy(&d.exec(&base, &["ip", "-o", "addr"]).stdout).into_owned();
@@ -114,7 +134,11 @@ fn restart_and_kill9_keep_state_and_traffic() {
         assert_eq!(d.ip_of(&c1), ip1, "lease kept (kill9={kill9})");
         assert_eq!(d.ip_of(&c2), ip2);
         assert!(d.ok(&["network", "ls"]).contains("keep"));
-        assert!(d.ping(&c1, &ip2), "traffic after restart (kill9={kill9})\n{}", d.log());
+        assert!(
+            d.ping(&c1, &ip2),
+            "traffic after restart (kill9={kill9})\n{}",
+            d.log()
+        );
     }
     // A new container after the restart does not get a leased address.
     let c3 = unique("r");
@@ -132,11 +156,20 @@ fn rm_frees_port_and_address_and_gone_namespaces_are_dropped() {
     d.ok(&["network", "create", "--subnet", "10.233.0.0/29", "tiny"]);
     let c1 = unique("f");
     d.run(&c1, &["--network", "tiny", "--ip", "10.233.0.2"]);
-    let port = d.container(&c1)["endpoints"][0]["port_name"].as_str().unwrap().to_string();
+    let port = d.container(&c1)["endpoints"][0]["port_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(sh("ip", &["link", "show", &port]).status.success());
     d.ok(&["rm", &c1]);
-    assert!(!sh("ip", &["link", "show", &port]).status.success(), "port link removed");
-    assert!(!std::path::Path::new("/run/netns").join(&c1).exists(), "namespace removed");
+    assert!(
+        !sh("ip", &["link", "show", &port]).status.success(),
+        "port link removed"
+    );
+    assert!(
+        !std::path::Path::new("/run/netns").join(&c1).exists(),
+        "namespace removed"
+    );
     assert!(!d.ok(&["ports"]).contains(&port));
     // The address is free again.
     let c2 = unique("f");
@@ -147,7 +180,11 @@ fn rm_frees_port_and_address_and_gone_namespaces_are_dropped() {
     while d.container(&c2) != serde_json::Value::Null && t0.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert_eq!(d.container(&c2), serde_json::Value::Null, "container of a deleted namespace dropped");
+    assert_eq!(
+        d.container(&c2),
+        serde_json::Value::Null,
+        "container of a deleted namespace dropped"
+    );
 }
 
 #[test]
@@ -160,9 +197,19 @@ fn attach_foreign_namespace() {
     let c1 = unique("c");
     d.run(&c1, &[]);
     d.track(&ns.name);
-    d.ok(&["attach", "--name", &ns.name, "--netns", &format!("/run/netns/{}", ns.name), "bridge"]);
+    d.ok(&[
+        "attach",
+        "--name",
+        &ns.name,
+        "--netns",
+        &format!("/run/netns/{}", ns.name),
+        "bridge",
+    ]);
     let ip = d.ip_of(&c1);
-    assert!(ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip]).status.success());
+    assert!(ns
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip])
+        .status
+        .success());
     // Removing an attached container leaves the foreign namespace in place.
     d.ok(&["rm", &ns.name]);
     assert!(std::path::Path::new("/run/netns").join(&ns.name).exists());
@@ -183,7 +230,15 @@ fn clear_errors() {
     assert!(e.contains("already exists"), "{e}");
     let e = d.fails(&["run", "--name", &unique("x"), "--network", "nope"]);
     assert!(e.contains("nope") && e.contains("network ls"), "{e}");
-    let e = d.fails(&["run", "--name", &unique("x"), "--network", "one", "--ip", "10.9.9.9"]);
+    let e = d.fails(&[
+        "run",
+        "--name",
+        &unique("x"),
+        "--network",
+        "one",
+        "--ip",
+        "10.9.9.9",
+    ]);
     assert!(e.contains("10.9.9.9"), "{e}");
     let c = unique("dup");
     d.run(&c, &["--network", "none"]);
@@ -198,5 +253,8 @@ fn clear_errors() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("vswitch daemon") && e.lines().count() == 1, "{e}");
+    assert!(
+        e.contains("vswitch daemon") && e.lines().count() == 1,
+        "{e}"
+    );
 }
