@@ -734,10 +734,8 @@ impl Nat {
             if let Some(Slot::Udp(f)) = self.slots[idx].as_mut() {
                 f.last_active = now;
                 match (&f.sock, f.via) {
-                    (Some(s), _) => {
-                        if s.send(u.payload()).is_err() {
-                            self.counters.drop_send_failed += 1;
-                        }
+                    (Some(s), _) if s.send(u.payload()).is_err() => {
+                        self.counters.drop_send_failed += 1;
                     }
                     (None, Some(v)) => via = Some(v),
                     _ => {}
