@@ -31,8 +31,10 @@ pub struct Config {
     pub default_attach: AttachMode,
 }
 
-/// `kind` of the host's own port on a network.
-const HOST_PORT_KIND: &str = "host/tap+vnet";
+/// `kind` of the host's own port on a network (a TAP in the host namespace).
+const HOST_PORT_KIND: &str = "tap+vnet";
+/// `container` of the host's own port on a network.
+const HOST_PORT_OWNER: &str = "(host)";
 
 /// A port of the switch as the control plane knows it.
 #[derive(Clone, Debug)]
@@ -233,6 +235,7 @@ impl Daemon {
                 id: n.id,
                 mtu: n.mtu,
                 internal: n.internal,
+                subnet: n.subnet,
             },
         ));
     }
@@ -245,7 +248,7 @@ impl Daemon {
         if self
             .ports
             .values()
-            .any(|p| p.kind == HOST_PORT_KIND && p.network == name)
+            .any(|p| p.container == HOST_PORT_OWNER && p.network == name)
         {
             return;
         }
@@ -253,22 +256,19 @@ impl Daemon {
         let Ok(pool) = self.state.ipam.pool_mut(name) else {
             return;
         };
-        let ip = match pool.lease_of(egress::HOST_LEASE) {
-            Some(ip) => ip,
-            None => {
-                let top = egress::host_address(subnet)
-                    .filter(|ip| pool.allocate_static(*ip, egress::HOST_LEASE).is_ok());
-                match top {
-                    Some(ip) => ip,
-                    None => match pool.allocate(egress::HOST_LEASE) {
-                        Ok(ip) => ip,
-                        Err(e) => {
-                            eprintln!("vswitch: network {name}: no address for the host port: {e}");
-                            return;
-                        }
-                    },
-                }
-            }
+        // The highest free address outside the dynamic range: containers keep theirs.
+        let range = pool.ip_range();
+        let ip = pool.lease_of(egress::HOST_LEASE).or_else(|| {
+            let top = u32::from(egress::host_address(subnet)?);
+            (top.saturating_sub(64)..=top)
+                .rev()
+                .map(Ipv4Addr::from)
+                .filter(|ip| range.is_none_or(|r| !r.contains(ip)))
+                .find(|ip| pool.allocate_static(*ip, egress::HOST_LEASE).is_ok())
+        });
+        let Some(ip) = ip else {
+            eprintln!("vswitch: network {name}: no free address for the host's port; the host will not reach its containers by address");
+            return;
         };
         let ifname = format!("vsh{}", &new_port_name()[3..]);
         let res = egress::host_port(&ifname, ip, subnet.prefix_len(), n.mtu).and_then(|tap| {
@@ -281,7 +281,7 @@ impl Daemon {
                     name: ifname.clone(),
                     kind: HOST_PORT_KIND,
                     network: name.to_string(),
-                    container: "(host)".into(),
+                    container: HOST_PORT_OWNER.into(),
                 },
             );
             Ok(())
@@ -701,12 +701,15 @@ impl Daemon {
         let host: Vec<PortId> = self
             .ports
             .iter()
-            .filter(|(_, p)| p.kind == HOST_PORT_KIND && p.network == name)
+            .filter(|(_, p)| p.container == HOST_PORT_OWNER && p.network == name)
             .map(|(id, _)| *id)
             .collect();
         for id in host {
             self.worker.remove_port(id);
             self.ports.remove(&id);
+        }
+        if let Ok(p) = self.state.ipam.pool_mut(name) {
+            let _ = p.release_owner(egress::HOST_LEASE);
         }
         self.state.networks.remove(name);
         self.state

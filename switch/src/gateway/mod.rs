@@ -58,6 +58,8 @@ pub enum GatewayCommand {
         id: NetworkId,
         mtu: u32,
         internal: bool,
+        /// The network's subnet: no network reaches another's through the gateway.
+        subnet: Option<ipnet::Ipv4Net>,
     },
     /// A container address behind `port`; `name` is answered by DNS on user-defined networks.
     /// `vnet` is filled in by the worker from the port's capabilities.
@@ -152,7 +154,12 @@ impl Gateway {
             return;
         };
         match cmd {
-            GatewayCommand::Network { id, mtu, internal } => {
+            GatewayCommand::Network {
+                id,
+                mtu,
+                internal,
+                subnet,
+            } => {
                 if let Some(Some(gw)) = self.nets.get(id as usize) {
                     n.set_network(
                         id,
@@ -161,6 +168,7 @@ impl Gateway {
                             gw_ip: gw.ip,
                             mtu,
                             internal,
+                            subnet,
                             names: Default::default(),
                         },
                     );

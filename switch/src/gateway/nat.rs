@@ -109,6 +109,7 @@ pub struct NatNet {
     pub gw_ip: Ipv4Addr,
     pub mtu: u32,
     pub internal: bool,
+    pub subnet: Option<ipnet::Ipv4Net>,
     /// Container names answered by DNS on this network.
     pub names: HashMap<String, Ipv4Addr>,
 }
@@ -499,6 +500,14 @@ impl Nat {
         }
     }
 
+    /// True when `dst` lies in some network's subnet: networks stay isolated from each other
+    /// (Docker's isolation rules), so the gateway carries no flow into one.
+    fn isolated(&self, dst: Ipv4Addr) -> bool {
+        self.nets
+            .values()
+            .any(|n| n.subnet.is_some_and(|s| s.contains(&dst)))
+    }
+
     fn path_to(&self, net: NetworkId, c_ip: Ipv4Addr, src_ip: Ipv4Addr) -> Option<Path> {
         let n = self.nets.get(&net)?;
         let nb = self.neighbors.get(&(net, c_ip))?;
@@ -661,7 +670,7 @@ impl Nat {
             reset(out);
             return true;
         }
-        if internal {
+        if internal || self.isolated(ip.dst_addr()) {
             self.counters.drop_no_egress += 1;
             reset(out);
             return true;
@@ -758,7 +767,7 @@ impl Nat {
             }
             return true;
         }
-        if internal {
+        if internal || self.isolated(ip.dst_addr()) {
             self.counters.drop_no_egress += 1;
             return true;
         }
@@ -863,7 +872,7 @@ impl Nat {
             self.counters.drop_no_egress += 1;
             return true;
         }
-        if internal {
+        if internal || self.isolated(ip.dst_addr()) {
             self.counters.drop_no_egress += 1;
             return true;
         }
