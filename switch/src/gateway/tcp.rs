@@ -13,7 +13,6 @@
 
 use super::emit::{Out, Path};
 use crate::wire::TcpPacket;
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
@@ -110,7 +109,7 @@ pub struct TcpFlow {
     pub phase: Phase,
     // container -> socket
     rcv_nxt: u32,
-    to_sock: VecDeque<u8>,
+    to_sock: Ring,
     c_fin: bool,
     shut_wr: bool,
     our_wscale: u8,
@@ -124,7 +123,7 @@ pub struct TcpFlow {
     c_wscale: u8,
     mss: u16,
     buf_seq: u32,
-    from_sock: VecDeque<u8>,
+    from_sock: Ring,
     s_eof: bool,
     fin_sent: bool,
     fin_acked: bool,
@@ -190,7 +189,7 @@ impl TcpFlow {
             sock,
             phase: Phase::Connecting,
             rcv_nxt: 0,
-            to_sock: VecDeque::new(),
+            to_sock: Ring::new(TO_SOCK_CAP),
             c_fin: false,
             shut_wr: false,
             our_wscale: 0,
@@ -203,7 +202,7 @@ impl TcpFlow {
             c_wscale: 0,
             mss: 536,
             buf_seq: iss.wrapping_add(1),
-            from_sock: VecDeque::new(),
+            from_sock: Ring::new(FROM_SOCK_CAP),
             s_eof: false,
             fin_sent: false,
             fin_acked: false,
@@ -385,7 +384,7 @@ impl TcpFlow {
                 acked = 0; // only the SYN
             }
             let drop = acked.min(self.from_sock.len());
-            self.from_sock.drain(..drop);
+            self.from_sock.consume(drop);
             self.buf_seq = self.buf_seq.wrapping_add(drop as u32);
             if self.fin_sent && ack == self.snd_max {
                 self.fin_acked = true;
@@ -456,9 +455,7 @@ impl TcpFlow {
             let (a, _) = self.to_sock.as_slices();
             match self.sock.write(a) {
                 Ok(0) => break,
-                Ok(n) => {
-                    self.to_sock.drain(..n);
-                }
+                Ok(n) => self.to_sock.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -477,16 +474,13 @@ impl TcpFlow {
 
     /// Reads from the socket into the send buffer.
     fn fill_from_sock(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16384];
         while self.sock_readable && !self.s_eof {
-            let room = FROM_SOCK_CAP - self.from_sock.len();
-            if room == 0 {
+            if self.from_sock.free() == 0 {
                 break; // stays readable: read again once the container acknowledges
             }
-            let n = room.min(chunk.len());
-            match self.sock.read(&mut chunk[..n]) {
+            match self.sock.read(self.from_sock.spare()) {
                 Ok(0) => self.s_eof = true,
-                Ok(k) => self.from_sock.extend(&chunk[..k]),
+                Ok(k) => self.from_sock.commit(k),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -757,5 +751,111 @@ mod tests {
         assert_eq!(&d, b"bcde");
         copy_range(b"abc", b"def", 3, &mut d[..2]);
         assert_eq!(&d[..2], b"de");
+    }
+}
+
+/// A byte ring of fixed capacity, allocated on first use, that a socket can read into
+/// directly (no bounce buffer).
+pub struct Ring {
+    buf: Vec<u8>,
+    cap: usize,
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    pub fn new(cap: usize) -> Ring {
+        Ring {
+            buf: Vec::new(),
+            cap,
+            head: 0,
+            len: 0,
+        }
+    }
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    #[inline]
+    pub fn free(&self) -> usize {
+        self.cap - self.len
+    }
+    /// The contiguous free space after the data (commit what was written with `commit`).
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; self.cap];
+        }
+        let tail = (self.head + self.len) % self.cap;
+        let end = if self.len == self.cap {
+            tail
+        } else if tail >= self.head {
+            self.cap
+        } else {
+            self.head
+        };
+        &mut self.buf[tail..end]
+    }
+    pub fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
+    pub fn extend(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.free() > 0 {
+            let s = self.spare();
+            let k = s.len().min(data.len());
+            s[..k].copy_from_slice(&data[..k]);
+            self.commit(k);
+            data = &data[k..];
+        }
+    }
+    /// Drops `n` bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + n) % self.cap
+        };
+    }
+    /// The data as two slices, in order.
+    pub fn as_slices(&self) -> (&[u8], &[u8]) {
+        if self.len == 0 {
+            return (&[], &[]);
+        }
+        let end = self.head + self.len;
+        if end <= self.cap {
+            (&self.buf[self.head..end], &[])
+        } else {
+            (&self.buf[self.head..], &self.buf[..end - self.cap])
+        }
+    }
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use super::Ring;
+
+    #[test]
+    fn ring_wraps_and_keeps_order() {
+        let mut r = Ring::new(8);
+        r.extend(b"abcdef");
+        r.consume(4);
+        r.extend(b"ghijkl");
+        assert_eq!(r.len(), 8);
+        assert_eq!(r.free(), 0);
+        let (a, b) = r.as_slices();
+        assert_eq!([a, b].concat(), b"efghijkl");
+        r.extend(b"x"); // full: ignored
+        r.consume(8);
+        assert!(r.is_empty());
+        let s = r.spare();
+        assert_eq!(s.len(), 8);
+        s[..3].copy_from_slice(b"xyz");
+        r.commit(3);
+        assert_eq!(r.as_slices().0, b"xyz");
     }
 }
