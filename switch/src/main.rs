@@ -146,6 +146,9 @@ enum NetCmd {
         /// Add this host (its VTEP address) as a peer of the overlay network NETWORK.
         #[arg(long, conflicts_with = "ip")]
         peer: Option<String>,
+        /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
         network: String,
         #[arg(required_unless_present = "peer")]
         container: Option<String>,
@@ -179,6 +182,9 @@ struct RunArgs {
     /// Remove the container when the foreground command exits.
     #[arg(long)]
     rm: bool,
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     #[arg(last = true)]
     cmd: Vec<String>,
 }
@@ -254,8 +260,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
             println!(
-                "{:<16} {:<9} {:<18} {:<18} {:<8} COMMAND",
-                "NAME", "STATUS", "NETWORK", "IP", "PID"
+                "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} COMMAND",
+                "NAME", "STATUS", "NETWORK", "IP", "PID", "PORTS"
             );
             for c in list {
                 let nets: Vec<String> = c.endpoints.iter().map(|e| e.network.clone()).collect();
@@ -269,8 +275,13 @@ fn run(cli: Cli) -> Result<i32> {
                 } else {
                     nets.join(",")
                 };
+                let ports = if c.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.ports.join(",")
+                };
                 println!(
-                    "{:<16} {:<9} {:<18} {:<18} {:<8} {}",
+                    "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} {}",
                     c.name,
                     c.status,
                     net,
@@ -280,6 +291,7 @@ fn run(cli: Cli) -> Result<i32> {
                         ips.join(",")
                     },
                     c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    ports,
                     c.command.join(" ")
                 );
             }
@@ -384,6 +396,11 @@ fn run(cli: Cli) -> Result<i32> {
                     println!("{k:<24} {val}");
                 }
                 println!("{:<24} {}", "fdb_entries", v["fdb_entries"]);
+                if let Some(m) = v.get("nat").and_then(|c| c.as_object()) {
+                    for (k, val) in m {
+                        println!("nat_{k:<20} {val}");
+                    }
+                }
             }
             Ok(0)
         }
@@ -463,6 +480,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
         NetCmd::Connect {
             ip,
             peer,
+            publish,
             network,
             container,
         } => match (peer, container) {
@@ -478,6 +496,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
                     network,
                     container,
                     ip,
+                    publish,
                 })?;
             }
             _ => bail!("give either a container or --peer IP, not both"),
@@ -513,6 +532,7 @@ fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
         ip: r.ip,
         attach: r.attach,
         detach_cmd: if r.detach { r.cmd.clone() } else { Vec::new() },
+        publish: r.publish,
     };
     let v = c.call(&Request::Run(req))?;
     let info: ContainerInfo = serde_json::from_value(v)?;

@@ -15,7 +15,7 @@
 
 use crate::batch::{Batch, BATCH_SIZE, GSO_SLOT};
 use crate::fdb::FdbEntryView;
-use crate::gateway::Gateway;
+use crate::gateway::{emit::Sink, nat, Gateway, GatewayCommand};
 use crate::pipeline::{
     Counters, Dispatch, DropReason, NetworkId, Pipeline, PipelineConfig, PortRole,
 };
@@ -35,6 +35,8 @@ const WAKER: Token = Token(usize::MAX);
 const AGING_BUDGET: usize = 4096;
 /// Time between aging slices when idle.
 const TICK: Duration = Duration::from_millis(500);
+/// Longest sleep while the gateway has flows (their retransmission timers).
+const NAT_TICK: Duration = Duration::from_millis(50);
 
 /// Per-port counters published to the control plane.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -110,6 +112,8 @@ pub enum Command {
     RemoveVtep { vport: PortId, done: Sender<()> },
     /// Asks for a snapshot of counters and the MAC table.
     Snapshot { reply: Sender<Snapshot> },
+    /// NAT, publishing and DNS requests for the gateway stage.
+    Gateway(GatewayCommand),
     /// Ends the loop.
     Shutdown,
 }
@@ -259,6 +263,11 @@ struct Worker {
     running: bool,
 }
 
+/// True when port `id` carries vnet headers (GSO frames and partial checksums).
+fn slot_vnet(ports: &[Option<PortSlot>], id: PortId) -> bool {
+    matches!(ports.get(id as usize), Some(Some(s)) if s.port.caps().vnet_hdr)
+}
+
 /// Selection of every frame of a batch, in order.
 static ALL: [u16; BATCH_SIZE] = {
     let mut a = [0u16; BATCH_SIZE];
@@ -340,13 +349,47 @@ fn shift_vnet(v: &mut crate::batch::VnetHdr, delta: i32) {
     }
 }
 
+/// The worker's ports as a sink for frames the gateway builds.
+struct PortSink<'a>(&'a mut [Option<PortSlot>]);
+
+impl Sink for PortSink<'_> {
+    fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
+        let Some(Some(slot)) = self.0.get_mut(port as usize) else {
+            return 0;
+        };
+        let sent = match slot.port.send_burst(batch, sel) {
+            Ok(n) => n,
+            Err(_) => {
+                slot.stats.tx_errors += 1;
+                0
+            }
+        };
+        slot.stats.tx_frames += sent as u64;
+        slot.stats.tx_dropped += (sel.len() - sent.min(sel.len())) as u64;
+        sent
+    }
+}
+
 impl Worker {
     fn new(poll: Poll, rx: Receiver<Command>, cfg: PipelineConfig) -> Worker {
+        let mut gateway = Gateway::new();
+        if let Ok(reg) = poll.registry().try_clone() {
+            let upstream = std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| nat::parse_resolv_conf(&t))
+                .unwrap_or_default();
+            gateway.enable_nat(
+                reg,
+                nat::NatConfig {
+                    upstream_dns: upstream,
+                    ..Default::default()
+                },
+            );
+        }
         Worker {
             poll,
             rx,
             pipeline: Pipeline::new(cfg),
-            gateway: Gateway::new(),
+            gateway,
             ports: Vec::new(),
             ready: Vec::with_capacity(64),
             batch: Batch::new(GSO_SLOT),
@@ -362,12 +405,27 @@ impl Worker {
         self.epoch.elapsed().as_secs() as u32
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The gateway's NAT work: timers, host sockets, frames towards containers.
+    fn gateway_output(&mut self) {
+        let now = self.now_ms();
+        self.gateway.nat_output(now, &mut PortSink(&mut self.ports));
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_age = Instant::now() + TICK;
         while self.running {
             let timeout = if self.ready.is_empty() {
-                next_age.saturating_duration_since(Instant::now())
+                let t = next_age.saturating_duration_since(Instant::now());
+                if self.gateway.wants_timer() {
+                    t.min(NAT_TICK)
+                } else {
+                    t
+                }
             } else {
                 Duration::ZERO
             };
@@ -381,6 +439,15 @@ impl Worker {
                 if ev.token() == WAKER {
                     continue;
                 }
+                if ev.token().0 >= nat::TOKEN_BASE {
+                    let now = self.now_ms();
+                    let (r, w) = (
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                    );
+                    self.gateway.nat_event(ev.token(), r, w, now);
+                    continue;
+                }
                 let id = ev.token().0 as PortId;
                 if let Some(Some(slot)) = self.ports.get_mut(id as usize) {
                     if !slot.ready {
@@ -391,6 +458,7 @@ impl Worker {
             }
             self.commands();
             self.round();
+            self.gateway_output();
             let now = Instant::now();
             if now >= next_age {
                 let t = self.now();
@@ -507,7 +575,13 @@ impl Worker {
             }
         }
         if !self.dispatch.to_gateway().is_empty() {
-            self.gateway.handle(&self.batch, self.dispatch.to_gateway());
+            let vnet = slot_vnet(&self.ports, id);
+            let now_ms = self.now_ms();
+            self.gateway
+                .handle_from(&self.batch, self.dispatch.to_gateway(), id, vnet, now_ms);
+            if !self.gateway.out.is_empty() {
+                self.gateway.out.flush(&mut PortSink(&mut self.ports));
+            }
             if let Some(Some(slot)) = self.ports.get_mut(id as usize) {
                 let replies = self.gateway.replies();
                 if !replies.is_empty() {
@@ -584,6 +658,12 @@ impl Worker {
                 }
                 Command::Snapshot { reply } => {
                     let _ = reply.send(self.snapshot());
+                }
+                Command::Gateway(mut c) => {
+                    if let GatewayCommand::Endpoint { port, vnet, .. } = &mut c {
+                        *vnet = slot_vnet(&self.ports, *port);
+                    }
+                    self.gateway.command(c);
                 }
                 Command::Shutdown => self.running = false,
             }
@@ -689,6 +769,7 @@ impl Worker {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
             self.pipeline.remove_port(id);
+            self.gateway.remove_port(id);
             self.ready.retain(|p| *p != id);
         }
     }

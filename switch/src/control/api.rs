@@ -42,6 +42,9 @@ pub struct RunRequest {
     pub attach: Option<AttachMode>,
     /// Command to start detached inside the container (empty: none).
     pub detach_cmd: Vec<String>,
+    /// `-p [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`, on the run's network.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// A request to the daemon.
@@ -61,6 +64,8 @@ pub enum Request {
         network: String,
         container: String,
         ip: Option<String>,
+        #[serde(default)]
+        publish: Vec<String>,
     },
     NetworkDisconnect {
         network: String,
@@ -140,6 +145,9 @@ pub struct ContainerInfo {
     pub pid: Option<u32>,
     pub status: String,
     pub command: Vec<String>,
+    /// Published ports, as `HOST_IP:HOST_PORT->PORT/PROTO`.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// One MAC table entry.

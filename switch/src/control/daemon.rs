@@ -2,6 +2,7 @@
 //! worker commands, persisted after every change and restored on start.
 
 use super::api::*;
+use super::egress;
 use super::state::{ContainerRecord, EndpointRecord, Mode, NetworkRecord, State};
 use crate::netns;
 use crate::pipeline::{PipelineConfig, PortRole};
@@ -35,6 +36,11 @@ pub struct Config {
     /// Attach mode for new endpoints unless a request names one.
     pub default_attach: AttachMode,
 }
+
+/// `kind` of the host's own port on a network (a TAP in the host namespace).
+const HOST_PORT_KIND: &str = "tap+vnet";
+/// `container` of the host's own port on a network.
+const HOST_PORT_OWNER: &str = "(host)";
 
 /// A port of the switch as the control plane knows it.
 #[derive(Clone, Debug)]
@@ -163,6 +169,7 @@ impl Daemon {
                     eprintln!("vswitch: overlay network {}: {e:#}", n.name);
                 }
             }
+            self.attach_host(&n.name);
         }
         self.macvlan_restore();
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
@@ -181,6 +188,7 @@ impl Daemon {
                     );
                 }
             }
+            self.republish(&name);
         }
         self.save()
     }
@@ -195,6 +203,8 @@ impl Daemon {
 
     /// Removes a container from the state without touching the system (its namespace is gone).
     fn forget_container(&mut self, name: &str) {
+        self.unpublish_container(name, None);
+        egress::remove_resolv_conf(name);
         if let Some(rec) = self.state.containers.remove(name) {
             for ep in &rec.endpoints {
                 if let Some(id) = self.port_by_name(&ep.port_name) {
@@ -239,6 +249,224 @@ impl Daemon {
             id: n.id,
             gateway: Self::gateway_of(n),
         });
+        self.worker.send(crate::worker::Command::Gateway(
+            crate::gateway::GatewayCommand::Network {
+                id: n.id,
+                mtu: n.mtu,
+                internal: n.internal,
+                subnet: n.subnet,
+            },
+        ));
+    }
+
+    /// Gives the host its port on network `name` (host access), unless it has one.
+    fn attach_host(&mut self, name: &str) {
+        let Ok(n) = self.network(name).cloned() else {
+            return;
+        };
+        // Host access is a bridge-network feature, as with docker0: macvlan containers live on
+        // the parent's LAN and overlay networks span hosts.
+        if n.driver != "bridge" {
+            return;
+        }
+        if self
+            .ports
+            .values()
+            .any(|p| p.container == HOST_PORT_OWNER && p.network == name)
+        {
+            return;
+        }
+        let Some(subnet) = n.subnet else { return };
+        let Ok(pool) = self.state.ipam.pool_mut(name) else {
+            return;
+        };
+        // The highest free address outside the dynamic range: containers keep theirs.
+        let range = pool.ip_range();
+        let ip = pool.lease_of(egress::HOST_LEASE).or_else(|| {
+            let top = u32::from(egress::host_address(subnet)?);
+            (top.saturating_sub(64)..=top)
+                .rev()
+                .map(Ipv4Addr::from)
+                .filter(|ip| range.is_none_or(|r| !r.contains(ip)))
+                .find(|ip| pool.allocate_static(*ip, egress::HOST_LEASE).is_ok())
+        });
+        let Some(ip) = ip else {
+            eprintln!("vswitch: network {name}: no free address for the host's port; the host will not reach its containers by address");
+            return;
+        };
+        let ifname = format!("vsh{}", &new_port_name()[3..]);
+        let res = egress::host_port(&ifname, ip, subnet.prefix_len(), n.mtu).and_then(|tap| {
+            let id = self.free_port_id()?;
+            self.worker
+                .add_port(id, Box::new(tap), PortRole::Access { network: n.id })?;
+            self.ports.insert(
+                id,
+                PortRecord {
+                    name: ifname.clone(),
+                    kind: HOST_PORT_KIND,
+                    network: name.to_string(),
+                    container: HOST_PORT_OWNER.into(),
+                },
+            );
+            Ok(())
+        });
+        if let Err(e) = res {
+            eprintln!("vswitch: network {name}: the host cannot reach its containers: {e:#}");
+        }
+        let _ = self.save();
+    }
+
+    /// Tells the gateway about an endpoint (its address, port and, on user-defined networks,
+    /// its name for DNS) and writes the container's resolv.conf.
+    fn announce_endpoint(&self, c: &ContainerRecord, ep: &EndpointRecord, port: PortId) {
+        let Ok(net) = self.network(&ep.network) else {
+            return;
+        };
+        let Ok(mac) = ep.mac.parse::<MacAddr>() else {
+            return;
+        };
+        self.worker.send(crate::worker::Command::Gateway(
+            crate::gateway::GatewayCommand::Endpoint {
+                net: net.id,
+                ip: ep.ip,
+                mac,
+                port,
+                vnet: false,
+                name: (net.name != DEFAULT_NETWORK).then(|| c.name.clone()),
+            },
+        ));
+        if !c.external && c.mode == Mode::Bridge {
+            if let Some(gw) = net.gateway {
+                let first = c
+                    .endpoints
+                    .first()
+                    .is_none_or(|e| e.port_name == ep.port_name);
+                if first {
+                    if let Err(e) = egress::write_resolv_conf(&c.name, gw) {
+                        eprintln!("vswitch: container {}: {e:#}", c.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes `specs` of `container` on `network`; on failure disconnects it again.
+    fn publish_or_disconnect(
+        &mut self,
+        container: &str,
+        network: &str,
+        specs: &[String],
+    ) -> Result<()> {
+        if let Err(e) = self.publish(container, network, specs) {
+            let _ = self.network_disconnect(network, container);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Binds the host side of each mapping and hands it to the gateway.
+    fn publish(&mut self, container: &str, network: &str, specs: &[String]) -> Result<()> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let net = self.network(network)?.clone();
+        if net.internal {
+            bail!("network {network} is internal: it has no way in or out, so it cannot publish ports; use another network");
+        }
+        let c = self.container(container)?.clone();
+        let ep = c
+            .endpoints
+            .iter()
+            .find(|e| e.network == network)
+            .ok_or_else(|| {
+                anyhow!("container {container} is not connected to network {network}")
+            })?;
+        let mut maps = Vec::new();
+        for s in specs {
+            maps.push(egress::parse_publish(s, network)?);
+        }
+        let mut done = Vec::new();
+        for mut m in maps {
+            let bound = match egress::bind(&mut m) {
+                Ok(b) => b,
+                Err(e) => {
+                    for d in &done {
+                        self.unpublish(d);
+                    }
+                    return Err(e);
+                }
+            };
+            self.send_publish(bound, net.id, ep.ip, m.port);
+            done.push(m);
+        }
+        let rec = self.state.containers.get_mut(container).expect("exists");
+        rec.ports.extend(done);
+        self.save()
+    }
+
+    fn send_publish(&self, bound: egress::Bound, net: u16, ip: Ipv4Addr, port: u16) {
+        use crate::gateway::GatewayCommand as G;
+        let cmd = match bound {
+            egress::Bound::Tcp(listener) => G::PublishTcp {
+                listener,
+                net,
+                ip,
+                port,
+            },
+            egress::Bound::Udp(socket) => G::PublishUdp {
+                socket,
+                net,
+                ip,
+                port,
+            },
+        };
+        self.worker.send(crate::worker::Command::Gateway(cmd));
+    }
+
+    fn unpublish(&self, m: &egress::PortMapping) {
+        self.worker.send(crate::worker::Command::Gateway(
+            crate::gateway::GatewayCommand::Unpublish {
+                proto: m.proto_number(),
+                addr: m.host_addr(),
+            },
+        ));
+    }
+
+    /// Stops the published ports of `container` on `network` (all networks when `None`).
+    fn unpublish_container(&mut self, container: &str, network: Option<&str>) {
+        let Some(rec) = self.state.containers.get_mut(container) else {
+            return;
+        };
+        let (gone, keep): (Vec<_>, Vec<_>) = rec
+            .ports
+            .drain(..)
+            .partition(|m| network.is_none_or(|n| m.network == n));
+        rec.ports = keep;
+        for m in &gone {
+            self.unpublish(m);
+        }
+    }
+
+    /// Re-binds the published ports of a restored container.
+    fn republish(&mut self, name: &str) {
+        let Some(rec) = self.state.containers.get(name).cloned() else {
+            return;
+        };
+        for mut m in rec.ports {
+            let Some(ep) = rec.endpoints.iter().find(|e| e.network == m.network) else {
+                continue;
+            };
+            let Ok(id) = self.network(&m.network).map(|n| n.id) else {
+                continue;
+            };
+            match egress::bind(&mut m) {
+                Ok(b) => self.send_publish(b, id, ep.ip, m.port),
+                Err(e) => eprintln!(
+                    "vswitch: container {name}: cannot restore {}: {e:#}",
+                    m.label()
+                ),
+            }
+        }
     }
 
     fn create_default_network(&mut self) -> Result<()> {
@@ -273,8 +501,11 @@ impl Daemon {
                 network,
                 container,
                 ip,
+                publish,
             } => self
                 .network_connect(&network, &container, ip.as_deref(), None)
+                .and_then(|_| self.publish_or_disconnect(&container, &network, &publish))
+                .and_then(|_| self.container_info(&container))
                 .map(to_json),
             Request::NetworkDisconnect { network, container } => self
                 .network_disconnect(&network, &container)
@@ -430,6 +661,7 @@ impl Daemon {
                 return Err(e);
             }
         }
+        self.attach_host(&c.name);
         self.network_inspect(&c.name)
     }
 
@@ -524,6 +756,19 @@ impl Daemon {
             );
         }
         self.overlay_down(name);
+        let host: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.container == HOST_PORT_OWNER && p.network == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in host {
+            self.worker.remove_port(id);
+            self.ports.remove(&id);
+        }
+        if let Ok(p) = self.state.ipam.pool_mut(name) {
+            let _ = p.release_owner(egress::HOST_LEASE);
+        }
         let rec = self.state.networks.remove(name).expect("exists");
         self.state
             .ipam
@@ -589,6 +834,7 @@ impl Daemon {
                 "created".into()
             },
             command: c.command.clone(),
+            ports: c.ports.iter().map(|m| m.label()).collect(),
         })
     }
 
@@ -665,12 +911,17 @@ impl Daemon {
             pid_start: None,
             command: r.detach_cmd.clone(),
             created: unix_now(),
+            ports: Vec::new(),
         };
         self.state.containers.insert(name.clone(), rec);
         let res = (|| -> Result<()> {
             if mode == Mode::Bridge {
                 self.network_connect(&net, &name, r.ip.as_deref(), r.attach)?;
+                self.publish(&name, &net, &r.publish)?;
             } else {
+                if !r.publish.is_empty() {
+                    bail!("-p needs a network with addresses; {net} has none");
+                }
                 self.save()?;
             }
             if !r.detach_cmd.is_empty() {
@@ -735,6 +986,7 @@ impl Daemon {
             pid_start: None,
             command: Vec::new(),
             created: unix_now(),
+            ports: Vec::new(),
         };
         self.state.containers.insert(name.to_string(), rec);
         if let Err(e) = self.network_connect(network, name, ip, None) {
@@ -851,8 +1103,9 @@ impl Daemon {
                 Box::new(tap)
             }
         };
-        self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
+        let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
         self.macvlan_endpoint_added(net, ep);
+        self.announce_endpoint(c, ep, id);
         Ok(())
     }
 
@@ -863,7 +1116,7 @@ impl Daemon {
         network: &str,
         net_id: u16,
         container: &str,
-    ) -> Result<()> {
+    ) -> Result<PortId> {
         let id = self.free_port_id()?;
         let rec = PortRecord {
             name: port.name().to_string(),
@@ -880,7 +1133,7 @@ impl Daemon {
             .add_port(id, port, PortRole::Access { network: net_id })
             .context("the switch refused the port")?;
         self.ports.insert(id, rec);
-        Ok(())
+        Ok(id)
     }
 
     /// Re-opens the switch side of an endpoint after a restart (re-creating the link if the
@@ -895,8 +1148,9 @@ impl Daemon {
         match ep.attach {
             AttachMode::Veth if link_exists(&ep.port_name) => {
                 let port = AfPacketPort::open(&ep.port_name)?;
-                self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)?;
+                let id = self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)?;
                 self.macvlan_endpoint_added(&net, ep);
+                self.announce_endpoint(c, ep, id);
                 Ok(())
             }
             _ => {
@@ -920,6 +1174,7 @@ impl Daemon {
             .iter()
             .position(|e| self.default_gateway(e).is_some())
             == Some(pos);
+        self.unpublish_container(container, Some(network));
         let ep = self
             .state
             .containers
@@ -989,6 +1244,8 @@ impl Daemon {
                 let _ = ch.wait();
             }
         }
+        self.unpublish_container(name, None);
+        egress::remove_resolv_conf(name);
         let rec = self.state.containers.remove(name).expect("exists");
         for ep in &rec.endpoints {
             self.remove_endpoint(ep);
@@ -1084,11 +1341,19 @@ impl Daemon {
 
     fn stats(&self) -> Result<serde_json::Value> {
         let snap = self.worker.snapshot()?;
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.worker.send(crate::worker::Command::Gateway(
+            crate::gateway::GatewayCommand::Counters { reply },
+        ));
+        let nat = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_default();
         Ok(serde_json::json!({
             "counters": counters_map(&snap.counters),
             "ports": snap.ports,
             "fdb_entries": snap.fdb.len(),
             "tunnels": Self::overlay_stats(&snap),
+            "nat": nat,
         }))
     }
 

@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod daemon;
+pub mod egress;
 pub mod server;
 pub mod state;

@@ -81,6 +81,9 @@ pub struct ContainerRecord {
     pub pid_start: Option<u64>,
     pub command: Vec<String>,
     pub created: u64,
+    /// Published ports (`-p`).
+    #[serde(default)]
+    pub ports: Vec<super::egress::PortMapping>,
 }
 
 /// Everything the daemon persists.

@@ -4,9 +4,21 @@
 //! from. Later stages (NAT, DNS) hang off the same entry point.
 //!
 //! No allocation per frame: replies are built in a preallocated batch.
+//!
+//! Beyond ARP and ping, the NAT stage ([`nat`]) carries containers' flows to the world on host
+//! sockets, serves published ports and answers DNS; it is enabled by the worker
+//! ([`Gateway::enable_nat`]) and builds its frames into [`Gateway::out`], which the worker
+//! flushes to the containers' ports.
+
+pub mod dns;
+pub mod emit;
+pub mod nat;
+pub mod sys;
+pub mod tcp;
 
 use crate::batch::{Batch, BATCH_SIZE, MTU_SLOT};
 use crate::pipeline::NetworkId;
+use crate::port::PortId;
 use crate::wire::{
     arp_reply_in_place, ethertype, icmp_echo_reply_in_place, ip_proto, ArpOperation, ArpPacket,
     EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, ICMP_ECHO_REQUEST,
@@ -39,11 +51,65 @@ struct GwAddr {
     ip: Ipv4Addr,
 }
 
+/// Control-plane requests for the NAT stage (sent through the worker).
+pub enum GatewayCommand {
+    /// NAT settings of a network registered with `AddNetwork` (which gave its gateway).
+    Network {
+        id: NetworkId,
+        mtu: u32,
+        internal: bool,
+        /// The network's subnet: no network reaches another's through the gateway.
+        subnet: Option<ipnet::Ipv4Net>,
+    },
+    /// A container address behind `port`; `name` is answered by DNS on user-defined networks.
+    /// `vnet` is filled in by the worker from the port's capabilities.
+    Endpoint {
+        net: NetworkId,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        port: PortId,
+        vnet: bool,
+        name: Option<String>,
+    },
+    /// Serves a published TCP port.
+    PublishTcp {
+        listener: std::net::TcpListener,
+        net: NetworkId,
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    /// Serves a published UDP port.
+    PublishUdp {
+        socket: std::net::UdpSocket,
+        net: NetworkId,
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    /// Stops serving a published host address (`proto` 6 or 17).
+    Unpublish {
+        proto: u8,
+        addr: std::net::SocketAddr,
+    },
+    /// Asks for the NAT counters.
+    Counters {
+        reply: crossbeam_channel::Sender<nat::NatCounters>,
+    },
+}
+
+impl std::fmt::Debug for GatewayCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayCommand")
+    }
+}
+
 /// The gateway stage.
 pub struct Gateway {
     nets: Vec<Option<GwAddr>>,
     replies: Batch,
     pub counters: GatewayCounters,
+    nat: Option<nat::Nat>,
+    /// Frames the NAT stage built for containers (flushed by the worker).
+    pub out: emit::Out,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -67,7 +133,118 @@ impl Gateway {
             nets: Vec::new(),
             replies: Batch::new(MTU_SLOT),
             counters: Default::default(),
+            nat: None,
+            out: emit::Out::new(),
         }
+    }
+
+    /// Turns on NAT, publishing and DNS; its host sockets register with `registry`.
+    pub fn enable_nat(&mut self, registry: mio::Registry, cfg: nat::NatConfig) {
+        self.nat = Some(nat::Nat::new(registry, cfg));
+    }
+
+    /// The NAT stage, when enabled.
+    pub fn nat(&self) -> Option<&nat::Nat> {
+        self.nat.as_ref()
+    }
+
+    /// Applies a control-plane request.
+    pub fn command(&mut self, cmd: GatewayCommand) {
+        let Some(n) = self.nat.as_mut() else {
+            return;
+        };
+        match cmd {
+            GatewayCommand::Network {
+                id,
+                mtu,
+                internal,
+                subnet,
+            } => {
+                if let Some(Some(gw)) = self.nets.get(id as usize) {
+                    n.set_network(
+                        id,
+                        nat::NatNet {
+                            gw_mac: gw.mac,
+                            gw_ip: gw.ip,
+                            mtu,
+                            internal,
+                            subnet,
+                            names: Default::default(),
+                        },
+                    );
+                }
+            }
+            GatewayCommand::Endpoint {
+                net,
+                ip,
+                mac,
+                port,
+                vnet,
+                name,
+            } => n.add_endpoint(net, ip, mac, port, vnet, name),
+            GatewayCommand::PublishTcp {
+                listener,
+                net,
+                ip,
+                port,
+            } => {
+                if let Err(e) = n.publish_tcp(listener, net, ip, port) {
+                    eprintln!("vswitch worker: cannot serve a published port: {e}");
+                }
+            }
+            GatewayCommand::PublishUdp {
+                socket,
+                net,
+                ip,
+                port,
+            } => {
+                if let Err(e) = n.publish_udp(socket, net, ip, port) {
+                    eprintln!("vswitch worker: cannot serve a published port: {e}");
+                }
+            }
+            GatewayCommand::Unpublish { proto, addr } => n.unpublish(proto, addr),
+            GatewayCommand::Counters { reply } => {
+                let _ = reply.send(n.counters);
+            }
+        }
+    }
+
+    /// A port left the switch: forget its addresses and close its flows.
+    pub fn remove_port(&mut self, port: PortId) {
+        if let Some(n) = self.nat.as_mut() {
+            n.remove_port(port);
+        }
+    }
+
+    /// A mio event for a NAT socket (`token.0 >= nat::TOKEN_BASE`).
+    pub fn nat_event(&mut self, token: mio::Token, readable: bool, writable: bool, now_ms: u64) {
+        if let Some(n) = self.nat.as_mut() {
+            n.event(token, readable, writable, now_ms);
+        }
+    }
+
+    /// Runs the NAT's timers and pending work, flushing [`Gateway::out`] into `sink` as it
+    /// fills.
+    pub fn nat_output(&mut self, now_ms: u64, sink: &mut dyn emit::Sink) {
+        if let Some(n) = self.nat.as_mut() {
+            n.tick(now_ms);
+            loop {
+                let more = n.progress(now_ms, &mut self.out);
+                if !self.out.is_empty() {
+                    self.out.flush(sink);
+                }
+                if !more {
+                    break;
+                }
+            }
+        } else if !self.out.is_empty() {
+            self.out.flush(sink);
+        }
+    }
+
+    /// True when the NAT has flows whose timers need the loop to wake up soon.
+    pub fn wants_timer(&self) -> bool {
+        self.nat.as_ref().is_some_and(|n| n.wants_timer())
     }
 
     /// Gives the switch the address `ip` (with MAC `mac`) on network `id`.
@@ -89,12 +266,47 @@ impl Gateway {
     /// Answers the frames of `batch` listed in `sel` (frame index, network) that ask the gateway
     /// something it knows. Replies accumulate in [`Gateway::replies`] until [`Gateway::clear`].
     pub fn handle(&mut self, batch: &Batch, sel: &[(u16, NetworkId)]) {
+        self.handle_from(batch, sel, 0, false, 0);
+    }
+
+    /// [`Gateway::handle`] for frames that came in on `in_port` (`port_vnet`: it carries vnet
+    /// headers); frames for the NAT stage go there, its output into [`Gateway::out`].
+    pub fn handle_from(
+        &mut self,
+        batch: &Batch,
+        sel: &[(u16, NetworkId)],
+        in_port: PortId,
+        port_vnet: bool,
+        now_ms: u64,
+    ) {
         for &(i, net) in sel {
             let Some(Some(gw)) = self.nets.get(net as usize).copied() else {
                 continue;
             };
             let frame = batch.frame(i as usize);
-            match classify(frame, gw) {
+            let class = classify(frame, gw);
+            if let (Ask::Nothing, Some(n)) = (&class, self.nat.as_mut()) {
+                if let Ok(eth) = EthernetFrame::new_checked(frame) {
+                    if eth.dst_addr() == gw.mac && eth.payload_ethertype() == ethertype::IPV4 {
+                        if let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) {
+                            let vnet = batch.meta(i as usize).vnet;
+                            if n.ingress(
+                                net,
+                                eth.src_addr(),
+                                &ip,
+                                &vnet,
+                                in_port,
+                                port_vnet,
+                                now_ms,
+                                &mut self.out,
+                            ) {
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            match class {
                 Ask::Arp => {
                     if self.reply_with(frame, |f| arp_reply_in_place(f, gw.mac).ok()) {
                         self.counters.arp_replies += 1;
