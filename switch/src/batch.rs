@@ -19,6 +19,23 @@ pub const GSO_SLOT: usize = 65536 + 256 + HEADROOM;
 /// Slot size for ports limited to one MTU-sized frame (jumbo frames included).
 pub const MTU_SLOT: usize = 9216 + HEADROOM;
 
+/// `[0, 1, ..., BATCH_SIZE - 1]`: a selection of the first frames of a batch, in order.
+static ALL_FRAMES: [u16; BATCH_SIZE] = {
+    let mut a = [0u16; BATCH_SIZE];
+    let mut i = 0;
+    while i < BATCH_SIZE {
+        a[i] = i as u16;
+        i += 1;
+    }
+    a
+};
+
+/// The selection of the first `n` frames of a batch (for `Port::send_burst`), `n <= BATCH_SIZE`.
+#[inline]
+pub fn all_frames(n: usize) -> &'static [u16] {
+    &ALL_FRAMES[..n.min(BATCH_SIZE)]
+}
+
 /// `virtio_net_hdr` flag: the checksum from `csum_start` with offset `csum_offset` is partial.
 pub const VNET_F_NEEDS_CSUM: u8 = 1;
 /// `virtio_net_hdr` flag: the checksum is known to be valid.

@@ -154,37 +154,37 @@ impl WorkerHandle {
         }
     }
 
+    /// Sends the command `make` builds around a reply channel and waits for the reply.
+    fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.send(make(done));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("the switch worker did not answer"))
+    }
+
     /// Adds a port and waits until the worker has registered it.
     pub fn add_port(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::AddPort {
+        self.request(|done| Command::AddPort {
             id,
             port,
             role,
             done,
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("the switch worker did not answer"))?
+        })?
     }
 
     /// Adds an uplink port (see [`Command::AddUplink`]) and waits until the worker has it.
     pub fn add_uplink(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::AddUplink {
+        self.request(|done| Command::AddUplink {
             id,
             port,
             role,
             done,
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("the switch worker did not answer"))?
+        })?
     }
 
     /// Removes a port and waits until it is closed.
     pub fn remove_port(&self, id: PortId) {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::RemovePort { id, done });
-        let _ = rx.recv_timeout(Duration::from_secs(5));
+        let _ = self.request(|done| Command::RemovePort { id, done });
     }
 
     /// Adds a remote VTEP as virtual port `vport` of tunnel `tunnel` and waits for the worker.
@@ -196,33 +196,25 @@ impl WorkerHandle {
         vni: encap::Vni,
         remote: Ipv4Addr,
     ) -> io::Result<()> {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::AddVtep {
+        self.request(|done| Command::AddVtep {
             vport,
             tunnel,
             network,
             vni,
             remote,
             done,
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("the switch worker did not answer"))?
-            .map_err(io::Error::other)
+        })?
+        .map_err(io::Error::other)
     }
 
     /// Removes a virtual port and waits until it is gone.
     pub fn remove_vtep(&self, vport: PortId) {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::RemoveVtep { vport, done });
-        let _ = rx.recv_timeout(Duration::from_secs(5));
+        let _ = self.request(|done| Command::RemoveVtep { vport, done });
     }
 
     /// A snapshot of counters and tables.
     pub fn snapshot(&self) -> io::Result<Snapshot> {
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::Snapshot { reply });
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("the switch worker did not answer"))
+        self.request(|reply| Command::Snapshot { reply })
     }
 
     /// Stops the worker and waits for its thread.
@@ -267,17 +259,6 @@ struct Worker {
 fn slot_vnet(ports: &[Option<PortSlot>], id: PortId) -> bool {
     matches!(ports.get(id as usize), Some(Some(s)) if s.port.caps().vnet_hdr)
 }
-
-/// Selection of every frame of a batch, in order.
-static ALL: [u16; BATCH_SIZE] = {
-    let mut a = [0u16; BATCH_SIZE];
-    let mut i = 0;
-    while i < BATCH_SIZE {
-        a[i] = i as u16;
-        i += 1;
-    }
-    a
-};
 
 /// Copies the frames `sel` of `src` into `dst` with the egress tag `want` (`None`: untagged):
 /// a tag is pushed, rewritten or stripped depending on the tag `have(i)` frame `i` arrived with
@@ -556,7 +537,7 @@ impl Worker {
                         .counters_mut()
                         .add_drop(DropReason::Runt, unfit);
                 }
-                (&self.tagged, &ALL[..self.tagged.len()])
+                (&self.tagged, crate::batch::all_frames(self.tagged.len()))
             };
             let sent = match dst.port.send_burst(src, sel) {
                 Ok(s) => s,

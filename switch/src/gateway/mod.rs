@@ -16,7 +16,7 @@ pub mod nat;
 pub mod sys;
 pub mod tcp;
 
-use crate::batch::{Batch, BATCH_SIZE, MTU_SLOT};
+use crate::batch::{Batch, MTU_SLOT};
 use crate::pipeline::NetworkId;
 use crate::port::PortId;
 use crate::wire::{
@@ -24,17 +24,6 @@ use crate::wire::{
     EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, ICMP_ECHO_REQUEST,
 };
 use std::net::Ipv4Addr;
-
-/// Selection of every reply in the reply batch, in order.
-static ALL: [u16; BATCH_SIZE] = {
-    let mut a = [0u16; BATCH_SIZE];
-    let mut i = 0;
-    while i < BATCH_SIZE {
-        a[i] = i as u16;
-        i += 1;
-    }
-    a
-};
 
 /// Counters of the gateway stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -346,7 +335,7 @@ impl Gateway {
 
     /// Selection of all replies, for `Port::send_burst`.
     pub fn reply_sel(&self) -> &'static [u16] {
-        &ALL[..self.replies.len()]
+        crate::batch::all_frames(self.replies.len())
     }
 
     /// Forgets the replies (after they were sent).
