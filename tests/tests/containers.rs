@@ -258,3 +258,35 @@ fn clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn ring_receive_mode_forwards() {
+    if !need_root("ring_mode") {
+        return;
+    }
+    let d = Daemon::start_with("ring", &["--rx-mode", "ring"]);
+    let (c1, c2) = (unique("g"), unique("g"));
+    d.run(&c1, &[]);
+    d.run(&c2, &[]);
+    let ip2 = d.ip_of(&c2);
+    assert!(
+        d.ping(&c1, &ip2),
+        "ping through TPACKET_V3 ring ports\n{}",
+        d.log()
+    );
+    let bps = iperf3(&d, &c2, &c1, &ip2, 2);
+    assert!(bps > 1e6, "iperf3 moved only {bps} bit/s");
+    // A bad mode is refused before anything starts.
+    let o = std::process::Command::new(vswitch_bin())
+        .args([
+            "--socket",
+            "/nonexistent/x.sock",
+            "daemon",
+            "--rx-mode",
+            "fast",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mmsg or ring"));
+}

@@ -35,6 +35,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Attach mode for new endpoints unless a request names one.
     pub default_attach: AttachMode,
+    /// How veth (AF_PACKET) ports receive.
+    pub rx_mode: crate::port::afpacket::RxMode,
 }
 
 /// `kind` of the host's own port on a network (a TAP in the host namespace).
@@ -154,6 +156,14 @@ impl Daemon {
             d.create_default_network()?;
         }
         Ok(d)
+    }
+
+    /// Configuration of the AF_PACKET ports of containers' veth host ends.
+    fn afpacket_config(&self) -> crate::port::afpacket::AfPacketConfig {
+        crate::port::afpacket::AfPacketConfig {
+            rx: self.cfg.rx_mode,
+            ..Default::default()
+        }
     }
 
     fn save(&self) -> Result<()> {
@@ -1091,7 +1101,7 @@ impl Daemon {
                 netns::attach_veth(&c.netns, &ep.port_name, &cfg)
                     .with_context(|| format!("cannot attach {} to {}", c.name, net.name))?;
                 Box::new(
-                    AfPacketPort::open(&ep.port_name)
+                    AfPacketPort::open_with(&ep.port_name, self.afpacket_config())
                         .with_context(|| format!("cannot open port {}", ep.port_name))?,
                 )
             }
@@ -1147,7 +1157,7 @@ impl Daemon {
         }
         match ep.attach {
             AttachMode::Veth if link_exists(&ep.port_name) => {
-                let port = AfPacketPort::open(&ep.port_name)?;
+                let port = AfPacketPort::open_with(&ep.port_name, self.afpacket_config())?;
                 let id = self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)?;
                 self.macvlan_endpoint_added(&net, ep);
                 self.announce_endpoint(c, ep, id);
