@@ -480,20 +480,9 @@ impl Daemon {
     }
 
     fn create_default_network(&mut self) -> Result<()> {
-        let routes = host_routes();
-        let taken: Vec<ipnet::Ipv4Net> = self
-            .state
-            .networks
-            .values()
-            .filter_map(|n| n.subnet)
-            .collect();
-        let subnet = ipam::next_default_subnet(&taken, &routes).ok_or_else(|| {
-            anyhow!("every default address pool overlaps a host route or network; create one with --subnet")
-        })?;
         self.network_create(NetworkCreate {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
-            subnet: Some(subnet.to_string()),
             ..Default::default()
         })?;
         Ok(())
@@ -604,7 +593,7 @@ impl Daemon {
                     .filter_map(|n| n.subnet)
                     .collect();
                 ipam::next_default_subnet(&taken, &routes).ok_or_else(|| {
-                    anyhow!("no default address pool is free; give one with --subnet")
+                    anyhow!("every default address pool overlaps a host route or another network; give one with --subnet")
                 })?
             }
         };
