@@ -385,12 +385,12 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let list: Vec<PortInfo> = serde_json::from_value(v)?;
             println!(
-                "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10}",
-                "ID", "NAME", "KIND", "NETWORK", "CONTAINER", "RX", "TX", "TX-DROP"
+                "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10}",
+                "ID", "NAME", "KIND", "NETWORK", "CONTAINER", "RX", "TX", "RX-DROP", "TX-DROP"
             );
             for p in list {
                 println!(
-                    "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10}",
+                    "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10}",
                     p.id,
                     p.name,
                     p.kind,
@@ -398,6 +398,7 @@ fn run(cli: Cli) -> Result<i32> {
                     p.container,
                     p.rx_frames,
                     p.tx_frames,
+                    p.rx_dropped,
                     p.tx_dropped
                 );
             }

@@ -46,6 +46,9 @@ pub struct PortStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub tx_dropped: u64,
+    /// Frames the kernel dropped before the switch saw them (the port's socket was full).
+    #[serde(default)]
+    pub rx_dropped: u64,
     pub rx_errors: u64,
     pub tx_errors: u64,
 }
@@ -769,9 +772,12 @@ impl Worker {
             tunnels,
             ports: self
                 .ports
-                .iter()
+                .iter_mut()
                 .flatten()
-                .map(|s| s.stats.clone())
+                .map(|s| {
+                    s.stats.rx_dropped = s.port.rx_kernel_drops();
+                    s.stats.clone()
+                })
                 .collect(),
             counters: self.pipeline.counters().clone(),
             fdb: self.pipeline.fdb().entries(self.now()).collect(),

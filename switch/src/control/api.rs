@@ -172,6 +172,9 @@ pub struct PortInfo {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub tx_dropped: u64,
+    /// Frames the kernel dropped before the switch read them (the port's socket was full).
+    #[serde(default)]
+    pub rx_dropped: u64,
 }
 
 /// A reply from the daemon.

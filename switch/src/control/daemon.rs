@@ -1333,6 +1333,7 @@ impl Daemon {
                     rx_frames: s.map_or(0, |s| s.rx_frames),
                     tx_frames: s.map_or(0, |s| s.tx_frames),
                     tx_dropped: s.map_or(0, |s| s.tx_dropped),
+                    rx_dropped: s.map_or(0, |s| s.rx_dropped),
                 }
             })
             .collect())

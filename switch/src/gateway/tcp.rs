@@ -8,8 +8,14 @@
 //! acknowledges them and sent within the container's window; loss (only a full port queue can
 //! lose a frame on a veth) is repaired by go-back-N on three duplicate ACKs or a timeout.
 //!
+//! Container bytes that arrive out of order (after a lost or reordered frame) are kept in the
+//! buffer's free space, where they will sit once the gap is filled, and reported back with SACK
+//! blocks (RFC 2018) when the container offered SACK: its sender then resends just the gap
+//! (RACK/SACK recovery) instead of waiting for a timeout and the whole window. Up to
+//! [`OOO_RANGES`] separate ranges are held; a segment that would need more is dropped.
+//!
 //! Towards a vnet port, data leaves in GSO frames of up to ~64 KiB; from the container, a GSO
-//! super-frame is consumed whole. No timestamps, no SACK: the path is one veth long.
+//! super-frame is consumed whole. No timestamps: the path is one veth long.
 
 use super::emit::{Out, Path};
 use crate::wire::TcpPacket;
@@ -31,6 +37,9 @@ const RTO_MAX: u64 = 3000;
 const MAX_RETRIES: u8 = 10;
 /// Payload of one GSO frame (a whole number of segments is cut from it).
 const GSO_PAYLOAD: usize = 65000;
+/// Separate out-of-order ranges held from the container (also the most SACK blocks sent:
+/// 2 + 8 * 4 = 34 option bytes, within TCP's 40).
+pub const OOO_RANGES: usize = 4;
 
 pub const FIN: u16 = 0x01;
 pub const SYN: u16 = 0x02;
@@ -72,6 +81,8 @@ pub struct Wants {
 pub struct SynOpts {
     pub mss: Option<u16>,
     pub wscale: Option<u8>,
+    /// SACK-permitted (option 4).
+    pub sack: bool,
 }
 
 /// Parses the MSS and window-scale options.
@@ -91,6 +102,7 @@ pub fn parse_syn_opts(opts: &[u8]) -> SynOpts {
                 match (kind, len) {
                     (2, 4) => o.mss = Some(u16::from_be_bytes([opts[i + 2], opts[i + 3]])),
                     (3, 3) => o.wscale = Some(opts[i + 2].min(14)),
+                    (4, 2) => o.sack = true,
                     _ => {}
                 }
                 i += len;
@@ -114,6 +126,10 @@ pub struct TcpFlow {
     shut_wr: bool,
     our_wscale: u8,
     last_wnd: u32,
+    /// Container bytes beyond a gap, held in `to_sock`'s free space.
+    ooo: OooRanges,
+    /// The container offered SACK (we answer with SACK blocks).
+    sack_ok: bool,
     // socket -> container
     iss: u32,
     snd_una: u32,
@@ -194,6 +210,8 @@ impl TcpFlow {
             shut_wr: false,
             our_wscale: 0,
             last_wnd: 0,
+            ooo: OooRanges::default(),
+            sack_ok: false,
             iss,
             snd_una: iss,
             snd_nxt: iss,
@@ -221,6 +239,7 @@ impl TcpFlow {
 
     fn set_peer_opts(&mut self, o: SynOpts) {
         self.mss = o.mss.unwrap_or(536).clamp(64, 65000);
+        self.sack_ok = o.sack;
         match o.wscale {
             Some(ws) => {
                 self.c_wscale = ws;
@@ -351,7 +370,10 @@ impl TcpFlow {
             dseq = self.rcv_nxt;
         }
         if dseq != self.rcv_nxt {
-            // Out of order: ask for what is missing.
+            // Out of order: keep it for when the gap fills, and ask for what is missing.
+            if !data.is_empty() && !self.c_fin {
+                self.hold(dseq, data);
+            }
             self.ack_pending = true;
             return;
         }
@@ -362,6 +384,7 @@ impl TcpFlow {
             let took = self.take(data);
             self.rcv_nxt = self.rcv_nxt.wrapping_add(took as u32);
             self.ack_pending = true;
+            self.join_held();
             if took < data.len() {
                 return; // the FIN (if any) comes again with the rest
             }
@@ -385,6 +408,7 @@ impl TcpFlow {
             }
             let drop = acked.min(self.from_sock.len());
             self.from_sock.consume(drop);
+            self.from_sock.rewind_if_empty();
             self.buf_seq = self.buf_seq.wrapping_add(drop as u32);
             if self.fin_sent && ack == self.snd_max {
                 self.fin_acked = true;
@@ -425,13 +449,58 @@ impl TcpFlow {
         }
     }
 
-    /// Accepts container bytes: straight into the socket when nothing is queued, the rest into
-    /// the buffer. Returns how many were accepted.
+    /// Keeps container bytes that start `seq - rcv_nxt` bytes past the gap, in the buffer's
+    /// free space where they belong; what does not fit the window (or needs a fifth range) is
+    /// dropped and comes again.
+    fn hold(&mut self, seq: u32, data: &[u8]) {
+        let off = seq.wrapping_sub(self.rcv_nxt) as usize;
+        let room = self.to_sock.free();
+        if off >= room {
+            return;
+        }
+        let data = &data[..data.len().min(room - off)];
+        if self.ooo.insert(seq, seq.wrapping_add(data.len() as u32)) {
+            self.to_sock.write_at(off, data);
+        }
+    }
+
+    /// After in-order bytes: takes in every held range the gap no longer separates.
+    fn join_held(&mut self) {
+        while let Some((start, end)) = self.ooo.first() {
+            if seq_lt(self.rcv_nxt, start) {
+                break;
+            }
+            if seq_lt(self.rcv_nxt, end) {
+                // The bytes already sit right after the buffer's tail.
+                self.to_sock.commit(end.wrapping_sub(self.rcv_nxt) as usize);
+                self.rcv_nxt = end;
+            }
+            self.ooo.pop_first();
+        }
+    }
+
+    /// The SACK option for an ACK (NOP, NOP, kind 5, blocks), empty when there is nothing to
+    /// report or the container did not offer SACK.
+    fn sack_option<'a>(&self, buf: &'a mut [u8; 36]) -> &'a [u8] {
+        if !self.sack_ok || self.ooo.is_empty() {
+            return &[];
+        }
+        let n = self.ooo.len();
+        buf[..4].copy_from_slice(&[1, 1, 5, (2 + 8 * n) as u8]);
+        for (i, (start, end)) in self.ooo.blocks().enumerate() {
+            buf[4 + 8 * i..8 + 8 * i].copy_from_slice(&start.to_be_bytes());
+            buf[8 + 8 * i..12 + 8 * i].copy_from_slice(&end.to_be_bytes());
+        }
+        &buf[..4 + 8 * n]
+    }
+
+    /// Accepts container bytes: straight into the socket when nothing is queued (and nothing
+    /// is held past a gap), the rest into the buffer. Returns how many were accepted.
     fn take(&mut self, data: &[u8]) -> usize {
         let room = TO_SOCK_CAP - self.to_sock.len();
         let data = &data[..data.len().min(room)];
         let mut written = 0;
-        if self.to_sock.is_empty() && self.sock_writable {
+        if self.to_sock.is_empty() && self.sock_writable && self.ooo.is_empty() {
             match self.sock.write(data) {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_writable = false,
@@ -460,6 +529,10 @@ impl TcpFlow {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if self.ooo.is_empty() {
+            // Held bytes are placed relative to the tail; with none, start over at offset 0.
+            self.to_sock.rewind_if_empty();
         }
         self.maybe_shutdown();
         Ok(())
@@ -499,20 +572,24 @@ impl TcpFlow {
             return self.fail(out);
         }
         if self.syn_pending {
-            let mut opts = [0u8; 8];
-            opts[0] = 2;
-            opts[1] = 4;
+            // MSS, then window scale and SACK-permitted where they apply (NOP-padded).
+            let mut opts = [0u8; 12];
+            let mut olen = 4;
+            opts[..2].copy_from_slice(&[2, 4]);
             opts[2..4].copy_from_slice(&OUR_MSS.to_be_bytes());
-            opts[4] = 1;
-            opts[5] = 3;
-            opts[6] = 3;
-            opts[7] = OUR_WSCALE;
-            let (flags, ack, olen) = if self.phase == Phase::SynSent {
-                (SYN, 0, 8)
-            } else if self.our_wscale != 0 {
-                (SYN | ACK, self.rcv_nxt, 8)
+            let syn = self.phase == Phase::SynSent;
+            if syn || self.our_wscale != 0 {
+                opts[olen..olen + 4].copy_from_slice(&[1, 3, 3, OUR_WSCALE]);
+                olen += 4;
+            }
+            if syn || self.sack_ok {
+                opts[olen..olen + 4].copy_from_slice(&[1, 1, 4, 2]);
+                olen += 4;
+            }
+            let (flags, ack) = if syn {
+                (SYN, 0)
             } else {
-                (SYN | ACK, self.rcv_nxt, 4)
+                (SYN | ACK, self.rcv_nxt)
             };
             let win = (TO_SOCK_CAP.min(65535)) as u16;
             if !out.tcp(
@@ -574,6 +651,8 @@ impl TcpFlow {
             }
             let win = self.window();
             let flags = if n == avail { ACK | PSH } else { ACK };
+            let mut sbuf = [0u8; 36];
+            let sack = self.sack_option(&mut sbuf);
             let (a, b) = self.from_sock.as_slices();
             let mss = self.mss;
             let ok = out.tcp(
@@ -583,7 +662,7 @@ impl TcpFlow {
                 self.rcv_nxt,
                 flags,
                 win,
-                &[],
+                sack,
                 n,
                 mss,
                 |dst| copy_range(a, b, off, dst),
@@ -648,6 +727,8 @@ impl TcpFlow {
             return false;
         }
         let win = self.window();
+        let mut sbuf = [0u8; 36];
+        let sack = self.sack_option(&mut sbuf);
         if !out.tcp(
             &self.path,
             self.ports,
@@ -655,7 +736,7 @@ impl TcpFlow {
             self.rcv_nxt,
             ACK,
             win,
-            &[],
+            sack,
             0,
             0,
             |_| {},
@@ -727,7 +808,8 @@ mod tests {
             o,
             SynOpts {
                 mss: Some(1460),
-                wscale: Some(7)
+                wscale: Some(7),
+                sack: true,
             }
         );
         assert_eq!(parse_syn_opts(&[]), SynOpts::default());
@@ -742,6 +824,163 @@ mod tests {
         assert!(seq_lt(u32::MAX - 1, 2));
         assert!(!seq_lt(2, u32::MAX - 1));
         assert!(seq_le(5, 5));
+    }
+
+    #[test]
+    fn ooo_ranges_merge_and_report_the_newest_first() {
+        let mut o = OooRanges::default();
+        assert!(o.insert(100, 200));
+        assert!(o.insert(300, 400));
+        assert!(o.insert(500, 600));
+        assert_eq!(
+            o.blocks().collect::<Vec<_>>(),
+            [(500, 600), (100, 200), (300, 400)]
+        );
+        // Touching and overlapping ranges merge, across several ranges at once.
+        assert!(o.insert(200, 300));
+        assert_eq!(o.len(), 2);
+        assert!(o.insert(350, 550));
+        assert_eq!(o.blocks().collect::<Vec<_>>(), [(100, 600)]);
+        // A fifth separate range is refused.
+        for k in 1..4 {
+            assert!(o.insert(1000 * k, 1000 * k + 10));
+        }
+        assert!(!o.insert(9000, 9010));
+        assert_eq!(o.len(), 4);
+        o.pop_first();
+        assert_eq!(o.first(), Some((1000, 1010)));
+        // Sequence numbers wrap.
+        let mut w = OooRanges::default();
+        assert!(w.insert(u32::MAX - 10, 5));
+        assert!(w.insert(5, 20));
+        assert_eq!(w.first(), Some((u32::MAX - 10, 20)));
+    }
+
+    /// A connected loopback pair: the flow's host socket and the far end that reads it.
+    fn socket_pair() -> (mio::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (mio::net::TcpStream::from_std(a), b)
+    }
+
+    /// A segment from the container: ports (1234 -> 80), no options.
+    fn seg(seq: u32, ack: u32, flags: u16, payload: &[u8]) -> Vec<u8> {
+        let mut t = vec![0u8; 20 + payload.len()];
+        t[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags as u8;
+        t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+        t[20..].copy_from_slice(payload);
+        t
+    }
+
+    /// The (ack, SACK blocks) of the last frame `out` holds.
+    fn last_ack(out: &Out) -> (u32, Vec<(u32, u32)>) {
+        use crate::wire::{EthernetFrame, Ipv4Packet};
+        let f = out.batch().frame(out.len() - 1);
+        let eth = EthernetFrame::new_checked(f).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        let o = t.options();
+        let mut blocks = Vec::new();
+        if let Some(i) = (0..o.len().saturating_sub(1)).find(|&i| o[i] == 5) {
+            let n = (o[i + 1] as usize - 2) / 8;
+            for b in 0..n {
+                let at = i + 2 + 8 * b;
+                let word = |k: usize| u32::from_be_bytes(o[k..k + 4].try_into().unwrap());
+                blocks.push((word(at), word(at + 4)));
+            }
+        }
+        (t.ack_number(), blocks)
+    }
+
+    fn flow_with_sack(sack: bool) -> (TcpFlow, std::net::TcpStream, Out) {
+        let (sock, far) = socket_pair();
+        let path = Path {
+            port: 1,
+            vnet: false,
+            src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+            src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+        };
+        let opts = SynOpts {
+            mss: Some(1000),
+            wscale: Some(7),
+            sack,
+        };
+        let mut f = TcpFlow::from_syn(path, (80, 1234), sock, 999, opts, 5000, 0);
+        f.connected(0);
+        let mut out = Out::new();
+        assert!(!f.output(0, &mut out)); // SYN-ACK
+        let s = seg(1000, 5001, ACK, &[]);
+        f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 0, &mut out);
+        out.flush(&mut Discard);
+        (f, far, out)
+    }
+
+    struct Discard;
+    impl super::super::emit::Sink for Discard {
+        fn send(&mut self, _p: crate::port::PortId, _b: &crate::batch::Batch, s: &[u16]) -> usize {
+            s.len()
+        }
+    }
+
+    fn read_exact(far: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+        far.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut v = vec![0u8; n];
+        far.read_exact(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn out_of_order_bytes_are_held_sacked_and_delivered_in_order() {
+        let (mut f, mut far, mut out) = flow_with_sack(true);
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let feed = |f: &mut TcpFlow, out: &mut Out, off: usize, len: usize| {
+            let s = seg(1000 + off as u32, 5001, ACK, &data[off..off + len]);
+            f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, out);
+            assert!(!f.output(1, out));
+        };
+        // Bytes 0..1000 arrive, 1000..2000 are lost, 2000..3000 and 3000..4000 arrive.
+        feed(&mut f, &mut out, 0, 1000);
+        assert_eq!(last_ack(&out), (2000, vec![]));
+        feed(&mut f, &mut out, 3000, 1000);
+        assert_eq!(last_ack(&out), (2000, vec![(4000, 5000)]));
+        feed(&mut f, &mut out, 2000, 1000);
+        assert_eq!(last_ack(&out), (2000, vec![(3000, 5000)]));
+        assert_eq!(f.queued().0, 0, "nothing past the gap reaches the socket");
+        // The gap is filled: everything is acknowledged and reaches the socket in order.
+        feed(&mut f, &mut out, 1000, 1000);
+        assert_eq!(last_ack(&out), (5000, vec![]));
+        assert_eq!(read_exact(&mut far, 4000), data);
+    }
+
+    #[test]
+    fn without_sack_held_bytes_still_spare_a_resend() {
+        let (mut f, mut far, mut out) = flow_with_sack(false);
+        let data = [7u8; 3000];
+        for off in [0usize, 2000] {
+            let s = seg(1000 + off as u32, 5001, ACK, &data[off..off + 1000]);
+            f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, &mut out);
+            assert!(!f.output(1, &mut out));
+        }
+        assert_eq!(
+            last_ack(&out),
+            (2000, vec![]),
+            "no SACK blocks unless offered"
+        );
+        let s = seg(2000, 5001, ACK, &data[1000..2000]);
+        f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, &mut out);
+        assert!(!f.output(1, &mut out));
+        assert_eq!(last_ack(&out).0, 4000);
+        assert_eq!(read_exact(&mut far, 3000), data);
     }
 
     #[test]
@@ -815,11 +1054,30 @@ impl Ring {
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
         self.len -= n;
-        self.head = if self.len == 0 {
-            0
-        } else {
-            (self.head + n) % self.cap
-        };
+        self.head = (self.head + n) % self.cap;
+    }
+    /// When empty, moves the start back to offset 0 so the next read gets the whole buffer in
+    /// one piece. Not while bytes are placed past the tail with [`Ring::write_at`].
+    pub fn rewind_if_empty(&mut self) {
+        if self.len == 0 {
+            self.head = 0;
+        }
+    }
+    /// Writes `data` into the free space, `off` bytes past the tail (wrapping), without
+    /// committing it: a later [`Ring::commit`] that reaches it makes it part of the data.
+    /// `off + data.len()` must not exceed [`Ring::free`].
+    pub fn write_at(&mut self, off: usize, mut data: &[u8]) {
+        debug_assert!(off + data.len() <= self.free());
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; self.cap];
+        }
+        let mut pos = (self.head + self.len + off) % self.cap;
+        while !data.is_empty() {
+            let k = (self.cap - pos).min(data.len());
+            self.buf[pos..pos + k].copy_from_slice(&data[..k]);
+            data = &data[k..];
+            pos = 0;
+        }
     }
     /// The data as two slices, in order.
     pub fn as_slices(&self) -> (&[u8], &[u8]) {
@@ -832,6 +1090,87 @@ impl Ring {
         } else {
             (&self.buf[self.head..], &self.buf[..end - self.cap])
         }
+    }
+}
+
+/// Sorted, disjoint sequence ranges `[start, end)` received past a gap (at most
+/// [`OOO_RANGES`]). Which range grew last is remembered, as SACK reports it first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OooRanges {
+    r: [(u32, u32); OOO_RANGES],
+    n: usize,
+    last: usize,
+}
+
+impl OooRanges {
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    /// The lowest range.
+    pub fn first(&self) -> Option<(u32, u32)> {
+        (self.n > 0).then(|| self.r[0])
+    }
+    pub fn pop_first(&mut self) {
+        if self.n > 0 {
+            self.r.copy_within(1..self.n, 0);
+            self.n -= 1;
+            self.last = self.last.saturating_sub(1);
+        }
+    }
+    /// Adds `[start, end)`, merging it with ranges it overlaps or touches. False (and no
+    /// change) when it would be a range too many.
+    pub fn insert(&mut self, start: u32, end: u32) -> bool {
+        if start == end {
+            return true;
+        }
+        // Index of the first range that ends at or after `start` (may merge).
+        let mut i = 0;
+        while i < self.n && seq_lt(self.r[i].1, start) {
+            i += 1;
+        }
+        if i == self.n || seq_lt(end, self.r[i].0) {
+            // Disjoint: a new range at i.
+            if self.n == OOO_RANGES {
+                return false;
+            }
+            self.r.copy_within(i..self.n, i + 1);
+            self.r[i] = (start, end);
+            self.n += 1;
+            self.last = i;
+            return true;
+        }
+        // Merge with r[i] and every later range it reaches.
+        let mut s = self.r[i].0;
+        let mut e = self.r[i].1;
+        if seq_lt(start, s) {
+            s = start;
+        }
+        if seq_lt(e, end) {
+            e = end;
+        }
+        let mut j = i + 1;
+        while j < self.n && seq_le(self.r[j].0, e) {
+            if seq_lt(e, self.r[j].1) {
+                e = self.r[j].1;
+            }
+            j += 1;
+        }
+        self.r[i] = (s, e);
+        self.r.copy_within(j..self.n, i + 1);
+        self.n -= j - i - 1;
+        self.last = i;
+        true
+    }
+    /// The ranges for SACK: the one that grew last first, then the others in order.
+    pub fn blocks(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let last = self.last.min(self.n.saturating_sub(1));
+        std::iter::once(last)
+            .filter(move |_| self.n > 0)
+            .chain((0..self.n).filter(move |&i| i != last))
+            .map(move |i| self.r[i])
     }
 }
 
@@ -852,10 +1191,26 @@ mod ring_tests {
         r.extend(b"x"); // full: ignored
         r.consume(8);
         assert!(r.is_empty());
+        r.rewind_if_empty();
         let s = r.spare();
         assert_eq!(s.len(), 8);
         s[..3].copy_from_slice(b"xyz");
         r.commit(3);
         assert_eq!(r.as_slices().0, b"xyz");
+    }
+
+    #[test]
+    fn write_at_places_bytes_past_the_tail_across_the_wrap() {
+        let mut r = Ring::new(8);
+        r.extend(b"abcdef");
+        r.consume(5); // head 5, "f"
+        r.write_at(2, b"ijk"); // positions 8, 9, 10 -> 0, 1, 2
+        r.extend(b"gh");
+        r.commit(3);
+        let (a, b) = r.as_slices();
+        assert_eq!([a, b].concat(), b"fghijk");
+        r.consume(6);
+        r.rewind_if_empty();
+        assert_eq!(r.spare().len(), 8);
     }
 }

@@ -159,6 +159,8 @@ pub struct AfPacketPort {
     cfg: AfPacketConfig,
     ring: Option<Ring>,
     stats: AfPacketStats,
+    /// Running total of the kernel's receive drops (its counter resets when read).
+    kernel_dropped: u64,
 }
 
 impl std::fmt::Debug for AfPacketPort {
@@ -240,6 +242,7 @@ impl AfPacketPort {
             cfg,
             ring,
             stats: AfPacketStats::default(),
+            kernel_dropped: 0,
         })
     }
 
@@ -710,6 +713,12 @@ impl Port for AfPacketPort {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    fn rx_kernel_drops(&mut self) -> u64 {
+        // The kernel's counter resets on every read: keep the running total here.
+        self.kernel_dropped += self.kernel_drops().unwrap_or(0);
+        self.kernel_dropped
     }
 }
 

@@ -51,4 +51,10 @@ pub trait Port: Send {
     fn as_vxlan(&mut self) -> Option<&mut vxlan::VxlanPort> {
         None
     }
+
+    /// Frames the kernel dropped on the way in because the port's socket buffer or ring was
+    /// full, since the port was opened (read for listings, never on the hot path).
+    fn rx_kernel_drops(&mut self) -> u64 {
+        0
+    }
 }
