@@ -29,6 +29,8 @@ PARENT=${TAG}p
 NET=10.79.0
 WORK=$(mktemp -d /tmp/vswitch-compare-macvlan.XXXXXX)
 VPID=""
+SERVERS=$WORK/servers
+. "$ROOT/bench/servers.sh"
 
 stop_vswitch() {
   if [ -n "$VPID" ]; then
@@ -44,6 +46,7 @@ cleanup_topo() {
   ip link del $PARENT 2>/dev/null
 }
 cleanup() {
+  stop_servers
   stop_vswitch
   cleanup_topo
   rm -rf "$WORK"
@@ -93,8 +96,10 @@ measure() {
   sleep 1
   ip netns exec $LAN ping -c 3 -i 0.2 -W 2 $IP >/dev/null || { echo "$mode: no connectivity" >&2; teardown $mode; return 1; }
   rtt=$(ip netns exec $LAN ping -c 50 -i 0.01 -q $IP | tail -1 | awk -F/ '{print $5}')
-  ip netns exec $CTR iperf3 -s -D -1 >/dev/null; sleep 0.5
-  tcp=$(ip netns exec $LAN iperf3 -c $IP -t $T -J | python3 -c 'import json,sys;d=json.load(sys.stdin);print("%.2f"%(d["end"]["sum_received"]["bits_per_second"]/1e9))')
+  serve ip netns exec $CTR iperf3 -s -1; sleep 0.5
+  tcp=$(ip netns exec $LAN iperf3 -c $IP -t $T -J | python3 -c 'import json,sys;d=json.load(sys.stdin);print("%.2f"%(d["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
+  stop_servers
+  [ -n "$tcp" ] || { echo "$mode: iperf3 failed" >&2; teardown $mode; return 1; }
   teardown $mode
   echo "$mode $tcp $rtt"
 }

@@ -26,7 +26,8 @@ done
 TAG=nb$$
 WORK=$(mktemp -d /tmp/vswitch-compare-nat.XXXXXX)
 VPID=""
-PIDS=()
+SERVERS=$WORK/servers
+. "$ROOT/bench/servers.sh"
 # Unique-ish subnets for this run.
 N=$(( ($$ % 200) + 20 ))
 SUB=10.$N.71          # vswitch network
@@ -38,7 +39,7 @@ try: print("%.2f"%(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"
 except Exception: print("0")'; }
 
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  stop_servers
   if [ -n "$VPID" ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
@@ -56,7 +57,7 @@ ip netns add ${TAG}o
 ip link add ${TAG}h type veth peer name eth0 netns ${TAG}o
 ip addr add $HOSTNET.1/24 dev ${TAG}h; ip link set ${TAG}h up
 ip -n ${TAG}o addr add $HOSTNET.2/24 dev eth0; ip -n ${TAG}o link set eth0 up; ip -n ${TAG}o link set lo up
-srv() { ip netns exec ${TAG}o iperf3 -s -D -1 -B $HOSTNET.2 -p $1 >/dev/null 2>&1; sleep 0.3; }
+srv() { serve ip netns exec ${TAG}o iperf3 -s -1 -B $HOSTNET.2 -p $1; sleep 0.3; }
 
 declare -A EG IN
 
@@ -74,12 +75,12 @@ IN[vswitch]=$(iperf3 -c 127.0.0.1 -p 15301 -t $T -J | gbps)
 kill $VPID; wait $VPID 2>/dev/null; VPID=""
 
 # ---- slirp4netns ----
-unshare --net --fork sleep 600 & UPID=$!; PIDS+=($UPID); sleep 0.3
+serve unshare --net --fork sleep 600; UPID=$SERVED; sleep 0.3
 NSPID=$(pgrep -P $UPID sleep || echo $UPID)
-slirp4netns --configure --mtu=65520 --api-socket $WORK/slirp.sock $NSPID tap0 >/dev/null 2>&1 & PIDS+=($!); sleep 1
+serve slirp4netns --configure --mtu=65520 --api-socket $WORK/slirp.sock $NSPID tap0; sleep 1
 srv 5312
 EG[slirp]=$(nsenter -t $NSPID -n iperf3 -c $HOSTNET.2 -p 5312 -t $T -J | gbps)
-nsenter -t $NSPID -n iperf3 -s -D -1 -p 5201 >/dev/null 2>&1; sleep 0.3
+serve nsenter -t $NSPID -n iperf3 -s -1 -p 5201; sleep 0.3
 python3 - "$WORK/slirp.sock" <<'EOF' >/dev/null
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
@@ -87,14 +88,14 @@ s.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {"proto": "tcp", "h
 print(s.recv(4096))
 EOF
 IN[slirp]=$(iperf3 -c 127.0.0.1 -p 15302 -t $T -J | gbps)
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; PIDS=()
+stop_servers
 
 # ---- pasta ----
 srv 5313
 EG[pasta]=$(pasta --runas 0 --config-net -q -- iperf3 -c $HOSTNET.2 -p 5313 -t $T -J | gbps)
-pasta --runas 0 --config-net -q -t 15303:5201 -- iperf3 -s -1 -p 5201 >/dev/null 2>&1 & PIDS+=($!); sleep 1.5
+serve pasta --runas 0 --config-net -q -t 15303:5201 -- iperf3 -s -1 -p 5201; sleep 1.5
 IN[pasta]=$(iperf3 -c 127.0.0.1 -p 15303 -t $T -J | gbps)
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; PIDS=()
+stop_servers
 
 # ---- kernel path (veth + routing + MASQUERADE) ----
 ip netns add ${TAG}k
@@ -108,8 +109,9 @@ nft add chain ip ${TAG} post '{ type nat hook postrouting priority 100 ; }'
 nft add rule ip ${TAG} post ip saddr $KNET.0/24 oifname != ${TAG}kv masquerade
 srv 5314
 EG[kernel]=$(ip netns exec ${TAG}k iperf3 -c $HOSTNET.2 -p 5314 -t $T -J | gbps)
-ip netns exec ${TAG}k iperf3 -s -D -1 -p 5201 >/dev/null 2>&1; sleep 0.3
+serve ip netns exec ${TAG}k iperf3 -s -1 -p 5201; sleep 0.3
 IN[kernel]=$(iperf3 -c $KNET.2 -p 5201 -t $T -J | gbps)
+stop_servers
 nft delete table ip ${TAG}
 sysctl -qw net.ipv4.ip_forward=$OLDFWD; OLDFWD=""
 

@@ -6,16 +6,22 @@
 #   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
 #   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
 #
-# Usage: sudo bench/compare-overlay.sh [seconds]   (builds vswitch in release mode first)
+# Usage: sudo bench/compare-overlay.sh [seconds]   (builds vswitch in release mode first, unless
+# VSWITCH_BIN names the binary to use)
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
 set -u
 T=${1:-5}
 cd "$(dirname "$0")/.."
-cargo build --release -p switch -q || exit 1
-B=$PWD/target/release/vswitch
+if [ -n "${VSWITCH_BIN:-}" ]; then B=$VSWITCH_BIN; else
+    cargo build --release -p switch -q || exit 1
+    B=$PWD/target/release/vswitch
+fi
 P=cmpov$$
 D=$(mktemp -d)
+SERVERS=$D/servers
+. bench/servers.sh
 cleanup() {
+    stop_servers
     for k in A B; do
         [ -S "$D/s$k" ] && for c in $("$B" --socket "$D/s$k" ps --json 2>/dev/null | python3 -c 'import json,sys;[print(c["name"]) for c in json.load(sys.stdin)]'); do "$B" --socket "$D/s$k" rm -f "$c" >/dev/null 2>&1; done
         [ -f "$D/pid$k" ] && kill "$(cat "$D/pid$k")" 2>/dev/null
@@ -46,8 +52,9 @@ for h in A B; do
     ip netns exec ${P}h$h sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null
     ip -n ${P}k$h link set eth0 mtu 1450 up; ip -n ${P}k$h addr add $X/24 dev eth0
 done
-ip netns exec ${P}kB iperf3 -s -D -1 >/dev/null; sleep 0.5
+serve ip netns exec ${P}kB iperf3 -s -1; sleep 0.5
 KERNEL=$(ip netns exec ${P}kA iperf3 -c 10.78.0.2 -t $T -J | gbps)
+stop_servers
 for h in A B; do ip -n ${P}h$h link del vx0; ip -n ${P}h$h link del br0; ip netns del ${P}k$h; done
 
 # 2. vswitch in each host, one overlay network, one container on each side.
@@ -64,9 +71,10 @@ done
     -o vni=42 -o vtep=10.77.0.2 -o peers=10.77.0.1 ov >/dev/null
 "$B" --socket "$D/sA" run --name ${P}cA --network ov --ip 10.79.1.10 >/dev/null
 "$B" --socket "$D/sB" run --name ${P}cB --network ov --ip 10.79.2.10 >/dev/null
-ip netns exec ${P}cB iperf3 -s -D -1 >/dev/null; sleep 0.5
+serve ip netns exec ${P}cB iperf3 -s -1; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
 VSW=$(ip netns exec ${P}cA iperf3 -c 10.79.2.10 -t $T -J | gbps)
+stop_servers
 [ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
 # 3. The shared anchor (iperf3 on the hosts' own vxlan devices).

@@ -21,6 +21,8 @@ done
 TAG=cmp$$
 WORK=$(mktemp -d /tmp/vswitch-compare.XXXXXX)
 VPID=""
+SERVERS=$WORK/servers
+. "$ROOT/bench/servers.sh"
 
 cleanup_topo() {
   for i in 1 2; do ip netns del ${TAG}c$i 2>/dev/null; done
@@ -29,6 +31,7 @@ cleanup_topo() {
   for i in 1 2; do ip link del ${TAG}v$i 2>/dev/null; done
 }
 cleanup() {
+  stop_servers
   if [ -n "$VPID" ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c1 ${TAG}c2 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
@@ -95,8 +98,10 @@ measure() {
   ip netns exec ${TAG}c1 ping -c 3 -i 0.2 -W 2 $IP2 >/dev/null || { echo "$mode: no connectivity" >&2; teardown $mode; return 1; }
   local rtt tcp fwd b a dmac
   rtt=$(ip netns exec ${TAG}c1 ping -c 50 -i 0.01 -q $IP2 | tail -1 | awk -F/ '{print $5}')
-  ip netns exec ${TAG}c2 iperf3 -s -D -1 >/dev/null; sleep 0.5
-  tcp=$(ip netns exec ${TAG}c1 iperf3 -c $IP2 -t $T -J | python3 -c 'import json,sys;d=json.load(sys.stdin);print("%.2f"%(d["end"]["sum_received"]["bits_per_second"]/1e9))')
+  serve ip netns exec ${TAG}c2 iperf3 -s -1; sleep 0.5
+  tcp=$(ip netns exec ${TAG}c1 iperf3 -c $IP2 -t $T -J | python3 -c 'import json,sys;d=json.load(sys.stdin);print("%.2f"%(d["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
+  stop_servers
+  [ -n "$tcp" ] || { echo "$mode: iperf3 failed" >&2; teardown $mode; return 1; }
   dmac=$(ip -n ${TAG}c2 -br link show eth0 | awk '{print $3}')
   printf '{ eth(da=%s), ipv4(saddr=10.77.0.2, daddr=%s), udp(sp=9, dp=9), fill(0x00, 18) }\n' "$dmac" "$IP2" > $WORK/udp.cfg
   b=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')

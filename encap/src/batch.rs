@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::decap::{decap, decap_udp_payload, DecapError, DecapStats, Decapped};
+use crate::decap::{decap, decap_udp_payload, DecapError, DecapStats, Decapped, Layer};
 use crate::template::{
     encap_in_place, encap_udp_payload_in_place, EncapError, EncapTemplate, OUTER_LEN,
 };
@@ -51,28 +51,19 @@ impl FrameSpan for Span {
 pub fn encap_batch<'a, F, I>(
     template: &EncapTemplate,
     frames: I,
-    mut on_drop: impl FnMut(usize, EncapError),
+    on_drop: impl FnMut(usize, EncapError),
 ) -> usize
 where
     F: FrameSpan + 'a,
     I: IntoIterator<Item = (&'a mut [u8], &'a mut F)>,
 {
-    let mut done = 0;
-    for (i, (slot, meta)) in frames.into_iter().enumerate() {
-        let (off, len) = meta.span();
+    encap_each(frames, OUTER_LEN, on_drop, |slot, off, len| {
         let port = match slot.get(off..off.saturating_add(len)) {
             Some(inner) => template.src_port_for(inner),
-            None => 0, // encap_in_place reports the bad span below
+            None => 0, // encap_in_place reports the bad span
         };
-        match encap_in_place(template, slot, off, len, port) {
-            Ok(start) => {
-                meta.set_span(start, len + OUTER_LEN);
-                done += 1;
-            }
-            Err(e) => on_drop(i, e),
-        }
-    }
-    done
+        encap_in_place(template, slot, off, len, port)
+    })
 }
 
 /// For a UDP socket uplink: prepends only the VXLAN header of `vni` to every frame (the kernel
@@ -80,7 +71,25 @@ where
 pub fn encap_udp_payload_batch<'a, F, I>(
     vni: Vni,
     frames: I,
+    on_drop: impl FnMut(usize, EncapError),
+) -> usize
+where
+    F: FrameSpan + 'a,
+    I: IntoIterator<Item = (&'a mut [u8], &'a mut F)>,
+{
+    encap_each(frames, VXLAN_HDR_LEN, on_drop, |slot, off, len| {
+        encap_udp_payload_in_place(vni, slot, off, len)
+    })
+}
+
+/// The loop of both encap helpers: `encap(slot, offset, len)` writes `added` bytes of headers
+/// before each frame and returns where they start; the span then covers them.
+#[inline]
+fn encap_each<'a, F, I>(
+    frames: I,
+    added: usize,
     mut on_drop: impl FnMut(usize, EncapError),
+    mut encap: impl FnMut(&mut [u8], usize, usize) -> Result<usize, EncapError>,
 ) -> usize
 where
     F: FrameSpan + 'a,
@@ -89,9 +98,9 @@ where
     let mut done = 0;
     for (i, (slot, meta)) in frames.into_iter().enumerate() {
         let (off, len) = meta.span();
-        match encap_udp_payload_in_place(vni, slot, off, len) {
+        match encap(slot, off, len) {
             Ok(start) => {
-                meta.set_span(start, len + VXLAN_HDR_LEN);
+                meta.set_span(start, len + added);
                 done += 1;
             }
             Err(e) => on_drop(i, e),
@@ -114,19 +123,9 @@ pub fn decap_batch<'a, F, I>(
     I: IntoIterator<Item = (&'a [u8], &'a mut F)>,
 {
     for (i, (slot, meta)) in frames.into_iter().enumerate() {
-        let (off, len) = meta.span();
-        let r = match slot.get(off..off.saturating_add(len)) {
-            Some(outer) => decap(outer, expected_port, table),
-            None => Err(DecapError::Truncated {
-                layer: crate::decap::Layer::Ethernet,
-                need: off.saturating_add(len),
-                have: slot.len(),
-            }),
-        };
-        stats.record(&r);
-        if let Ok(d) = &r {
-            meta.set_span(off + d.inner_offset, d.inner_len);
-        }
+        let r = decap_one(slot, meta, Layer::Ethernet, stats, |outer| {
+            decap(outer, expected_port, table)
+        });
         on_frame(i, r);
     }
 }
@@ -143,21 +142,38 @@ pub fn decap_udp_payload_batch<'a, F, I>(
     I: IntoIterator<Item = (&'a [u8], &'a mut F, Ipv4Addr)>,
 {
     for (i, (slot, meta, src)) in frames.into_iter().enumerate() {
-        let (off, len) = meta.span();
-        let r = match slot.get(off..off.saturating_add(len)) {
-            Some(p) => decap_udp_payload(p, src, table),
-            None => Err(DecapError::Truncated {
-                layer: crate::decap::Layer::Vxlan,
-                need: off.saturating_add(len),
-                have: slot.len(),
-            }),
-        };
-        stats.record(&r);
-        if let Ok(d) = &r {
-            meta.set_span(off + d.inner_offset, d.inner_len);
-        }
+        let r = decap_one(slot, meta, Layer::Vxlan, stats, |p| {
+            decap_udp_payload(p, src, table)
+        });
         on_frame(i, r);
     }
+}
+
+/// One frame of both decap helpers: `decap` of the span's bytes (a span outside the slot is a
+/// `Truncated` error at `layer`), counted in `stats`; on success the span moves onto the
+/// inner frame.
+#[inline]
+fn decap_one<F: FrameSpan>(
+    slot: &[u8],
+    meta: &mut F,
+    layer: Layer,
+    stats: &mut DecapStats,
+    decap: impl FnOnce(&[u8]) -> Result<Decapped, DecapError>,
+) -> Result<Decapped, DecapError> {
+    let (off, len) = meta.span();
+    let r = match slot.get(off..off.saturating_add(len)) {
+        Some(p) => decap(p),
+        None => Err(DecapError::Truncated {
+            layer,
+            need: off.saturating_add(len),
+            have: slot.len(),
+        }),
+    };
+    stats.record(&r);
+    if let Ok(d) = &r {
+        meta.set_span(off + d.inner_offset, d.inner_len);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -312,6 +312,31 @@ fn in_bounds(buf_len: usize, offset: usize, len: usize) -> bool {
     matches!(offset.checked_add(len), Some(end) if end <= buf_len)
 }
 
+/// Where `hdr_len` bytes of headers written just before the frame at
+/// `buf[frame_offset..frame_offset + frame_len]` start, or why the frame or the headroom does
+/// not fit in the `buf_len` bytes.
+#[inline(always)]
+fn header_start(
+    buf_len: usize,
+    frame_offset: usize,
+    frame_len: usize,
+    hdr_len: usize,
+) -> Result<usize, EncapError> {
+    if !in_bounds(buf_len, frame_offset, frame_len) {
+        return Err(EncapError::OutOfBounds {
+            offset: frame_offset,
+            len: frame_len,
+            buf_len,
+        });
+    }
+    frame_offset
+        .checked_sub(hdr_len)
+        .ok_or(EncapError::NoHeadroom {
+            have: frame_offset,
+            need: hdr_len,
+        })
+}
+
 #[inline(always)]
 fn check_len(len: usize) -> Result<(), EncapError> {
     if len < MIN_INNER_LEN {
@@ -334,21 +359,8 @@ pub fn encap_in_place(
     frame_len: usize,
     src_port: u16,
 ) -> Result<usize, EncapError> {
-    if !in_bounds(buf.len(), frame_offset, frame_len) {
-        return Err(EncapError::OutOfBounds {
-            offset: frame_offset,
-            len: frame_len,
-            buf_len: buf.len(),
-        });
-    }
-    if frame_offset < OUTER_LEN {
-        return Err(EncapError::NoHeadroom {
-            have: frame_offset,
-            need: OUTER_LEN,
-        });
-    }
+    let start = header_start(buf.len(), frame_offset, frame_len, OUTER_LEN)?;
     check_len(frame_len)?;
-    let start = frame_offset - OUTER_LEN;
     if let Some((out, _)) = buf[start..].split_first_chunk_mut::<OUTER_LEN>() {
         template.write(out, frame_len, src_port);
     }
@@ -388,23 +400,10 @@ pub fn encap_udp_payload_in_place(
     frame_offset: usize,
     frame_len: usize,
 ) -> Result<usize, EncapError> {
-    if !in_bounds(buf.len(), frame_offset, frame_len) {
-        return Err(EncapError::OutOfBounds {
-            offset: frame_offset,
-            len: frame_len,
-            buf_len: buf.len(),
-        });
-    }
-    if frame_offset < VXLAN_HDR_LEN {
-        return Err(EncapError::NoHeadroom {
-            have: frame_offset,
-            need: VXLAN_HDR_LEN,
-        });
-    }
+    let start = header_start(buf.len(), frame_offset, frame_len, VXLAN_HDR_LEN)?;
     if frame_len < MIN_INNER_LEN {
         return Err(EncapError::InnerTooShort(frame_len));
     }
-    let start = frame_offset - VXLAN_HDR_LEN;
     buf[start..frame_offset].copy_from_slice(&header_bytes(vni));
     Ok(start)
 }

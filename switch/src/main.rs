@@ -500,43 +500,50 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
             publish,
             network,
             container,
-        } => match (peer, container) {
-            (Some(peer), None) => {
-                c.call(&Request::NetworkPeer {
-                    network,
-                    peer,
-                    remove: false,
-                })?;
-            }
-            (None, Some(container)) => {
-                c.call(&Request::NetworkConnect {
+        } => {
+            let req = peer_or_container(network, peer, container, false, |network, container| {
+                Request::NetworkConnect {
                     network,
                     container,
                     ip,
                     publish,
-                })?;
-            }
-            _ => bail!("give either a container or --peer IP, not both"),
-        },
+                }
+            })?;
+            c.call(&req)?;
+        }
         NetCmd::Disconnect {
             peer,
             network,
             container,
-        } => match (peer, container) {
-            (Some(peer), None) => {
-                c.call(&Request::NetworkPeer {
-                    network,
-                    peer,
-                    remove: true,
-                })?;
-            }
-            (None, Some(container)) => {
-                c.call(&Request::NetworkDisconnect { network, container })?;
-            }
-            _ => bail!("give either a container or --peer IP, not both"),
-        },
+        } => {
+            let req = peer_or_container(network, peer, container, true, |network, container| {
+                Request::NetworkDisconnect { network, container }
+            })?;
+            c.call(&req)?;
+        }
     }
     Ok(0)
+}
+
+/// The request of `network connect` (`remove` false) or `network disconnect` (true): with
+/// `--peer`, adding or removing that overlay peer of `network`; with a container,
+/// `for_container(network, container)`. Exactly one of the two must be given.
+fn peer_or_container(
+    network: String,
+    peer: Option<String>,
+    container: Option<String>,
+    remove: bool,
+    for_container: impl FnOnce(String, String) -> Request,
+) -> Result<Request> {
+    match (peer, container) {
+        (Some(peer), None) => Ok(Request::NetworkPeer {
+            network,
+            peer,
+            remove,
+        }),
+        (None, Some(container)) => Ok(for_container(network, container)),
+        _ => bail!("give either a container or --peer IP, not both"),
+    }
 }
 
 fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
@@ -577,4 +584,32 @@ fn exec_in(info: &ContainerInfo, cmd: &[String]) -> Result<i32> {
         .with_context(|| format!("cannot run {:?} in container {}", cmd, info.name))?;
     let status = child.wait()?;
     Ok(status.code().unwrap_or(128))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_or_container_takes_exactly_one() {
+        let disconnect = |network, container| Request::NetworkDisconnect { network, container };
+        let s = |v: &str| Some(v.to_string());
+        let r = peer_or_container("ov".into(), s("10.0.0.2"), None, true, disconnect).unwrap();
+        assert!(
+            matches!(r, Request::NetworkPeer { network, peer, remove: true }
+            if network == "ov" && peer == "10.0.0.2")
+        );
+        let r = peer_or_container("n".into(), None, s("c1"), true, disconnect).unwrap();
+        assert!(
+            matches!(r, Request::NetworkDisconnect { network, container }
+            if network == "n" && container == "c1")
+        );
+        for (peer, container) in [(s("10.0.0.2"), s("c1")), (None, None)] {
+            let e = peer_or_container("n".into(), peer, container, false, disconnect);
+            assert_eq!(
+                e.unwrap_err().to_string(),
+                "give either a container or --peer IP, not both"
+            );
+        }
+    }
 }

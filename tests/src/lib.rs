@@ -315,28 +315,45 @@ pub fn kernel_bridges() -> Vec<String> {
         .collect()
 }
 
+/// A one-shot iperf3 server (`iperf3 -s -1`) in the network namespace at path `netns`, writing
+/// its log to `log`; killed and reaped when dropped (also when the test fails).
+pub struct Iperf3Server(Child);
+
+impl Iperf3Server {
+    /// Starts the server and gives it half a second to listen.
+    pub fn start(netns: &str, log: &Path) -> Iperf3Server {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["iperf3", "-s", "-1", "--logfile"])
+            .arg(log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iperf3 server");
+        std::thread::sleep(Duration::from_millis(500));
+        Iperf3Server(child)
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs an iperf3 TCP test from container `client` to `server_ip` (server in container
 /// `server`), returning received bits per second.
 pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32) -> f64 {
     let log = d.dir.join(format!("iperf-{server}.log"));
     let info = d.container(server);
-    let ns = info["netns"].as_str().unwrap().to_string();
-    let mut srv = Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .args(["iperf3", "-s", "-1", "--logfile"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn iperf3 server");
-    std::thread::sleep(Duration::from_millis(500));
+    let srv = Iperf3Server::start(info["netns"].as_str().unwrap(), &log);
     let out = d.exec(
         client,
         &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"],
     );
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
     assert!(
         out.status.success(),
         "iperf3 failed: {}{}",

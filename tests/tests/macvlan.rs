@@ -29,20 +29,9 @@ fn endpoint(d: &Daemon, c: &str) -> serde_json::Value {
 /// address the server saw the client connect from.
 fn iperf_from(d: &Daemon, client: &Netns, server: &str, server_ip: &str) -> (f64, String) {
     let log = d.dir.join(format!("iperf-{server}.log"));
-    let ns = d.container(server)["netns"].as_str().unwrap().to_string();
-    let mut srv = Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .args(["iperf3", "-s", "-1", "--logfile"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn iperf3 server");
-    std::thread::sleep(Duration::from_millis(500));
+    let srv = Iperf3Server::start(d.container(server)["netns"].as_str().unwrap(), &log);
     let out = client.exec(&["iperf3", "-c", server_ip, "-t", "2", "-J"]);
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
     assert!(
         out.status.success(),
         "iperf3 to {server_ip} failed: {}{}\n{}",

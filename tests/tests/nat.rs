@@ -112,6 +112,21 @@ fn out(o: &std::process::Output) -> String {
     )
 }
 
+/// The command line that fetches `url` (10 s at most) and prints only the HTTP status code.
+fn curl_status(url: &str) -> [&str; 9] {
+    [
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url,
+    ]
+}
+
 /// An HTTP server's access log line names the client's address first.
 fn http_clients(log: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(log)
@@ -177,20 +192,7 @@ fn egress_tcp_udp_ping_leave_with_the_host_address() {
         .status
         .success()
     });
-    let r = d.exec(
-        &c,
-        &[
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{}:18081/", o.ip()),
-        ],
-    );
+    let r = d.exec(&c, &curl_status(&format!("http://{}:18081/", o.ip())));
     assert_eq!(
         out(&r).trim(),
         "200",
@@ -329,17 +331,7 @@ fn published_port_host_access_and_names() {
 
     // From the outside namespace, through the published port on the host's address.
     let purl = format!("http://{}:{host_port}/", o.host_ip());
-    let r = o.ns.exec(&[
-        "curl",
-        "-s",
-        "-m",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &purl,
-    ]);
+    let r = o.ns.exec(&curl_status(&purl));
     assert_eq!(
         out(&r).trim(),
         "200",
@@ -348,19 +340,9 @@ fn published_port_host_access_and_names() {
         d.log()
     );
     // And from the host itself, on loopback.
-    let r = sh(
-        "curl",
-        &[
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://127.0.0.1:{host_port}/"),
-        ],
-    );
+    let local = format!("http://127.0.0.1:{host_port}/");
+    let [curl, args @ ..] = curl_status(&local);
+    let r = sh(curl, &args);
     assert_eq!(out(&r).trim(), "200");
 
     // A taken host port is a clear error, and nothing is left behind.
@@ -381,20 +363,7 @@ fn published_port_host_access_and_names() {
     // Names: containers on a user-defined network resolve each other.
     let r = d.exec(&cli, &["getent", "hosts", &web]);
     assert!(out(&r).contains(&web_ip), "getent hosts {web}: {}", out(&r));
-    let r = d.exec(
-        &cli,
-        &[
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{web}:8000/"),
-        ],
-    );
+    let r = d.exec(&cli, &curl_status(&format!("http://{web}:8000/")));
     assert_eq!(out(&r).trim(), "200", "by name: {}", out(&r));
 
     // Removing the container frees the host port.

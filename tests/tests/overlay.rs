@@ -184,23 +184,13 @@ fn iperf_across(
     reverse: bool,
 ) -> f64 {
     let log = d.dir.join(format!("iperf-{client}.log"));
-    let mut srv = Command::new("nsenter")
-        .arg(format!("--net={server_netns}"))
-        .args(["iperf3", "-s", "-1", "--logfile"])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn iperf3 server");
-    std::thread::sleep(Duration::from_millis(500));
+    let srv = Iperf3Server::start(server_netns, &log);
     let mut a = vec!["iperf3", "-c", server_ip, "-t", "2", "-J"];
     if reverse {
         a.push("-R");
     }
     let out = d.exec(client, &a);
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["end"]["sum_received"]["bits_per_second"]

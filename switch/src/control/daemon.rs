@@ -1404,15 +1404,7 @@ pub fn spawn(netns: &str, argv: &[String], stdio: netns::Stdios) -> Result<std::
     if netns.is_empty() {
         let mut cmd = std::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]);
-        if let Some(s) = stdio.stdin {
-            cmd.stdin(s);
-        }
-        if let Some(s) = stdio.stdout {
-            cmd.stdout(s);
-        }
-        if let Some(s) = stdio.stderr {
-            cmd.stderr(s);
-        }
+        stdio.apply(&mut cmd);
         return Ok(cmd.spawn()?);
     }
     let target = match netns.strip_prefix(&format!("{}/", netns::NETNS_RUN_DIR)) {

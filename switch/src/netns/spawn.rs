@@ -32,6 +32,21 @@ pub struct Stdios {
     pub stderr: Option<Stdio>,
 }
 
+impl Stdios {
+    /// Sets the streams that are given on `cmd`, leaving the others inherited.
+    pub fn apply(self, cmd: &mut Command) {
+        if let Some(s) = self.stdin {
+            cmd.stdin(s);
+        }
+        if let Some(s) = self.stdout {
+            cmd.stdout(s);
+        }
+        if let Some(s) = self.stderr {
+            cmd.stderr(s);
+        }
+    }
+}
+
 /// Mounts a named namespace's child sets up, prepared before `fork` so the child allocates
 /// nothing.
 struct MountPlan {
@@ -169,15 +184,7 @@ pub fn spawn_in_netns<S: AsRef<OsStr>>(
     stdio: Stdios,
 ) -> Result<Child> {
     let mut cmd = netns_command(ns_name_or_path, argv)?;
-    if let Some(s) = stdio.stdin {
-        cmd.stdin(s);
-    }
-    if let Some(s) = stdio.stdout {
-        cmd.stdout(s);
-    }
-    if let Some(s) = stdio.stderr {
-        cmd.stderr(s);
-    }
+    stdio.apply(&mut cmd);
     let prog = argv[0].as_ref().to_string_lossy().into_owned();
     cmd.spawn().map_err(|e| {
         NetnsError::io(
