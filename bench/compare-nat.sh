@@ -12,13 +12,52 @@
 # The kernel row adds one MASQUERADE rule in its own nftables table and turns on ip_forward,
 # both undone right after.
 #
-# Usage (root): bench/compare-nat.sh [SECONDS]      needs: iperf3 slirp4netns passt nftables
+# The machine is shared and noisy, so the whole comparison runs ROUNDS times (default 3, every
+# peer once per round) and the summary gives the median of each cell and the median of the
+# per-round ratios; the rounds' own tables are printed too.
+#
+# Usage (root): [ROUNDS=N] bench/compare-nat.sh [SECONDS]      needs: iperf3 slirp4netns passt nftables
 set -u
 T=${1:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${VSWITCH_BIN:-$ROOT/target/release/vswitch}
 OUT=$ROOT/bench/results
 mkdir -p "$OUT"
+ROUNDS=${ROUNDS:-3}
+if [ -z "${NAT_ROUND:-}" ]; then
+  [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p switch --bin vswitch) || exit 1
+  for r in $(seq "$ROUNDS"); do
+    echo "round $r of $ROUNDS:"
+    NAT_ROUND=$r NAT_JSON=$OUT/compare-nat.round$r.json VSWITCH_BIN=$BIN "$0" "$T" | sed 's/^/  /'
+  done
+  python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, statistics as st, sys
+out, n = sys.argv[1], int(sys.argv[2])
+rounds = []
+for r in range(1, n + 1):
+    try:
+        rounds.append(json.load(open(f"{out}/compare-nat.round{r}.json")))
+    except (OSError, ValueError):
+        print(f"round {r}: no result")
+if not rounds:
+    sys.exit(1)
+peers = ["vswitch", "slirp4netns", "pasta", "kernel"]
+summary = {"seconds": rounds[0]["seconds"], "unit": "Gbps", "rounds": len(rounds)}
+print(f"median of {len(rounds)} rounds (Gbps; ratios are medians of the per-round ratios):")
+print("%-8s %10s %10s %10s %10s   %s" % ("", "vswitch", "slirp", "pasta", "kernel", "vswitch / slirp, pasta, kernel"))
+for row in ["egress", "inbound"]:
+    med = {p: st.median(r[row][p] for r in rounds) for p in peers}
+    ratio = {p: st.median(r[row]["vswitch"] / r[row][p] for r in rounds if r[row][p] > 0)
+             if any(r[row][p] > 0 for r in rounds) else None for p in peers[1:]}
+    summary[row] = med
+    summary[row + "_ratio"] = ratio
+    fmt = lambda x: "n/a" if x is None else "%.2fx" % x
+    print("%-8s %10.2f %10.2f %10.2f %10.2f   %s %s %s" % (row, *[med[p] for p in peers],
+          *[fmt(ratio[p]) for p in peers[1:]]))
+json.dump(summary, open(f"{out}/compare-nat.json", "w"), indent=2)
+PY
+  exit $?
+fi
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p switch --bin vswitch) || exit 1
 for t in iperf3 slirp4netns pasta nft python3 nsenter; do
   command -v $t >/dev/null || { echo "missing $t: apt-get install -y iperf3 slirp4netns passt nftables util-linux" >&2; exit 1; }
@@ -92,7 +131,7 @@ stop_servers
 
 # ---- pasta ----
 srv 5313
-EG[pasta]=$(pasta --runas 0 --config-net -q -- iperf3 -c $HOSTNET.2 -p 5313 -t $T -J | gbps)
+EG[pasta]=$(pasta --runas 0 --config-net -q -- iperf3 -c $HOSTNET.2 -p 5313 -t $T -J 2>>$WORK/pasta.log | gbps)
 serve pasta --runas 0 --config-net -q -t 15303:5201 -- iperf3 -s -1 -p 5201; sleep 1.5
 IN[pasta]=$(iperf3 -c 127.0.0.1 -p 15303 -t $T -J | gbps)
 stop_servers
@@ -124,7 +163,7 @@ for row in egress inbound; do
   unset -n R
 done
 echo "(Gbps, single-stream TCP, ${T}s each; vswitch NAT counters:)"; cat $WORK/natstats
-python3 - "$OUT/compare-nat.json" <<EOF
+python3 - "${NAT_JSON:-$OUT/compare-nat.json}" <<EOF
 import json, sys
 d = {"seconds": $T, "unit": "Gbps",
      "egress": {"vswitch": ${EG[vswitch]}, "slirp4netns": ${EG[slirp]}, "pasta": ${EG[pasta]}, "kernel": ${EG[kernel]}},

@@ -6,12 +6,43 @@
 #   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
 #   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
 #
-# Usage: sudo bench/compare-overlay.sh [seconds]   (builds vswitch in release mode first, unless
+# Usage: sudo [ROUNDS=N] bench/compare-overlay.sh [seconds]   (builds vswitch in release mode first, unless
 # VSWITCH_BIN names the binary to use)
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
 set -u
 T=${1:-5}
 cd "$(dirname "$0")/.."
+# The machine is shared and noisy: ROUNDS runs (default 3), then the median of each number and
+# of the per-round ratios.
+ROUNDS=${ROUNDS:-3}
+if [ -z "${OV_ROUND:-}" ]; then
+  mkdir -p bench/results
+  for r in $(seq "$ROUNDS"); do
+    echo "round $r of $ROUNDS:"
+    OV_ROUND=$r OV_JSON=bench/results/compare-overlay.round$r.json "$0" "$T" | sed 's/^/  /'
+  done
+  python3 - "$ROUNDS" <<'PY'
+import json, statistics as st, sys
+rounds = []
+for r in range(1, int(sys.argv[1]) + 1):
+    try:
+        rounds.append(json.load(open(f"bench/results/compare-overlay.round{r}.json")))
+    except (OSError, ValueError):
+        print(f"round {r}: no result")
+if not rounds:
+    sys.exit(1)
+med = {k: st.median(r[k] for r in rounds) for k in ("kernel", "vswitch", "anchor")}
+ratio = st.median(r["vswitch"] / r["kernel"] for r in rounds if r["kernel"] > 0)
+print(f"median of {len(rounds)} rounds, single-stream TCP (Gbit/s):")
+print(f"  kernel vxlan + bridge (containers)   : {med['kernel']:.2f}")
+print(f"  vswitch overlay (containers)         : {med['vswitch']:.2f}")
+print(f"  kernel vxlan, hosts' own (anchor)    : {med['anchor']:.2f}")
+print(f"  ratio vswitch / kernel+bridge        : {ratio:.2f}x (median of per-round ratios)")
+json.dump({"seconds": rounds[0]["seconds"], "unit": "Gbps", "rounds": len(rounds), **med,
+           "ratio": ratio}, open("bench/results/compare-overlay.json", "w"), indent=2)
+PY
+  exit $?
+fi
 if [ -n "${VSWITCH_BIN:-}" ]; then B=$VSWITCH_BIN; else
     cargo build --release -p switch -q || exit 1
     B=$PWD/target/release/vswitch
@@ -84,9 +115,11 @@ echo "overlay single-stream TCP (Gbit/s), one run:"
 echo "  kernel vxlan + bridge (containers)   : $KERNEL"
 echo "  vswitch overlay (containers)         : $VSW"
 echo "  kernel vxlan, hosts' own (anchor)    : ${ANCHOR:-n/a}"
-python3 - "$VSW" "$KERNEL" "${ANCHOR:-0}" <<'PY'
-import sys
-v, k, a = map(float, sys.argv[1:])
+python3 - "$VSW" "$KERNEL" "${ANCHOR:-0}" "${OV_JSON:-}" "$T" <<'PY'
+import json, sys
+v, k, a = (float(x or 0) for x in sys.argv[1:4])
+if sys.argv[4]:
+    json.dump({"seconds": int(sys.argv[5]), "kernel": k, "vswitch": v, "anchor": a}, open(sys.argv[4], "w"))
 print(f"  ratio vswitch / kernel+bridge        : {v / k:.2f}x" if k else "  ratio: n/a")
 if a:
     print(f"  ratio vswitch / anchor               : {v / a:.2f}x")
