@@ -84,6 +84,9 @@ pub struct NatCounters {
     pub udp_opened: u64,
     pub icmp_opened: u64,
     pub published_accepts: u64,
+    /// Container TCP segments that arrived past a gap and were held for it (and SACKed).
+    #[serde(default)]
+    pub tcp_held: u64,
     pub dns_answers: u64,
     pub dns_forwarded: u64,
     /// A table was full: the new flow was refused.
@@ -623,7 +626,9 @@ impl Nat {
         let ports = (t.dst_port(), t.src_port());
         if let Some(&idx) = self.flows.get(&key) {
             if let Some(Slot::Tcp(f, _)) = self.slots[idx].as_mut() {
-                f.segment(&t, now, out);
+                if f.segment(&t, now, out) {
+                    self.counters.tcp_held += 1;
+                }
                 self.mark(idx);
             }
             return true;

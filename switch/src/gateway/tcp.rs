@@ -312,19 +312,19 @@ impl TcpFlow {
         false
     }
 
-    /// A segment from the container.
-    pub fn segment(&mut self, t: &TcpPacket<&[u8]>, now: u64, out: &mut Out) {
+    /// A segment from the container. True when its bytes arrived past a gap and were held.
+    pub fn segment(&mut self, t: &TcpPacket<&[u8]>, now: u64, out: &mut Out) -> bool {
         self.last_active = now;
         let flags = t.flags().0;
         let seq = t.seq_number();
         if flags & RST != 0 {
             self.phase = Phase::Closed;
             let _ = self.sock.shutdown(Shutdown::Both);
-            return;
+            return false;
         }
         match self.phase {
-            Phase::Closed => return,
-            Phase::Connecting => return, // a retransmitted SYN: the connect is under way
+            Phase::Closed => return false,
+            Phase::Connecting => return false, // a retransmitted SYN: the connect is under way
             Phase::SynSent => {
                 if flags & (SYN | ACK) == SYN | ACK && t.ack_number() == self.iss.wrapping_add(1) {
                     self.set_peer_opts(parse_syn_opts(t.options()));
@@ -339,7 +339,7 @@ impl TcpFlow {
                     self.retries = 0;
                     self.ack_pending = true;
                 }
-                return;
+                return false;
             }
             Phase::Open => {}
         }
@@ -348,7 +348,7 @@ impl TcpFlow {
             if seq.wrapping_add(1) == self.rcv_nxt && self.snd_una == self.iss {
                 self.syn_pending = true;
             }
-            return;
+            return false;
         }
         if flags & ACK != 0 {
             self.on_ack(t.ack_number(), t.window_len(), t.payload().is_empty(), now);
@@ -364,29 +364,27 @@ impl TcpFlow {
                 if !data.is_empty() || flags & FIN != 0 {
                     self.ack_pending = true;
                 }
-                return;
+                return false;
             }
             data = &data[skip..];
             dseq = self.rcv_nxt;
         }
         if dseq != self.rcv_nxt {
             // Out of order: keep it for when the gap fills, and ask for what is missing.
-            if !data.is_empty() && !self.c_fin {
-                self.hold(dseq, data);
-            }
+            let held = !data.is_empty() && !self.c_fin && self.hold(dseq, data);
             self.ack_pending = true;
-            return;
+            return held;
         }
         if !data.is_empty() {
             if self.c_fin {
-                return;
+                return false;
             }
             let took = self.take(data);
             self.rcv_nxt = self.rcv_nxt.wrapping_add(took as u32);
             self.ack_pending = true;
             self.join_held();
             if took < data.len() {
-                return; // the FIN (if any) comes again with the rest
+                return false; // the FIN (if any) comes again with the rest
             }
         }
         if flags & FIN != 0 && !self.c_fin {
@@ -396,6 +394,7 @@ impl TcpFlow {
             self.maybe_shutdown();
         }
         let _ = out;
+        false
     }
 
     fn on_ack(&mut self, ack: u32, win: u16, pure: bool, now: u64) {
@@ -452,16 +451,19 @@ impl TcpFlow {
     /// Keeps container bytes that start `seq - rcv_nxt` bytes past the gap, in the buffer's
     /// free space where they belong; what does not fit the window (or needs a fifth range) is
     /// dropped and comes again.
-    fn hold(&mut self, seq: u32, data: &[u8]) {
+    /// True when something was kept.
+    fn hold(&mut self, seq: u32, data: &[u8]) -> bool {
         let off = seq.wrapping_sub(self.rcv_nxt) as usize;
         let room = self.to_sock.free();
         if off >= room {
-            return;
+            return false;
         }
         let data = &data[..data.len().min(room - off)];
-        if self.ooo.insert(seq, seq.wrapping_add(data.len() as u32)) {
-            self.to_sock.write_at(off, data);
+        if !self.ooo.insert(seq, seq.wrapping_add(data.len() as u32)) {
+            return false;
         }
+        self.to_sock.write_at(off, data);
+        true
     }
 
     /// After in-order bytes: takes in every held range the gap no longer separates.
@@ -945,19 +947,20 @@ mod tests {
         let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
         let feed = |f: &mut TcpFlow, out: &mut Out, off: usize, len: usize| {
             let s = seg(1000 + off as u32, 5001, ACK, &data[off..off + len]);
-            f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, out);
+            let held = f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, out);
             assert!(!f.output(1, out));
+            held
         };
         // Bytes 0..1000 arrive, 1000..2000 are lost, 2000..3000 and 3000..4000 arrive.
-        feed(&mut f, &mut out, 0, 1000);
+        assert!(!feed(&mut f, &mut out, 0, 1000));
         assert_eq!(last_ack(&out), (2000, vec![]));
-        feed(&mut f, &mut out, 3000, 1000);
+        assert!(feed(&mut f, &mut out, 3000, 1000));
         assert_eq!(last_ack(&out), (2000, vec![(4000, 5000)]));
-        feed(&mut f, &mut out, 2000, 1000);
+        assert!(feed(&mut f, &mut out, 2000, 1000));
         assert_eq!(last_ack(&out), (2000, vec![(3000, 5000)]));
         assert_eq!(f.queued().0, 0, "nothing past the gap reaches the socket");
         // The gap is filled: everything is acknowledged and reaches the socket in order.
-        feed(&mut f, &mut out, 1000, 1000);
+        assert!(!feed(&mut f, &mut out, 1000, 1000));
         assert_eq!(last_ack(&out), (5000, vec![]));
         assert_eq!(read_exact(&mut far, 4000), data);
     }
