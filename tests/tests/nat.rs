@@ -154,14 +154,12 @@ fn no_nat_rules(subnet: &str) {
     }
 }
 
-#[test]
-fn egress_tcp_udp_ping_leave_with_the_host_address() {
-    if !need_root("egress") {
-        return;
-    }
+/// An outside namespace, a daemon with one network of the test's own and one container on it
+/// (running `sleep`): (the network's /24 prefix, outside, daemon, container name).
+fn container_and_outside(tag: &str) -> (String, Outside, Daemon, String) {
     let (sub, outside) = subnets();
     let o = Outside::new(&outside);
-    let d = Daemon::start("eg");
+    let d = Daemon::start(tag);
     let net = unique("n");
     d.ok(&[
         "network",
@@ -172,6 +170,15 @@ fn egress_tcp_udp_ping_leave_with_the_host_address() {
     ]);
     let c = unique("c");
     d.run(&c, &["-d", "--network", &net, "--", "sleep", "300"]);
+    (sub, o, d, c)
+}
+
+#[test]
+fn egress_tcp_udp_ping_leave_with_the_host_address() {
+    if !need_root("egress") {
+        return;
+    }
+    let (sub, o, d, c) = container_and_outside("eg");
 
     // TCP: an HTTP fetch.
     let log = d.dir.join("http.log");
@@ -478,19 +485,7 @@ fn egress_tcp_holds_and_sacks_bytes_past_a_gap() {
     if !need_root("egress-sack") {
         return;
     }
-    let (sub, outside) = subnets();
-    let o = Outside::new(&outside);
-    let d = Daemon::start("sack");
-    let net = unique("n");
-    d.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        &format!("{sub}.0/24"),
-        &net,
-    ]);
-    let c = unique("c");
-    d.run(&c, &["-d", "--network", &net, "--", "sleep", "300"]);
+    let (_, o, d, c) = container_and_outside("sack");
     let table = unique("rst");
     for args in [
         vec!["add", "table", "ip", &table],
