@@ -249,6 +249,11 @@ fn overlay_three_hosts_ping_iperf_local_stays_local_and_flood_reaches_each_peer_
     // The containers got the overlay MTU.
     let mtu = daemons[0].exec(&names[0], &["cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1450");
+    // ... and GSO frames no bigger than one UDP GSO send of 44 VXLAN datagrams (8 + 14 + 1450
+    // bytes each in 65507).
+    let link = daemons[0].exec(&names[0], &["ip", "-d", "link", "show", "eth0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("gso_max_segs 44 "), "{link}");
     // Everyone reaches everyone.
     for a in 0..3 {
         for (b, ip) in ips.iter().enumerate() {

@@ -1084,6 +1084,8 @@ impl Daemon {
             prefix: ep.prefix,
             gateway: gw,
             mtu: Some(net.mtu),
+            gso_max_segs: (net.driver == "overlay")
+                .then(|| crate::port::vxlan::segments_per_send(net.mtu)),
         };
         let port: Box<dyn Port> = match ep.attach {
             AttachMode::Veth => {

@@ -27,6 +27,9 @@ pub struct IfaceConfig {
     pub gateway: Option<Ipv4Addr>,
     /// MTU of both ends; `None`: 1500.
     pub mtu: Option<u32>,
+    /// Most segments in one GSO frame the container's TCP builds (`gso_max_segs` of its
+    /// interface); `None`: the kernel's default.
+    pub gso_max_segs: Option<u32>,
 }
 
 impl IfaceConfig {
@@ -39,6 +42,7 @@ impl IfaceConfig {
             prefix,
             gateway,
             mtu: None,
+            gso_max_segs: None,
         }
     }
 }
@@ -59,6 +63,9 @@ pub struct AttachedLink {
 fn configure_inside(c: &Netlink, cfg: &IfaceConfig) -> Result<MacAddr> {
     if c.link_exists("lo")? {
         c.set_link_up("lo")?;
+    }
+    if let Some(segs) = cfg.gso_max_segs {
+        c.set_gso_max_segs(&cfg.ifname, segs)?;
     }
     c.add_address(&cfg.ifname, cfg.ip, cfg.prefix)?;
     c.set_link_up(&cfg.ifname)?;
@@ -174,6 +181,7 @@ mod tests {
         let cfg = IfaceConfig {
             mac: Some(mac),
             mtu: Some(1400),
+            gso_max_segs: Some(44),
             ..IfaceConfig::eth0(
                 Ipv4Addr::new(10, 88, 0, 2),
                 24,
@@ -190,6 +198,8 @@ mod tests {
 
         let addr = ip(&["-n", &cont.name, "-o", "-4", "addr", "show", "dev", "eth0"]);
         assert!(addr.contains("inet 10.88.0.2/24 brd 10.88.0.255"), "{addr}");
+        let detail = ip(&["-n", &cont.name, "-d", "link", "show", "dev", "eth0"]);
+        assert!(detail.contains("gso_max_segs 44 "), "{detail}");
         let link = ip(&["-n", &cont.name, "-o", "link", "show", "dev", "eth0"]);
         assert!(link.contains(",UP"), "{link}");
         assert!(link.contains("mtu 1400"), "{link}");

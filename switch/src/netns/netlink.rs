@@ -519,6 +519,15 @@ impl Netlink {
         })
     }
 
+    /// `ip link set NAME gso_max_segs N`.
+    pub fn set_gso_max_segs(&self, name: &str, segs: u32) -> Result<()> {
+        self.set_link(
+            name,
+            &|| format!("setting gso_max_segs {segs} on {name}"),
+            |m| m.attributes.push(LinkAttribute::GsoMaxSegs(segs)),
+        )
+    }
+
     /// `ip link set NAME address MAC`.
     pub fn set_mac(&self, name: &str, mac: MacAddr) -> Result<()> {
         self.set_link(name, &|| format!("setting address {mac} on {name}"), |m| {

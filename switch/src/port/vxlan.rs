@@ -654,6 +654,15 @@ impl Port for VxlanPort {
 
 /// The path MTU from `local` towards `remote` as the kernel's routing sees it (the MTU of the
 /// underlay interface that reaches it, or a route's MTU).
+/// How many VXLAN datagrams with a full `inner_mtu` IP packet inside fit one UDP GSO send.
+/// Overlay containers get it as their interface's `gso_max_segs`: each GSO frame their TCP
+/// builds then leaves as exactly one send and arrives as one coalesced datagram, instead of a
+/// full send plus a tail of a segment or two that the far side delivers as a frame of its own.
+pub fn segments_per_send(inner_mtu: u32) -> u32 {
+    let datagram = VXLAN_HDR_LEN + 14 + inner_mtu as usize;
+    (MAX_UDP_PAYLOAD / datagram).clamp(1, MAX_GSO_SEGS) as u32
+}
+
 pub fn path_mtu(local: Ipv4Addr, remote: Ipv4Addr) -> io::Result<u32> {
     let s = UdpSocket::bind(SocketAddrV4::new(local, 0))?;
     s.connect(SocketAddrV4::new(remote, encap::IANA_VXLAN_PORT))?;
@@ -727,6 +736,19 @@ mod tests {
     }
 
     /// A TCP GSO frame leaves as MSS-sized datagrams with valid checksums.
+    #[test]
+    fn segments_per_send_fit_one_udp_datagram() {
+        // 1450-byte inner packets: 8 + 14 + 1450 = 1472 bytes each, 44 in 65507.
+        assert_eq!(segments_per_send(1450), 44);
+        assert_eq!(segments_per_send(1500), 43);
+        assert_eq!(segments_per_send(68), MAX_GSO_SEGS as u32);
+        assert_eq!(segments_per_send(65000), 1);
+        for mtu in [576, 1280, 1450, 1500, 8950] {
+            let n = segments_per_send(mtu) as usize;
+            assert!(n * (VXLAN_HDR_LEN + 14 + mtu as usize) <= MAX_UDP_PAYLOAD);
+        }
+    }
+
     #[test]
     fn gso_frames_are_segmented() {
         let a_ip = Ipv4Addr::new(127, 0, 0, 13);
