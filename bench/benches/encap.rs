@@ -125,12 +125,24 @@ fn segment_bench(c: &mut Criterion) {
     g.finish();
 }
 
+fn checksum_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("checksum");
+    for size in [1500usize, 64 * 1024] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("sum/{size}B"), |it| {
+            it.iter(|| black_box(switch::wire::checksum::sum(black_box(&data))))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = encap_bench, decap_bench, segment_bench
+    targets = encap_bench, decap_bench, segment_bench, checksum_bench
 }
 criterion_main!(benches);
