@@ -105,6 +105,21 @@ pub struct NatCounters {
     pub drop_no_neighbor: u64,
 }
 
+/// A frame from a container, as the protocol handlers of [`Nat`] see it.
+#[derive(Clone, Copy)]
+struct FromContainer<'a> {
+    net: NetworkId,
+    ip: &'a Ipv4Packet<&'a [u8]>,
+    vnet: &'a VnetHdr,
+    /// The way back to the container.
+    path: Path,
+    /// The network's gateway address.
+    gw_ip: Ipv4Addr,
+    /// The network is `--internal` (no egress).
+    internal: bool,
+    now: u64,
+}
+
 /// What the NAT knows of a network.
 #[derive(Clone, Debug)]
 pub struct NatNet {
@@ -582,10 +597,19 @@ impl Nat {
             src_ip: ip.dst_addr(),
             dst_ip: ip.src_addr(),
         };
+        let from = FromContainer {
+            net,
+            ip,
+            vnet,
+            path,
+            gw_ip,
+            internal,
+            now,
+        };
         match ip.protocol() {
-            ip_proto::TCP => self.tcp_in(net, ip, vnet, path, gw_ip, internal, now, out),
-            ip_proto::UDP => self.udp_in(net, ip, vnet, path, gw_ip, internal, now, out),
-            ip_proto::ICMP => self.icmp_in(net, ip, path, gw_ip, internal, now),
+            ip_proto::TCP => self.tcp_in(&from, out),
+            ip_proto::UDP => self.udp_in(&from, out),
+            ip_proto::ICMP => self.icmp_in(&from),
             _ => {
                 self.counters.drop_no_egress += 1;
                 true
@@ -593,18 +617,16 @@ impl Nat {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn tcp_in(
-        &mut self,
-        net: NetworkId,
-        ip: &Ipv4Packet<&[u8]>,
-        vnet: &VnetHdr,
-        path: Path,
-        gw_ip: Ipv4Addr,
-        internal: bool,
-        now: u64,
-        out: &mut Out,
-    ) -> bool {
+    fn tcp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
+        let FromContainer {
+            net,
+            ip,
+            vnet,
+            path,
+            gw_ip,
+            internal,
+            now,
+        } = *from;
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
             self.counters.drop_bad_frame += 1;
             return true;
@@ -712,18 +734,16 @@ impl Nat {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn udp_in(
-        &mut self,
-        net: NetworkId,
-        ip: &Ipv4Packet<&[u8]>,
-        vnet: &VnetHdr,
-        path: Path,
-        gw_ip: Ipv4Addr,
-        internal: bool,
-        now: u64,
-        out: &mut Out,
-    ) -> bool {
+    fn udp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
+        let FromContainer {
+            net,
+            ip,
+            vnet,
+            path,
+            gw_ip,
+            internal,
+            now,
+        } = *from;
         let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
             self.counters.drop_bad_frame += 1;
             return true;
@@ -766,7 +786,7 @@ impl Nat {
         }
         if ip.dst_addr() == gw_ip {
             if u.dst_port() == 53 {
-                self.dns(net, key, &u, path, internal, now, out);
+                self.dns(from, key, &u, out);
             } else {
                 self.counters.drop_no_egress += 1;
             }
@@ -815,17 +835,14 @@ impl Nat {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn dns(
-        &mut self,
-        net: NetworkId,
-        key: Key,
-        u: &UdpPacket<&[u8]>,
-        path: Path,
-        internal: bool,
-        now: u64,
-        out: &mut Out,
-    ) {
+    fn dns(&mut self, from: &FromContainer, key: Key, u: &UdpPacket<&[u8]>, out: &mut Out) {
+        let FromContainer {
+            net,
+            path,
+            internal,
+            now,
+            ..
+        } = *from;
         let msg = u.payload();
         let mut name_buf = [0u8; 256];
         let Some(q) = dns::parse_query(msg, &mut name_buf) else {
@@ -863,15 +880,16 @@ impl Nat {
         }
     }
 
-    fn icmp_in(
-        &mut self,
-        net: NetworkId,
-        ip: &Ipv4Packet<&[u8]>,
-        path: Path,
-        gw_ip: Ipv4Addr,
-        internal: bool,
-        now: u64,
-    ) -> bool {
+    fn icmp_in(&mut self, from: &FromContainer) -> bool {
+        let FromContainer {
+            net,
+            ip,
+            vnet: _,
+            path,
+            gw_ip,
+            internal,
+            now,
+        } = *from;
         let msg = ip.payload();
         if msg.len() < 8 || msg[0] != crate::wire::ICMP_ECHO_REQUEST || ip.dst_addr() == gw_ip {
             self.counters.drop_no_egress += 1;
