@@ -120,6 +120,20 @@ struct FromContainer<'a> {
     now: u64,
 }
 
+impl FromContainer<'_> {
+    /// The flow key of this frame: container address and `c_port`, remote address and `r_port`.
+    fn key(&self, proto: u8, c_port: u16, r_port: u16) -> Key {
+        Key {
+            net: self.net,
+            proto,
+            c_ip: self.ip.src_addr(),
+            c_port,
+            r_ip: self.ip.dst_addr(),
+            r_port,
+        }
+    }
+}
+
 /// What the NAT knows of a network.
 #[derive(Clone, Debug)]
 pub struct NatNet {
@@ -619,13 +633,13 @@ impl Nat {
 
     fn tcp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
         let FromContainer {
-            net,
             ip,
             vnet,
             path,
             gw_ip,
             internal,
             now,
+            ..
         } = *from;
         let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
             self.counters.drop_bad_frame += 1;
@@ -637,14 +651,7 @@ impl Nat {
             self.counters.drop_bad_frame += 1;
             return true;
         }
-        let key = Key {
-            net,
-            proto: ip_proto::TCP,
-            c_ip: ip.src_addr(),
-            c_port: t.src_port(),
-            r_ip: ip.dst_addr(),
-            r_port: t.dst_port(),
-        };
+        let key = from.key(ip_proto::TCP, t.src_port(), t.dst_port());
         let ports = (t.dst_port(), t.src_port());
         if let Some(&idx) = self.flows.get(&key) {
             if let Some(Slot::Tcp(f, _)) = self.slots[idx].as_mut() {
@@ -736,13 +743,13 @@ impl Nat {
 
     fn udp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
         let FromContainer {
-            net,
             ip,
             vnet,
             path,
             gw_ip,
             internal,
             now,
+            ..
         } = *from;
         let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
             self.counters.drop_bad_frame += 1;
@@ -755,14 +762,7 @@ impl Nat {
             self.counters.drop_bad_frame += 1;
             return true;
         }
-        let key = Key {
-            net,
-            proto: ip_proto::UDP,
-            c_ip: ip.src_addr(),
-            c_port: u.src_port(),
-            r_ip: ip.dst_addr(),
-            r_port: u.dst_port(),
-        };
+        let key = from.key(ip_proto::UDP, u.src_port(), u.dst_port());
         if let Some(&idx) = self.flows.get(&key) {
             let mut via = None;
             if let Some(Slot::Udp(f)) = self.slots[idx].as_mut() {
@@ -882,13 +882,12 @@ impl Nat {
 
     fn icmp_in(&mut self, from: &FromContainer) -> bool {
         let FromContainer {
-            net,
             ip,
-            vnet: _,
             path,
             gw_ip,
             internal,
             now,
+            ..
         } = *from;
         let msg = ip.payload();
         if msg.len() < 8 || msg[0] != crate::wire::ICMP_ECHO_REQUEST || ip.dst_addr() == gw_ip {
@@ -900,14 +899,7 @@ impl Nat {
             return true;
         }
         let id = u16::from_be_bytes([msg[4], msg[5]]);
-        let key = Key {
-            net,
-            proto: ip_proto::ICMP,
-            c_ip: ip.src_addr(),
-            c_port: id,
-            r_ip: ip.dst_addr(),
-            r_port: 0,
-        };
+        let key = from.key(ip_proto::ICMP, id, 0);
         let idx = match self.flows.get(&key) {
             Some(&i) => i,
             None => {
