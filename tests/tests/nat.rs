@@ -154,20 +154,25 @@ fn no_nat_rules(subnet: &str) {
     }
 }
 
-/// An outside namespace, a daemon with one network of the test's own and one container on it
-/// (running `sleep`): (the network's /24 prefix, outside, daemon, container name).
-fn container_and_outside(tag: &str) -> (String, Outside, Daemon, String) {
+/// An outside namespace and a daemon with one network of the test's own, created with `flags`
+/// besides its subnet: (the network's /24 prefix, outside, daemon, network name).
+fn network_and_outside(tag: &str, flags: &[&str]) -> (String, Outside, Daemon, String) {
     let (sub, outside) = subnets();
     let o = Outside::new(&outside);
     let d = Daemon::start(tag);
     let net = unique("n");
-    d.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        &format!("{sub}.0/24"),
-        &net,
-    ]);
+    let subnet = format!("{sub}.0/24");
+    let mut args = vec!["network", "create", "--subnet", &subnet];
+    args.extend_from_slice(flags);
+    args.push(&net);
+    d.ok(&args);
+    (sub, o, d, net)
+}
+
+/// [`network_and_outside`] plus one container on the network (running `sleep`): (the
+/// network's /24 prefix, outside, daemon, container name).
+fn container_and_outside(tag: &str) -> (String, Outside, Daemon, String) {
+    let (sub, o, d, net) = network_and_outside(tag, &[]);
     let c = unique("c");
     d.run(&c, &["-d", "--network", &net, "--", "sleep", "300"]);
     (sub, o, d, c)
@@ -276,17 +281,7 @@ fn published_port_host_access_and_names() {
     if !need_root("publish") {
         return;
     }
-    let (sub, outside) = subnets();
-    let o = Outside::new(&outside);
-    let d = Daemon::start("pub");
-    let net = unique("n");
-    d.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        &format!("{sub}.0/24"),
-        &net,
-    ]);
+    let (sub, o, d, net) = network_and_outside("pub", &[]);
     let (web, cli) = (unique("w"), unique("c"));
     d.run(
         &web,
@@ -386,18 +381,7 @@ fn internal_network_cannot_get_out() {
     if !need_root("internal") {
         return;
     }
-    let (sub, outside) = subnets();
-    let o = Outside::new(&outside);
-    let d = Daemon::start("int");
-    let net = unique("n");
-    d.ok(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        &format!("{sub}.0/24"),
-        &net,
-    ]);
+    let (sub, o, d, net) = network_and_outside("int", &["--internal"]);
     let (c1, c2) = (unique("a"), unique("b"));
     d.run(&c1, &["-d", "--network", &net, "--", "sleep", "300"]);
     d.run(&c2, &["-d", "--network", &net, "--", "sleep", "300"]);
