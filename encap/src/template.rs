@@ -254,6 +254,17 @@ impl EncapTemplate {
         self.src_ports.src_port(inner, self.hash_seed)
     }
 
+    /// The outer header for an inner frame of `inner_len` bytes sent from UDP port
+    /// `src_port`, to be written (or handed to the kernel) in front of the frame. For an inner
+    /// GSO frame the lengths are those of the whole frame, as a tunnel GSO packet carries them.
+    #[inline]
+    pub fn header(&self, inner_len: usize, src_port: u16) -> Result<[u8; OUTER_LEN], EncapError> {
+        check_len(inner_len)?;
+        let mut out = [0u8; OUTER_LEN];
+        self.write(&mut out, inner_len, src_port);
+        Ok(out)
+    }
+
     /// Writes the outer header for an inner frame of `inner_len` bytes. `inner_len` must
     /// already be checked against [`MAX_INNER_LEN`].
     #[inline(always)]
