@@ -35,6 +35,11 @@ pub struct TapConfig {
     /// Create (or attach to) a multi-queue device: each [`TapPort`] opened with the same name
     /// is one queue, to be served by its own worker.
     pub multi_queue: bool,
+    /// Send-only use as a tunnel uplink ([`crate::port::vxlan_tap`]): the 24-byte
+    /// `virtio_net_hdr_v1_hash_tunnel` and `TUN_F_UDP_TUNNEL_GSO` (Linux 6.17+), so that one
+    /// write can carry a whole VXLAN-encapsulated TCP GSO frame. Creation fails where the
+    /// kernel lacks it. Frames through [`Port`] are not supported in this mode.
+    pub tunnel_gso: bool,
 }
 
 impl Default for TapConfig {
@@ -42,6 +47,7 @@ impl Default for TapConfig {
         TapConfig {
             vnet_hdr: true,
             multi_queue: false,
+            tunnel_gso: false,
         }
     }
 }
@@ -75,6 +81,10 @@ pub struct TapPort {
 const OFFLOADS: libc::c_uint =
     libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
 const OFFLOADS_USO: libc::c_uint = OFFLOADS | libc::TUN_F_USO4 | libc::TUN_F_USO6;
+/// `TUN_F_UDP_TUNNEL_GSO` (linux/if_tun.h, 6.17): TSO inside a UDP tunnel.
+pub const TUN_F_UDP_TUNNEL_GSO: libc::c_uint = 0x080;
+/// Size of `struct virtio_net_hdr_v1_hash_tunnel`, the header that describes such frames.
+pub const TUNNEL_VNET_HDR_LEN: usize = 24;
 
 impl TapPort {
     /// Creates TAP device `name` (or attaches to it if it exists and is persistent) with vnet
@@ -124,7 +134,22 @@ impl TapPort {
         let actual = String::from_utf8_lossy(&actual).into_owned();
 
         let mut offloads = 0;
-        if cfg.vnet_hdr {
+        if cfg.tunnel_gso {
+            let sz = TUNNEL_VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, alive for the call.
+            cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
+                .map_err(err("TUNSETVNETHDRSZ"))?;
+            offloads = OFFLOADS | TUN_F_UDP_TUNNEL_GSO;
+            // SAFETY: TUNSETOFFLOAD takes the flags by value, no pointer.
+            cvt(unsafe {
+                libc::ioctl(
+                    fd.as_raw_fd(),
+                    libc::TUNSETOFFLOAD,
+                    offloads as libc::c_ulong,
+                )
+            })
+            .map_err(err("TUNSETOFFLOAD(UDP_TUNNEL_GSO)"))?;
+        } else if cfg.vnet_hdr {
             let sz: libc::c_int = VNET_HDR_LEN as libc::c_int;
             // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, alive for the call.
             cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
@@ -173,6 +198,24 @@ impl TapPort {
     /// The configuration the port was created with.
     pub fn config(&self) -> &TapConfig {
         &self.cfg
+    }
+
+    /// Writes one packet, `head` (the vnet header and any headers in front of the frame)
+    /// followed by `frame`, with one `writev`. Non-blocking.
+    pub fn write_parts(&self, head: &[u8], frame: &[u8]) -> io::Result<usize> {
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: the iovecs point at `head` and `frame`, both borrowed for the call; the
+        // kernel only reads them.
+        cvt_size(unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) })
     }
 }
 
