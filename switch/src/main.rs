@@ -53,6 +53,11 @@ enum Cmd {
         /// Most learned MAC entries per network (default: 65536).
         #[arg(long)]
         fdb_max_per_network: Option<usize>,
+        /// Overlay: send containers' 64 KiB TCP frames as single UDP-tunnel GSO packets through
+        /// a TAP the host routes (`on`, where the kernel has it: Linux 6.17+), or cut every
+        /// frame into datagrams on the VXLAN socket (`off`). See the README's overlay section.
+        #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+        tunnel_offload: bool,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -203,6 +208,14 @@ fn parse_rx_mode(s: &str) -> Result<RxMode, String> {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use on or off")),
+    }
+}
+
 fn parse_attach(s: &str) -> Result<AttachMode, String> {
     match s {
         "veth" => Ok(AttachMode::Veth),
@@ -238,6 +251,7 @@ fn run(cli: Cli) -> Result<i32> {
             fdb_max_per_port,
             fdb_max_per_network,
             rx_mode,
+            tunnel_offload,
         } => {
             let listener = server::bind(&socket)?;
             let d = PipelineConfig::default();
@@ -252,6 +266,7 @@ fn run(cli: Cli) -> Result<i32> {
                 pipeline,
                 default_attach: attach,
                 rx_mode,
+                tunnel_offload,
             })?;
             eprintln!(
                 "vswitch daemon ready: socket {}, state {}",

@@ -37,6 +37,9 @@ pub struct Config {
     pub default_attach: AttachMode,
     /// How veth (AF_PACKET) ports receive.
     pub rx_mode: crate::port::afpacket::RxMode,
+    /// Give VXLAN tunnel ports a tunnel TAP for whole TCP GSO frames where the kernel allows
+    /// ([`crate::port::vxlan_tap`]).
+    pub tunnel_offload: bool,
 }
 
 /// `kind` of the host's own port on a network (a TAP in the host namespace).

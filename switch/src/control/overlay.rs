@@ -167,9 +167,16 @@ impl Daemon {
         if let Some(&id) = self.overlay.tunnels.get(&addr) {
             return Ok(id);
         }
-        let port = VxlanPort::open(addr).with_context(|| {
+        let mut port = VxlanPort::open(addr).with_context(|| {
             format!("cannot open the VXLAN socket on {addr}: is {} an address of this host (ip addr), and is the port free (another vxlan device with dstport {})?", spec.vtep, spec.port)
         })?;
+        // Whole TCP GSO frames as tunnel GSO packets where the kernel and host allow it.
+        if self.cfg.tunnel_offload {
+            let tap = format!("vsx{:08x}{:04x}", u32::from(spec.vtep), spec.port);
+            if let Err(e) = port.enable_tunnel_offload(&tap) {
+                eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})");
+            }
+        }
         let id = self.free_port_id()?;
         let name = port_name(&port);
         self.worker
@@ -310,17 +317,21 @@ impl Daemon {
             }
             v.push(serde_json::json!({
                 "port_id": id,
+                "tunnel_offload": s.tunnel_offload,
                 "rx_datagrams": s.rx_datagrams,
                 "rx_decapsulated": s.decap.ok,
                 "rx_decap_drops": drops,
                 "rx_oversize": s.rx_oversize,
                 "rx_gro_datagrams": s.rx_gro_datagrams,
                 "rx_gro_frames": s.rx_gro_frames,
+                "rx_tunnel_gso": s.rx_tunnel_gso,
                 "rx_split_dropped": s.rx_split_dropped,
                 "rx_no_vport": s.rx_no_vport,
                 "tx_frames": s.tx_frames,
                 "tx_datagrams": s.tx_datagrams,
                 "tx_gso_sends": s.tx_gso_sends,
+                "tx_tunnel_gso": s.tx_tunnel_gso,
+                "tx_tunnel_errors": s.tx_tunnel_errors,
                 "tx_no_peer": s.tx_no_peer,
                 "tx_bad_frame": s.tx_bad_frame,
                 "tx_too_big": s.tx_too_big,

@@ -14,6 +14,7 @@ pub mod mem;
 pub mod sys;
 pub mod tap;
 pub mod vxlan;
+pub mod vxlan_tap;
 
 /// Index of a port in the switch (dense, reused after removal).
 pub type PortId = u16;

@@ -32,9 +32,13 @@
 use crate::batch::{Batch, BATCH_SIZE, HEADROOM};
 use crate::fdb::NetworkId;
 use crate::port::sys::{self, cvt, PortError};
+use crate::port::vxlan_tap::{tunnel_super_packet, tunnel_vnet, TunnelTap};
 use crate::port::{Port, PortCaps, PortId};
 use crate::wire::gso::{coalesce_tcp4, segment, Segments};
-use encap::{decap_udp_payload, DecapStats, Vni, VtepTable, VtepTableError, VXLAN_HDR_LEN};
+use encap::{
+    decap_udp_payload, DecapStats, EncapTemplate, TemplateConfig, Vni, VtepTable, VtepTableError,
+    VXLAN_HDR_LEN,
+};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -53,6 +57,8 @@ const MAX_GSO_SEGS: usize = 64;
 const ARENA: usize = 1 << 20;
 /// Messages per `sendmmsg` flush.
 const MAX_MSGS: usize = 256;
+/// The overlay MTU assumed before any peer's path is known (a 1500-byte underlay).
+const DEFAULT_INNER_MTU: usize = 1450;
 /// Socket buffer sizes asked for (the kernel caps them unless we are root).
 const SOCK_BUF: libc::c_int = 8 << 20;
 
@@ -66,6 +72,9 @@ pub struct VxlanStats {
     /// Coalesced datagrams received (`UDP_GRO`), and the inner TCP GSO frames built from them.
     pub rx_gro_datagrams: u64,
     pub rx_gro_frames: u64,
+    /// Tunnel GSO packets received whole (one inner GSO frame each; see
+    /// [`crate::port::vxlan_tap`]).
+    pub rx_tunnel_gso: u64,
     /// Segments of coalesced datagrams dropped because the overflow batch was full.
     pub rx_split_dropped: u64,
     /// Decapsulation outcomes: accepted, and drops by reason.
@@ -78,6 +87,12 @@ pub struct VxlanStats {
     pub tx_datagrams: u64,
     /// UDP GSO sends (several datagrams each).
     pub tx_gso_sends: u64,
+    /// Inner GSO frames sent whole as one tunnel GSO packet through the tunnel TAP.
+    pub tx_tunnel_gso: u64,
+    /// Tunnel GSO writes the kernel refused (those frames went through the socket instead).
+    pub tx_tunnel_errors: u64,
+    /// Whether the port has its tunnel TAP (whole TCP GSO frames as tunnel GSO packets).
+    pub tunnel_offload: bool,
     /// Frames to a virtual port this tunnel does not know (dropped).
     pub tx_no_peer: u64,
     /// Frames that could not be segmented or copied (malformed, unsupported GSO type).
@@ -96,6 +111,8 @@ struct Peer {
     vni: Vni,
     ip: Ipv4Addr,
     addr: libc::sockaddr_in,
+    /// The outer headers towards this peer through the tunnel TAP, when there is one.
+    template: Option<EncapTemplate>,
 }
 
 /// One message to send: a span of the arena, and its UDP GSO segment size (0: one datagram).
@@ -125,6 +142,11 @@ pub struct VxlanPort {
     used: usize,
     msgs: Vec<Msg>,
     udp_gso: bool,
+    /// The tunnel GSO uplink, when the kernel and the host allow one.
+    offload: Option<TunnelTap>,
+    /// The overlay MTU towards the peers (smallest path MTU minus 50): the segment size of
+    /// tunnel GSO packets received whole is derived from it.
+    inner_mtu: usize,
     /// Frames split from coalesced datagrams that did not fit the caller's batch yet.
     overflow: Batch,
     overflow_next: usize,
@@ -192,6 +214,8 @@ impl VxlanPort {
             used: 0,
             msgs: Vec::with_capacity(MAX_MSGS),
             udp_gso: true,
+            offload: None,
+            inner_mtu: DEFAULT_INNER_MTU,
             overflow: Batch::new(crate::batch::MTU_SLOT),
             overflow_next: 0,
         })
@@ -242,12 +266,58 @@ impl VxlanPort {
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
         }
+        if let Ok(mtu) = path_mtu(*self.local.ip(), remote) {
+            let inner = (mtu as usize).saturating_sub(encap::OUTER_LEN);
+            if (576..self.inner_mtu).contains(&inner) || self.peers.iter().flatten().count() == 0 {
+                self.inner_mtu = inner.max(576);
+            }
+        }
         self.peers[i] = Some(Peer {
             vni,
             ip: remote,
             addr: sockaddr(remote, self.local.port()),
+            template: self.template_to(vni, remote),
         });
         Ok(())
+    }
+
+    /// Sends TCP GSO frames whole through tunnel TAP `name` from now on (see
+    /// [`crate::port::vxlan_tap`]). On an error the port goes on with its socket alone.
+    pub fn enable_tunnel_offload(&mut self, name: &str) -> Result<(), PortError> {
+        self.offload = Some(TunnelTap::open(name, *self.local.ip())?);
+        self.stats.tunnel_offload = true;
+        for p in self.peers.iter_mut().flatten() {
+            p.template = None;
+        }
+        let peers: Vec<(usize, Vni, Ipv4Addr)> = (self.peers.iter().enumerate())
+            .filter_map(|(i, p)| p.map(|p| (i, p.vni, p.ip)))
+            .collect();
+        for (i, vni, ip) in peers {
+            let t = self.template_to(vni, ip);
+            if let Some(p) = &mut self.peers[i] {
+                p.template = t;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tunnel TAP's name, if the port has one.
+    pub fn tunnel_offload(&self) -> Option<&str> {
+        self.offload.as_ref().map(TunnelTap::name)
+    }
+
+    fn template_to(&self, vni: Vni, remote: Ipv4Addr) -> Option<EncapTemplate> {
+        let tap = self.offload.as_ref()?;
+        // The outer source MAC only has to be unicast: the TAP receives and routes the packet.
+        let mut cfg = TemplateConfig::new(
+            [0x02, 0, 0, 0, 0, 0x01],
+            tap.mac(),
+            *self.local.ip(),
+            remote,
+            vni,
+        );
+        cfg.dst_port = self.local.port();
+        EncapTemplate::new(&cfg).ok()
     }
 
     /// Removes virtual port `vport`. Other peers are untouched (their traffic goes on).
@@ -293,6 +363,23 @@ impl VxlanPort {
             self.stats.tx_frames += 1;
             let frame = batch.frame(i);
             let vnet = batch.meta(i).vnet;
+            if let (true, Some(t)) = (self.offload.is_some(), &peer.template) {
+                if let Some(v) = tunnel_vnet(frame, &vnet) {
+                    // Frames queued before it leave first: a flow's packets keep their order.
+                    if !self.msgs.is_empty() {
+                        self.flush();
+                    }
+                    let tap = self.offload.as_ref().expect("checked above");
+                    match tap.send(t, frame, &v) {
+                        Ok(()) => {
+                            self.stats.tx_tunnel_gso += 1;
+                            sent += 1;
+                            continue;
+                        }
+                        Err(_) => self.stats.tx_tunnel_errors += 1,
+                    }
+                }
+            }
             let segs = match segment(frame, &vnet, VXLAN_HDR_LEN, &mut self.arena[self.used..]) {
                 Ok(s) => s,
                 Err(_) if self.used > 0 => {
@@ -582,7 +669,11 @@ impl Port for VxlanPort {
             // which the kernel just filled; no other reference to it exists right now.
             let payload = unsafe { std::slice::from_raw_parts_mut(slots[i], len) };
             let mut vnet = crate::batch::VnetHdr::default();
-            if gso > VXLAN_HDR_LEN && len > gso {
+            if let Some(v) = tunnel_super_packet(payload, gso, self.inner_mtu) {
+                // One tunnel GSO packet, delivered whole: its inner frame is a GSO frame.
+                self.stats.rx_tunnel_gso += 1;
+                vnet = v;
+            } else if gso > VXLAN_HDR_LEN && len > gso {
                 // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
                 self.stats.rx_gro_datagrams += 1;
                 let count = len.div_ceil(gso);
@@ -795,5 +886,125 @@ mod tests {
         assert_eq!(m.tag, 2);
         assert_eq!(rx.frame(0).len(), f.len());
         assert_eq!(&rx.frame(0)[54..], &f[54..]);
+    }
+}
+
+#[cfg(test)]
+mod tunnel_gso_tests {
+    use super::*;
+    use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+    use crate::port::sys::testnet::{run, skip, uniq, NetNs};
+    use crate::wire::gso::tests::tcp_gso_frame;
+
+    /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
+    /// tunnel TAP: a 10 000-byte TCP GSO frame crosses as one tunnel GSO packet (the kernel
+    /// routes it from the TAP to the underlay and hands it whole to the receiver's socket)
+    /// and comes out as one GSO frame, byte for byte, with the MSS of the overlay MTU.
+    #[test]
+    fn a_gso_frame_crosses_whole_through_the_tunnel_tap() {
+        crossing("0");
+    }
+
+    /// The same under loose reverse-path filtering (systemd's default), where the TAP needs an
+    /// address of its own.
+    #[test]
+    fn a_gso_frame_crosses_whole_under_loose_rp_filter() {
+        crossing("2");
+    }
+
+    /// Strict reverse-path filtering would drop every packet from the TAP: no offload then.
+    #[test]
+    fn strict_rp_filter_refuses_the_tunnel_tap() {
+        if skip() {
+            return;
+        }
+        let ha = NetNs::new();
+        ha.exec(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
+        let tap = uniq("vsxs");
+        let r = ha.enter(move || {
+            let mut p = VxlanPort::open(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4789)).unwrap();
+            p.enable_tunnel_offload(&tap)
+        });
+        let e = r.expect_err("strict rp_filter");
+        assert!(e.to_string().contains("strict"), "{e}");
+    }
+
+    fn crossing(rp_filter: &str) {
+        if skip() {
+            return;
+        }
+        let (ha, hb) = (NetNs::new(), NetNs::new());
+        ha.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.all.rp_filter={rp_filter}"),
+        ]);
+        let (a_if, b_if) = (uniq("vxa"), uniq("vxb"));
+        run(&[
+            "ip", "link", "add", &a_if, "netns", &ha.name, "type", "veth", "peer", "name", &b_if,
+            "netns", &hb.name,
+        ]);
+        ha.exec(&["ip", "addr", "add", "10.251.0.1/24", "dev", &a_if]);
+        hb.exec(&["ip", "addr", "add", "10.251.0.2/24", "dev", &b_if]);
+        ha.exec(&["ip", "link", "set", &a_if, "up"]);
+        hb.exec(&["ip", "link", "set", &b_if, "up"]);
+        let (a_ip, b_ip) = (Ipv4Addr::new(10, 251, 0, 1), Ipv4Addr::new(10, 251, 0, 2));
+        let vni = Vni::new(9).unwrap();
+        let tap = uniq("vsxt");
+        let opened = ha.enter(move || {
+            let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
+            p.add_peer(1, 1, vni, b_ip).unwrap();
+            p.enable_tunnel_offload(&tap).map(|()| p)
+        });
+        let mut a = match opened {
+            Ok(p) => p,
+            Err(e) if e.to_string().contains("TUNSETOFFLOAD") => {
+                eprintln!("skipped: this kernel has no TUN_F_UDP_TUNNEL_GSO (Linux 6.17+): {e}");
+                return;
+            }
+            Err(e) => panic!("tunnel TAP: {e}"),
+        };
+        let mut b = hb.enter(move || {
+            let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
+            p.add_peer(2, 1, vni, a_ip).unwrap();
+            p
+        });
+        assert_eq!(b.inner_mtu, 1450, "the underlay's 1500 minus 50");
+        // The neighbour entry first (a small frame through the socket), then the GSO frame.
+        let f = tcp_gso_frame(10_000, 0x10);
+        let vnet = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1410,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(&f, vnet);
+        let mut rx = Batch::new(GSO_SLOT);
+        let t0 = std::time::Instant::now();
+        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
+            assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            b.recv_burst(&mut rx).unwrap();
+        }
+        assert_eq!(
+            rx.len(),
+            1,
+            "sender {:?}\nreceiver {:?}",
+            a.stats(),
+            b.stats()
+        );
+        assert_eq!(a.stats().tx_datagrams, 0, "nothing through the socket");
+        assert!(a.stats().tx_tunnel_gso >= 1);
+        assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
+        let m = rx.meta(0);
+        assert_eq!(m.vnet, vnet, "one GSO frame, MSS 1450 - 40");
+        assert_eq!(m.tag, 2);
+        let got = rx.frame(0);
+        assert_eq!(got.len(), f.len());
+        assert_eq!(got[..50], f[..50]);
+        assert_eq!(got[54..], f[54..]);
     }
 }

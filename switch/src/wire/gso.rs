@@ -325,14 +325,14 @@ fn ip_end(frame: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::batch::VNET_F_NEEDS_CSUM;
     use crate::wire::checksum::{ipv4_l4_verify, verify};
 
     /// An Ethernet/IPv4/TCP frame with `n` payload bytes, its TCP checksum left partial (the
     /// pseudo-header sum over the whole length), as a GSO sender hands it over.
-    fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
+    pub(crate) fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20 + n];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
