@@ -1087,8 +1087,7 @@ impl Daemon {
             prefix: ep.prefix,
             gateway: gw,
             mtu: Some(net.mtu),
-            gso_max_segs: (net.driver == "overlay")
-                .then(|| crate::port::vxlan::segments_per_send(net.mtu)),
+            gso_max_segs: self.overlay_gso_max_segs(net),
         };
         let port: Box<dyn Port> = match ep.attach {
             AttachMode::Veth => {

@@ -25,7 +25,7 @@ use crate::control::state::NetworkRecord;
 use crate::port::vxlan::{path_mtu, VxlanPort};
 use crate::port::PortId;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Bytes VXLAN adds on the underlay: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
@@ -129,6 +129,8 @@ pub struct OverlayState {
     tunnels: BTreeMap<SocketAddrV4, PortId>,
     /// Virtual port of each (network, peer).
     vports: BTreeMap<(String, Ipv4Addr), PortId>,
+    /// Local VTEP socket addresses whose tunnel port has its tunnel TAP.
+    offloaded: BTreeSet<SocketAddrV4>,
 }
 
 impl Daemon {
@@ -173,8 +175,12 @@ impl Daemon {
         // Whole TCP GSO frames as tunnel GSO packets where the kernel and host allow it.
         if self.cfg.tunnel_offload {
             let tap = format!("vsx{:08x}{:04x}", u32::from(spec.vtep), spec.port);
-            if let Err(e) = port.enable_tunnel_offload(&tap) {
-                eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})");
+            match port.enable_tunnel_offload(&tap) {
+                Ok(()) => {
+                    eprintln!("vswitch: VXLAN on {addr}: TCP frames leave whole through tunnel TAP {tap}");
+                    self.overlay.offloaded.insert(addr);
+                }
+                Err(e) => eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})"),
             }
         }
         let id = self.free_port_id()?;
@@ -259,6 +265,7 @@ impl Daemon {
             .copied()
             .collect();
         for a in idle {
+            self.overlay.offloaded.remove(&a);
             if let Some(id) = self.overlay.tunnels.remove(&a) {
                 self.worker.remove_port(id);
                 self.ports.remove(&id);
@@ -305,6 +312,18 @@ impl Daemon {
             .ok_or_else(|| anyhow!("network {network} vanished"))?;
         rec.options.insert("peers".into(), join_peers(&spec.peers));
         self.save()
+    }
+
+    /// The `gso_max_segs` a container's interface on overlay network `n` needs: without a
+    /// tunnel TAP, as many segments as one UDP GSO send carries (so that a frame leaves as one
+    /// send); with it none (the kernel's default: frames of up to 64 KiB leave whole).
+    pub(super) fn overlay_gso_max_segs(&self, n: &NetworkRecord) -> Option<u32> {
+        if n.driver != "overlay" {
+            return None;
+        }
+        let offloaded = OverlaySpec::parse(&n.options)
+            .is_ok_and(|s| (self.overlay.offloaded).contains(&SocketAddrV4::new(s.vtep, s.port)));
+        (!offloaded).then(|| crate::port::vxlan::segments_per_send(n.mtu))
     }
 
     /// Counters of the tunnel ports for `vswitch stats`.

@@ -8,6 +8,12 @@
 //!   [`encap::DecapReason`]); the frame is then trimmed to the inner Ethernet frame (8 bytes
 //!   off the front) and tagged with the virtual port of its (network, remote VTEP), which is
 //!   how the pipeline learns the MAC against its VTEP ([`crate::pipeline`]).
+//! * **Tunnel GSO.** With a tunnel TAP ([`VxlanPort::enable_tunnel_offload`],
+//!   [`crate::port::vxlan_tap`]), a TCP/IPv4 GSO frame leaves whole, as one UDP-tunnel GSO
+//!   packet the host routes to the underlay: no copy, no segmentation here. Queued datagrams
+//!   are sent first, so a flow keeps its order. Whole packets like these are also recognised
+//!   on receive (from peers with a tunnel TAP, or Linux's vxlan device over a veth) and become
+//!   one GSO frame.
 //! * **Send.** [`VxlanPort::send_to_vtep`] sends frames of a batch to one virtual port: each
 //!   frame is copied into a send arena behind its 8-byte VXLAN header — a copy, so that a
 //!   flooded frame, which shares its slot with other outputs, is never modified. GSO frames
@@ -23,11 +29,13 @@
 //!   ([`crate::wire::gso::coalesce_tcp4`]) that the container's port passes on with its vnet
 //!   header — the container receives 64 KiB at a time, as from a local sender. Datagrams that
 //!   do not coalesce are split into separate frames (through a small overflow batch).
-//! * The kernel writes the outer IPv4 and UDP headers; the outer UDP source port is the
-//!   socket's own port (VXLAN receivers ignore it; there is no per-flow ECMP entropy — a
-//!   limitation of the socket design). Outer packets have DF set (`IP_PMTUDISC_DO`): a frame
-//!   too large for the underlay is dropped and counted (`tx_too_big`), never fragmented; give
-//!   containers the overlay MTU (underlay MTU minus 50), which the overlay driver does.
+//! * On the socket path the kernel writes the outer IPv4 and UDP headers; the outer UDP
+//!   source port is the socket's own port (VXLAN receivers ignore it; no per-flow ECMP
+//!   entropy — a limitation of the socket design). Tunnel GSO packets carry a source port
+//!   from the inner flow's hash (RFC 7348 section 5). Outer packets have DF set
+//!   (`IP_PMTUDISC_DO`): a frame too large for the underlay is dropped and counted
+//!   (`tx_too_big`), never fragmented; give containers the overlay MTU (underlay MTU minus
+//!   50), which the overlay driver does.
 
 use crate::batch::{Batch, BATCH_SIZE, HEADROOM};
 use crate::fdb::NetworkId;
@@ -286,9 +294,6 @@ impl VxlanPort {
     pub fn enable_tunnel_offload(&mut self, name: &str) -> Result<(), PortError> {
         self.offload = Some(TunnelTap::open(name, *self.local.ip())?);
         self.stats.tunnel_offload = true;
-        for p in self.peers.iter_mut().flatten() {
-            p.template = None;
-        }
         let peers: Vec<(usize, Vni, Ipv4Addr)> = (self.peers.iter().enumerate())
             .filter_map(|(i, p)| p.map(|p| (i, p.vni, p.ip)))
             .collect();
@@ -299,11 +304,6 @@ impl VxlanPort {
             }
         }
         Ok(())
-    }
-
-    /// The tunnel TAP's name, if the port has one.
-    pub fn tunnel_offload(&self) -> Option<&str> {
-        self.offload.as_ref().map(TunnelTap::name)
     }
 
     fn template_to(&self, vni: Vni, remote: Ipv4Addr) -> Option<EncapTemplate> {
