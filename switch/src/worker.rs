@@ -102,13 +102,15 @@ pub enum Command {
         port: PortId,
     },
     /// Adds remote VTEP `remote` of `network` (VXLAN `vni`) as virtual port `vport` of the
-    /// tunnel port `tunnel`. Running traffic of other ports and peers is not disturbed.
+    /// tunnel port `tunnel`; `mtu` is the network's (its containers' interface MTU).
+    /// Running traffic of other ports and peers is not disturbed.
     AddVtep {
         vport: PortId,
         tunnel: PortId,
         network: NetworkId,
         vni: encap::Vni,
         remote: Ipv4Addr,
+        mtu: u32,
         done: Sender<Result<(), String>>,
     },
     /// Removes a virtual port (its MAC entries are flushed).
@@ -198,6 +200,7 @@ impl WorkerHandle {
         network: NetworkId,
         vni: encap::Vni,
         remote: Ipv4Addr,
+        mtu: u32,
     ) -> io::Result<()> {
         self.request(|done| Command::AddVtep {
             vport,
@@ -205,6 +208,7 @@ impl WorkerHandle {
             network,
             vni,
             remote,
+            mtu,
             done,
         })?
         .map_err(io::Error::other)
@@ -632,9 +636,10 @@ impl Worker {
                     network,
                     vni,
                     remote,
+                    mtu,
                     done,
                 } => {
-                    let _ = done.send(self.add_vtep(vport, tunnel, network, vni, remote));
+                    let _ = done.send(self.add_vtep(vport, tunnel, network, vni, remote, mtu));
                 }
                 Command::RemoveVtep { vport, done } => {
                     self.remove_vtep(vport);
@@ -690,6 +695,7 @@ impl Worker {
         network: NetworkId,
         vni: encap::Vni,
         remote: Ipv4Addr,
+        mtu: u32,
     ) -> Result<(), String> {
         if self.ports.get(vport as usize).is_some_and(Option::is_some)
             || self
@@ -705,7 +711,7 @@ impl Worker {
         let Some(vx) = t.port.as_vxlan() else {
             return Err(format!("port {tunnel} is not a VXLAN tunnel"));
         };
-        vx.add_peer(vport, network, vni, remote)
+        vx.add_peer(vport, network, vni, remote, mtu)
             .map_err(|e| e.to_string())?;
         self.pipeline
             .add_port(vport, PortRole::Vtep { network, tunnel });

@@ -214,7 +214,7 @@ impl Daemon {
         }
         let vport = self.free_port_id()?;
         self.worker
-            .add_vtep(vport, tunnel, n.id, spec.vni, peer)
+            .add_vtep(vport, tunnel, n.id, spec.vni, peer, n.mtu)
             .with_context(|| format!("cannot add peer {peer} to {}", n.name))?;
         self.ports.insert(
             vport,

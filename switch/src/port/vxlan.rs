@@ -65,8 +65,10 @@ const MAX_GSO_SEGS: usize = 64;
 const ARENA: usize = 1 << 20;
 /// Messages per `sendmmsg` flush.
 const MAX_MSGS: usize = 256;
-/// The overlay MTU assumed before any peer's path is known (a 1500-byte underlay).
+/// The overlay MTU assumed before any peer is added (a 1500-byte underlay).
 const DEFAULT_INNER_MTU: usize = 1450;
+/// The smallest MTU taken from a network (IPv4's minimum datagram size).
+const MIN_INNER_MTU: usize = 576;
 /// Socket buffer sizes asked for (the kernel caps them unless we are root).
 const SOCK_BUF: libc::c_int = 8 << 20;
 
@@ -152,8 +154,8 @@ pub struct VxlanPort {
     udp_gso: bool,
     /// The tunnel GSO uplink, when the kernel and the host allow one.
     offload: Option<TunnelTap>,
-    /// The overlay MTU towards the peers (smallest path MTU minus 50): the segment size of
-    /// tunnel GSO packets received whole is derived from it.
+    /// The smallest MTU of the port's networks: the segment size of tunnel GSO packets
+    /// received whole is derived from it.
     inner_mtu: usize,
     /// Frames split from coalesced datagrams that did not fit the caller's batch yet.
     overflow: Batch,
@@ -246,13 +248,16 @@ impl VxlanPort {
 
     /// Adds remote VTEP `remote` of `network` (VNI `vni`) as virtual port `vport`. Frames the
     /// pipeline sends to `vport` are encapsulated towards `remote`; frames from `remote` with
-    /// that VNI are received as coming from `vport`.
+    /// that VNI are received as coming from `vport`. `mtu` is the network's MTU (its
+    /// containers' interface MTU): the segment size of whole tunnel GSO packets received is
+    /// derived from the smallest of the port's networks.
     pub fn add_peer(
         &mut self,
         vport: PortId,
         network: NetworkId,
         vni: Vni,
         remote: Ipv4Addr,
+        mtu: u32,
     ) -> Result<(), VtepTableError> {
         self.table.add_vni(vni, network)?;
         let id = match self.table.add_peer(vni, remote) {
@@ -274,11 +279,9 @@ impl VxlanPort {
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
         }
-        if let Ok(mtu) = path_mtu(*self.local.ip(), remote) {
-            let inner = (mtu as usize).saturating_sub(encap::OUTER_LEN);
-            if (576..self.inner_mtu).contains(&inner) || self.peers.iter().flatten().count() == 0 {
-                self.inner_mtu = inner.max(576);
-            }
+        let mtu = (mtu as usize).max(MIN_INNER_MTU);
+        if self.peers.iter().flatten().count() == 0 || mtu < self.inner_mtu {
+            self.inner_mtu = mtu;
         }
         self.peers[i] = Some(Peer {
             vni,
@@ -794,9 +797,12 @@ mod tests {
         let port = 47000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(5, 1, Vni::new(100).unwrap(), b_ip).unwrap();
-        b.add_peer(7, 3, Vni::new(100).unwrap(), a_ip).unwrap();
-        b.add_peer(8, 4, Vni::new(200).unwrap(), a_ip).unwrap();
+        a.add_peer(5, 1, Vni::new(100).unwrap(), b_ip, 1450)
+            .unwrap();
+        b.add_peer(7, 3, Vni::new(100).unwrap(), a_ip, 1450)
+            .unwrap();
+        b.add_peer(8, 4, Vni::new(200).unwrap(), a_ip, 1450)
+            .unwrap();
         assert_eq!(b.vports().collect::<Vec<_>>(), vec![7, 8]);
 
         let mut out = Batch::new(MTU_SLOT);
@@ -813,7 +819,8 @@ mod tests {
         assert_eq!(b.stats().decap.ok, 2);
 
         // A VNI b does not serve is dropped and counted; removing a peer stops its traffic.
-        a.add_peer(6, 2, Vni::new(300).unwrap(), b_ip).unwrap();
+        a.add_peer(6, 2, Vni::new(300).unwrap(), b_ip, 1450)
+            .unwrap();
         a.send_to_vtep(&out, &[0], 6);
         a.send_to_vtep(&out, &[0], 9); // no such virtual port
         assert_eq!(a.stats().tx_no_peer, 1);
@@ -847,8 +854,8 @@ mod tests {
         let port = 48000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(1, 1, Vni::new(9).unwrap(), b_ip).unwrap();
-        b.add_peer(2, 1, Vni::new(9).unwrap(), a_ip).unwrap();
+        a.add_peer(1, 1, Vni::new(9).unwrap(), b_ip, 1450).unwrap();
+        b.add_peer(2, 1, Vni::new(9).unwrap(), a_ip, 1450).unwrap();
         let n = 10_000;
         let mut f = vec![0u8; 54 + n];
         f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
@@ -899,7 +906,7 @@ mod tunnel_gso_tests {
     /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
     /// tunnel TAP: a 10 000-byte TCP GSO frame crosses as one tunnel GSO packet (the kernel
     /// routes it from the TAP to the underlay and hands it whole to the receiver's socket)
-    /// and comes out as one GSO frame, byte for byte, with the MSS of the overlay MTU.
+    /// and comes out as one GSO frame, byte for byte, with the MSS of the network's MTU.
     #[test]
     fn a_gso_frame_crosses_whole_through_the_tunnel_tap() {
         crossing("0");
@@ -953,7 +960,7 @@ mod tunnel_gso_tests {
         let tap = uniq("vsxt");
         let opened = ha.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
-            p.add_peer(1, 1, vni, b_ip).unwrap();
+            p.add_peer(1, 1, vni, b_ip, 1450).unwrap();
             p.enable_tunnel_offload(&tap).map(|()| p)
         });
         let mut a = match opened {
@@ -966,10 +973,10 @@ mod tunnel_gso_tests {
         };
         let mut b = hb.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
-            p.add_peer(2, 1, vni, a_ip).unwrap();
+            // A network MTU below the underlay's 1500 - 50: the receiver's segment size.
+            p.add_peer(2, 1, vni, a_ip, 1400).unwrap();
             p
         });
-        assert_eq!(b.inner_mtu, 1450, "the underlay's 1500 minus 50");
         // The neighbour entry first (a small frame through the socket), then the GSO frame.
         let f = tcp_gso_frame(10_000, 0x10);
         let vnet = VnetHdr {
@@ -1000,7 +1007,11 @@ mod tunnel_gso_tests {
         assert!(a.stats().tx_tunnel_gso >= 1);
         assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
         let m = rx.meta(0);
-        assert_eq!(m.vnet, vnet, "one GSO frame, MSS 1450 - 40");
+        let mss = VnetHdr {
+            gso_size: 1400 - 40,
+            ..vnet
+        };
+        assert_eq!(m.vnet, mss, "one GSO frame, MSS of the network's MTU");
         assert_eq!(m.tag, 2);
         let got = rx.frame(0);
         assert_eq!(got.len(), f.len());
