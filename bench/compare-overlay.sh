@@ -6,7 +6,7 @@
 #   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
 #   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
 #
-# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=on|off] bench/compare-overlay.sh [seconds]
+# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] bench/compare-overlay.sh [seconds]
 # (builds vswitch in release mode first, unless VSWITCH_BIN names the binary to use).
 # TUNNEL_OFFLOAD=off measures the socket-only path (every frame cut into datagrams).
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
@@ -92,7 +92,7 @@ for h in A B; do ip -n ${P}h$h link del vx0; ip -n ${P}h$h link del br0; ip netn
 # 2. vswitch in each host, one overlay network, one container on each side.
 for h in A B; do
     nsenter --net=/run/netns/${P}h$h -- "$B" --socket "$D/s$h" daemon --state-dir "$D/st$h" \
-        --tunnel-offload "${TUNNEL_OFFLOAD:-on}" >"$D/log$h" 2>&1 &
+        --tunnel-offload "${TUNNEL_OFFLOAD:-auto}" >"$D/log$h" 2>&1 &
     echo $! >"$D/pid$h"
 done
 for h in A B; do

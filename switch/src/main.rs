@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use switch::control::api::*;
-use switch::control::daemon::{Config, Daemon};
+use switch::control::daemon::{Config, Daemon, TunnelOffload};
 use switch::control::server::{self, Client};
 use switch::pipeline::PipelineConfig;
 use switch::port::afpacket::RxMode;
@@ -54,10 +54,12 @@ enum Cmd {
         #[arg(long)]
         fdb_max_per_network: Option<usize>,
         /// Overlay: send containers' 64 KiB TCP frames as single UDP-tunnel GSO packets through
-        /// a TAP the host routes (`on`, where the kernel has it: Linux 6.17+), or cut every
-        /// frame into datagrams on the VXLAN socket (`off`). See the README's overlay section.
-        #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-        tunnel_offload: bool,
+        /// a TAP the host forwards from (Linux 6.17+). `auto`: unless the host's firewall drops
+        /// forwarded packets by default (as Docker sets it up); `on`: also then (accept what
+        /// comes in on `vsx*` first); `off`: cut every frame into datagrams on the VXLAN
+        /// socket. See the README's overlay section.
+        #[arg(long, default_value = "auto", value_parser = parse_tunnel_offload)]
+        tunnel_offload: TunnelOffload,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -208,11 +210,12 @@ fn parse_rx_mode(s: &str) -> Result<RxMode, String> {
     }
 }
 
-fn parse_on_off(s: &str) -> Result<bool, String> {
+fn parse_tunnel_offload(s: &str) -> Result<TunnelOffload, String> {
     match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("{s:?}: use on or off")),
+        "auto" => Ok(TunnelOffload::Auto),
+        "on" => Ok(TunnelOffload::On),
+        "off" => Ok(TunnelOffload::Off),
+        _ => Err(format!("{s:?}: use auto, on or off")),
     }
 }
 

@@ -37,9 +37,21 @@ pub struct Config {
     pub default_attach: AttachMode,
     /// How veth (AF_PACKET) ports receive.
     pub rx_mode: crate::port::afpacket::RxMode,
-    /// Give VXLAN tunnel ports a tunnel TAP for whole TCP GSO frames where the kernel allows
+    /// Whether VXLAN tunnel ports get a tunnel TAP for whole TCP GSO frames
     /// ([`crate::port::vxlan_tap`]).
-    pub tunnel_offload: bool,
+    pub tunnel_offload: TunnelOffload,
+}
+
+/// `vswitch daemon --tunnel-offload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelOffload {
+    /// Where the kernel has it, unless the host's firewall drops forwarded packets by default
+    /// (the TAP's packets are forwarded).
+    Auto,
+    /// Where the kernel has it (the host's firewall accepts what comes in on `vsx*`).
+    On,
+    /// Never: every frame is cut into datagrams on the VXLAN socket.
+    Off,
 }
 
 /// `kind` of the host's own port on a network (a TAP in the host namespace).

@@ -20,7 +20,7 @@
 //! * Addresses are managed per host: give each host its own `--ip-range` inside the common
 //!   `--subnet`, so two hosts never hand out the same address.
 
-use super::{Daemon, PortRecord};
+use super::{Daemon, PortRecord, TunnelOffload};
 use crate::control::state::NetworkRecord;
 use crate::port::vxlan::{path_mtu, VxlanPort};
 use crate::port::PortId;
@@ -173,11 +173,24 @@ impl Daemon {
             format!("cannot open the VXLAN socket on {addr}: is {} an address of this host (ip addr), and is the port free (another vxlan device with dstport {})?", spec.vtep, spec.port)
         })?;
         // Whole TCP GSO frames as tunnel GSO packets where the kernel and host allow it.
-        if self.cfg.tunnel_offload {
-            let tap = format!("vsx{:08x}{:04x}", u32::from(spec.vtep), spec.port);
+        let tap = format!("vsx{:08x}{:04x}", u32::from(spec.vtep), spec.port);
+        let fw_drops = self.cfg.tunnel_offload != TunnelOffload::Off && forward_policy_drops();
+        let wanted = match self.cfg.tunnel_offload {
+            TunnelOffload::Off => false,
+            TunnelOffload::On => true,
+            TunnelOffload::Auto if fw_drops => {
+                eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload: this host's firewall drops forwarded packets by default (a forward chain with policy drop, as Docker sets up), and the tunnel TAP's packets are forwarded. To have it, accept them in that chain (Docker: iptables -I DOCKER-USER -i vsx+ -j ACCEPT; nftables: a rule iifname \"vsx*\" accept) and run the daemon with --tunnel-offload on");
+                false
+            }
+            TunnelOffload::Auto => true,
+        };
+        if wanted {
             match port.enable_tunnel_offload(&tap) {
                 Ok(()) => {
                     eprintln!("vswitch: VXLAN on {addr}: TCP frames leave whole through tunnel TAP {tap}");
+                    if fw_drops {
+                        eprintln!("vswitch: note: this host's firewall drops forwarded packets by default; {tap} relies on a rule that accepts what comes in on it");
+                    }
                     self.overlay.offloaded.insert(addr);
                 }
                 Err(e) => eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})"),
@@ -360,6 +373,28 @@ impl Daemon {
         }
         serde_json::Value::Array(v)
     }
+}
+
+/// Whether the host's firewall drops forwarded packets by default: a chain on the `forward`
+/// hook with `policy drop` (`nft list chains`), or `-P FORWARD DROP` (`iptables -S FORWARD`,
+/// for legacy iptables). False when neither tool is there to ask.
+fn forward_policy_drops() -> bool {
+    let output = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let nft = output("nft", &["list", "chains"]).is_some_and(|s| {
+        s.lines()
+            .any(|l| l.contains("hook forward") && l.contains("policy drop"))
+    });
+    nft || output("iptables", &["-S", "FORWARD"])
+        .is_some_and(|s| s.lines().any(|l| l.trim() == "-P FORWARD DROP"))
 }
 
 fn port_name(p: &VxlanPort) -> String {

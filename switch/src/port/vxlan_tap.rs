@@ -25,10 +25,11 @@
 //! the UDP socket as before. Where the kernel lacks the feature, or the host's `rp_filter` is
 //! strict, the port keeps the socket path only (and says so in the daemon's log).
 //!
-//! What the host must allow: the kernel forwards these packets, so a firewall whose `FORWARD`
+//! What the host must allow: the kernel forwards these packets, so a firewall whose forward
 //! chain drops by default (Docker sets that policy) must accept what comes in on the tunnel
-//! TAP (`vsx…`), e.g. `iptables -I DOCKER-USER -i vsx+ -j ACCEPT`; or run the daemon with
-//! `--tunnel-offload off`.
+//! TAP (`vsx…`), e.g. `iptables -I DOCKER-USER -i vsx+ -j ACCEPT`. The daemon's default
+//! (`--tunnel-offload auto`) looks for such a policy and keeps the socket path if it finds
+//! one.
 
 use crate::batch::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
 use crate::port::sys::PortError;
