@@ -287,7 +287,8 @@ impl VxlanPort {
             vni,
             ip: remote,
             addr: sockaddr(remote, self.local.port()),
-            template: self.template_to(vni, remote),
+            template: (self.offload.as_ref())
+                .and_then(|t| template_via(t, self.local, vni, remote)),
         });
         Ok(())
     }
@@ -295,32 +296,14 @@ impl VxlanPort {
     /// Sends TCP GSO frames whole through tunnel TAP `name` from now on (see
     /// [`crate::port::vxlan_tap`]). On an error the port goes on with its socket alone.
     pub fn enable_tunnel_offload(&mut self, name: &str) -> Result<(), PortError> {
-        self.offload = Some(TunnelTap::open(name, *self.local.ip())?);
-        self.stats.tunnel_offload = true;
-        let peers: Vec<(usize, Vni, Ipv4Addr)> = (self.peers.iter().enumerate())
-            .filter_map(|(i, p)| p.map(|p| (i, p.vni, p.ip)))
-            .collect();
-        for (i, vni, ip) in peers {
-            let t = self.template_to(vni, ip);
-            if let Some(p) = &mut self.peers[i] {
-                p.template = t;
-            }
+        let tap = TunnelTap::open(name, *self.local.ip())?;
+        let local = self.local;
+        for p in self.peers.iter_mut().flatten() {
+            p.template = template_via(&tap, local, p.vni, p.ip);
         }
+        self.offload = Some(tap);
+        self.stats.tunnel_offload = true;
         Ok(())
-    }
-
-    fn template_to(&self, vni: Vni, remote: Ipv4Addr) -> Option<EncapTemplate> {
-        let tap = self.offload.as_ref()?;
-        // The outer source MAC only has to be unicast: the TAP receives and routes the packet.
-        let mut cfg = TemplateConfig::new(
-            [0x02, 0, 0, 0, 0, 0x01],
-            tap.mac(),
-            *self.local.ip(),
-            remote,
-            vni,
-        );
-        cfg.dst_port = self.local.port();
-        EncapTemplate::new(&cfg).ok()
     }
 
     /// Removes virtual port `vport`. Other peers are untouched (their traffic goes on).
@@ -366,13 +349,15 @@ impl VxlanPort {
             self.stats.tx_frames += 1;
             let frame = batch.frame(i);
             let vnet = batch.meta(i).vnet;
-            if let (true, Some(t)) = (self.offload.is_some(), &peer.template) {
-                if let Some(v) = tunnel_vnet(frame, &vnet) {
-                    // Frames queued before it leave first: a flow's packets keep their order.
-                    if !self.msgs.is_empty() {
-                        self.flush();
-                    }
-                    let tap = self.offload.as_ref().expect("checked above");
+            // A peer has a template only while the port has its tunnel TAP.
+            let whole =
+                (peer.template.as_ref()).and_then(|t| Some((t, tunnel_vnet(frame, &vnet)?)));
+            if let Some((t, v)) = whole {
+                // Frames queued before it leave first: a flow's packets keep their order.
+                if !self.msgs.is_empty() {
+                    self.flush();
+                }
+                if let Some(tap) = &self.offload {
                     match tap.send(t, frame, &v) {
                         Ok(()) => {
                             self.stats.tx_tunnel_gso += 1;
@@ -744,6 +729,26 @@ impl Port for VxlanPort {
     fn as_vxlan(&mut self) -> Option<&mut VxlanPort> {
         Some(self)
     }
+}
+
+/// The outer headers towards VTEP `remote` (VNI `vni`) through tunnel TAP `tap`, from local
+/// VTEP `local`.
+fn template_via(
+    tap: &TunnelTap,
+    local: SocketAddrV4,
+    vni: Vni,
+    remote: Ipv4Addr,
+) -> Option<EncapTemplate> {
+    // The outer source MAC only has to be unicast: the TAP receives and routes the packet.
+    let mut cfg = TemplateConfig::new(
+        [0x02, 0, 0, 0, 0, 0x01],
+        tap.mac(),
+        *local.ip(),
+        remote,
+        vni,
+    );
+    cfg.dst_port = local.port();
+    EncapTemplate::new(&cfg).ok()
 }
 
 /// The path MTU from `local` towards `remote` as the kernel's routing sees it (the MTU of the

@@ -46,26 +46,22 @@ const OUTER_TH: u16 = 34;
 
 /// The tunnel virtio header for sending inner GSO `frame` (described by `vnet`, as the
 /// container's port received it) behind the 50 outer bytes, or `None` when the frame is not
-/// a TCP/IPv4 GSO frame the kernel can segment inside a tunnel: not TCP, no partial checksum,
-/// a single segment, headers that do not match the vnet header, or too large for one outer
-/// IPv4 packet.
+/// an untagged TCP/IPv4 GSO frame the kernel can segment inside a tunnel: not TCP/IPv4, no
+/// partial checksum, a single segment, headers that do not match the vnet header, or too
+/// large for one outer IPv4 packet.
 pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_LEN]> {
     let kind = vnet.gso_type & !VNET_GSO_ECN;
     if vnet.flags & VNET_F_NEEDS_CSUM == 0 || vnet.gso_size == 0 || frame.len() > MAX_INNER_LEN {
         return None;
     }
-    let (nh, ethertype) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
-        0x8100 => (18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])),
-        t => (14, t),
-    };
-    // IPv4 only: the receiving side recognises whole packets with an IPv4 inner frame
-    // ([`tunnel_super_packet`]); IPv6 GSO frames are segmented as before.
-    if kind != VNET_GSO_TCPV4 || ethertype != 0x0800 {
+    // Untagged IPv4 only: what the receiving side recognises as a whole packet
+    // ([`tunnel_super_packet`]). Other GSO frames are segmented as before.
+    if kind != VNET_GSO_TCPV4 || frame.get(12..14)? != [0x08, 0x00] {
         return None;
     }
-    let l3_min = 20;
+    let nh = 14;
     let th = usize::from(vnet.csum_start);
-    if vnet.csum_offset != 16 || th < nh + l3_min {
+    if vnet.csum_offset != 16 || th < nh + 20 {
         return None;
     }
     let thl = usize::from(*frame.get(th + 12)? >> 4) * 4;
@@ -115,7 +111,8 @@ pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> 
     }
     let th = 14 + ihl;
     let (gso_type, thl, mss, csum_offset) = match f[23] {
-        6 if f.len() >= th + 20 => {
+        // TCP with a header of at least 20 bytes.
+        6 if f.len() >= th + 20 && f[th + 12] >> 4 >= 5 => {
             let thl = usize::from(f[th + 12] >> 4) * 4;
             let mss = if gro > 0 {
                 gro
@@ -127,10 +124,7 @@ pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> 
         17 if gro > 0 => (VNET_GSO_UDP_L4, 8, gro, 6),
         _ => return None,
     };
-    if thl < 20 && gso_type == VNET_GSO_TCPV4 || mss == 0 || mss > usize::from(u16::MAX) {
-        return None;
-    }
-    if f.len() <= th + thl + mss {
+    if mss == 0 || mss > usize::from(u16::MAX) || f.len() <= th + thl + mss {
         return None;
     }
     let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
@@ -332,6 +326,16 @@ mod tests {
         // Too large for one outer IPv4 packet.
         let big = vec![0u8; MAX_INNER_LEN + 1];
         assert!(tunnel_vnet(&big, &v).is_none());
+        // A VLAN-tagged inner frame is not recognised whole on receive: not sent whole.
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        tagged.extend_from_slice(&f[12..]);
+        let tv = VnetHdr {
+            csum_start: 38,
+            hdr_len: 58,
+            ..v
+        };
+        assert!(tunnel_vnet(&tagged, &tv).is_none(), "VLAN-tagged");
         // Truncated input is refused, not a panic.
         for n in [0, 13, 20, 40] {
             assert!(tunnel_vnet(&f[..n], &v).is_none(), "{n} bytes");
