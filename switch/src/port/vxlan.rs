@@ -904,8 +904,9 @@ mod tests {
 #[cfg(test)]
 mod tunnel_gso_tests {
     use super::*;
-    use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+    use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
     use crate::port::sys::testnet::{run, skip, uniq, NetNs};
+    use crate::port::vxlan_tap::tests::tcp6_gso_frame;
     use crate::wire::gso::tests::tcp_gso_frame;
 
     /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
@@ -1022,5 +1023,39 @@ mod tunnel_gso_tests {
         assert_eq!(got.len(), f.len());
         assert_eq!(got[..50], f[..50]);
         assert_eq!(got[54..], f[54..]);
+
+        // IPv6 inside: the same, one whole packet (segments of 1390 bytes fit the 1450 MTU).
+        let f6 = tcp6_gso_frame(10_000);
+        let vnet6 = VnetHdr {
+            gso_type: VNET_GSO_TCPV6,
+            hdr_len: 74,
+            gso_size: 1390,
+            csum_start: 54,
+            ..vnet
+        };
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(&f6, vnet6);
+        assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+        let mut rx = Batch::new(GSO_SLOT);
+        let t0 = std::time::Instant::now();
+        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
+            b.recv_burst(&mut rx).unwrap();
+        }
+        assert_eq!(
+            rx.len(),
+            1,
+            "sender {:?}\nreceiver {:?}",
+            a.stats(),
+            b.stats()
+        );
+        assert_eq!(a.stats().tx_datagrams, 0, "nothing through the socket");
+        assert_eq!(b.stats().rx_tunnel_gso, 2, "{:?}", b.stats());
+        let mss6 = VnetHdr {
+            gso_size: 1400 - 60,
+            ..vnet6
+        };
+        assert_eq!(rx.meta(0).vnet, mss6);
+        assert_eq!(rx.frame(0)[..70], f6[..70]);
+        assert_eq!(rx.frame(0)[72..], f6[72..]);
     }
 }

@@ -20,8 +20,8 @@
 //! [`tunnel_super_packet`] recognises. Linux's vxlan device sends the same packets when the
 //! underlay carries them (veth), so this also makes vswitch receive them correctly.
 //!
-//! Only TCP/IPv4 GSO frames with a partial checksum use it (that is what the virtio tunnel
-//! header describes, and what the receiving side recognises); everything else goes through
+//! Only untagged TCP GSO frames (IPv4 or IPv6) with a partial checksum use it (that is what
+//! the virtio tunnel header describes, and what the receiving side recognises); everything else goes through
 //! the UDP socket as before. Where the kernel lacks the feature, or the host's `rp_filter` is
 //! strict, the port keeps the socket path only (and says so in the daemon's log).
 //!
@@ -31,10 +31,12 @@
 //! (`--tunnel-offload auto`) looks for such a policy and keeps the socket path if it finds
 //! one.
 
-use crate::batch::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
+use crate::batch::{
+    VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4,
+};
 use crate::port::sys::PortError;
 use crate::port::tap::{TapConfig, TapPort, TUNNEL_VNET_HDR_LEN};
-use crate::wire::checksum::{fold, pseudo_header_v4};
+use crate::wire::checksum::{fold, pseudo_header_v4, sum};
 use encap::{EncapTemplate, MAX_INNER_LEN, OUTER_LEN, VXLAN_HDR_LEN};
 use std::io;
 use std::net::Ipv4Addr;
@@ -46,22 +48,24 @@ const OUTER_TH: u16 = 34;
 
 /// The tunnel virtio header for sending inner GSO `frame` (described by `vnet`, as the
 /// container's port received it) behind the 50 outer bytes, or `None` when the frame is not
-/// an untagged TCP/IPv4 GSO frame the kernel can segment inside a tunnel: not TCP/IPv4, no
-/// partial checksum, a single segment, headers that do not match the vnet header, or too
+/// an untagged TCP GSO frame the kernel can segment inside a tunnel: not TCP over IPv4 or
+/// IPv6, no partial checksum, a single segment, headers that do not match the vnet header, or too
 /// large for one outer IPv4 packet.
 pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_LEN]> {
     let kind = vnet.gso_type & !VNET_GSO_ECN;
     if vnet.flags & VNET_F_NEEDS_CSUM == 0 || vnet.gso_size == 0 || frame.len() > MAX_INNER_LEN {
         return None;
     }
-    // Untagged IPv4 only: what the receiving side recognises as a whole packet
+    // Untagged frames only: what the receiving side recognises as a whole packet
     // ([`tunnel_super_packet`]). Other GSO frames are segmented as before.
-    if kind != VNET_GSO_TCPV4 || frame.get(12..14)? != [0x08, 0x00] {
-        return None;
-    }
+    let l3_min = match (kind, frame.get(12..14)?) {
+        (VNET_GSO_TCPV4, [0x08, 0x00]) => 20,
+        (VNET_GSO_TCPV6, [0x86, 0xdd]) => 40,
+        _ => return None,
+    };
     let nh = 14;
     let th = usize::from(vnet.csum_start);
-    if vnet.csum_offset != 16 || th < nh + 20 {
+    if vnet.csum_offset != 16 || th < nh + l3_min {
         return None;
     }
     let thl = usize::from(*frame.get(th + 12)? >> 4) * 4;
@@ -86,7 +90,8 @@ pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_
 }
 
 /// Recognises a tunnel GSO packet that a UDP socket delivered whole: a VXLAN `payload` whose
-/// inner frame is one IPv4 TCP or UDP packet carrying more than one segment of payload. Such
+/// inner frame is one TCP or UDP packet (IPv4, or IPv6 without extension headers) carrying
+/// more than one segment of payload. Such
 /// packets come from a peer vswitch's tunnel TAP, and from Linux's vxlan device whenever the
 /// underlay can carry them (a veth).
 ///
@@ -101,25 +106,41 @@ pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_
 /// returned; otherwise `None` and `payload` is untouched.
 pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> Option<VnetHdr> {
     let f = payload.get_mut(VXLAN_HDR_LEN..)?;
-    if f.len() < 14 + 20 + 8 || f[12..14] != [0x08, 0x00] || f[14] >> 4 != 4 {
+    if f.len() < 14 + 20 + 8 {
         return None;
     }
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    if ihl < 20 || total + 14 != f.len() {
-        return None;
-    }
-    let th = 14 + ihl;
-    let (gso_type, thl, mss, csum_offset) = match f[23] {
+    // The IP header's length, the protocol, and the L4 length, when the IP packet fills the
+    // frame exactly (no extension headers for IPv6).
+    let (ip6, l3, proto, l4_len) = match (f[12], f[13], f[14] >> 4) {
+        (0x08, 0x00, 4) => {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            if ihl < 20 || total + 14 != f.len() {
+                return None;
+            }
+            (false, ihl, f[23], total - ihl)
+        }
+        (0x86, 0xdd, 6) => {
+            let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+            if 14 + 40 + plen != f.len() {
+                return None;
+            }
+            (true, 40, f[20], plen)
+        }
+        _ => return None,
+    };
+    let th = 14 + l3;
+    let (gso_type, thl, mss, csum_offset) = match proto {
         // TCP with a header of at least 20 bytes.
         6 if f.len() >= th + 20 && f[th + 12] >> 4 >= 5 => {
             let thl = usize::from(f[th + 12] >> 4) * 4;
             let mss = if gro > 0 {
                 gro
             } else {
-                inner_mtu.saturating_sub(ihl + thl)
+                inner_mtu.saturating_sub(l3 + thl)
             };
-            (VNET_GSO_TCPV4, thl, mss, 16)
+            let t = if ip6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
+            (t, thl, mss, 16)
         }
         17 if gro > 0 => (VNET_GSO_UDP_L4, 8, gro, 6),
         _ => return None,
@@ -127,14 +148,15 @@ pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> 
     if mss == 0 || mss > usize::from(u16::MAX) || f.len() <= th + thl + mss {
         return None;
     }
-    let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
-    let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
-    let partial = fold(u64::from(pseudo_header_v4(
-        src,
-        dst,
-        f[23],
-        (total - ihl) as u16,
-    )));
+    let pseudo = if ip6 {
+        // Addresses, upper-layer length, next header (RFC 8200 section 8.1).
+        u64::from(sum(&f[22..54])) + l4_len as u64 + u64::from(proto)
+    } else {
+        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        u64::from(pseudo_header_v4(src, dst, proto, l4_len as u16))
+    };
+    let partial = fold(pseudo);
     f[th + csum_offset..th + csum_offset + 2].copy_from_slice(&partial.to_be_bytes());
     Some(VnetHdr {
         flags: VNET_F_NEEDS_CSUM,
@@ -245,9 +267,9 @@ impl TunnelTap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::batch::{VNET_GSO_NONE, VNET_GSO_TCPV6};
+    use crate::batch::VNET_GSO_NONE;
     use crate::wire::gso::tests::tcp_gso_frame;
 
     fn tcp_vnet(gso_size: u16) -> VnetHdr {
@@ -258,6 +280,33 @@ mod tests {
             gso_size,
             csum_start: 34,
             csum_offset: 16,
+        }
+    }
+
+    /// An Ethernet/IPv6/TCP frame with `n` payload bytes (no extension headers), the TCP
+    /// checksum field zero.
+    pub(crate) fn tcp6_gso_frame(n: usize) -> Vec<u8> {
+        let v4 = tcp_gso_frame(n, 0x10);
+        let mut f = v4[..14].to_vec();
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut ip = [0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((20 + n) as u16).to_be_bytes());
+        ip[6] = 6;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        ip[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&v4[34..]);
+        f
+    }
+
+    fn tcp6_vnet(gso_size: u16) -> VnetHdr {
+        VnetHdr {
+            gso_type: VNET_GSO_TCPV6,
+            hdr_len: 74,
+            csum_start: 54,
+            ..tcp_vnet(gso_size)
         }
     }
 
@@ -276,6 +325,16 @@ mod tests {
         assert_eq!((le(&b, 6), le(&b, 8)), (50 + 34, 16), "inner TCP checksum");
         assert_eq!(b[10..20], [0; 10], "num_buffers and hash fields");
         assert_eq!((le(&b, 20), le(&b, 22)), (34, 64), "outer UDP, inner IPv4");
+        // IPv6 inside: the same, with the inner TCP after 40 bytes of IPv6.
+        let f6 = tcp6_gso_frame(10_000);
+        let b = tunnel_vnet(&f6, &tcp6_vnet(1378)).expect("a TCPv6 GSO frame");
+        assert_eq!(b[1], VNET_GSO_TCPV6 | GSO_UDP_TUNNEL_IPV4);
+        assert_eq!((le(&b, 2), le(&b, 4), le(&b, 6)), (50 + 74, 1378, 50 + 54));
+        assert_eq!((le(&b, 20), le(&b, 22)), (34, 64));
+        assert!(
+            tunnel_vnet(&f6, &tcp_vnet(1378)).is_none(),
+            "TCPv4 type on IPv6"
+        );
         // ECN is kept.
         let mut v = tcp_vnet(1398);
         v.gso_type |= VNET_GSO_ECN;
@@ -311,10 +370,7 @@ mod tests {
             ("no partial checksum", no_csum),
             ("not GSO", plain),
             ("UDP GSO", udp),
-            (
-                "TCPv6 (the receiver recognises IPv4 inner frames only)",
-                v6_type,
-            ),
+            ("TCPv6 type on an IPv4 frame", v6_type),
             ("checksum offset not TCP's", bad_offset),
             ("checksum start inside the IP header", start_in_ip),
         ] {
@@ -367,6 +423,23 @@ mod tests {
             tunnel_super_packet(&mut p, 1398, 1450).unwrap().gso_size,
             1398
         );
+
+        // IPv6 inside: MSS 1450 - 40 - 20, and the IPv6 pseudo-header sum, computed here from
+        // its bytes (RFC 8200 section 8.1).
+        let f6 = tcp6_gso_frame(10_000);
+        let mut p = vxlan_payload(&f6);
+        let v = tunnel_super_packet(&mut p, 0, 1450).expect("a whole IPv6 tunnel packet");
+        assert_eq!(v, tcp6_vnet(1390));
+        let mut ph = f6[22..54].to_vec();
+        ph.extend_from_slice(&10_020u32.to_be_bytes());
+        ph.extend_from_slice(&[0, 0, 0, 6]);
+        assert_eq!(p[8 + 70..8 + 72], fold(u64::from(sum(&ph))).to_be_bytes());
+        assert_eq!(p[8..8 + 70], f6[..70]);
+        assert_eq!(p[8 + 72..], f6[72..]);
+        // An IPv6 length that disagrees with the frame: not recognised.
+        let mut bad = vxlan_payload(&f6);
+        bad[8 + 18] ^= 1;
+        assert_eq!(tunnel_super_packet(&mut bad, 0, 1450), None);
     }
 
     #[test]
