@@ -65,6 +65,41 @@ impl Underlay {
         format!("{}{}", self.prefix, k)
     }
 
+    /// A daemon on each host; host 3 (if any) gets `host3_args`.
+    fn daemons(&self, tag: &str, host3_args: &[&str]) -> Vec<Daemon> {
+        (0..self.hosts.len())
+            .map(|k| {
+                let args = if k == 2 { host3_args } else { &[] };
+                Daemon::start_in_netns(&format!("{tag}{k}"), &self.hosts[k].name, args)
+            })
+            .collect()
+    }
+
+    /// Overlay network `ov` (VNI `vni`, subnet 10.`net`.0.0/16) on every host's daemon, host k
+    /// taking addresses from 10.`net`.k.0/24, every other host its peer.
+    fn overlay(&self, daemons: &[Daemon], net: u8, vni: u32) {
+        for (k, d) in daemons.iter().enumerate() {
+            let h = k + 1;
+            d.ok(&[
+                "network",
+                "create",
+                "--driver",
+                "overlay",
+                "--subnet",
+                &format!("10.{net}.0.0/16"),
+                "--ip-range",
+                &format!("10.{net}.{h}.0/24"),
+                "-o",
+                &format!("vni={vni}"),
+                "-o",
+                &format!("vtep={}", self.ip(h)),
+                "-o",
+                &format!("peers={}", self.peers_of(h)),
+                "ov",
+            ]);
+        }
+    }
+
     fn peers_of(&self, k: usize) -> String {
         (1..=self.hosts.len())
             .filter(|&j| j != k)
@@ -226,36 +261,8 @@ fn overlay_three_hosts_ping_iperf_local_stays_local_and_flood_reaches_each_peer_
     let ul = Underlay::new("ov", 3);
     // Host 3 cuts every frame into datagrams on its socket (no tunnel TAP); hosts 1 and 2 send
     // whole frames where the kernel can. All three must interoperate.
-    let daemons: Vec<Daemon> = (0..3)
-        .map(|k| {
-            let args: &[&str] = if k == 2 {
-                &["--tunnel-offload", "off"]
-            } else {
-                &[]
-            };
-            Daemon::start_in_netns(&format!("ov{k}"), &ul.hosts[k].name, args)
-        })
-        .collect();
-    for (k, d) in daemons.iter().enumerate() {
-        let h = k + 1;
-        d.ok(&[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--subnet",
-            "10.90.0.0/16",
-            "--ip-range",
-            &format!("10.90.{h}.0/24"),
-            "-o",
-            "vni=4242",
-            "-o",
-            &format!("vtep={}", ul.ip(h)),
-            "-o",
-            &format!("peers={}", ul.peers_of(h)),
-            "ov",
-        ]);
-    }
+    let daemons = ul.daemons("ov", &["--tunnel-offload", "off"]);
+    ul.overlay(&daemons, 90, 4242);
     let net: serde_json::Value =
         serde_json::from_str(&daemons[0].ok(&["network", "inspect", "ov"])).unwrap();
     assert_eq!(net[0]["driver"], "overlay");
@@ -711,36 +718,8 @@ fn overlay_with_a_forward_drop_policy_keeps_the_socket_path_unless_told() {
             nft(r#"insert rule inet vswfw fw iifname "vsx*" accept"#);
         }
     }
-    let daemons: Vec<Daemon> = (0..3)
-        .map(|k| {
-            let args: &[&str] = if k == 2 {
-                &["--tunnel-offload", "on"]
-            } else {
-                &[]
-            };
-            Daemon::start_in_netns(&format!("of{k}"), &ul.hosts[k].name, args)
-        })
-        .collect();
-    for (k, d) in daemons.iter().enumerate() {
-        let h = k + 1;
-        d.ok(&[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--subnet",
-            "10.94.0.0/16",
-            "--ip-range",
-            &format!("10.94.{h}.0/24"),
-            "-o",
-            "vni=94",
-            "-o",
-            &format!("vtep={}", ul.ip(h)),
-            "-o",
-            &format!("peers={}", ul.peers_of(h)),
-            "ov",
-        ]);
-    }
+    let daemons = ul.daemons("of", &["--tunnel-offload", "on"]);
+    ul.overlay(&daemons, 94, 94);
     let why = "firewall drops forwarded packets by default";
     assert!(daemons[0].log().contains(why), "{}", daemons[0].log());
     assert!(

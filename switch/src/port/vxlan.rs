@@ -993,24 +993,7 @@ mod tunnel_gso_tests {
             csum_start: 34,
             csum_offset: 16,
         };
-        let mut out = Batch::new(GSO_SLOT);
-        out.push(&f, vnet);
-        let mut rx = Batch::new(GSO_SLOT);
-        let t0 = std::time::Instant::now();
-        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            b.recv_burst(&mut rx).unwrap();
-        }
-        assert_eq!(
-            rx.len(),
-            1,
-            "sender {:?}\nreceiver {:?}",
-            a.stats(),
-            b.stats()
-        );
-        assert_eq!(a.stats().tx_datagrams, 0, "nothing through the socket");
-        assert!(a.stats().tx_tunnel_gso >= 1);
+        let rx = cross(&mut a, &mut b, &f, vnet);
         assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
         let m = rx.meta(0);
         let mss = VnetHdr {
@@ -1033,22 +1016,7 @@ mod tunnel_gso_tests {
             csum_start: 54,
             ..vnet
         };
-        let mut out = Batch::new(GSO_SLOT);
-        out.push(&f6, vnet6);
-        assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
-        let mut rx = Batch::new(GSO_SLOT);
-        let t0 = std::time::Instant::now();
-        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            b.recv_burst(&mut rx).unwrap();
-        }
-        assert_eq!(
-            rx.len(),
-            1,
-            "sender {:?}\nreceiver {:?}",
-            a.stats(),
-            b.stats()
-        );
-        assert_eq!(a.stats().tx_datagrams, 0, "nothing through the socket");
+        let rx = cross(&mut a, &mut b, &f6, vnet6);
         assert_eq!(b.stats().rx_tunnel_gso, 2, "{:?}", b.stats());
         let mss6 = VnetHdr {
             gso_size: 1400 - 60,
@@ -1057,5 +1025,25 @@ mod tunnel_gso_tests {
         assert_eq!(rx.meta(0).vnet, mss6);
         assert_eq!(rx.frame(0)[..70], f6[..70]);
         assert_eq!(rx.frame(0)[72..], f6[72..]);
+        assert!(a.stats().tx_tunnel_gso >= 2, "{:?}", a.stats());
+    }
+
+    /// Sends `frame` from `a` to its virtual port 1 until `b` receives something (the first
+    /// send may wait for the neighbour entry), and returns what `b` received: exactly one
+    /// frame, none of it through `a`'s socket.
+    fn cross(a: &mut VxlanPort, b: &mut VxlanPort, frame: &[u8], vnet: VnetHdr) -> Batch {
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(frame, vnet);
+        let mut rx = Batch::new(GSO_SLOT);
+        let t0 = std::time::Instant::now();
+        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
+            assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            b.recv_burst(&mut rx).unwrap();
+        }
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!(rx.len(), 1, "sender {sa:?}\nreceiver {sb:?}");
+        assert_eq!(sa.tx_datagrams, 0, "nothing through the socket");
+        rx
     }
 }
