@@ -70,8 +70,9 @@ pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_
     }
     let thl = usize::from(*frame.get(th + 12)? >> 4) * 4;
     let hdr = th + thl;
-    // More than one segment of payload, or the kernel would not treat it as GSO.
-    if thl < 20 || frame.len() <= hdr + usize::from(vnet.gso_size) {
+    // Headers of a sane length (Ethernet + IP + TCP never exceed 256 bytes), and more than
+    // one segment of payload, or the kernel would not treat it as GSO.
+    if thl < 20 || hdr > 256 || frame.len() <= hdr + usize::from(vnet.gso_size) {
         return None;
     }
     let o = OUTER_LEN as u16;
@@ -366,6 +367,7 @@ pub(crate) mod tests {
             csum_start: 30,
             ..v
         };
+
         for (what, vnet) in [
             ("no partial checksum", no_csum),
             ("not GSO", plain),
@@ -376,6 +378,16 @@ pub(crate) mod tests {
         ] {
             assert!(tunnel_vnet(&f, &vnet).is_none(), "{what}");
         }
+        // A checksum start far past any header (where a TCP header length can be read) is
+        // refused, not an overflow of the 16-bit offsets.
+        let mut big = tcp_gso_frame(65_400, 0x10);
+        big[65_000 + 12] = 0x50;
+        let far = VnetHdr {
+            csum_start: 65_000,
+            gso_size: 1,
+            ..v
+        };
+        assert!(tunnel_vnet(&big, &far).is_none(), "checksum start at 65000");
         // One segment's worth is not GSO for the kernel.
         assert!(tunnel_vnet(&tcp_gso_frame(1398, 0x10), &v).is_none());
         assert!(tunnel_vnet(&tcp_gso_frame(1399, 0x10), &v).is_some());
