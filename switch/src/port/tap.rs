@@ -200,8 +200,8 @@ impl TapPort {
         &self.cfg
     }
 
-    /// Writes one packet, `head` (the vnet header and any headers in front of the frame)
-    /// followed by `frame`, with one `writev`. Non-blocking.
+    /// Writes one packet, `head` (the vnet header and any headers in front of the frame; empty
+    /// without vnet headers) followed by `frame`, with one `writev`. Non-blocking.
     pub fn write_parts(&self, head: &[u8], frame: &[u8]) -> io::Result<usize> {
         let iov = [
             libc::iovec {
@@ -297,25 +297,8 @@ impl Port for TapPort {
         for (k, &i) in sel.iter().enumerate() {
             let frame = batch.frame(i as usize);
             let hdr = batch.meta(i as usize).vnet.to_bytes();
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_ptr() as *mut libc::c_void,
-                    iov_len: VNET_HDR_LEN,
-                },
-                libc::iovec {
-                    iov_base: frame.as_ptr() as *mut libc::c_void,
-                    iov_len: frame.len(),
-                },
-            ];
-            let (iov_ptr, n_iov) = if self.cfg.vnet_hdr {
-                (iov.as_ptr(), 2)
-            } else {
-                (iov[1..].as_ptr(), 1)
-            };
-            // SAFETY: the iovecs point at `hdr` and at the frame borrowed from `batch`, both
-            // alive for the call; the kernel only reads them.
-            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov_ptr, n_iov) };
-            match cvt_size(r) {
+            let head: &[u8] = if self.cfg.vnet_hdr { &hdr } else { &[] };
+            match self.write_parts(head, frame) {
                 Ok(_) => self.stats.tx_frames += 1,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => return Ok(k),
