@@ -31,6 +31,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
+/// Slot of the ICMP "too big" batch: the largest such error is 14 + 1280 bytes (ICMPv6).
+const TOO_BIG_SLOT: usize = 2048;
 /// How many MAC table slots one aging slice may visit.
 const AGING_BUDGET: usize = 4096;
 /// Time between aging slices when idle.
@@ -255,6 +257,8 @@ struct Worker {
     batch: Batch,
     /// Scratch batch for copies that get an 802.1Q tag on egress (trunk ports).
     tagged: Batch,
+    /// ICMP errors for frames a tunnel could not carry (too big), to send back.
+    too_big: Batch,
     dispatch: Dispatch,
     /// Tunnel port of each virtual port (by port id; [`NO_TUNNEL`] otherwise).
     vtep_tunnel: Vec<PortId>,
@@ -382,6 +386,7 @@ impl Worker {
             ready: Vec::with_capacity(64),
             batch: Batch::new(GSO_SLOT),
             tagged: Batch::new(GSO_SLOT),
+            too_big: Batch::new(TOO_BIG_SLOT),
             dispatch: Dispatch::new(),
             vtep_tunnel: Vec::new(),
             epoch: Instant::now(),
@@ -505,7 +510,7 @@ impl Worker {
                 // A virtual port: the tunnel encapsulates towards its VTEP.
                 if let Some(Some(t)) = self.ports.get_mut(tunnel as usize) {
                     if let Some(vx) = t.port.as_vxlan() {
-                        let sent = vx.send_to_vtep(&self.batch, sel, out);
+                        let sent = vx.send_to_vtep(&self.batch, sel, out, &mut self.too_big);
                         t.stats.tx_frames += sent as u64;
                         let lost = (sel.len() - sent) as u64;
                         if lost > 0 {
@@ -513,6 +518,19 @@ impl Worker {
                             self.pipeline
                                 .counters_mut()
                                 .add_drop(DropReason::TxFull, lost);
+                        }
+                        if !self.too_big.is_empty() {
+                            // ICMP "too big" for frames the tunnel could not carry, back to
+                            // where they came from.
+                            if let Some(Some(src)) = self.ports.get_mut(id as usize) {
+                                let n = self.too_big.len();
+                                let sent = src
+                                    .port
+                                    .send_burst(&self.too_big, crate::batch::all_frames(n))
+                                    .unwrap_or(0);
+                                src.stats.tx_frames += sent as u64;
+                            }
+                            self.too_big.clear();
                         }
                         continue;
                     }

@@ -78,25 +78,24 @@ impl Underlay {
     /// Overlay network `ov` (VNI `vni`, subnet 10.`net`.0.0/16) on every host's daemon, host k
     /// taking addresses from 10.`net`.k.0/24, every other host its peer.
     fn overlay(&self, daemons: &[Daemon], net: u8, vni: u32) {
+        self.overlay_with(daemons, net, vni, &[]);
+    }
+
+    /// [`Underlay::overlay`] with more options for `network create`.
+    fn overlay_with(&self, daemons: &[Daemon], net: u8, vni: u32, opts: &[&str]) {
         for (k, d) in daemons.iter().enumerate() {
             let h = k + 1;
-            d.ok(&[
-                "network",
-                "create",
-                "--driver",
-                "overlay",
-                "--subnet",
-                &format!("10.{net}.0.0/16"),
-                "--ip-range",
-                &format!("10.{net}.{h}.0/24"),
-                "-o",
-                &format!("vni={vni}"),
-                "-o",
-                &format!("vtep={}", self.ip(h)),
-                "-o",
-                &format!("peers={}", self.peers_of(h)),
-                "ov",
-            ]);
+            let (subnet, range) = (format!("10.{net}.0.0/16"), format!("10.{net}.{h}.0/24"));
+            let (vni, vtep) = (format!("vni={vni}"), format!("vtep={}", self.ip(h)));
+            let peers = format!("peers={}", self.peers_of(h));
+            let mut a = vec![
+                "network", "create", "--driver", "overlay", "--subnet", &subnet,
+            ];
+            a.extend_from_slice(&["--ip-range", &range, "-o", &vni, "-o", &vtep]);
+            a.extend_from_slice(&["-o", &peers]);
+            a.extend_from_slice(opts);
+            a.push("ov");
+            d.ok(&a);
         }
     }
 
@@ -745,4 +744,69 @@ fn overlay_with_a_forward_drop_policy_keeps_the_socket_path_unless_told() {
     }
     assert_eq!(counter(&daemons[0], "tx_tunnel_gso"), 0);
     assert!(counter(&daemons[2], "tx_tunnel_gso") > 100);
+}
+
+/// An overlay set above what its underlay carries (`-o mtu=1500` on a 1500-byte underlay, so
+/// containers get 1500 where 1450 fits): full-sized packets are answered with ICMP
+/// "fragmentation needed" (as Linux's vxlan device does), so TCP lowers its MSS and moves data
+/// both ways, host 1 sending through its tunnel TAP (where the kernel has one) and host 2
+/// through its socket, and `ping -M do` is told the overlay's real MTU. Without the replies
+/// full-sized segments vanish and TCP stalls.
+#[test]
+fn overlay_above_the_underlay_mtu_answers_full_sized_packets_with_icmp() {
+    if !need_root("overlay_pmtu") {
+        return;
+    }
+    let ul = Underlay::new("om", 2);
+    let d = [
+        Daemon::start_in_netns("om0", &ul.hosts[0].name, &[]),
+        Daemon::start_in_netns("om1", &ul.hosts[1].name, &["--tunnel-offload", "off"]),
+    ];
+    ul.overlay_with(&d, 86, 86, &["-o", "mtu=1500"]);
+    let (a1, a2, b) = (unique("oma1"), unique("oma2"), unique("omb"));
+    d[0].run(&a1, &["--network", "ov"]);
+    d[0].run(&a2, &["--network", "ov"]);
+    d[1].run(&b, &["--network", "ov"]);
+    let link = d[0].exec(&a1, &["ip", "link", "show", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1500"),
+        "the container has the network's MTU"
+    );
+    let b_ip = d[1].ip_of(&b);
+    assert!(d[0].ping(&a1, &b_ip), "small packets cross");
+
+    // Each sender fresh (a receiver advertises an MSS from a path MTU it has learnt): a1 to b,
+    // then b to a2.
+    let netns = |d: &Daemon, c: &str| d.container(c)["netns"].as_str().unwrap().to_string();
+    let fwd = iperf_across(&d[0], &a1, &netns(&d[1], &b), &b_ip, false);
+    let rev = iperf_across(&d[1], &b, &netns(&d[0], &a2), &d[0].ip_of(&a2), false);
+    assert!(
+        fwd > 50e6 && rev > 50e6,
+        "TCP adapts to the overlay's MTU: {fwd} / {rev} bit/s"
+    );
+    for h in &d {
+        assert!(counter(h, "tx_icmp_too_big") >= 1, "{}", tunnel_stats(h));
+    }
+
+    // A fresh sender (no path MTU cached yet) is told the real MTU by the reply.
+    let told = (0..3).any(|_| {
+        let o = d[0].exec(
+            &a2,
+            &[
+                "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", &b_ip,
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).contains("mtu = 1450")
+    });
+    assert!(
+        told,
+        "ping -M do -s 1472 gets fragmentation needed, mtu 1450"
+    );
+    let fits = d[0].exec(
+        &a2,
+        &[
+            "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &b_ip,
+        ],
+    );
+    assert!(fits.status.success(), "1450-byte packets cross");
 }

@@ -28,8 +28,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// Bytes VXLAN adds on the underlay: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
-pub const OVERLAY_OVERHEAD: u32 = 50;
+/// Bytes VXLAN adds on the underlay (outer IPv4, UDP and VXLAN headers, inner Ethernet).
+pub const OVERLAY_OVERHEAD: u32 = crate::port::vxlan::OVERHEAD;
 /// Underlay MTU assumed when no peer is known yet to ask the kernel about.
 const ASSUMED_UNDERLAY_MTU: u32 = 1500;
 
@@ -367,6 +367,7 @@ impl Daemon {
                 "tx_no_peer": s.tx_no_peer,
                 "tx_bad_frame": s.tx_bad_frame,
                 "tx_too_big": s.tx_too_big,
+                "tx_icmp_too_big": s.tx_icmp_too_big,
                 "tx_full": s.tx_full,
                 "tx_errors": s.tx_errors,
             }));

@@ -34,15 +34,24 @@
 //!   entropy — a limitation of the socket design). Tunnel GSO packets carry a source port
 //!   from the inner flow's hash (RFC 7348 section 5). Outer packets have DF set
 //!   (`IP_PMTUDISC_DO`): a frame too large for the underlay is dropped and counted
-//!   (`tx_too_big`), never fragmented; give containers the overlay MTU (underlay MTU minus
-//!   50), which the overlay driver does.
+//!   (`tx_too_big`), never fragmented; containers get the overlay MTU (underlay MTU minus
+//!   50) from the overlay driver.
+//! * **Path MTU.** Each peer has the largest inner IP packet the underlay carries towards it:
+//!   the host's path MTU to it minus 50 (the network's MTU when the host has no route to it
+//!   yet), as Linux's vxlan device checks against its underlay route. A frame whose packets
+//!   (for a GSO frame: each segment) are larger is not sent: the sender is answered with ICMP
+//!   "fragmentation needed" or ICMPv6 "packet too big" from the packet's destination
+//!   ([`crate::wire::too_big`], as Linux's vxlan device does for bridged traffic), so a
+//!   container with too large an MTU lowers its MSS instead of losing its full-sized
+//!   segments. Counted as `tx_too_big` and, for each reply, `tx_icmp_too_big`.
 
-use crate::batch::{Batch, BATCH_SIZE, HEADROOM};
+use crate::batch::{Batch, VnetHdr, BATCH_SIZE, HEADROOM};
 use crate::fdb::NetworkId;
 use crate::port::sys::{self, cvt, PortError};
 use crate::port::vxlan_tap::{tunnel_super_packet, tunnel_vnet, TunnelTap};
 use crate::port::{Port, PortCaps, PortId};
 use crate::wire::gso::{coalesce_tcp4, segment, Segments};
+use crate::wire::too_big::{self, Fit};
 use encap::{
     decap_udp_payload, DecapStats, EncapTemplate, TemplateConfig, Vni, VtepTable, VtepTableError,
     VXLAN_HDR_LEN,
@@ -69,6 +78,9 @@ const MAX_MSGS: usize = 256;
 const DEFAULT_INNER_MTU: usize = 1450;
 /// The smallest MTU taken from a network (IPv4's minimum datagram size).
 const MIN_INNER_MTU: usize = 576;
+/// Bytes VXLAN adds on top of an inner IP packet, as counted against the underlay's MTU: outer
+/// IPv4 20 + UDP 8 + VXLAN 8 + the inner Ethernet header 14.
+pub const OVERHEAD: u32 = 50;
 /// Socket buffer sizes asked for (the kernel caps them unless we are root).
 const SOCK_BUF: libc::c_int = 8 << 20;
 
@@ -107,8 +119,11 @@ pub struct VxlanStats {
     pub tx_no_peer: u64,
     /// Frames that could not be segmented or copied (malformed, unsupported GSO type).
     pub tx_bad_frame: u64,
-    /// Datagrams refused as larger than the path MTU (DF set): lower the container MTU.
+    /// Frames larger than the peer's path MTU allows (not sent; see the module
+    /// documentation), and datagrams the kernel refused as larger than the path MTU.
     pub tx_too_big: u64,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" replies sent back to senders.
+    pub tx_icmp_too_big: u64,
     /// Datagrams not sent because the socket buffer was full.
     pub tx_full: u64,
     /// Other send errors.
@@ -123,6 +138,8 @@ struct Peer {
     addr: libc::sockaddr_in,
     /// The outer headers towards this peer through the tunnel TAP, when there is one.
     template: Option<EncapTemplate>,
+    /// The largest inner IP packet the underlay carries towards this peer (module docs).
+    mtu: usize,
 }
 
 /// One message to send: a span of the arena, and its UDP GSO segment size (0: one datagram).
@@ -283,12 +300,18 @@ impl VxlanPort {
         if self.peers.iter().flatten().count() == 0 || mtu < self.inner_mtu {
             self.inner_mtu = mtu;
         }
+        // What the underlay carries towards the peer, when the host can say (a route).
+        let underlay = path_mtu(*self.local.ip(), remote)
+            .ok()
+            .and_then(|m| (m as usize).checked_sub(OVERHEAD as usize))
+            .filter(|&m| m >= MIN_INNER_MTU);
         self.peers[i] = Some(Peer {
             vni,
             ip: remote,
             addr: sockaddr(remote, self.local.port()),
             template: (self.offload.as_ref())
                 .and_then(|t| template_via(t, self.local, vni, remote)),
+            mtu: underlay.unwrap_or(mtu),
         });
         Ok(())
     }
@@ -336,8 +359,16 @@ impl VxlanPort {
     }
 
     /// Sends frames `sel` of `batch` to virtual port `vport` (see the module documentation).
-    /// Returns how many frames were sent; the rest were dropped and counted.
-    pub fn send_to_vtep(&mut self, batch: &Batch, sel: &[u16], vport: PortId) -> usize {
+    /// Returns how many frames were sent; the rest were dropped and counted. Frames too large
+    /// for the peer's path MTU are answered with an ICMP error added to `replies` (while it
+    /// has room), for the caller to send back where the frames came from.
+    pub fn send_to_vtep(
+        &mut self,
+        batch: &Batch,
+        sel: &[u16],
+        vport: PortId,
+        replies: &mut Batch,
+    ) -> usize {
         let Some(peer) = self.peers.get(usize::from(vport)).copied().flatten() else {
             self.stats.tx_no_peer += sel.len() as u64;
             return 0;
@@ -349,6 +380,20 @@ impl VxlanPort {
             self.stats.tx_frames += 1;
             let frame = batch.frame(i);
             let vnet = batch.meta(i).vnet;
+            match too_big::check(frame, &vnet, peer.mtu) {
+                Fit::Fits => {}
+                fit => {
+                    self.stats.tx_too_big += 1;
+                    if fit == Fit::Reply && !replies.is_full() {
+                        if let Some(n) = too_big::reply(frame, peer.mtu as u32, replies.next_slot())
+                        {
+                            replies.commit(n, VnetHdr::default());
+                            self.stats.tx_icmp_too_big += 1;
+                        }
+                    }
+                    continue;
+                }
+            }
             // A peer has a template only while the port has its tunnel TAP.
             let whole =
                 (peer.template.as_ref()).and_then(|t| Some((t, tunnel_vnet(frame, &vnet)?)));
@@ -786,6 +831,11 @@ mod tests {
         f
     }
 
+    /// A batch for the ICMP replies of `send_to_vtep`.
+    pub(super) fn replies() -> Batch {
+        Batch::new(2048)
+    }
+
     fn recv_all(p: &mut VxlanPort, b: &mut Batch, n: usize) {
         let t0 = std::time::Instant::now();
         while b.len() < n && t0.elapsed() < std::time::Duration::from_secs(2) {
@@ -813,7 +863,7 @@ mod tests {
         let mut out = Batch::new(MTU_SLOT);
         out.push(&frame(1, 2, 64), VnetHdr::default());
         out.push(&frame(1, 3, 1500), VnetHdr::default());
-        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5), 2);
+        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5, &mut replies()), 2);
         assert_eq!(a.stats().tx_datagrams, 2);
         let mut rx = Batch::new(MTU_SLOT);
         recv_all(&mut b, &mut rx, 2);
@@ -826,11 +876,11 @@ mod tests {
         // A VNI b does not serve is dropped and counted; removing a peer stops its traffic.
         a.add_peer(6, 2, Vni::new(300).unwrap(), b_ip, 1450)
             .unwrap();
-        a.send_to_vtep(&out, &[0], 6);
-        a.send_to_vtep(&out, &[0], 9); // no such virtual port
+        a.send_to_vtep(&out, &[0], 6, &mut replies());
+        a.send_to_vtep(&out, &[0], 9, &mut replies()); // no such virtual port
         assert_eq!(a.stats().tx_no_peer, 1);
         b.remove_peer(7);
-        a.send_to_vtep(&out, &[0], 5);
+        a.send_to_vtep(&out, &[0], 5, &mut replies());
         std::thread::sleep(std::time::Duration::from_millis(100));
         let mut rx = Batch::new(MTU_SLOT);
         b.recv_burst(&mut rx).unwrap();
@@ -885,7 +935,7 @@ mod tests {
                 csum_offset: 16,
             },
         );
-        assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies()), 1);
         assert_eq!(a.stats().tx_datagrams, 7);
         // The receiver gets them back as one TCP GSO frame (UDP GRO + coalescing).
         let mut rx = Batch::new(GSO_SLOT);
@@ -1028,6 +1078,82 @@ mod tunnel_gso_tests {
         assert!(a.stats().tx_tunnel_gso >= 2, "{:?}", a.stats());
     }
 
+    /// The underlay's path MTU, not the network's, limits the inner packets towards a peer:
+    /// a frame whose segments fit it is sent; one whose segments do not is answered with ICMP
+    /// "fragmentation needed" carrying that MTU (from the packet's destination), not sent.
+    #[test]
+    fn frames_too_big_for_the_underlay_are_answered_not_sent() {
+        if skip() {
+            return;
+        }
+        let (ha, hb) = (NetNs::new(), NetNs::new());
+        let (a_if, b_if) = (uniq("vxa"), uniq("vxb"));
+        run(&[
+            "ip", "link", "add", &a_if, "netns", &ha.name, "mtu", "1400", "type", "veth", "peer",
+            "name", &b_if, "netns", &hb.name, "mtu", "1400",
+        ]);
+        ha.exec(&["ip", "addr", "add", "10.252.0.1/24", "dev", &a_if]);
+        hb.exec(&["ip", "addr", "add", "10.252.0.2/24", "dev", &b_if]);
+        ha.exec(&["ip", "link", "set", &a_if, "up"]);
+        hb.exec(&["ip", "link", "set", &b_if, "up"]);
+        let (a_ip, b_ip) = (Ipv4Addr::new(10, 252, 0, 1), Ipv4Addr::new(10, 252, 0, 2));
+        let vni = Vni::new(9).unwrap();
+        // The network says 1450; the underlay carries 1400 - 50.
+        let mut a = ha.enter(move || {
+            let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
+            p.add_peer(1, 1, vni, b_ip, 1450).unwrap();
+            p
+        });
+        let mut b = hb.enter(move || {
+            let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
+            p.add_peer(2, 1, vni, a_ip, 1450).unwrap();
+            p
+        });
+        let f = tcp_gso_frame(10_000, 0x10);
+        let vnet = |mss: u16| VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut replies = tests::replies();
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(&f, vnet(1410));
+        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies), 0);
+        assert_eq!(replies.len(), 1);
+        let r = replies.frame(0);
+        assert_eq!((&r[..6], &r[6..12]), (&f[6..12], &f[..6]), "MACs swapped");
+        assert_eq!(
+            (&r[26..30], &r[30..34]),
+            (&f[30..34], &f[26..30]),
+            "addresses swapped"
+        );
+        assert_eq!((r[34], r[35]), (3, 4), "fragmentation needed");
+        assert_eq!(
+            u16::from_be_bytes([r[40], r[41]]),
+            1350,
+            "the underlay's MTU - 50"
+        );
+        let s = a.stats();
+        assert_eq!((s.tx_too_big, s.tx_icmp_too_big, s.tx_datagrams), (1, 1, 0));
+
+        // Segments of 1350 bytes fit: the frame crosses (segmented by the socket).
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(&f, vnet(1310));
+        let mut rx = Batch::new(GSO_SLOT);
+        let t0 = std::time::Instant::now();
+        while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
+            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies), 1);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            b.recv_burst(&mut rx).unwrap();
+        }
+        assert!(!rx.is_empty(), "{:?}", a.stats());
+        assert_eq!(a.stats().tx_too_big, 1);
+        assert_eq!(replies.len(), 1, "no more replies");
+    }
+
     /// Sends `frame` from `a` to its virtual port 1 until `b` receives something (the first
     /// send may wait for the neighbour entry), and returns what `b` received: exactly one
     /// frame, none of it through `a`'s socket.
@@ -1037,7 +1163,7 @@ mod tunnel_gso_tests {
         let mut rx = Batch::new(GSO_SLOT);
         let t0 = std::time::Instant::now();
         while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1), 1);
+            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut tests::replies()), 1);
             std::thread::sleep(std::time::Duration::from_millis(50));
             b.recv_burst(&mut rx).unwrap();
         }

@@ -27,6 +27,7 @@ mod icmp;
 mod ipv4;
 mod mac;
 mod tcp;
+pub mod too_big;
 mod udp;
 
 pub use arp::{arp_reply_in_place, emit_arp_reply, ArpOperation, ArpPacket, ArpRepr, ARP_LEN};
