@@ -30,15 +30,12 @@ if [ -z "${NAT_ROUND:-}" ]; then
     echo "round $r of $ROUNDS:"
     NAT_ROUND=$r NAT_JSON=$OUT/compare-nat.round$r.json VSWITCH_BIN=$BIN "$0" "$T" | sed 's/^/  /'
   done
-  python3 - "$OUT" "$ROUNDS" <<'PY'
-import json, statistics as st, sys
+  python3 - "$OUT" "$ROUNDS" "$ROOT/bench" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[3])
+from rounds import load, median, ratio
 out, n = sys.argv[1], int(sys.argv[2])
-rounds = []
-for r in range(1, n + 1):
-    try:
-        rounds.append(json.load(open(f"{out}/compare-nat.round{r}.json")))
-    except (OSError, ValueError):
-        print(f"round {r}: no result")
+rounds = load(out + "/compare-nat.round{}.json", n)
 if not rounds:
     sys.exit(1)
 peers = ["vswitch", "slirp4netns", "pasta", "kernel"]
@@ -46,14 +43,13 @@ summary = {"seconds": rounds[0]["seconds"], "unit": "Gbps", "rounds": len(rounds
 print(f"median of {len(rounds)} rounds (Gbps; ratios are medians of the per-round ratios):")
 print("%-8s %10s %10s %10s %10s   %s" % ("", "vswitch", "slirp", "pasta", "kernel", "vswitch / slirp, pasta, kernel"))
 for row in ["egress", "inbound"]:
-    med = {p: st.median(r[row][p] for r in rounds) for p in peers}
-    ratio = {p: st.median(r[row]["vswitch"] / r[row][p] for r in rounds if r[row][p] > 0)
-             if any(r[row][p] > 0 for r in rounds) else None for p in peers[1:]}
+    med = {p: median(rounds, lambda r: r[row][p]) for p in peers}
+    rat = {p: ratio(rounds, lambda r: r[row]["vswitch"], lambda r: r[row][p]) for p in peers[1:]}
     summary[row] = med
-    summary[row + "_ratio"] = ratio
+    summary[row + "_ratio"] = rat
     fmt = lambda x: "n/a" if x is None else "%.2fx" % x
     print("%-8s %10.2f %10.2f %10.2f %10.2f   %s %s %s" % (row, *[med[p] for p in peers],
-          *[fmt(ratio[p]) for p in peers[1:]]))
+          *[fmt(rat[p]) for p in peers[1:]]))
 json.dump(summary, open(f"{out}/compare-nat.json", "w"), indent=2)
 PY
   exit $?

@@ -23,17 +23,14 @@ if [ -z "${OV_ROUND:-}" ]; then
     OV_ROUND=$r OV_JSON=bench/results/compare-overlay.round$r.json "$0" "$T" | sed 's/^/  /'
   done
   python3 - "$ROUNDS" <<'PY'
-import json, statistics as st, sys
-rounds = []
-for r in range(1, int(sys.argv[1]) + 1):
-    try:
-        rounds.append(json.load(open(f"bench/results/compare-overlay.round{r}.json")))
-    except (OSError, ValueError):
-        print(f"round {r}: no result")
+import json, sys
+sys.path.insert(0, "bench")
+from rounds import load, median, ratio
+rounds = load("bench/results/compare-overlay.round{}.json", int(sys.argv[1]))
 if not rounds:
     sys.exit(1)
-med = {k: st.median(r[k] for r in rounds) for k in ("kernel", "vswitch", "anchor")}
-ratio = st.median(r["vswitch"] / r["kernel"] for r in rounds if r["kernel"] > 0)
+med = {k: median(rounds, lambda r: r[k]) for k in ("kernel", "vswitch", "anchor")}
+ratio = ratio(rounds, lambda r: r["vswitch"], lambda r: r["kernel"]) or 0.0
 print(f"median of {len(rounds)} rounds, single-stream TCP (Gbit/s):")
 print(f"  kernel vxlan + bridge (containers)   : {med['kernel']:.2f}")
 print(f"  vswitch overlay (containers)         : {med['vswitch']:.2f}")

@@ -11,6 +11,8 @@ use switch::port::afpacket::RxMode;
 
 const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
 const DEFAULT_STATE: &str = "/var/lib/vswitch";
+/// `-p` / `--publish` help (an attribute: in a doc comment rustdoc reads the brackets as links).
+const PUBLISH_HELP: &str = "Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -159,8 +161,7 @@ enum NetCmd {
         /// Add this host (its VTEP address) as a peer of the overlay network NETWORK.
         #[arg(long, conflicts_with = "ip")]
         peer: Option<String>,
-        /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
-        #[arg(short = 'p', long = "publish")]
+        #[arg(short = 'p', long = "publish", help = PUBLISH_HELP)]
         publish: Vec<String>,
         network: String,
         #[arg(required_unless_present = "peer")]
@@ -195,8 +196,7 @@ struct RunArgs {
     /// Remove the container when the foreground command exits.
     #[arg(long)]
     rm: bool,
-    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (repeatable).
-    #[arg(short = 'p', long = "publish")]
+    #[arg(short = 'p', long = "publish", help = PUBLISH_HELP)]
     publish: Vec<String>,
     #[arg(last = true)]
     cmd: Vec<String>,
