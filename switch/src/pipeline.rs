@@ -152,11 +152,14 @@ pub enum DropReason {
     /// A frame from a tunnel whose destination is behind the same tunnel (split horizon), or
     /// whose ingress virtual port is unknown to the tunnel.
     SplitHorizon,
+    /// Larger than the underlay carries towards the tunnel peer it was for (the sender is
+    /// answered with ICMP where it can be; counted by the worker).
+    TooBig,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Runt,
@@ -169,6 +172,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::NotLocal,
         DropReason::SplitHorizon,
+        DropReason::TooBig,
     ];
 
     /// A stable snake_case name for listings.
@@ -184,6 +188,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::NotLocal => "not_local",
             DropReason::SplitHorizon => "split_horizon",
+            DropReason::TooBig => "too_big",
         }
     }
 }

@@ -510,14 +510,15 @@ impl Worker {
                 // A virtual port: the tunnel encapsulates towards its VTEP.
                 if let Some(Some(t)) = self.ports.get_mut(tunnel as usize) {
                     if let Some(vx) = t.port.as_vxlan() {
-                        let sent = vx.send_to_vtep(&self.batch, sel, out, &mut self.too_big);
-                        t.stats.tx_frames += sent as u64;
-                        let lost = (sel.len() - sent) as u64;
+                        let r = vx.send_to_vtep(&self.batch, sel, out, &mut self.too_big);
+                        t.stats.tx_frames += r.sent as u64;
+                        let lost = (sel.len() - r.sent) as u64;
                         if lost > 0 {
                             t.stats.tx_dropped += lost;
-                            self.pipeline
-                                .counters_mut()
-                                .add_drop(DropReason::TxFull, lost);
+                            let too_big = r.too_big as u64;
+                            let c = self.pipeline.counters_mut();
+                            c.add_drop(DropReason::TooBig, too_big);
+                            c.add_drop(DropReason::TxFull, lost - too_big);
                         }
                         if !self.too_big.is_empty() {
                             // ICMP "too big" for frames the tunnel could not carry, back to

@@ -786,6 +786,12 @@ fn overlay_above_the_underlay_mtu_answers_full_sized_packets_with_icmp() {
     );
     for h in &d {
         assert!(counter(h, "tx_icmp_too_big") >= 1, "{}", tunnel_stats(h));
+        let v: serde_json::Value = serde_json::from_str(&h.ok(&["stats", "--json"])).unwrap();
+        assert!(
+            v["counters"]["drop_too_big"].as_u64() >= Some(1),
+            "the switch counts the drops as too_big: {}",
+            v["counters"]
+        );
     }
 
     // A fresh sender (no path MTU cached yet) is told the real MTU by the reply.

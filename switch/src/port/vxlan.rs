@@ -130,6 +130,15 @@ pub struct VxlanStats {
     pub tx_errors: u64,
 }
 
+/// What [`VxlanPort::send_to_vtep`] did with the frames it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames sent.
+    pub sent: usize,
+    /// Frames not sent as too large for the peer's path MTU.
+    pub too_big: usize,
+}
+
 /// A remote VTEP of one network, as a virtual port of this tunnel.
 #[derive(Clone, Copy, Debug)]
 struct Peer {
@@ -359,22 +368,22 @@ impl VxlanPort {
     }
 
     /// Sends frames `sel` of `batch` to virtual port `vport` (see the module documentation).
-    /// Returns how many frames were sent; the rest were dropped and counted. Frames too large
-    /// for the peer's path MTU are answered with an ICMP error added to `replies` (while it
-    /// has room), for the caller to send back where the frames came from.
+    /// The frames not sent were dropped and counted. Frames too large for the peer's path MTU
+    /// are answered with an ICMP error added to `replies` (while it has room), for the caller
+    /// to send back where the frames came from.
     pub fn send_to_vtep(
         &mut self,
         batch: &Batch,
         sel: &[u16],
         vport: PortId,
         replies: &mut Batch,
-    ) -> usize {
+    ) -> Sent {
         let Some(peer) = self.peers.get(usize::from(vport)).copied().flatten() else {
             self.stats.tx_no_peer += sel.len() as u64;
-            return 0;
+            return Sent::default();
         };
         let hdr = encap::vxlan::header_bytes(peer.vni);
-        let mut sent = 0;
+        let (mut sent, mut too_big) = (0, 0);
         for &i in sel {
             let i = usize::from(i);
             self.stats.tx_frames += 1;
@@ -384,6 +393,7 @@ impl VxlanPort {
                 Fit::Fits => {}
                 fit => {
                     self.stats.tx_too_big += 1;
+                    too_big += 1;
                     if fit == Fit::Reply && !replies.is_full() {
                         if let Some(n) = too_big::reply(frame, peer.mtu as u32, replies.next_slot())
                         {
@@ -435,7 +445,7 @@ impl VxlanPort {
             sent += 1;
         }
         self.flush();
-        sent
+        Sent { sent, too_big }
     }
 
     /// Writes the VXLAN headers of freshly segmented data at `self.used` and queues messages.
@@ -863,7 +873,7 @@ mod tests {
         let mut out = Batch::new(MTU_SLOT);
         out.push(&frame(1, 2, 64), VnetHdr::default());
         out.push(&frame(1, 3, 1500), VnetHdr::default());
-        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5, &mut replies()), 2);
+        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5, &mut replies()).sent, 2);
         assert_eq!(a.stats().tx_datagrams, 2);
         let mut rx = Batch::new(MTU_SLOT);
         recv_all(&mut b, &mut rx, 2);
@@ -935,7 +945,7 @@ mod tests {
                 csum_offset: 16,
             },
         );
-        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies()), 1);
+        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies()).sent, 1);
         assert_eq!(a.stats().tx_datagrams, 7);
         // The receiver gets them back as one TCP GSO frame (UDP GRO + coalescing).
         let mut rx = Batch::new(GSO_SLOT);
@@ -996,22 +1006,12 @@ mod tunnel_gso_tests {
         if skip() {
             return;
         }
-        let (ha, hb) = (NetNs::new(), NetNs::new());
+        let (ha, hb, a_ip, b_ip) = two_hosts(251, 1500);
         ha.exec(&[
             "sysctl",
             "-qw",
             &format!("net.ipv4.conf.all.rp_filter={rp_filter}"),
         ]);
-        let (a_if, b_if) = (uniq("vxa"), uniq("vxb"));
-        run(&[
-            "ip", "link", "add", &a_if, "netns", &ha.name, "type", "veth", "peer", "name", &b_if,
-            "netns", &hb.name,
-        ]);
-        ha.exec(&["ip", "addr", "add", "10.251.0.1/24", "dev", &a_if]);
-        hb.exec(&["ip", "addr", "add", "10.251.0.2/24", "dev", &b_if]);
-        ha.exec(&["ip", "link", "set", &a_if, "up"]);
-        hb.exec(&["ip", "link", "set", &b_if, "up"]);
-        let (a_ip, b_ip) = (Ipv4Addr::new(10, 251, 0, 1), Ipv4Addr::new(10, 251, 0, 2));
         let vni = Vni::new(9).unwrap();
         let tap = uniq("vsxt");
         let opened = ha.enter(move || {
@@ -1086,17 +1086,7 @@ mod tunnel_gso_tests {
         if skip() {
             return;
         }
-        let (ha, hb) = (NetNs::new(), NetNs::new());
-        let (a_if, b_if) = (uniq("vxa"), uniq("vxb"));
-        run(&[
-            "ip", "link", "add", &a_if, "netns", &ha.name, "mtu", "1400", "type", "veth", "peer",
-            "name", &b_if, "netns", &hb.name, "mtu", "1400",
-        ]);
-        ha.exec(&["ip", "addr", "add", "10.252.0.1/24", "dev", &a_if]);
-        hb.exec(&["ip", "addr", "add", "10.252.0.2/24", "dev", &b_if]);
-        ha.exec(&["ip", "link", "set", &a_if, "up"]);
-        hb.exec(&["ip", "link", "set", &b_if, "up"]);
-        let (a_ip, b_ip) = (Ipv4Addr::new(10, 252, 0, 1), Ipv4Addr::new(10, 252, 0, 2));
+        let (ha, hb, a_ip, b_ip) = two_hosts(252, 1400);
         let vni = Vni::new(9).unwrap();
         // The network says 1450; the underlay carries 1400 - 50.
         let mut a = ha.enter(move || {
@@ -1121,7 +1111,13 @@ mod tunnel_gso_tests {
         let mut replies = tests::replies();
         let mut out = Batch::new(GSO_SLOT);
         out.push(&f, vnet(1410));
-        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies), 0);
+        assert_eq!(
+            a.send_to_vtep(&out, &[0], 1, &mut replies),
+            Sent {
+                sent: 0,
+                too_big: 1
+            }
+        );
         assert_eq!(replies.len(), 1);
         let r = replies.frame(0);
         assert_eq!((&r[..6], &r[6..12]), (&f[6..12], &f[..6]), "MACs swapped");
@@ -1145,13 +1141,30 @@ mod tunnel_gso_tests {
         let mut rx = Batch::new(GSO_SLOT);
         let t0 = std::time::Instant::now();
         while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies), 1);
+            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies).sent, 1);
             std::thread::sleep(std::time::Duration::from_millis(50));
             b.recv_burst(&mut rx).unwrap();
         }
         assert!(!rx.is_empty(), "{:?}", a.stats());
         assert_eq!(a.stats().tx_too_big, 1);
         assert_eq!(replies.len(), 1, "no more replies");
+    }
+
+    /// Two hosts (namespaces) joined by a veth underlay of MTU `mtu`, with addresses
+    /// 10.`net`.0.1 and 10.`net`.0.2.
+    fn two_hosts(net: u8, mtu: u32) -> (NetNs, NetNs, Ipv4Addr, Ipv4Addr) {
+        let (ha, hb) = (NetNs::new(), NetNs::new());
+        let (a_if, b_if, mtu) = (uniq("vxa"), uniq("vxb"), mtu.to_string());
+        run(&[
+            "ip", "link", "add", &a_if, "netns", &ha.name, "mtu", &mtu, "type", "veth", "peer",
+            "name", &b_if, "netns", &hb.name, "mtu", &mtu,
+        ]);
+        let (a_ip, b_ip) = (Ipv4Addr::new(10, net, 0, 1), Ipv4Addr::new(10, net, 0, 2));
+        for (h, ifname, ip) in [(&ha, &a_if, a_ip), (&hb, &b_if, b_ip)] {
+            h.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", ifname]);
+            h.exec(&["ip", "link", "set", ifname, "up"]);
+        }
+        (ha, hb, a_ip, b_ip)
     }
 
     /// Sends `frame` from `a` to its virtual port 1 until `b` receives something (the first
@@ -1163,7 +1176,7 @@ mod tunnel_gso_tests {
         let mut rx = Batch::new(GSO_SLOT);
         let t0 = std::time::Instant::now();
         while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut tests::replies()), 1);
+            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut tests::replies()).sent, 1);
             std::thread::sleep(std::time::Duration::from_millis(50));
             b.recv_burst(&mut rx).unwrap();
         }
