@@ -383,7 +383,7 @@ impl VxlanPort {
             return Sent::default();
         };
         let hdr = encap::vxlan::header_bytes(peer.vni);
-        let (mut sent, mut too_big) = (0, 0);
+        let (mut sent, mut oversized) = (0, 0);
         for &i in sel {
             let i = usize::from(i);
             self.stats.tx_frames += 1;
@@ -393,7 +393,7 @@ impl VxlanPort {
                 Fit::Fits => {}
                 fit => {
                     self.stats.tx_too_big += 1;
-                    too_big += 1;
+                    oversized += 1;
                     if fit == Fit::Reply && !replies.is_full() {
                         if let Some(n) = too_big::reply(frame, peer.mtu as u32, replies.next_slot())
                         {
@@ -445,7 +445,10 @@ impl VxlanPort {
             sent += 1;
         }
         self.flush();
-        Sent { sent, too_big }
+        Sent {
+            sent,
+            too_big: oversized,
+        }
     }
 
     /// Writes the VXLAN headers of freshly segmented data at `self.used` and queues messages.
