@@ -32,46 +32,55 @@ const ICMP6_MAX: usize = 1280;
 /// The smallest MTU IPv6 links have (RFC 8200 section 5).
 const IPV6_MIN_MTU: u32 = 1280;
 
-/// L3 header offset, IP version and the IP packet's own length (from its header, capped by
-/// the frame) of an untagged IPv4 or IPv6 frame.
-fn ip_of(frame: &[u8]) -> Option<(u8, usize)> {
-    match frame.get(12..14)? {
-        [0x08, 0x00] if frame.len() >= ETH + 20 && frame[ETH] >> 4 == 4 => {
-            let total = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
-            (total >= 20).then(|| (4, total.min(frame.len() - ETH)))
+/// L3 header offset (after one 802.1Q tag, if any), IP version and the IP packet's own length
+/// (from its header, capped by the frame) of an IPv4 or IPv6 frame.
+fn ip_of(frame: &[u8]) -> Option<(usize, u8, usize)> {
+    let l3 = match frame.get(12..14)? {
+        [0x81, 0x00] => ETH + 4,
+        _ => ETH,
+    };
+    let ip = frame.get(l3..)?;
+    match frame.get(l3 - 2..l3)? {
+        [0x08, 0x00] if ip.len() >= 20 && ip[0] >> 4 == 4 => {
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            (total >= 20).then(|| (l3, 4, total.min(ip.len())))
         }
-        [0x86, 0xdd] if frame.len() >= ETH + 40 && frame[ETH] >> 4 == 6 => {
-            let payload = usize::from(u16::from_be_bytes([frame[ETH + 4], frame[ETH + 5]]));
-            Some((6, (40 + payload).min(frame.len() - ETH)))
+        [0x86, 0xdd] if ip.len() >= 40 && ip[0] >> 4 == 6 => {
+            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            Some((l3, 6, (40 + payload).min(ip.len())))
         }
         _ => None,
     }
 }
 
-/// The largest IP packet (or, for a frame that is not IP, the largest Ethernet payload)
-/// `frame` puts on the wire once segmented: for a GSO frame its headers plus `gso_size`.
+/// The largest inner frame `frame` puts on the wire once segmented, less its 14-byte Ethernet
+/// header: the IP packet (for a GSO frame its headers plus `gso_size`) and any VLAN tag, or
+/// for a frame that is not IP its Ethernet payload.
 pub fn wire_len(frame: &[u8], vnet: &VnetHdr) -> usize {
-    let Some((_, own)) = ip_of(frame) else {
+    let Some((l3, _, own)) = ip_of(frame) else {
         return frame.len().saturating_sub(ETH);
     };
     let kind = vnet.gso_type & !VNET_GSO_ECN;
-    if kind == VNET_GSO_NONE || vnet.gso_size == 0 {
-        return own;
-    }
-    // The transport header starts at csum_start (GSO frames always carry a partial checksum).
-    let th = usize::from(vnet.csum_start);
-    let l4 = match kind {
-        VNET_GSO_TCPV4 | VNET_GSO_TCPV6 => frame.get(th + 12).map(|b| usize::from(b >> 4) * 4),
-        _ => Some(8),
+    let packet = if kind == VNET_GSO_NONE || vnet.gso_size == 0 {
+        own
+    } else {
+        // The transport header starts at csum_start (GSO frames always carry a partial
+        // checksum).
+        let th = usize::from(vnet.csum_start);
+        let l4 = match kind {
+            VNET_GSO_TCPV4 | VNET_GSO_TCPV6 => frame.get(th + 12).map(|b| usize::from(b >> 4) * 4),
+            _ => Some(8),
+        };
+        match l4 {
+            Some(l4) if th >= l3 => (th - l3 + l4 + usize::from(vnet.gso_size)).min(own),
+            _ => own,
+        }
     };
-    match l4 {
-        Some(l4) if th >= ETH => (th - ETH + l4 + usize::from(vnet.gso_size)).min(own),
-        _ => own,
-    }
+    l3 - ETH + packet
 }
 
 /// Whether `frame` fits a tunnel whose inner IP packets may be `mtu` bytes, and if not,
-/// whether its sender gets a reply ([`reply`]).
+/// whether its sender gets a reply ([`reply`]; untagged frames only).
 pub fn check(frame: &[u8], vnet: &VnetHdr, mtu: usize) -> Fit {
     if wire_len(frame, vnet) <= mtu {
         return Fit::Fits;
@@ -81,7 +90,7 @@ pub fn check(frame: &[u8], vnet: &VnetHdr, mtu: usize) -> Fit {
         return Fit::Drop;
     }
     match ip_of(frame) {
-        Some((4, _)) => {
+        Some((ETH, 4, _)) => {
             let df = frame[ETH + 6] & 0x40 != 0;
             let dst = &frame[ETH + 16..ETH + 20];
             let multicast = dst[0] >= 224;
@@ -91,7 +100,7 @@ pub fn check(frame: &[u8], vnet: &VnetHdr, mtu: usize) -> Fit {
                 Fit::Drop
             }
         }
-        Some((6, _)) if frame[ETH + 24] != 0xff => Fit::Reply,
+        Some((ETH, 6, _)) if frame[ETH + 24] != 0xff => Fit::Reply,
         _ => Fit::Drop,
     }
 }
@@ -102,7 +111,9 @@ pub fn check(frame: &[u8], vnet: &VnetHdr, mtu: usize) -> Fit {
 /// (IPv6, the MTU raised to 1280 if below), quoting the start of the packet. Returns the
 /// frame's length, or `None` if `frame` is not an IP frame or `out` is too small.
 pub fn reply(frame: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
-    let (version, own) = ip_of(frame)?;
+    let (ETH, version, own) = ip_of(frame)? else {
+        return None;
+    };
     let ip = &frame[ETH..ETH + own];
     let (l3, icmp, max) = match version {
         4 => (20, 8, ICMP4_MAX),
@@ -230,6 +241,19 @@ mod tests {
         let mut arp = tcp4(100, true);
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(wire_len(&arp, &plain), arp.len() - 14);
+    }
+
+    /// An 802.1Q tag in front of IPv4: the tag counts on the wire; no reply (it would need
+    /// the tag), but the GSO frame is measured by its segments, not taken whole.
+    #[test]
+    fn tagged_frames_are_measured_by_their_segments_and_not_answered() {
+        let mut f = tcp4(65000, true);
+        f.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let v = gso(VNET_GSO_TCPV4, 38, 1400);
+        assert_eq!(wire_len(&f, &v), 4 + 1440);
+        assert_eq!(check(&f, &v, 1450), Fit::Fits);
+        assert_eq!(check(&f, &v, 1443), Fit::Drop);
+        assert_eq!(reply(&f, 1443, &mut [0u8; 2048]), None);
     }
 
     #[test]
