@@ -117,6 +117,9 @@ pub enum Command {
     },
     /// Removes a virtual port (its MAC entries are flushed).
     RemoveVtep { vport: PortId, done: Sender<()> },
+    /// Sets the largest inner IP packet towards virtual port `vport` (the underlay's path MTU
+    /// towards its VTEP changed; see [`crate::port::vxlan::VxlanPort::set_peer_mtu`]).
+    SetVtepMtu { vport: PortId, mtu: u32 },
     /// Asks for a snapshot of counters and the MAC table.
     Snapshot { reply: Sender<Snapshot> },
     /// NAT, publishing and DNS requests for the gateway stage.
@@ -219,6 +222,12 @@ impl WorkerHandle {
     /// Removes a virtual port and waits until it is gone.
     pub fn remove_vtep(&self, vport: PortId) {
         let _ = self.request(|done| Command::RemoveVtep { vport, done });
+    }
+
+    /// Sets the largest inner IP packet towards virtual port `vport` (see
+    /// [`Command::SetVtepMtu`]).
+    pub fn set_vtep_mtu(&self, vport: PortId, mtu: u32) {
+        self.send(Command::SetVtepMtu { vport, mtu });
     }
 
     /// A snapshot of counters and tables.
@@ -660,6 +669,11 @@ impl Worker {
                 } => {
                     let _ = done.send(self.add_vtep(vport, tunnel, network, vni, remote, mtu));
                 }
+                Command::SetVtepMtu { vport, mtu } => {
+                    if let Some(vx) = self.vtep_port(vport) {
+                        vx.set_peer_mtu(vport, mtu);
+                    }
+                }
                 Command::RemoveVtep { vport, done } => {
                     self.remove_vtep(vport);
                     let _ = done.send(());
@@ -742,22 +756,27 @@ impl Worker {
         Ok(())
     }
 
-    fn remove_vtep(&mut self, vport: PortId) {
-        let Some(t) = self.vtep_tunnel.get_mut(vport as usize) else {
-            return;
-        };
-        let tunnel = std::mem::replace(t, NO_TUNNEL);
+    /// The tunnel port that virtual port `vport` belongs to.
+    fn vtep_port(&mut self, vport: PortId) -> Option<&mut crate::port::vxlan::VxlanPort> {
+        let tunnel = *self.vtep_tunnel.get(vport as usize)?;
         if tunnel == NO_TUNNEL {
-            return;
+            return None;
         }
-        if let Some(vx) = self
-            .ports
+        self.ports
             .get_mut(tunnel as usize)
             .and_then(Option::as_mut)
             .and_then(|s| s.port.as_vxlan())
-        {
+    }
+
+    fn remove_vtep(&mut self, vport: PortId) {
+        let i = vport as usize;
+        if self.vtep_tunnel.get(i).is_none_or(|&t| t == NO_TUNNEL) {
+            return;
+        }
+        if let Some(vx) = self.vtep_port(vport) {
             vx.remove_peer(vport);
         }
+        self.vtep_tunnel[i] = NO_TUNNEL;
         self.pipeline.remove_port(vport);
     }
 

@@ -815,4 +815,31 @@ fn overlay_above_the_underlay_mtu_answers_full_sized_packets_with_icmp() {
         ],
     );
     assert!(fits.status.success(), "1450-byte packets cross");
+
+    // The underlay shrinks under the running network: each daemon sees the new path MTU
+    // within a few seconds and answers with the new limit (host 1 sends through its tunnel
+    // TAP, host 2 through its socket).
+    for (k, h) in ul.hosts.iter().enumerate() {
+        let p = format!("p{}", k + 1);
+        sh_ok("ip", &["-n", &ul.sw.name, "link", "set", &p, "mtu", "1400"]);
+        sh_ok("ip", &["-n", &h.name, "link", "set", "ul0", "mtu", "1400"]);
+    }
+    let a2_ip = d[0].ip_of(&a2);
+    for (h, from, to) in [(&d[0], &a2, &b_ip), (&d[1], &b, &a2_ip)] {
+        let told = (0..20).any(|_| {
+            let o = h.exec(
+                from,
+                &["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1422", to],
+            );
+            let out = String::from_utf8_lossy(&o.stdout).to_string()
+                + &String::from_utf8_lossy(&o.stderr);
+            out.contains("mtu = 1350") || out.contains("mtu=1350")
+        });
+        assert!(told, "after the underlay's MTU fell to 1400, 1450-byte packets from {from} get fragmentation needed, mtu 1350");
+        let fits = h.exec(
+            from,
+            &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1322", to],
+        );
+        assert!(fits.status.success(), "1350-byte packets from {from} cross");
+    }
 }

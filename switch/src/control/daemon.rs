@@ -1272,9 +1272,11 @@ impl Daemon {
         self.save()
     }
 
-    /// Removes containers whose namespace has gone (deleted by someone else).
+    /// Removes containers whose namespace has gone (deleted by someone else), and follows
+    /// changes of the overlay peers' path MTU.
     pub fn reconcile(&mut self) {
         self.reap_children();
+        self.overlay_refresh_mtu();
         let gone: Vec<String> = self
             .state
             .containers

@@ -22,7 +22,7 @@
 
 use super::{Daemon, PortRecord, TunnelOffload};
 use crate::control::state::NetworkRecord;
-use crate::port::vxlan::{path_mtu, VxlanPort};
+use crate::port::vxlan::{path_mtu, peer_mtu, VxlanPort};
 use crate::port::PortId;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,6 +131,9 @@ pub struct OverlayState {
     vports: BTreeMap<(String, Ipv4Addr), PortId>,
     /// Local VTEP socket addresses whose tunnel port has its tunnel TAP.
     offloaded: BTreeSet<SocketAddrV4>,
+    /// The largest inner IP packet last given to the switch for each virtual port
+    /// ([`Daemon::overlay_refresh_mtu`]).
+    mtus: BTreeMap<PortId, u32>,
 }
 
 impl Daemon {
@@ -244,8 +247,38 @@ impl Daemon {
 
     fn vtep_remove(&mut self, network: &str, peer: Ipv4Addr) {
         if let Some(vport) = self.overlay.vports.remove(&(network.to_string(), peer)) {
+            self.overlay.mtus.remove(&vport);
             self.worker.remove_vtep(vport);
             self.ports.remove(&vport);
+        }
+    }
+
+    /// Reads the underlay's path MTU towards every peer again and tells the switch where the
+    /// largest inner packet a peer carries changed (the underlay's MTU or route changed since
+    /// the peer was added): frames above it are then answered with ICMP instead of being lost
+    /// on the underlay. Runs every few seconds from the reconcile loop.
+    pub(super) fn overlay_refresh_mtu(&mut self) {
+        let mut changed = Vec::new();
+        for ((network, peer), &vport) in &self.overlay.vports {
+            let Some(n) = self.state.networks.get(network) else {
+                continue;
+            };
+            let Ok(spec) = OverlaySpec::parse(&n.options) else {
+                continue;
+            };
+            let mtu = peer_mtu(spec.vtep, *peer, n.mtu);
+            let was = self.overlay.mtus.get(&vport).copied();
+            if was != Some(mtu) {
+                changed.push((network.clone(), *peer, vport, mtu, was));
+            }
+        }
+        for (network, peer, vport, mtu, was) in changed {
+            // The first reading after a peer is added only confirms what the switch read.
+            if let Some(was) = was {
+                eprintln!("vswitch: overlay {network}: peer {peer}: the underlay now carries inner packets of up to {mtu} bytes (was {was})");
+            }
+            self.worker.set_vtep_mtu(vport, mtu);
+            self.overlay.mtus.insert(vport, mtu);
         }
     }
 

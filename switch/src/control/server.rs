@@ -32,8 +32,9 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves requests until the process ends. Also runs the reconcile loop that drops containers
-/// whose namespace was deleted behind the daemon's back.
+/// Serves requests until the process ends. Also runs the reconcile loop (every 2 s) that drops
+/// containers whose namespace was deleted behind the daemon's back and follows the overlay
+/// peers' path MTU.
 pub fn serve(listener: UnixListener, daemon: Daemon) -> Result<()> {
     let daemon = Arc::new(Mutex::new(daemon));
     {

@@ -38,7 +38,9 @@
 //!   50) from the overlay driver.
 //! * **Path MTU.** Each peer has the largest inner IP packet the underlay carries towards it:
 //!   the host's path MTU to it minus 50 (the network's MTU when the host has no route to it
-//!   yet), as Linux's vxlan device checks against its underlay route. A frame whose packets
+//!   yet), as Linux's vxlan device checks against its underlay route. It is read when the
+//!   peer is added; the daemon reads it again every few seconds and updates it
+//!   ([`VxlanPort::set_peer_mtu`]) when the underlay's MTU or route changed. A frame whose packets
 //!   (for a GSO frame: each segment) are larger is not sent: the sender is answered with ICMP
 //!   "fragmentation needed" or ICMPv6 "packet too big" from the packet's destination
 //!   ([`crate::wire::too_big`], as Linux's vxlan device does for bridged traffic), so a
@@ -305,24 +307,43 @@ impl VxlanPort {
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
         }
+        let limit = peer_mtu(*self.local.ip(), remote, mtu) as usize;
         let mtu = (mtu as usize).max(MIN_INNER_MTU);
         if self.peers.iter().flatten().count() == 0 || mtu < self.inner_mtu {
             self.inner_mtu = mtu;
         }
-        // What the underlay carries towards the peer, when the host can say (a route).
-        let underlay = path_mtu(*self.local.ip(), remote)
-            .ok()
-            .and_then(|m| (m as usize).checked_sub(OVERHEAD as usize))
-            .filter(|&m| m >= MIN_INNER_MTU);
         self.peers[i] = Some(Peer {
             vni,
             ip: remote,
             addr: sockaddr(remote, self.local.port()),
             template: (self.offload.as_ref())
                 .and_then(|t| template_via(t, self.local, vni, remote)),
-            mtu: underlay.unwrap_or(mtu),
+            mtu: limit,
         });
         Ok(())
+    }
+
+    /// The largest inner IP packet virtual port `vport` carries now (see [`peer_mtu`]).
+    pub fn peer_mtu(&self, vport: PortId) -> Option<u32> {
+        let p = self.peers.get(usize::from(vport))?.as_ref()?;
+        Some(p.mtu as u32)
+    }
+
+    /// Sets the largest inner IP packet towards virtual port `vport`, as [`peer_mtu`] reads it
+    /// again after the underlay changed. Frames already sent are not affected; larger ones
+    /// are answered with ICMP from now on. Returns whether `vport` exists.
+    pub fn set_peer_mtu(&mut self, vport: PortId, mtu: u32) -> bool {
+        match self
+            .peers
+            .get_mut(usize::from(vport))
+            .and_then(Option::as_mut)
+        {
+            Some(p) => {
+                p.mtu = (mtu as usize).max(MIN_INNER_MTU);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends TCP GSO frames whole through tunnel TAP `name` from now on (see
@@ -820,12 +841,25 @@ pub fn segments_per_send(inner_mtu: u32) -> u32 {
     (MAX_UDP_PAYLOAD / datagram).clamp(1, MAX_GSO_SEGS) as u32
 }
 
+/// The host's path MTU from `local` to `remote` on the underlay (`IP_MTU` of a UDP socket
+/// connected there: the route's MTU, or a smaller one the host learnt from ICMP).
 pub fn path_mtu(local: Ipv4Addr, remote: Ipv4Addr) -> io::Result<u32> {
     let s = UdpSocket::bind(SocketAddrV4::new(local, 0))?;
     s.connect(SocketAddrV4::new(remote, encap::IANA_VXLAN_PORT))?;
     let fd = OwnedFd::from(s);
     let mtu: libc::c_int = sys::getsockopt_raw(&fd, libc::IPPROTO_IP, libc::IP_MTU)?;
     Ok(mtu.max(0) as u32)
+}
+
+/// The largest inner IP packet a peer at `remote` gets (module docs, "Path MTU"): the
+/// underlay's path MTU towards it minus [`OVERHEAD`], or `network_mtu` when the host cannot
+/// say (no route yet) or the underlay is smaller than an inner packet of 576 bytes needs.
+pub fn peer_mtu(local: Ipv4Addr, remote: Ipv4Addr, network_mtu: u32) -> u32 {
+    path_mtu(local, remote)
+        .ok()
+        .and_then(|m| m.checked_sub(OVERHEAD))
+        .filter(|&m| m as usize >= MIN_INNER_MTU)
+        .unwrap_or(network_mtu.max(MIN_INNER_MTU as u32))
 }
 
 #[cfg(test)]
@@ -1151,10 +1185,23 @@ mod tunnel_gso_tests {
         assert!(!rx.is_empty(), "{:?}", a.stats());
         assert_eq!(a.stats().tx_too_big, 1);
         assert_eq!(replies.len(), 1, "no more replies");
+
+        // The underlay shrinks: the peer's limit follows what the host says now.
+        assert_eq!(a.peer_mtu(1), Some(1350));
+        ha.exec(&["ip", "link", "set", "ul0", "mtu", "1300"]);
+        let now = ha.enter(move || peer_mtu(a_ip, b_ip, 1450));
+        assert_eq!(now, 1250, "the path MTU of 1300 - 50");
+        assert!(a.set_peer_mtu(1, now));
+        assert!(!a.set_peer_mtu(9, now), "no such peer");
+        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies).too_big, 1);
+        assert_eq!(
+            u16::from_be_bytes([replies.frame(1)[40], replies.frame(1)[41]]),
+            1250
+        );
     }
 
-    /// Two hosts (namespaces) joined by a veth underlay of MTU `mtu`, with addresses
-    /// 10.`net`.0.1 and 10.`net`.0.2.
+    /// Two hosts (namespaces) joined by a veth underlay of MTU `mtu` (`ul0` in each), with
+    /// addresses 10.`net`.0.1 and 10.`net`.0.2.
     fn two_hosts(net: u8, mtu: u32) -> (NetNs, NetNs, Ipv4Addr, Ipv4Addr) {
         let (ha, hb) = (NetNs::new(), NetNs::new());
         let (a_if, b_if, mtu) = (uniq("vxa"), uniq("vxb"), mtu.to_string());
@@ -1164,8 +1211,9 @@ mod tunnel_gso_tests {
         ]);
         let (a_ip, b_ip) = (Ipv4Addr::new(10, net, 0, 1), Ipv4Addr::new(10, net, 0, 2));
         for (h, ifname, ip) in [(&ha, &a_if, a_ip), (&hb, &b_if, b_ip)] {
-            h.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", ifname]);
-            h.exec(&["ip", "link", "set", ifname, "up"]);
+            h.exec(&["ip", "link", "set", ifname, "name", "ul0"]);
+            h.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+            h.exec(&["ip", "link", "set", "ul0", "up"]);
         }
         (ha, hb, a_ip, b_ip)
     }
