@@ -323,12 +323,6 @@ impl VxlanPort {
         Ok(())
     }
 
-    /// The largest inner IP packet virtual port `vport` carries now (see [`peer_mtu`]).
-    pub fn peer_mtu(&self, vport: PortId) -> Option<u32> {
-        let p = self.peers.get(usize::from(vport))?.as_ref()?;
-        Some(p.mtu as u32)
-    }
-
     /// Sets the largest inner IP packet towards virtual port `vport`, as [`peer_mtu`] reads it
     /// again after the underlay changed. Frames already sent are not affected; larger ones
     /// are answered with ICMP from now on. Returns whether `vport` exists.
@@ -1187,7 +1181,6 @@ mod tunnel_gso_tests {
         assert_eq!(replies.len(), 1, "no more replies");
 
         // The underlay shrinks: the peer's limit follows what the host says now.
-        assert_eq!(a.peer_mtu(1), Some(1350));
         ha.exec(&["ip", "link", "set", "ul0", "mtu", "1300"]);
         let now = ha.enter(move || peer_mtu(a_ip, b_ip, 1450));
         assert_eq!(now, 1250, "the path MTU of 1300 - 50");
