@@ -815,6 +815,16 @@ fn overlay_above_the_underlay_mtu_answers_full_sized_packets_with_icmp() {
         ],
     );
     assert!(fits.status.success(), "1450-byte packets cross");
+    let peer_mtu = |k: usize| {
+        let v: serde_json::Value =
+            serde_json::from_str(&d[k].ok(&["network", "inspect", "ov"])).unwrap();
+        v[0]["peers"][ul.ip(2 - k)]["mtu"].as_u64()
+    };
+    assert_eq!(
+        (peer_mtu(0), peer_mtu(1)),
+        (Some(1450), Some(1450)),
+        "network inspect shows what each peer carries"
+    );
 
     // The underlay shrinks under the running network: each daemon sees the new path MTU
     // within a few seconds and answers with the new limit (host 1 sends through its tunnel
@@ -842,4 +852,10 @@ fn overlay_above_the_underlay_mtu_answers_full_sized_packets_with_icmp() {
         );
         assert!(fits.status.success(), "1350-byte packets from {from} cross");
     }
+    assert_eq!((peer_mtu(0), peer_mtu(1)), (Some(1350), Some(1350)));
+    assert!(
+        d[0].log()
+            .contains("carries inner packets of up to 1350 bytes (was 1450)"),
+        "the change is logged"
+    );
 }

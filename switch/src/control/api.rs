@@ -114,6 +114,19 @@ pub struct NetworkInfo {
     pub options: BTreeMap<String, String>,
     pub containers: BTreeMap<String, EndpointInfo>,
     pub created: u64,
+    /// An overlay network's peers (remote VTEPs), by address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peers: BTreeMap<Ipv4Addr, PeerInfo>,
+}
+
+/// A peer of an overlay network, as the switch sees it now.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The virtual port the peer is in the switch.
+    pub port_id: u16,
+    /// The largest inner IP packet sent to it: the underlay's path MTU towards it minus 50,
+    /// followed as the underlay changes. Larger packets are answered with ICMP.
+    pub mtu: u32,
 }
 
 /// One attachment of a container to a network.

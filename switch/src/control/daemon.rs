@@ -712,6 +712,7 @@ impl Daemon {
                 options: BTreeMap::new(),
                 containers: BTreeMap::new(),
                 created: 0,
+                peers: BTreeMap::new(),
             });
         }
         v
@@ -748,6 +749,7 @@ impl Daemon {
             options: n.options.clone(),
             containers,
             created: n.created,
+            peers: self.overlay_peers(name),
         })
     }
 

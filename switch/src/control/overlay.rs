@@ -21,6 +21,7 @@
 //!   `--subnet`, so two hosts never hand out the same address.
 
 use super::{Daemon, PortRecord, TunnelOffload};
+use crate::control::api::PeerInfo;
 use crate::control::state::NetworkRecord;
 use crate::port::vxlan::{path_mtu, peer_mtu, VxlanPort};
 use crate::port::PortId;
@@ -232,6 +233,11 @@ impl Daemon {
         self.worker
             .add_vtep(vport, tunnel, n.id, spec.vni, peer, n.mtu)
             .with_context(|| format!("cannot add peer {peer} to {}", n.name))?;
+        // The control plane's reading is the one the switch keeps (and the one
+        // overlay_refresh_mtu compares with later).
+        let mtu = peer_mtu(spec.vtep, peer, n.mtu);
+        self.worker.set_vtep_mtu(vport, mtu);
+        self.overlay.mtus.insert(vport, mtu);
         self.ports.insert(
             vport,
             PortRecord {
@@ -267,19 +273,33 @@ impl Daemon {
                 continue;
             };
             let mtu = peer_mtu(spec.vtep, *peer, n.mtu);
-            let was = self.overlay.mtus.get(&vport).copied();
-            if was != Some(mtu) {
+            let was = self.overlay.mtus.get(&vport).copied().unwrap_or_default();
+            if was != mtu {
                 changed.push((network.clone(), *peer, vport, mtu, was));
             }
         }
         for (network, peer, vport, mtu, was) in changed {
-            // The first reading after a peer is added only confirms what the switch read.
-            if let Some(was) = was {
-                eprintln!("vswitch: overlay {network}: peer {peer}: the underlay now carries inner packets of up to {mtu} bytes (was {was})");
-            }
+            eprintln!("vswitch: overlay {network}: peer {peer}: the underlay now carries inner packets of up to {mtu} bytes (was {was})");
             self.worker.set_vtep_mtu(vport, mtu);
             self.overlay.mtus.insert(vport, mtu);
         }
+    }
+
+    /// The peers of overlay network `network` for `network inspect` (empty for other drivers).
+    pub(super) fn overlay_peers(&self, network: &str) -> BTreeMap<Ipv4Addr, PeerInfo> {
+        (self.overlay.vports.iter())
+            .filter(|((n, _), _)| n == network)
+            .map(|((_, peer), &vport)| {
+                let mtu = self.overlay.mtus.get(&vport).copied().unwrap_or_default();
+                (
+                    *peer,
+                    PeerInfo {
+                        port_id: vport,
+                        mtu,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Removes every peer of an overlay network, and its tunnel port if no other network uses
