@@ -19,6 +19,7 @@ use crate::gateway::{emit::Sink, nat, Gateway, GatewayCommand};
 use crate::pipeline::{
     Counters, Dispatch, DropReason, NetworkId, Pipeline, PipelineConfig, PortRole,
 };
+use crate::port::vxlan::{PeerSpec, VxlanPort};
 use crate::port::{Port, PortId};
 use crate::wire::{insert_vlan_tag, strip_vlan_tag, MacAddr, VlanTag, VLAN_TAG_LEN};
 use crossbeam_channel::{Receiver, Sender};
@@ -103,16 +104,12 @@ pub enum Command {
         mac: MacAddr,
         port: PortId,
     },
-    /// Adds remote VTEP `remote` of `network` (VXLAN `vni`) as virtual port `vport` of the
-    /// tunnel port `tunnel`; `mtu` is the network's (its containers' interface MTU).
-    /// Running traffic of other ports and peers is not disturbed.
+    /// Adds remote VTEP `peer` as virtual port `vport` of the tunnel port `tunnel`. Running
+    /// traffic of other ports and peers is not disturbed.
     AddVtep {
         vport: PortId,
         tunnel: PortId,
-        network: NetworkId,
-        vni: encap::Vni,
-        remote: Ipv4Addr,
-        mtu: u32,
+        peer: PeerSpec,
         done: Sender<Result<(), String>>,
     },
     /// Removes a virtual port (its MAC entries are flushed).
@@ -198,22 +195,11 @@ impl WorkerHandle {
     }
 
     /// Adds a remote VTEP as virtual port `vport` of tunnel `tunnel` and waits for the worker.
-    pub fn add_vtep(
-        &self,
-        vport: PortId,
-        tunnel: PortId,
-        network: NetworkId,
-        vni: encap::Vni,
-        remote: Ipv4Addr,
-        mtu: u32,
-    ) -> io::Result<()> {
+    pub fn add_vtep(&self, vport: PortId, tunnel: PortId, peer: PeerSpec) -> io::Result<()> {
         self.request(|done| Command::AddVtep {
             vport,
             tunnel,
-            network,
-            vni,
-            remote,
-            mtu,
+            peer,
             done,
         })?
         .map_err(io::Error::other)
@@ -661,13 +647,10 @@ impl Worker {
                 Command::AddVtep {
                     vport,
                     tunnel,
-                    network,
-                    vni,
-                    remote,
-                    mtu,
+                    peer,
                     done,
                 } => {
-                    let _ = done.send(self.add_vtep(vport, tunnel, network, vni, remote, mtu));
+                    let _ = done.send(self.add_vtep(vport, tunnel, peer));
                 }
                 Command::SetVtepMtu { vport, mtu } => {
                     if let Some(vx) = self.vtep_port(vport) {
@@ -721,15 +704,7 @@ impl Worker {
         Ok(())
     }
 
-    fn add_vtep(
-        &mut self,
-        vport: PortId,
-        tunnel: PortId,
-        network: NetworkId,
-        vni: encap::Vni,
-        remote: Ipv4Addr,
-        mtu: u32,
-    ) -> Result<(), String> {
+    fn add_vtep(&mut self, vport: PortId, tunnel: PortId, peer: PeerSpec) -> Result<(), String> {
         if self.ports.get(vport as usize).is_some_and(Option::is_some)
             || self
                 .vtep_tunnel
@@ -744,8 +719,8 @@ impl Worker {
         let Some(vx) = t.port.as_vxlan() else {
             return Err(format!("port {tunnel} is not a VXLAN tunnel"));
         };
-        vx.add_peer(vport, network, vni, remote, mtu)
-            .map_err(|e| e.to_string())?;
+        vx.add_peer(vport, peer).map_err(|e| e.to_string())?;
+        let network = peer.network;
         self.pipeline
             .add_port(vport, PortRole::Vtep { network, tunnel });
         let i = vport as usize;
@@ -757,7 +732,7 @@ impl Worker {
     }
 
     /// The tunnel port that virtual port `vport` belongs to.
-    fn vtep_port(&mut self, vport: PortId) -> Option<&mut crate::port::vxlan::VxlanPort> {
+    fn vtep_port(&mut self, vport: PortId) -> Option<&mut VxlanPort> {
         let tunnel = *self.vtep_tunnel.get(vport as usize)?;
         if tunnel == NO_TUNNEL {
             return None;

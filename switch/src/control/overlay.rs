@@ -23,7 +23,7 @@
 use super::{Daemon, PortRecord, TunnelOffload};
 use crate::control::api::PeerInfo;
 use crate::control::state::NetworkRecord;
-use crate::port::vxlan::{path_mtu, peer_mtu, VxlanPort};
+use crate::port::vxlan::{path_mtu, peer_mtu, PeerSpec, VxlanPort};
 use crate::port::PortId;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -230,14 +230,19 @@ impl Daemon {
             return Ok(());
         }
         let vport = self.free_port_id()?;
+        // The switch keeps this reading; overlay_refresh_mtu compares later ones with it.
+        let limit = peer_mtu(spec.vtep, peer, n.mtu);
+        let p = PeerSpec {
+            network: n.id,
+            vni: spec.vni,
+            remote: peer,
+            mtu: n.mtu,
+            limit,
+        };
         self.worker
-            .add_vtep(vport, tunnel, n.id, spec.vni, peer, n.mtu)
+            .add_vtep(vport, tunnel, p)
             .with_context(|| format!("cannot add peer {peer} to {}", n.name))?;
-        // The control plane's reading is the one the switch keeps (and the one
-        // overlay_refresh_mtu compares with later).
-        let mtu = peer_mtu(spec.vtep, peer, n.mtu);
-        self.worker.set_vtep_mtu(vport, mtu);
-        self.overlay.mtus.insert(vport, mtu);
+        self.overlay.mtus.insert(vport, limit);
         self.ports.insert(
             vport,
             PortRecord {

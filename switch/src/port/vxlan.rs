@@ -38,9 +38,10 @@
 //!   50) from the overlay driver.
 //! * **Path MTU.** Each peer has the largest inner IP packet the underlay carries towards it:
 //!   the host's path MTU to it minus 50 (the network's MTU when the host has no route to it
-//!   yet), as Linux's vxlan device checks against its underlay route. It is read when the
-//!   peer is added; the daemon reads it again every few seconds and updates it
-//!   ([`VxlanPort::set_peer_mtu`]) when the underlay's MTU or route changed. A frame whose packets
+//!   yet), as Linux's vxlan device checks against its underlay route. The overlay driver
+//!   reads it ([`peer_mtu`]) when it adds the peer ([`PeerSpec::limit`]) and again every few
+//!   seconds, and updates it ([`VxlanPort::set_peer_mtu`]) when the underlay's MTU or route
+//!   changed. A frame whose packets
 //!   (for a GSO frame: each segment) are larger is not sent: the sender is answered with ICMP
 //!   "fragmentation needed" or ICMPv6 "packet too big" from the packet's destination
 //!   ([`crate::wire::too_big`], as Linux's vxlan device does for bridged traffic), so a
@@ -151,6 +152,20 @@ struct Peer {
     template: Option<EncapTemplate>,
     /// The largest inner IP packet the underlay carries towards this peer (module docs).
     mtu: usize,
+}
+
+/// A remote VTEP of one network, as [`VxlanPort::add_peer`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub network: NetworkId,
+    pub vni: Vni,
+    pub remote: Ipv4Addr,
+    /// The network's MTU (its containers' interface MTU): the segment size of whole tunnel
+    /// GSO packets received is derived from the smallest of the port's networks.
+    pub mtu: u32,
+    /// The largest inner IP packet the underlay carries to `remote`, as [`peer_mtu`] reads it
+    /// (module docs, "Path MTU").
+    pub limit: u32,
 }
 
 /// One message to send: a span of the arena, and its UDP GSO segment size (0: one datagram).
@@ -274,19 +289,17 @@ impl VxlanPort {
         &self.table
     }
 
-    /// Adds remote VTEP `remote` of `network` (VNI `vni`) as virtual port `vport`. Frames the
-    /// pipeline sends to `vport` are encapsulated towards `remote`; frames from `remote` with
-    /// that VNI are received as coming from `vport`. `mtu` is the network's MTU (its
-    /// containers' interface MTU): the segment size of whole tunnel GSO packets received is
-    /// derived from the smallest of the port's networks.
-    pub fn add_peer(
-        &mut self,
-        vport: PortId,
-        network: NetworkId,
-        vni: Vni,
-        remote: Ipv4Addr,
-        mtu: u32,
-    ) -> Result<(), VtepTableError> {
+    /// Adds remote VTEP `peer.remote` of `peer.network` (VNI `peer.vni`) as virtual port
+    /// `vport`. Frames the pipeline sends to `vport` are encapsulated towards the peer; frames
+    /// from it with that VNI are received as coming from `vport`.
+    pub fn add_peer(&mut self, vport: PortId, peer: PeerSpec) -> Result<(), VtepTableError> {
+        let PeerSpec {
+            network,
+            vni,
+            remote,
+            mtu,
+            limit,
+        } = peer;
         self.table.add_vni(vni, network)?;
         let id = match self.table.add_peer(vni, remote) {
             Ok(id) => id,
@@ -307,7 +320,6 @@ impl VxlanPort {
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
         }
-        let limit = peer_mtu(*self.local.ip(), remote, mtu) as usize;
         let mtu = (mtu as usize).max(MIN_INNER_MTU);
         if self.peers.iter().flatten().count() == 0 || mtu < self.inner_mtu {
             self.inner_mtu = mtu;
@@ -318,13 +330,26 @@ impl VxlanPort {
             addr: sockaddr(remote, self.local.port()),
             template: (self.offload.as_ref())
                 .and_then(|t| template_via(t, self.local, vni, remote)),
-            mtu: limit,
+            mtu: (limit as usize).max(MIN_INNER_MTU),
         });
         Ok(())
     }
 
-    /// Sets the largest inner IP packet towards virtual port `vport`, as [`peer_mtu`] reads it
-    /// again after the underlay changed. Frames already sent are not affected; larger ones
+    /// A [`PeerSpec`] whose limit is what the host says now ([`peer_mtu`] from this port's
+    /// address), as the overlay driver builds it.
+    #[cfg(test)]
+    fn peer_here(&self, network: NetworkId, vni: Vni, remote: Ipv4Addr, mtu: u32) -> PeerSpec {
+        PeerSpec {
+            network,
+            vni,
+            remote,
+            mtu,
+            limit: peer_mtu(*self.local.ip(), remote, mtu),
+        }
+    }
+
+    /// Sets the largest inner IP packet towards virtual port `vport` ([`PeerSpec::limit`]), as
+    /// [`peer_mtu`] reads it again after the underlay changed. Frames already sent are not affected; larger ones
     /// are answered with ICMP from now on. Returns whether `vport` exists.
     pub fn set_peer_mtu(&mut self, vport: PortId, mtu: u32) -> bool {
         match self
@@ -893,11 +918,11 @@ mod tests {
         let port = 47000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(5, 1, Vni::new(100).unwrap(), b_ip, 1450)
+        a.add_peer(5, a.peer_here(1, Vni::new(100).unwrap(), b_ip, 1450))
             .unwrap();
-        b.add_peer(7, 3, Vni::new(100).unwrap(), a_ip, 1450)
+        b.add_peer(7, b.peer_here(3, Vni::new(100).unwrap(), a_ip, 1450))
             .unwrap();
-        b.add_peer(8, 4, Vni::new(200).unwrap(), a_ip, 1450)
+        b.add_peer(8, b.peer_here(4, Vni::new(200).unwrap(), a_ip, 1450))
             .unwrap();
         assert_eq!(b.vports().collect::<Vec<_>>(), vec![7, 8]);
 
@@ -915,7 +940,7 @@ mod tests {
         assert_eq!(b.stats().decap.ok, 2);
 
         // A VNI b does not serve is dropped and counted; removing a peer stops its traffic.
-        a.add_peer(6, 2, Vni::new(300).unwrap(), b_ip, 1450)
+        a.add_peer(6, a.peer_here(2, Vni::new(300).unwrap(), b_ip, 1450))
             .unwrap();
         a.send_to_vtep(&out, &[0], 6, &mut replies());
         a.send_to_vtep(&out, &[0], 9, &mut replies()); // no such virtual port
@@ -950,8 +975,10 @@ mod tests {
         let port = 48000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(1, 1, Vni::new(9).unwrap(), b_ip, 1450).unwrap();
-        b.add_peer(2, 1, Vni::new(9).unwrap(), a_ip, 1450).unwrap();
+        a.add_peer(1, a.peer_here(1, Vni::new(9).unwrap(), b_ip, 1450))
+            .unwrap();
+        b.add_peer(2, b.peer_here(1, Vni::new(9).unwrap(), a_ip, 1450))
+            .unwrap();
         let n = 10_000;
         let mut f = vec![0u8; 54 + n];
         f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
@@ -1047,7 +1074,7 @@ mod tunnel_gso_tests {
         let tap = uniq("vsxt");
         let opened = ha.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
-            p.add_peer(1, 1, vni, b_ip, 1450).unwrap();
+            p.add_peer(1, p.peer_here(1, vni, b_ip, 1450)).unwrap();
             p.enable_tunnel_offload(&tap).map(|()| p)
         });
         let mut a = match opened {
@@ -1061,7 +1088,7 @@ mod tunnel_gso_tests {
         let mut b = hb.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
             // A network MTU below the underlay's 1500 - 50: the receiver's segment size.
-            p.add_peer(2, 1, vni, a_ip, 1400).unwrap();
+            p.add_peer(2, p.peer_here(1, vni, a_ip, 1400)).unwrap();
             p
         });
         // The neighbour entry first (a small frame through the socket), then the GSO frame.
@@ -1122,12 +1149,12 @@ mod tunnel_gso_tests {
         // The network says 1450; the underlay carries 1400 - 50.
         let mut a = ha.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
-            p.add_peer(1, 1, vni, b_ip, 1450).unwrap();
+            p.add_peer(1, p.peer_here(1, vni, b_ip, 1450)).unwrap();
             p
         });
         let mut b = hb.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
-            p.add_peer(2, 1, vni, a_ip, 1450).unwrap();
+            p.add_peer(2, p.peer_here(1, vni, a_ip, 1450)).unwrap();
             p
         });
         let f = tcp_gso_frame(10_000, 0x10);
