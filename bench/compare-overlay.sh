@@ -25,19 +25,28 @@ if [ -z "${OV_ROUND:-}" ]; then
   python3 - "$ROUNDS" <<'PY'
 import json, sys
 sys.path.insert(0, "bench")
-from rounds import load, median, ratio
+from rounds import load, median, ratio as ratio_of
 rounds = load("bench/results/compare-overlay.round{}.json", int(sys.argv[1]))
 if not rounds:
     sys.exit(1)
 med = {k: median(rounds, lambda r: r[k]) for k in ("kernel", "vswitch", "anchor")}
-ratio = ratio(rounds, lambda r: r["vswitch"], lambda r: r["kernel"]) or 0.0
+ratio = ratio_of(rounds, lambda r: r["vswitch"], lambda r: r["kernel"]) or 0.0
+cores = [r for r in rounds if r.get("vswitch_cores") and r.get("kernel_cores")]
+for k in ("kernel_cores", "vswitch_cores"):
+    med[k] = median(cores, lambda r: r[k]) if cores else 0.0
+# Gbit/s per busy core of each path, and their ratio: what vswitch costs per byte against the
+# kernel, the less noisy view of the same comparison.
+eff = ratio_of(cores, lambda r: r["vswitch"] / r["vswitch_cores"],
+               lambda r: r["kernel"] / r["kernel_cores"]) or 0.0
 print(f"median of {len(rounds)} rounds, single-stream TCP (Gbit/s):")
-print(f"  kernel vxlan + bridge (containers)   : {med['kernel']:.2f}")
-print(f"  vswitch overlay (containers)         : {med['vswitch']:.2f}")
+print(f"  kernel vxlan + bridge (containers)   : {med['kernel']:.2f} ({med['kernel_cores']:.2f} cores busy)")
+print(f"  vswitch overlay (containers)         : {med['vswitch']:.2f} ({med['vswitch_cores']:.2f} cores busy)")
 print(f"  kernel vxlan, hosts' own (anchor)    : {med['anchor']:.2f}")
 print(f"  ratio vswitch / kernel+bridge        : {ratio:.2f}x (median of per-round ratios)")
+print(f"  ratio of Gbit/s per busy core        : {eff:.2f}x (median of per-round ratios)")
 json.dump({"seconds": rounds[0]["seconds"], "unit": "Gbps", "rounds": len(rounds), **med,
-           "ratio": ratio}, open("bench/results/compare-overlay.json", "w"), indent=2)
+           "ratio": ratio, "per_core_ratio": eff},
+          open("bench/results/compare-overlay.json", "w"), indent=2)
 PY
   exit $?
 fi
@@ -61,7 +70,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-gbps() { python3 -c 'import json,sys;print("%.2f"%(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+# measure NS IP: one iperf3 client run from NS to IP; prints "GBPS CORES", where CORES is how
+# many of the machine's cores were busy (not idle) in the middle of the run, from /proc/stat.
+# Both paths run the same work on the same cores, so Gbit/s per busy core is what a path costs
+# per byte, and it moves far less from round to round than the speed itself.
+measure() {
+    ip netns exec "$1" iperf3 -c "$2" -t "$T" -J >"$D/client.json" &
+    local pid=$! w=$((T > 3 ? T - 2 : 1)) a b
+    sleep 1; a=$(head -1 /proc/stat)
+    sleep "$w"; b=$(head -1 /proc/stat)
+    wait "$pid"
+    python3 - "$a" "$b" "$(nproc)" "$D/client.json" <<'PY'
+import json, sys
+a, b = ([int(x) for x in s.split()[1:9]] for s in sys.argv[1:3])
+d = [y - x for x, y in zip(a, b)]
+busy = (sum(d) - d[3] - d[4]) / max(sum(d), 1) * int(sys.argv[3])  # idle and iowait are not busy
+g = json.load(open(sys.argv[4]))["end"]["sum_received"]["bits_per_second"] / 1e9
+print(f"{g:.2f} {busy:.2f}")
+PY
+}
 
 # Two hosts and the underlay.
 ip netns add ${P}hA; ip netns add ${P}hB
@@ -82,7 +109,7 @@ for h in A B; do
     ip -n ${P}k$h link set eth0 mtu 1450 up; ip -n ${P}k$h addr add $X/24 dev eth0
 done
 serve ip netns exec ${P}kB iperf3 -s -1; sleep 0.5
-KERNEL=$(ip netns exec ${P}kA iperf3 -c 10.78.0.2 -t $T -J | gbps)
+read -r KERNEL KCORES < <(measure ${P}kA 10.78.0.2)
 stop_servers
 for h in A B; do ip -n ${P}h$h link del vx0; ip -n ${P}h$h link del br0; ip netns del ${P}k$h; done
 
@@ -103,7 +130,7 @@ done
 "$B" --socket "$D/sB" run --name ${P}cB --network ov --ip 10.79.2.10 >/dev/null
 serve ip netns exec ${P}cB iperf3 -s -1; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
-VSW=$(ip netns exec ${P}cA iperf3 -c 10.79.2.10 -t $T -J | gbps)
+read -r VSW VCORES < <(measure ${P}cA 10.79.2.10)
 stop_servers
 [ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
@@ -111,15 +138,19 @@ stop_servers
 ANCHOR=$(/work/shared/peers/vxlan-peer-bench.sh "$T" 2>/dev/null | sed -n 's/.*tcp_gbps=\([0-9.]*\).*/\1/p')
 
 echo "overlay single-stream TCP (Gbit/s), one run:"
-echo "  kernel vxlan + bridge (containers)   : $KERNEL"
-echo "  vswitch overlay (containers)         : $VSW"
+echo "  kernel vxlan + bridge (containers)   : $KERNEL ($KCORES cores busy)"
+echo "  vswitch overlay (containers)         : $VSW ($VCORES cores busy)"
 echo "  kernel vxlan, hosts' own (anchor)    : ${ANCHOR:-n/a}"
-python3 - "$VSW" "$KERNEL" "${ANCHOR:-0}" "${OV_JSON:-}" "$T" <<'PY'
+python3 - "$VSW" "$KERNEL" "${ANCHOR:-0}" "$VCORES" "$KCORES" "${OV_JSON:-}" "$T" <<'PY'
 import json, sys
-v, k, a = (float(x or 0) for x in sys.argv[1:4])
-if sys.argv[4]:
-    json.dump({"seconds": int(sys.argv[5]), "kernel": k, "vswitch": v, "anchor": a}, open(sys.argv[4], "w"))
+v, k, a, vc, kc = (float(x or 0) for x in sys.argv[1:6])
+if sys.argv[6]:
+    json.dump({"seconds": int(sys.argv[7]), "kernel": k, "vswitch": v, "anchor": a,
+               "kernel_cores": kc, "vswitch_cores": vc}, open(sys.argv[6], "w"))
 print(f"  ratio vswitch / kernel+bridge        : {v / k:.2f}x" if k else "  ratio: n/a")
 if a:
     print(f"  ratio vswitch / anchor               : {v / a:.2f}x")
+if vc and kc and k:
+    print(f"  Gbit/s per busy core                 : vswitch {v / vc:.2f}, kernel {k / kc:.2f}, "
+          f"ratio {(v / vc) / (k / kc):.2f}x")
 PY
