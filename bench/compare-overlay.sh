@@ -6,9 +6,11 @@
 #   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
 #   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
 #
-# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] bench/compare-overlay.sh [seconds]
+# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [PROFILE=1] bench/compare-overlay.sh [seconds]
 # (builds vswitch in release mode first, unless VSWITCH_BIN names the binary to use).
 # TUNNEL_OFFLOAD=off measures the socket-only path (every frame cut into datagrams).
+# PROFILE=1 also records each path with `perf record -a -g` (package linux-perf) and prints
+# where its CPU went per GB moved, by category and by copy (bench/perf_cost.py).
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
 set -u
 T=${1:-5}
@@ -16,6 +18,10 @@ cd "$(dirname "$0")/.."
 # The machine is shared and noisy: ROUNDS runs (default 3), then the median of each number and
 # of the per-round ratios.
 ROUNDS=${ROUNDS:-3}
+if [ -n "${PROFILE:-}" ] && ! command -v perf >/dev/null; then
+    echo "PROFILE=1 needs perf: apt-get install linux-perf" >&2
+    exit 1
+fi
 if [ -z "${OV_ROUND:-}" ]; then
   mkdir -p bench/results
   for r in $(seq "$ROUNDS"); do
@@ -70,15 +76,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# measure NS IP: one iperf3 client run from NS to IP; prints "GBPS CORES", where CORES is how
-# many of the machine's cores were busy (not idle) in the middle of the run, from /proc/stat.
+# measure NS IP TAG: one iperf3 client run from NS to IP; prints "GBPS CORES", where CORES is
+# how many of the machine's cores were busy (not idle) in the middle of the run, from /proc/stat.
 # Both paths run the same work on the same cores, so Gbit/s per busy core is what a path costs
-# per byte, and it moves far less from round to round than the speed itself.
+# per byte, and it moves far less from round to round than the speed itself. With PROFILE=1 the
+# middle of the run is also recorded system-wide by perf into $D/TAG.perf (bench/perf_cost.py
+# reads it).
 measure() {
     ip netns exec "$1" iperf3 -c "$2" -t "$T" -J >"$D/client.json" &
     local pid=$! w=$((T > 3 ? T - 2 : 1)) a b
     sleep 1; a=$(head -1 /proc/stat)
-    sleep "$w"; b=$(head -1 /proc/stat)
+    if [ -n "${PROFILE:-}" ]; then
+        perf record -q -a -g -o "$D/$3.perf" -- sleep "$w" >/dev/null 2>&1
+    else
+        sleep "$w"
+    fi
+    b=$(head -1 /proc/stat)
     wait "$pid"
     python3 - "$a" "$b" "$(nproc)" "$D/client.json" <<'PY'
 import json, sys
@@ -109,7 +122,7 @@ for h in A B; do
     ip -n ${P}k$h link set eth0 mtu 1450 up; ip -n ${P}k$h addr add $X/24 dev eth0
 done
 serve ip netns exec ${P}kB iperf3 -s -1; sleep 0.5
-read -r KERNEL KCORES < <(measure ${P}kA 10.78.0.2)
+read -r KERNEL KCORES < <(measure ${P}kA 10.78.0.2 kernel)
 stop_servers
 for h in A B; do ip -n ${P}h$h link del vx0; ip -n ${P}h$h link del br0; ip netns del ${P}k$h; done
 
@@ -130,7 +143,7 @@ done
 "$B" --socket "$D/sB" run --name ${P}cB --network ov --ip 10.79.2.10 >/dev/null
 serve ip netns exec ${P}cB iperf3 -s -1; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
-read -r VSW VCORES < <(measure ${P}cA 10.79.2.10)
+read -r VSW VCORES < <(measure ${P}cA 10.79.2.10 vswitch)
 stop_servers
 [ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
@@ -154,3 +167,8 @@ if vc and kc and k:
     print(f"  Gbit/s per busy core                 : vswitch {v / vc:.2f}, kernel {k / kc:.2f}, "
           f"ratio {(v / vc) / (k / kc):.2f}x")
 PY
+if [ -n "${PROFILE:-}" ]; then
+    for t in kernel vswitch; do perf script -i "$D/$t.perf" -F tid,ip,sym >"$D/$t.script" 2>/dev/null; done
+    python3 bench/perf_cost.py "kernel=$D/kernel.script:$KERNEL:$(nproc)" \
+        "vswitch=$D/vswitch.script:$VSW:$(nproc)"
+fi
