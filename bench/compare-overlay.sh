@@ -3,12 +3,14 @@
 # same two "hosts" (network namespaces joined by a veth underlay), single-stream TCP (iperf3).
 #
 #   kernel   : container ns -- veth -- kernel bridge -- vxlan0 (VNI 42, port 4789) == underlay == same on host B
-#   vswitch  : container ns -- veth -- vswitch daemon (tunnel port, UDP 4789)        == underlay == same on host B
+#   vswitch  : container ns -- TAP -- vswitch daemon (tunnel port, UDP 4789)         == underlay == same on host B
 #   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
 #
-# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [PROFILE=1] bench/compare-overlay.sh [seconds]
+# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [ATTACH=veth|tap] [PROFILE=1] \
+#        bench/compare-overlay.sh [seconds]
 # (builds vswitch in release mode first, unless VSWITCH_BIN names the binary to use).
 # TUNNEL_OFFLOAD=off measures the socket-only path (every frame cut into datagrams).
+# ATTACH=veth|tap attaches the containers that way (default: the daemon's, TAP on overlays).
 # PROFILE=1 also records each path with `perf record -a -g` (package linux-perf) and prints
 # where its CPU went per GB moved, by category and by copy (bench/perf_cost.py).
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
@@ -139,8 +141,8 @@ done
     -o vni=42 -o vtep=10.77.0.1 -o peers=10.77.0.2 ov >/dev/null
 "$B" --socket "$D/sB" network create --driver overlay --subnet 10.79.0.0/16 --ip-range 10.79.2.0/24 \
     -o vni=42 -o vtep=10.77.0.2 -o peers=10.77.0.1 ov >/dev/null
-"$B" --socket "$D/sA" run --name ${P}cA --network ov --ip 10.79.1.10 >/dev/null
-"$B" --socket "$D/sB" run --name ${P}cB --network ov --ip 10.79.2.10 >/dev/null
+"$B" --socket "$D/sA" run --name ${P}cA ${ATTACH:+--attach "$ATTACH"} --network ov --ip 10.79.1.10 >/dev/null
+"$B" --socket "$D/sB" run --name ${P}cB ${ATTACH:+--attach "$ATTACH"} --network ov --ip 10.79.2.10 >/dev/null
 serve ip netns exec ${P}cB iperf3 -s -1; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
 read -r VSW VCORES < <(measure ${P}cA 10.79.2.10 vswitch)

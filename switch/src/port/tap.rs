@@ -40,6 +40,10 @@ pub struct TapConfig {
     /// write can carry a whole VXLAN-encapsulated TCP GSO frame. Creation fails where the
     /// kernel lacks it. Frames through [`Port`] are not supported in this mode.
     pub tunnel_gso: bool,
+    /// `TUNSETPERSIST`: the device outlives the descriptor, so a container's interface stays
+    /// (same link, addresses and routes) while the switch restarts, and the switch attaches to
+    /// it again by name. Whoever made it persistent must delete it when it is no longer wanted.
+    pub persist: bool,
 }
 
 impl Default for TapConfig {
@@ -48,6 +52,7 @@ impl Default for TapConfig {
             vnet_hdr: true,
             multi_queue: false,
             tunnel_gso: false,
+            persist: false,
         }
     }
 }
@@ -132,6 +137,11 @@ impl TapPort {
             .map(|&c| c as u8)
             .collect();
         let actual = String::from_utf8_lossy(&actual).into_owned();
+        if cfg.persist {
+            // SAFETY: TUNSETPERSIST takes its flag by value, no pointer.
+            cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) })
+                .map_err(err("TUNSETPERSIST"))?;
+        }
 
         let mut offloads = 0;
         if cfg.tunnel_gso {
@@ -183,6 +193,13 @@ impl TapPort {
             offloads,
             stats: TapStats::default(),
         })
+    }
+
+    /// The same port under another name in `vswitch ports` (a container's TAP is attached to
+    /// again as `eth0` inside the container, but the switch knows it by its port name).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     /// The port's counters.
@@ -458,6 +475,39 @@ mod tests {
         let _s0 = TapPort::create(&single).unwrap();
         let e = TapPort::create(&single).unwrap_err();
         assert!(e.to_string().contains("TUNSETIFF"), "{e}");
+    }
+
+    #[test]
+    fn persistent_tap_outlives_its_descriptor_and_is_attached_again() {
+        if skip() {
+            return;
+        }
+        /// Deletes the link when the test ends, also when an assertion fails.
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                if let Ok(nl) = crate::netns::Netlink::new() {
+                    let _ = nl.delete_link(&self.0);
+                }
+            }
+        }
+        let nl = crate::netns::Netlink::new().unwrap();
+        let name = uniq("vswp");
+        let _del = Del(name.clone());
+        let cfg = TapConfig {
+            persist: true,
+            ..TapConfig::default()
+        };
+        drop(TapPort::create_with(&name, cfg).unwrap());
+        assert!(nl.link_exists(&name).unwrap(), "gone with its descriptor");
+        let again = TapPort::create_with(&name, cfg).expect("attached to again");
+        assert_eq!(again.name(), name);
+        assert_eq!(again.named("vswother").name(), "vswother");
+        // Without the flag a TAP lives as long as its descriptor.
+        let plain = uniq("vswp");
+        let _del_plain = Del(plain.clone());
+        drop(TapPort::create(&plain).unwrap());
+        assert!(!nl.link_exists(&plain).unwrap(), "outlived its descriptor");
     }
 
     #[test]
