@@ -191,7 +191,8 @@ struct RunArgs {
     network: String,
     #[arg(long)]
     ip: Option<String>,
-    /// veth or tap (default: the daemon's --attach).
+    /// veth or tap (default: the daemon's --attach; without one, tap on overlay networks and veth
+    /// elsewhere).
     #[arg(long, value_parser = parse_attach)]
     attach: Option<AttachMode>,
     /// Remove the container when the foreground command exits.

@@ -1121,7 +1121,16 @@ impl Daemon {
                 Box::new(tap)
             }
         };
-        let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
+        let id = match self.add_port(port, ep.attach, &net.name, net.id, &c.name) {
+            Ok(id) => id,
+            Err(e) => {
+                if ep.attach == AttachMode::Tap {
+                    // Dropping the port closed its descriptor, but a persistent TAP stays.
+                    delete_tap(&c.netns, ep);
+                }
+                return Err(e);
+            }
+        };
         self.macvlan_endpoint_added(net, ep);
         self.announce_endpoint(c, ep, id);
         Ok(())
