@@ -100,7 +100,11 @@ import json, sys
 a, b = ([int(x) for x in s.split()[1:9]] for s in sys.argv[1:3])
 d = [y - x for x, y in zip(a, b)]
 busy = (sum(d) - d[3] - d[4]) / max(sum(d), 1) * int(sys.argv[3])  # idle and iowait are not busy
-g = json.load(open(sys.argv[4]))["end"]["sum_received"]["bits_per_second"] / 1e9
+try:
+    g = json.load(open(sys.argv[4]))["end"]["sum_received"]["bits_per_second"] / 1e9
+except (OSError, ValueError, KeyError) as e:
+    print(f"iperf3 gave no result ({e!r})", file=sys.stderr)
+    g = 0.0
 print(f"{g:.2f} {busy:.2f}")
 PY
 }
