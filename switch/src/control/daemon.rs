@@ -1456,17 +1456,24 @@ const CONTAINER_TAP: TapConfig = TapConfig {
 /// its interface name inside the container's namespace). None when the namespace or the link
 /// is gone, or the link is not a TAP: the caller builds the endpoint anew.
 fn reattach_tap(c: &ContainerRecord, ep: &EndpointRecord) -> Option<TapPort> {
-    let r = netns::run_in_netns(&c.netns, || -> netns::Result<Option<TapPort>> {
+    let r = netns::run_in_netns(&c.netns, || {
         if !netns::Netlink::new()?.link_exists(&ep.ifname)? {
             return Ok(None);
         }
         // TUNSETIFF names a device of the calling thread's namespace; the descriptor it gives
         // works from any namespace afterwards.
-        Ok(TapPort::create_with(&ep.ifname, CONTAINER_TAP).ok())
+        Ok(Some(TapPort::create_with(&ep.ifname, CONTAINER_TAP)))
     })
     .and_then(|r| r);
     match r {
-        Ok(Some(tap)) => Some(tap.named(&ep.port_name)),
+        Ok(Some(Ok(tap))) => Some(tap.named(&ep.port_name)),
+        Ok(Some(Err(e))) => {
+            eprintln!(
+                "vswitch: container {}: cannot attach to its {} again ({e}); building it anew",
+                c.name, ep.ifname
+            );
+            None
+        }
         Ok(None) => None,
         Err(e) => {
             eprintln!(
