@@ -416,6 +416,7 @@ impl Daemon {
                 "rx_gro_frames": s.rx_gro_frames,
                 "rx_tunnel_gso": s.rx_tunnel_gso,
                 "rx_split_dropped": s.rx_split_dropped,
+                "rx_bad_gro": s.rx_bad_gro,
                 "rx_no_vport": s.rx_no_vport,
                 "tx_frames": s.tx_frames,
                 "tx_datagrams": s.tx_datagrams,

@@ -102,6 +102,9 @@ pub struct VxlanStats {
     pub rx_tunnel_gso: u64,
     /// Segments of coalesced datagrams dropped because the overflow batch was full.
     pub rx_split_dropped: u64,
+    /// Coalesced datagrams whose segments are too short to hold a VXLAN header and an
+    /// Ethernet header (dropped whole: no tunnel sends such datagrams).
+    pub rx_bad_gro: u64,
     /// Decapsulation outcomes: accepted, and drops by reason.
     pub decap: DecapStats,
     /// Frames decapsulated for a VNI/peer pair with no virtual port (dropped).
@@ -623,6 +626,25 @@ impl VxlanPort {
     }
 }
 
+/// The shortest inner frame a tunnel carries: an Ethernet header.
+const MIN_INNER_FRAME: usize = 14;
+
+/// Whether every segment of a coalesced datagram starts with the same VXLAN header as the
+/// first (one sender, one VNI: the condition for merging their inner TCP segments). A segment
+/// too short to hold a header makes the answer no.
+fn same_vxlan(payload: &[u8], segs: &Segments) -> bool {
+    let Some(first) = payload.get(..VXLAN_HDR_LEN) else {
+        return false;
+    };
+    segs.ranges().skip(1).all(|r| {
+        r.start
+            .checked_add(VXLAN_HDR_LEN)
+            .filter(|&end| end <= r.end)
+            .and_then(|end| payload.get(r.start..end))
+            == Some(first)
+    })
+}
+
 /// The segment size of a coalesced datagram (`UDP_GRO` control message), 0 if none.
 fn gro_size(h: &libc::msghdr) -> usize {
     let mut size = 0;
@@ -759,15 +781,16 @@ impl Port for VxlanPort {
                 // One tunnel GSO packet, delivered whole: its inner frame is a GSO frame.
                 self.stats.rx_tunnel_gso += 1;
                 vnet = v;
-            } else if gso > VXLAN_HDR_LEN && len > gso {
+            } else if let Some(segs) = Segments::of_gro(len, gso) {
                 // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
                 self.stats.rx_gro_datagrams += 1;
-                let count = len.div_ceil(gso);
-                let last = len - (count - 1) * gso;
-                let same_vxlan = (1..count)
-                    .all(|k| payload[k * gso..k * gso + VXLAN_HDR_LEN] == payload[..VXLAN_HDR_LEN]);
-                let merged = if same_vxlan {
-                    coalesce_tcp4(payload, count, gso, last, VXLAN_HDR_LEN)
+                if gso < VXLAN_HDR_LEN + MIN_INNER_FRAME {
+                    // Segments too short to hold a VXLAN header and a frame: nobody's tunnel.
+                    self.stats.rx_bad_gro += 1;
+                    continue;
+                }
+                let merged = if same_vxlan(payload, &segs) {
+                    coalesce_tcp4(payload, segs, VXLAN_HDR_LEN)
                 } else {
                     None
                 };
@@ -779,9 +802,8 @@ impl Port for VxlanPort {
                     }
                     None => {
                         // Keep the first segment here, queue the others as frames of their own.
-                        for k in 1..count {
-                            let end = if k + 1 == count { len } else { (k + 1) * gso };
-                            self.split_segment(&payload[k * gso..end], src);
+                        for r in segs.ranges().skip(1) {
+                            self.split_segment(&payload[r], src);
                         }
                         len = gso;
                     }
@@ -952,6 +974,77 @@ mod tests {
         b.recv_burst(&mut rx).unwrap();
         assert_eq!(rx.len(), 0);
         assert_eq!(b.stats().decap.dropped(encap::DecapReason::UnknownVni), 2);
+    }
+
+    /// Sends `data` from `from` to `to` as one UDP GSO send of `size`-byte segments, which
+    /// loopback delivers to a `UDP_GRO` socket as one coalesced datagram.
+    fn udp_gso_send(from: SocketAddrV4, to: SocketAddrV4, data: &[u8], size: i32) {
+        let s = std::net::UdpSocket::bind(from).unwrap();
+        let fd = OwnedFd::from(s.try_clone().unwrap());
+        sys::setsockopt_int(&fd, libc::SOL_UDP, UDP_SEGMENT, size).unwrap();
+        assert_eq!(s.send_to(data, to).unwrap(), data.len());
+    }
+
+    /// The datagram that used to stop the dataplane (issue 15): a UDP GSO send from a host
+    /// that is not a peer, whose segments all start with the same 8 bytes and whose last
+    /// segment is shorter than a VXLAN header. It, and its variants (a last segment shorter
+    /// than the inner headers, segments too short for any frame), are dropped and counted,
+    /// and a peer's frame still crosses after them.
+    #[test]
+    fn coalesced_datagrams_with_short_segments_are_dropped_not_a_panic() {
+        let b_ip = Ipv4Addr::new(127, 0, 0, 22);
+        let a_ip = Ipv4Addr::new(127, 0, 0, 21);
+        let port = 48000 + (std::process::id() % 1000) as u16;
+        let to = SocketAddrV4::new(b_ip, port);
+        let mut b = VxlanPort::open(to).unwrap();
+        let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
+        b.add_peer(7, b.peer_here(3, Vni::new(100).unwrap(), a_ip, 1450))
+            .unwrap();
+        a.add_peer(5, a.peer_here(1, Vni::new(100).unwrap(), b_ip, 1450))
+            .unwrap();
+        let stranger = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 23), 0);
+        // (segment size, last segment's length): the reported crash, a last segment that
+        // holds a VXLAN header but not the inner headers, and segments too short for a frame.
+        let cases = [
+            (100, 3),
+            (100, 7),
+            (100, 8),
+            (100, 20),
+            (100, 40),
+            (9, 1),
+            (21, 5),
+        ];
+        for (size, last) in cases {
+            let mut d = Vec::new();
+            for k in 0..3 {
+                let mut seg = vec![0x08, 0, 0, 0, 0, 0, 100, 0];
+                seg.resize(size, k as u8);
+                d.extend_from_slice(&seg);
+            }
+            d.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 100, 0][..last.min(8)]);
+            d.resize(3 * size + last, 0xee);
+            udp_gso_send(stranger, to, &d, size as i32);
+        }
+        let mut rx = Batch::new(GSO_SLOT);
+        let t0 = std::time::Instant::now();
+        while b.stats().rx_datagrams < cases.len() as u64 && t0.elapsed().as_secs() < 2 {
+            b.recv_burst(&mut rx).unwrap();
+        }
+        let st = *b.stats();
+        assert_eq!(st.rx_datagrams, cases.len() as u64, "{st:?}");
+        assert_eq!(st.rx_gro_datagrams, cases.len() as u64, "coalesced: {st:?}");
+        assert_eq!(st.rx_bad_gro, 2, "segments of 9 and 21 bytes: {st:?}");
+        assert_eq!(rx.len(), 0, "nothing from a stranger is forwarded");
+        assert!(
+            st.decap.total_drops() >= 5 * 4,
+            "every segment counted: {st:?}"
+        );
+        // The port still works: a peer's frame crosses.
+        let mut out = Batch::new(MTU_SLOT);
+        out.push(&frame(1, 2, 64), VnetHdr::default());
+        assert_eq!(a.send_to_vtep(&out, &[0], 5, &mut replies()).sent, 1);
+        recv_all(&mut b, &mut rx, 1);
+        assert_eq!(rx.frame(0), &frame(1, 2, 64)[..]);
     }
 
     /// A TCP GSO frame leaves as MSS-sized datagrams with valid checksums.

@@ -35,6 +35,43 @@ impl Segments {
             (self.count - 1) * self.stride + self.last
         }
     }
+
+    /// The layout of a datagram of `len` bytes that the kernel coalesced from segments of
+    /// `size` bytes (the `UDP_GRO` control message): `count` segments of `size` bytes, the
+    /// last one 1 to `size` bytes long. `None` when it is a single segment (`size` 0, or
+    /// `len <= size`). Both numbers come from outside (the length from the wire, the size
+    /// from a control message), so nothing here assumes anything about them.
+    pub fn of_gro(len: usize, size: usize) -> Option<Segments> {
+        if size == 0 || len <= size {
+            return None;
+        }
+        let count = len.div_ceil(size);
+        Some(Segments {
+            count,
+            stride: size,
+            last: len - (count - 1) * size,
+        })
+    }
+
+    /// The bytes of segment `k` (its prefix included), `None` past the last segment.
+    #[inline]
+    pub fn range(&self, k: usize) -> Option<std::ops::Range<usize>> {
+        if k >= self.count {
+            return None;
+        }
+        let start = k.checked_mul(self.stride)?;
+        let len = if k + 1 == self.count {
+            self.last
+        } else {
+            self.stride
+        };
+        Some(start..start.checked_add(len)?)
+    }
+
+    /// The byte ranges of all segments, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.count).map_while(|k| self.range(k))
+    }
 }
 
 fn malformed(why: &'static str) -> WireError {
@@ -211,31 +248,27 @@ pub fn segment(
 }
 
 /// Receive-side coalescing (GRO) of TCP/IPv4 segments laid out like [`segment`]'s output:
-/// `count` segments at `stride` bytes from each other in `buf`, each behind `prefix` bytes,
-/// the last `last` bytes long (prefix included). When they are consecutive segments of one
-/// TCP flow — same addresses, ports, header length and options, no IPv4 options, sequence
-/// numbers that follow each other, only ACK (and PSH on the last) set, every segment but the
-/// last of the same size, each with a valid TCP checksum — they are rewritten in place into
-/// one GSO frame at `buf[prefix..prefix + len]` (the first segment's headers, all payloads)
-/// and `(len, vnet)` is returned: `vnet` describes the frame as a TCPv4 GSO frame with a
-/// partial checksum, as a local TCP stack would hand it over. Otherwise `None`, and `buf` is
-/// untouched.
-pub fn coalesce_tcp4(
-    buf: &mut [u8],
-    count: usize,
-    stride: usize,
-    last: usize,
-    prefix: usize,
-) -> Option<(usize, VnetHdr)> {
-    if count < 2 || last > stride || stride <= prefix || (count - 1) * stride + last > buf.len() {
+/// the segments `segs` describes in `buf`, each behind `prefix` bytes. When they are
+/// consecutive segments of one TCP flow — same addresses, ports, header length and options,
+/// no IPv4 options, sequence numbers that follow each other, only ACK (and PSH on the last)
+/// set, every segment but the last of the same size, each with a valid TCP checksum — they
+/// are rewritten in place into one GSO frame at `buf[prefix..prefix + len]` (the first
+/// segment's headers, all payloads) and `(len, vnet)` is returned: `vnet` describes the frame
+/// as a TCPv4 GSO frame with a partial checksum, as a local TCP stack would hand it over.
+/// Otherwise (including any layout that does not fit `buf`, or a segment too short for its
+/// headers) `None`, and `buf` is untouched.
+pub fn coalesce_tcp4(buf: &mut [u8], segs: Segments, prefix: usize) -> Option<(usize, VnetHdr)> {
+    if segs.count < 2 || segs.last > segs.stride || segs.total() > buf.len() {
         return None;
     }
-    let seg = |k: usize| -> &[u8] {
-        let len = if k + 1 == count { last } else { stride };
-        &buf[k * stride + prefix..k * stride + len]
+    // Every segment's frame (behind its prefix), each at least Ethernet + IPv4 + TCP long.
+    let seg = |k: usize| -> Option<&[u8]> {
+        let r = segs.range(k)?;
+        buf.get(r.start.checked_add(prefix)?..r.end)
+            .filter(|f| f.len() >= 54)
     };
-    let f0 = seg(0);
-    if f0.len() < 54 || f0[12..14] != [0x08, 0x00] || f0[14] != 0x45 || f0[23] != 6 {
+    let f0 = seg(0)?;
+    if f0[12..14] != [0x08, 0x00] || f0[14] != 0x45 || f0[23] != 6 {
         return None;
     }
     let thl = usize::from(f0[46] >> 4) * 4;
@@ -249,11 +282,14 @@ pub fn coalesce_tcp4(
     let mut seq = u32::from_be_bytes([f0[38], f0[39], f0[40], f0[41]]);
     let mut total = 0usize;
     let mut flags_or = 0u8;
+    let count = segs.count;
     for k in 0..count {
-        let f = seg(k);
+        let f = seg(k)?;
+        if f.len() <= hdr {
+            return None;
+        }
         let ip_len = usize::from(u16::from_be_bytes([f[16], f[17]]));
-        if f.len() <= hdr
-            || ip_len + 14 != f.len()
+        if ip_len + 14 != f.len()
             // Same Ethernet header, IPv4 version/IHL/TOS, DF, TTL, protocol, addresses.
             || f[..16] != f0[..16]
             || f[20..24] != f0[20..24]
@@ -290,11 +326,13 @@ pub fn coalesce_tcp4(
         return None;
     }
     // Move every payload behind the previous one (always leftwards: copy_within is safe).
+    // Every range was checked above: each segment lies in `buf` and is longer than
+    // `prefix + hdr`.
     for k in 1..count {
-        let len = if k + 1 == count { last } else { stride } - prefix - hdr;
-        let from = k * stride + prefix + hdr;
+        let r = segs.range(k)?;
+        let from = r.start + prefix + hdr;
         let to = prefix + hdr + k * mss;
-        buf.copy_within(from..from + len, to);
+        buf.copy_within(from..r.end, to);
     }
     let f = &mut buf[prefix..prefix + hdr + total];
     f[16..18].copy_from_slice(&((20 + thl + total) as u16).to_be_bytes());
@@ -489,7 +527,7 @@ pub(crate) mod tests {
         let mut out = vec![0u8; 32 * 1024];
         let s = segment(&f, &v, 8, &mut out).unwrap();
         let mut bad = out.clone();
-        let (len, g) = coalesce_tcp4(&mut out, s.count, s.stride, s.last, 8).unwrap();
+        let (len, g) = coalesce_tcp4(&mut out, s, 8).unwrap();
         assert_eq!(len, f.len());
         assert_eq!(g.gso_size, 1448);
         assert_eq!(g.hdr_len, 54);
@@ -503,11 +541,16 @@ pub(crate) mod tests {
         // A corrupted segment (bad checksum) is not coalesced, and nothing is changed.
         bad[2 * s.stride + 8 + 100] ^= 0xff;
         let copy = bad.clone();
-        assert!(coalesce_tcp4(&mut bad, s.count, s.stride, s.last, 8).is_none());
+        assert!(coalesce_tcp4(&mut bad, s, 8).is_none());
         assert_eq!(bad, copy);
         // Nor are segments out of order, or a lone segment.
         let mut one = out.clone();
-        assert!(coalesce_tcp4(&mut one, 1, s.stride, s.stride, 8).is_none());
+        let lone = Segments {
+            count: 1,
+            last: s.stride,
+            ..s
+        };
+        assert!(coalesce_tcp4(&mut one, lone, 8).is_none());
     }
 
     #[test]
