@@ -14,6 +14,8 @@
 pub mod batch;
 pub mod control;
 pub mod fdb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod netns;
 pub mod pipeline;

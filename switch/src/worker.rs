@@ -357,10 +357,78 @@ impl Sink for PortSink<'_> {
     }
 }
 
+/// A worker driven by hand, one round at a time, on the calling thread: the same code as a
+/// worker thread's loop without the waiting. For fuzzing and tests; its gateway's NAT stage
+/// is on only if asked (give it `--internal` networks: nothing then leaves the host).
+#[doc(hidden)]
+pub struct ManualWorker {
+    worker: Worker,
+    tx: Sender<Command>,
+}
+
+impl ManualWorker {
+    /// A worker with the MAC table of `cfg`, its NAT stage on if `nat`.
+    pub fn new(cfg: PipelineConfig, nat: bool) -> io::Result<ManualWorker> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok(ManualWorker {
+            worker: Worker::with_nat(Poll::new()?, rx, cfg, nat),
+            tx,
+        })
+    }
+
+    /// Carries out `cmd` now.
+    pub fn command(&mut self, cmd: Command) {
+        let _ = self.tx.send(cmd);
+        self.worker.commands();
+    }
+
+    /// Adds a port (as [`WorkerHandle::add_port`]).
+    pub fn add_port(&mut self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
+        self.worker.add_port(id, port, role)
+    }
+
+    /// Removes a port (as [`WorkerHandle::remove_port`]).
+    pub fn remove_port(&mut self, id: PortId) {
+        self.worker.remove_port(id);
+    }
+
+    /// Rounds until no port has frames left (at most `max_rounds`), then the gateway's
+    /// output. Every port is taken as ready: nothing waits for events.
+    pub fn run_until_idle(&mut self, max_rounds: usize) {
+        for _ in 0..max_rounds {
+            let w = &mut self.worker;
+            w.ready.clear();
+            for (i, slot) in w.ports.iter_mut().enumerate() {
+                if let Some(slot) = slot {
+                    slot.ready = true;
+                    w.ready.push(i as PortId);
+                }
+            }
+            let mut any = false;
+            for id in w.ready.clone() {
+                any |= w.service(id);
+            }
+            w.gateway_output();
+            if !any {
+                break;
+            }
+        }
+    }
+
+    /// Counters and the MAC table.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.worker.snapshot()
+    }
+}
+
 impl Worker {
     fn new(poll: Poll, rx: Receiver<Command>, cfg: PipelineConfig) -> Worker {
+        Self::with_nat(poll, rx, cfg, true)
+    }
+
+    fn with_nat(poll: Poll, rx: Receiver<Command>, cfg: PipelineConfig, nat: bool) -> Worker {
         let mut gateway = Gateway::new();
-        if let Ok(reg) = poll.registry().try_clone() {
+        if let Some(reg) = nat.then(|| poll.registry().try_clone().ok()).flatten() {
             let upstream = std::fs::read_to_string("/etc/resolv.conf")
                 .map(|t| nat::parse_resolv_conf(&t))
                 .unwrap_or_default();

@@ -626,6 +626,20 @@ impl VxlanPort {
     }
 }
 
+/// A datagram [`VxlanPort::take_datagram`] accepted.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Taken {
+    /// Bytes of the datagram that make up the frame (VXLAN header included).
+    pub len: usize,
+    /// The inner frame's offloads (a GSO frame when segments were merged).
+    pub vnet: crate::batch::VnetHdr,
+    /// Where the inner frame is, and whose it is.
+    pub decapped: encap::Decapped,
+    /// The virtual port it came in on.
+    pub vport: PortId,
+}
+
 /// The shortest inner frame a tunnel carries: an Ethernet header.
 const MIN_INNER_FRAME: usize = 14;
 
@@ -680,6 +694,74 @@ impl VxlanPort {
         }
         let k = self.overflow.len() - 1;
         self.overflow.meta_mut(k).tag = u32::from(vport);
+    }
+
+    /// Takes one received datagram of the tunnel socket (`payload`, its `UDP_GRO` segment
+    /// size `gso`, 0 if none, and its source address): recognises a whole tunnel GSO packet,
+    /// merges or splits a coalesced datagram (segments after the first go to the overflow
+    /// batch), and decapsulates what stays. `None` when it is dropped (counted); otherwise
+    /// the frame is `payload[..len]`, decapsulated as `decapped`, for virtual port `vport`.
+    /// Everything in `payload` and `gso` may come from anyone on the underlay.
+    #[doc(hidden)]
+    pub fn take_datagram(
+        &mut self,
+        payload: &mut [u8],
+        gso: usize,
+        src: Ipv4Addr,
+    ) -> Option<Taken> {
+        let mut len = payload.len();
+        let mut vnet = crate::batch::VnetHdr::default();
+        if let Some(v) = tunnel_super_packet(payload, gso, self.inner_mtu) {
+            // One tunnel GSO packet, delivered whole: its inner frame is a GSO frame.
+            self.stats.rx_tunnel_gso += 1;
+            vnet = v;
+        } else if let Some(segs) = Segments::of_gro(len, gso) {
+            // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
+            self.stats.rx_gro_datagrams += 1;
+            if gso < VXLAN_HDR_LEN + MIN_INNER_FRAME {
+                // Segments too short to hold a VXLAN header and a frame: nobody's tunnel.
+                self.stats.rx_bad_gro += 1;
+                return None;
+            }
+            let merged = if same_vxlan(payload, &segs) {
+                coalesce_tcp4(payload, segs, VXLAN_HDR_LEN)
+            } else {
+                None
+            };
+            match merged {
+                Some((inner, v)) => {
+                    self.stats.rx_gro_frames += 1;
+                    len = VXLAN_HDR_LEN + inner;
+                    vnet = v;
+                }
+                None => {
+                    // Keep the first segment here, queue the others as frames of their own.
+                    for r in segs.ranges().skip(1) {
+                        self.split_segment(&payload[r], src);
+                    }
+                    len = gso;
+                }
+            }
+        }
+        let r = decap_udp_payload(&payload[..len], src, &self.table);
+        self.stats.decap.record(&r);
+        let decapped = r.ok()?;
+        let Some(vport) = self.vport_of(decapped.vtep, decapped.network) else {
+            self.stats.rx_no_vport += 1;
+            return None;
+        };
+        Some(Taken {
+            len,
+            vnet,
+            decapped,
+            vport,
+        })
+    }
+
+    /// Takes the frames split off earlier datagrams into `batch`, while it has room.
+    #[doc(hidden)]
+    pub fn take_split(&mut self, batch: &mut Batch) {
+        self.drain_overflow(batch);
     }
 
     fn vport_of(&self, vtep: encap::VtepId, network: NetworkId) -> Option<PortId> {
@@ -770,53 +852,17 @@ impl Port for VxlanPort {
                 self.stats.rx_oversize += 1;
                 continue;
             }
-            let mut len = (h.msg_len as usize).min(cap);
+            let len = (h.msg_len as usize).min(cap);
             let src = Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr));
             let gso = gro_size(&h.msg_hdr);
             // SAFETY: `slots[i]` is the receive area of slot `first + i`, `cap >= len` bytes,
             // which the kernel just filled; no other reference to it exists right now.
             let payload = unsafe { std::slice::from_raw_parts_mut(slots[i], len) };
-            let mut vnet = crate::batch::VnetHdr::default();
-            if let Some(v) = tunnel_super_packet(payload, gso, self.inner_mtu) {
-                // One tunnel GSO packet, delivered whole: its inner frame is a GSO frame.
-                self.stats.rx_tunnel_gso += 1;
-                vnet = v;
-            } else if let Some(segs) = Segments::of_gro(len, gso) {
-                // A coalesced datagram: segments of `gso` bytes, each with its VXLAN header.
-                self.stats.rx_gro_datagrams += 1;
-                if gso < VXLAN_HDR_LEN + MIN_INNER_FRAME {
-                    // Segments too short to hold a VXLAN header and a frame: nobody's tunnel.
-                    self.stats.rx_bad_gro += 1;
-                    continue;
-                }
-                let merged = if same_vxlan(payload, &segs) {
-                    coalesce_tcp4(payload, segs, VXLAN_HDR_LEN)
-                } else {
-                    None
-                };
-                match merged {
-                    Some((inner, v)) => {
-                        self.stats.rx_gro_frames += 1;
-                        len = VXLAN_HDR_LEN + inner;
-                        vnet = v;
-                    }
-                    None => {
-                        // Keep the first segment here, queue the others as frames of their own.
-                        for r in segs.ranges().skip(1) {
-                            self.split_segment(&payload[r], src);
-                        }
-                        len = gso;
-                    }
-                }
-            }
-            let payload = &payload[..len];
-            let r = decap_udp_payload(payload, src, &self.table);
-            self.stats.decap.record(&r);
-            let Ok(d) = r else { continue };
-            let Some(vport) = self.vport_of(d.vtep, d.network) else {
-                self.stats.rx_no_vport += 1;
+            let Some(rx) = self.take_datagram(payload, gso, src) else {
                 continue;
             };
+            let (d, vport) = (rx.decapped, rx.vport);
+            let (len, vnet) = (rx.len, rx.vnet);
             let dst = batch.len() - first;
             if dst != i {
                 // An earlier datagram was dropped: close the gap so frames stay contiguous.

@@ -119,7 +119,8 @@ pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> 
             if ihl < 20 || total + 14 != f.len() {
                 return None;
             }
-            (false, ihl, f[23], total - ihl)
+            // IHL 15 claims 60 header bytes: more than a short packet holds.
+            (false, ihl, f[23], total.checked_sub(ihl)?)
         }
         (0x86, 0xdd, 6) => {
             let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));

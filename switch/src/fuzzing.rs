@@ -1,0 +1,809 @@
+//! Harnesses for the fuzz targets (`switch/fuzz/`, libFuzzer through `cargo fuzz`) and for the
+//! "never panics on arbitrary input" property tests: each takes raw bytes, reads them as the
+//! untrusted input of one part of the switch, and runs that part. A harness returns normally
+//! on every input; it panics only where it finds a bug: a panic in the code under test, or a
+//! broken invariant checked here (an inner frame outside its datagram, a reply that does not
+//! parse, a coalesced stream that differs from its segments).
+//!
+//! The same functions replay the committed corpora in `cargo test` (`switch/tests/fuzz_corpus.rs`),
+//! so a regression is caught on stable Rust too.
+//!
+//! Nothing here sends traffic beyond loopback: the worker's NAT stage only serves `--internal`
+//! networks (no host sockets), and the tunnel ports live on 127.0.0.0/8.
+
+use crate::batch::{Batch, VnetHdr, GSO_SLOT, MTU_SLOT};
+use crate::gateway::GatewayCommand;
+use crate::pipeline::{PipelineConfig, PortRole};
+use crate::port::mem::MemPort;
+use crate::port::vxlan::{PeerSpec, VxlanPort};
+use crate::port::PortCaps;
+use crate::wire::{self, gso, too_big, MacAddr};
+use crate::worker::{Command, ManualWorker};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Reads an input front to back; past its end every read gives zeros (or nothing).
+#[derive(Debug)]
+pub struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    /// A reader over `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        Input(data)
+    }
+
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The next byte.
+    pub fn u8(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+
+    /// The next two bytes, little endian.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    /// Up to `n` next bytes.
+    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+
+    /// A virtio-net header, any field any value.
+    pub fn vnet(&mut self) -> VnetHdr {
+        VnetHdr {
+            flags: self.u8(),
+            gso_type: self.u8(),
+            hdr_len: self.u16(),
+            gso_size: self.u16(),
+            csum_start: self.u16(),
+            csum_offset: self.u16(),
+        }
+    }
+
+    /// A frame: a 2-byte length, then that many bytes (fewer at the end of the input).
+    pub fn frame(&mut self) -> &'a [u8] {
+        let n = usize::from(self.u16());
+        self.bytes(n)
+    }
+}
+
+/// Network 1: a user-defined bridge network with its gateway, DNS names and NAT stage
+/// (`--internal`). Network 2: a second network, reached untagged or tagged (VLAN 10) on a
+/// trunk.
+const NET1: u16 = 1;
+const NET2: u16 = 2;
+const GW1: [u8; 6] = [0x02, 0x42, 0, 0, 0, 1];
+const GW2: [u8; 6] = [0x02, 0x42, 0, 0, 0, 2];
+
+/// Ports of the worker round: (id, role, exchanges vnet headers).
+fn worker_ports() -> [(u16, PortRole, bool); 5] {
+    [
+        (1, PortRole::Access { network: NET1 }, true),
+        (2, PortRole::Access { network: NET1 }, false),
+        (3, PortRole::Access { network: NET2 }, true),
+        (
+            4,
+            PortRole::Trunk {
+                native: Some(NET1),
+                vlans: vec![(10, NET2), (4095, NET2)],
+            },
+            true,
+        ),
+        (
+            5,
+            PortRole::Trunk {
+                native: None,
+                vlans: vec![(10, NET1), (20, NET2)],
+            },
+            false,
+        ),
+    ]
+}
+
+/// A whole pipeline round of a worker (classify, learn, look up, re-tag, the gateway's ARP,
+/// ICMP, DNS and NAT stage, TX) over batches of arbitrary frames with arbitrary vnet headers,
+/// received on five ports of two networks. Input: per frame, one byte choosing the ingress
+/// port, a 10-byte vnet header, a 2-byte length and the frame.
+/// Returns the worker's counters afterwards (`None` if it could not be set up).
+pub fn worker_round(data: &[u8]) -> Option<crate::worker::Snapshot> {
+    let cfg = PipelineConfig {
+        fdb_capacity: 256,
+        fdb_max_per_network: 128,
+        fdb_max_per_port: 64,
+        ..PipelineConfig::default()
+    };
+    RIG.with(|rig| {
+        let mut rig = rig.borrow_mut();
+        if rig.is_none() {
+            *rig = Rig::new(cfg);
+        }
+        let rig = rig.as_mut()?;
+        let mut input = Input::new(data);
+        let mut queued = 0;
+        while !input.is_empty() {
+            let port = usize::from(input.u8()) % rig.handles.len();
+            let vnet = input.vnet();
+            let frame = input.frame();
+            rig.handles[port].push_rx_vnet(frame, vnet);
+            queued += 1;
+            // A round every 70 frames: batches of 64 and a remainder.
+            if queued % 70 == 0 {
+                rig.w.run_until_idle(16);
+            }
+        }
+        rig.w.run_until_idle(16);
+        let snap = rig.w.snapshot();
+        assert!(snap.fdb.len() <= 256, "the MAC table keeps its bound");
+        // The next input starts from new ports: no learned MAC, no queued frame is left.
+        for (id, _, _) in worker_ports() {
+            rig.w.remove_port(id);
+        }
+        rig.handles = Rig::attach(&mut rig.w)?;
+        Some(snap)
+    })
+}
+
+thread_local! {
+    static RIG: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The worker of [`worker_round`], built once per thread (a worker's batches take megabytes:
+/// building one per input would make the fuzzer a hundred times slower).
+struct Rig {
+    w: ManualWorker,
+    handles: Vec<crate::port::mem::MemHandle>,
+}
+
+impl Rig {
+    fn new(cfg: PipelineConfig) -> Option<Rig> {
+        let mut w = ManualWorker::new(cfg, true).ok()?;
+        for (id, gw, ip, subnet) in [
+            (NET1, GW1, Ipv4Addr::new(10, 88, 0, 1), "10.88.0.0/24"),
+            (NET2, GW2, Ipv4Addr::new(10, 89, 0, 1), "10.89.0.0/24"),
+        ] {
+            w.command(Command::AddNetwork {
+                id,
+                gateway: Some((MacAddr(gw), ip)),
+            });
+            w.command(Command::Gateway(GatewayCommand::Network {
+                id,
+                mtu: 1500,
+                internal: true,
+                subnet: subnet.parse().ok(),
+            }));
+        }
+        let handles = Self::attach(&mut w)?;
+        Some(Rig { w, handles })
+    }
+
+    /// Adds the ports, their endpoints (addresses and DNS names) and a static MAC.
+    fn attach(w: &mut ManualWorker) -> Option<Vec<crate::port::mem::MemHandle>> {
+        let mut handles = Vec::new();
+        for (id, role, vnet) in worker_ports() {
+            let port = MemPort::new(&format!("p{id}"), 80).with_caps(PortCaps { vnet_hdr: vnet });
+            handles.push(port.handle());
+            w.add_port(id, Box::new(port), role).ok()?;
+        }
+        for (port, last, name) in [(1u16, 2u8, "web"), (2, 3, "db"), (3, 2, "cache")] {
+            let net = if port == 3 { NET2 } else { NET1 };
+            w.command(Command::Gateway(GatewayCommand::Endpoint {
+                net,
+                ip: Ipv4Addr::new(10, 87 + net as u8, 0, last),
+                mac: MacAddr([0x02, 0x42, 10, 0, port as u8, last]),
+                port,
+                vnet: false,
+                name: Some(name.into()),
+            }));
+        }
+        w.command(Command::AddStatic {
+            network: NET1,
+            mac: MacAddr([0x02, 0x42, 10, 0, 1, 0x99]),
+            port: 1,
+        });
+        Some(handles)
+    }
+}
+
+/// The tunnel's receive side: one datagram from anyone on the underlay, with an arbitrary
+/// `UDP_GRO` segment size, through recognition of whole tunnel GSO packets, coalescing or
+/// splitting, and decapsulation. Input: 2-byte segment size, 1-byte source (one of two peers
+/// or a stranger), then the UDP payload.
+pub fn tunnel_rx(data: &[u8]) {
+    let mut input = Input::new(data);
+    let gso = usize::from(input.u16());
+    let src = match input.u8() % 3 {
+        0 => Ipv4Addr::new(127, 0, 0, 2),
+        1 => Ipv4Addr::new(127, 0, 0, 3),
+        _ => Ipv4Addr::new(127, 0, 0, 4),
+    };
+    let mut payload = input.bytes(usize::MAX).to_vec();
+    with_tunnel_port(|port| take(port, &mut payload, gso, src));
+}
+
+fn take(port: &mut VxlanPort, payload: &mut [u8], gso: usize, src: Ipv4Addr) {
+    let len = payload.len();
+    if let Some(t) = port.take_datagram(payload, gso, src) {
+        assert!(t.len <= len, "frame within the datagram");
+        let d = &t.decapped;
+        assert!(
+            d.inner_offset + d.inner_len <= t.len,
+            "inner frame within the datagram"
+        );
+        assert!(t.vport == 11 || t.vport == 12, "a known virtual port");
+        check_gso_frame(
+            &payload[d.inner_offset..d.inner_offset + d.inner_len],
+            &t.vnet,
+        );
+    }
+    let mut split = Batch::new(MTU_SLOT);
+    port.take_split(&mut split);
+    for i in 0..split.len() {
+        assert!(split.meta(i).tag == 11 || split.meta(i).tag == 12);
+    }
+}
+
+thread_local! {
+    static TUNNEL: std::cell::RefCell<Option<VxlanPort>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's tunnel port ([`tunnel_port`], opened once: opening a socket per
+/// input would make the fuzzer a hundred times slower). Its split-off frames are cleared
+/// first, so nothing of one input is left for the next but counters.
+fn with_tunnel_port(f: impl FnOnce(&mut VxlanPort)) {
+    TUNNEL.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_none() {
+            *t = tunnel_port();
+        }
+        if let Some(port) = t.as_mut() {
+            let mut scratch = Batch::new(MTU_SLOT);
+            while {
+                scratch.clear();
+                port.take_split(&mut scratch);
+                !scratch.is_empty()
+            } {}
+            f(port);
+        }
+    });
+}
+
+/// A tunnel port on loopback with peers 127.0.0.2 (VNI 100, virtual port 11) and 127.0.0.3
+/// (VNI 200, virtual port 12). Nothing is sent to them unless a harness sends.
+fn tunnel_port() -> Option<VxlanPort> {
+    let mut port = VxlanPort::open(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).ok()?;
+    for (vport, network, vni, last) in [(11u16, NET1, 100u32, 2u8), (12, NET2, 200, 3)] {
+        let peer = PeerSpec {
+            network,
+            vni: encap::Vni::new(vni)?,
+            remote: Ipv4Addr::new(127, 0, 0, last),
+            mtu: 1450,
+            limit: 1450,
+        };
+        port.add_peer(vport, peer).ok()?;
+    }
+    Some(port)
+}
+
+/// An inner frame the tunnel hands on as GSO must be one the GSO code can cut again.
+fn check_gso_frame(frame: &[u8], vnet: &VnetHdr) {
+    if vnet.is_gso() {
+        let mut out = vec![0u8; 256 * 1024];
+        // Errors are fine (an inner frame may be of a kind segmentation refuses); panics not.
+        let _ = gso::segment(frame, vnet, 8, &mut out);
+    }
+}
+
+/// The tunnel's send side for one frame with an arbitrary vnet header: the path-MTU check and
+/// its ICMP reply, software segmentation, the tunnel TAP's vnet header, and a real send to a
+/// peer on loopback. Input: 1-byte choice of limit, 10-byte vnet header, then the frame.
+pub fn tunnel_tx(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mtu = [1450usize, 1280, 576, 68, 9000][usize::from(input.u8()) % 5];
+    let vnet = input.vnet();
+    let frame = input.bytes(usize::MAX);
+    match too_big::check(frame, &vnet, mtu) {
+        too_big::Fit::Reply => {
+            let mut out = [0u8; 2048];
+            if let Some(n) = too_big::reply(frame, mtu as u32, &mut out) {
+                assert!(n <= out.len());
+                let eth = wire::EthernetFrame::new_checked(&out[..n]).expect("reply parses");
+                assert_eq!(eth.dst_addr().0, frame[6..12], "reply to the sender");
+            }
+        }
+        too_big::Fit::Fits | too_big::Fit::Drop => {}
+    }
+    let _ = crate::port::vxlan_tap::tunnel_vnet(frame, &vnet);
+    let mut out = vec![0u8; 256 * 1024];
+    if let Ok(s) = gso::segment(frame, &vnet, 8, &mut out) {
+        assert!(s.total() <= out.len());
+        assert!(s.count == 0 || s.last <= s.stride);
+        if s.count >= 2
+            && vnet.gso_type & !crate::batch::VNET_GSO_ECN == crate::batch::VNET_GSO_TCPV4
+        {
+            // What was cut must coalesce back into the same payload, or not at all.
+            let mut buf = out[..s.total()].to_vec();
+            if let Some((len, v)) = gso::coalesce_tcp4(&mut buf, s, 8) {
+                assert!(8 + len <= buf.len());
+                assert_eq!(v.gso_type, crate::batch::VNET_GSO_TCPV4);
+            }
+        }
+    }
+    with_tunnel_port(|port| {
+        let mut b = Batch::new(GSO_SLOT);
+        if b.push(frame, vnet) {
+            let mut replies = Batch::new(2048);
+            let sent = port.send_to_vtep(&b, &[0], 11, &mut replies);
+            assert!(sent.sent + sent.too_big <= 1);
+        }
+    });
+}
+
+/// Decapsulation of whole outer frames (Ethernet, IPv4, UDP, VXLAN), as a Linux vxlan device
+/// or a capture would hand them over, then the tunnel header of what comes out: the inner
+/// frame must lie within the outer one. Input: the outer frame.
+pub fn decap(data: &[u8]) {
+    let mut table = encap::VtepTable::new();
+    for (vni, net, last) in [(100u32, NET1, 2u8), (200, NET2, 3)] {
+        let Some(vni) = encap::Vni::new(vni) else {
+            return;
+        };
+        if table.add_vni(vni, net).is_err()
+            || table.add_peer(vni, Ipv4Addr::new(127, 0, 0, last)).is_err()
+        {
+            return;
+        }
+    }
+    if let Ok(d) = encap::decap(data, 4789, &table) {
+        assert!(
+            d.inner_offset + d.inner_len <= data.len(),
+            "inner frame within"
+        );
+        assert!(d.network == NET1 || d.network == NET2);
+        let inner = &data[d.inner_offset..d.inner_offset + d.inner_len];
+        let _ = crate::port::vxlan_tap::tunnel_vnet(inner, &VnetHdr::default());
+    }
+}
+
+/// Receive coalescing over an arbitrary buffer with an arbitrary segment layout (the numbers
+/// of a `UDP_GRO` datagram), and segmentation of whatever it builds. Input: 2-byte segment
+/// size, 1-byte prefix, then the buffer.
+pub fn gro(data: &[u8]) {
+    let mut input = Input::new(data);
+    let size = usize::from(input.u16());
+    let prefix = usize::from(input.u8() % 32);
+    let mut buf = input.bytes(usize::MAX).to_vec();
+    let len = buf.len();
+    let Some(segs) = gso::Segments::of_gro(len, size) else {
+        return;
+    };
+    assert_eq!(segs.total(), len, "the segments cover the datagram");
+    assert!(segs.ranges().all(|r| r.end <= len && !r.is_empty()));
+    let before = buf.clone();
+    match gso::coalesce_tcp4(&mut buf, segs, prefix) {
+        None => assert_eq!(buf, before, "untouched when not coalesced"),
+        Some((n, v)) => {
+            assert!(prefix + n <= len);
+            // The merged payload is every segment's payload, in order.
+            let hdr = usize::from(v.hdr_len);
+            let mut payload = Vec::new();
+            for r in segs.ranges() {
+                payload.extend_from_slice(&before[r.start + prefix + hdr..r.end]);
+            }
+            assert_eq!(&buf[prefix + hdr..prefix + n], &payload[..]);
+            check_gso_frame(&buf[prefix..prefix + n], &v);
+        }
+    }
+}
+
+/// An Ethernet frame from `src` to `dst` MAC (tagged with `vlan` if given) of `ethertype`.
+fn eth(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(18 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if let Some(v) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet with `options` (a multiple of 4 bytes) and a valid header checksum; the L4
+/// checksum (TCP/UDP) is filled in valid too.
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+    use crate::wire::checksum::{checksum, ipv4_l4_checksum};
+    let ihl = 20 + options.len();
+    let mut p = vec![0u8; ihl];
+    p[0] = 0x40 | (ihl / 4) as u8;
+    p[2..4].copy_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p[20..].copy_from_slice(options);
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut l4 = l4.to_vec();
+    let at = match proto {
+        6 if l4.len() >= 20 => Some(16),
+        17 if l4.len() >= 8 => Some(6),
+        1 if l4.len() >= 4 => Some(2),
+        _ => None,
+    };
+    if let Some(at) = at {
+        let c = if proto == 1 {
+            checksum(&l4)
+        } else {
+            ipv4_l4_checksum(src.into(), dst.into(), proto, &l4)
+        };
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    p.extend_from_slice(&l4);
+    p
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8, payload: usize) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t.extend((0..payload).map(|i| i as u8));
+    t
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(payload);
+    u
+}
+
+/// Valid frames of every kind the switch looks into, addressed within the harnesses'
+/// networks: the seeds of the fuzz corpora and of the property tests' mutations.
+pub fn seed_frames() -> Vec<Vec<u8>> {
+    let c1 = [0x02, 0x42, 10, 0, 1, 2];
+    let c2 = [0x02, 0x42, 10, 0, 2, 3];
+    let bcast = [0xff; 6];
+    let (a, b, gw) = ([10, 88, 0, 2], [10, 88, 0, 3], [10, 88, 0, 1]);
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&c1);
+    arp.extend_from_slice(&a);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&gw);
+    let mut dns = vec![
+        0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'e', b'b', 0,
+    ];
+    dns.extend_from_slice(&[0, 1, 0, 1]);
+    let echo = [8, 0, 0, 0, 0, 1, 0, 1, 0xaa, 0xbb];
+    let mut ip6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+    ip6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    ip6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+    ip6.extend_from_slice(&tcp(40000, 80, 0x02, 0));
+    vec![
+        eth(
+            gw_mac(),
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, b, 6, &[], &tcp(40000, 80, 0x02, 0)),
+        ),
+        eth(
+            c2,
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, b, 6, &[], &tcp(40000, 80, 0x18, 4000)),
+        ),
+        eth(
+            GW1,
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, gw, 17, &[], &udp(5353, 53, &dns)),
+        ),
+        eth(GW1, c1, None, 0x0800, &ipv4(a, gw, 1, &[], &echo)),
+        eth(
+            GW1,
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, [10, 99, 0, 9], 6, &[], &tcp(40001, 443, 0x02, 0)),
+        ),
+        eth(bcast, c1, None, 0x0806, &arp),
+        eth(c2, c1, None, 0x86dd, &ip6),
+        eth(
+            c2,
+            c1,
+            Some(10),
+            0x0800,
+            &ipv4(a, b, 17, &[], &udp(1, 2, b"hello")),
+        ),
+        eth(
+            c2,
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, b, 17, &[1; 40], &udp(1, 2, b"options")),
+        ),
+        eth(
+            [0x01, 0, 0x5e, 0, 0, 1],
+            c1,
+            None,
+            0x0800,
+            &ipv4(a, [224, 0, 0, 1], 17, &[], &udp(1, 2, b"m")),
+        ),
+        eth([0x01, 0x80, 0xc2, 0, 0, 0], c1, None, 0x88cc, &[0; 46]),
+    ]
+}
+
+/// The names of the harnesses, as the fuzz targets are named.
+pub const TARGETS: [&str; 5] = ["worker_round", "tunnel_rx", "tunnel_tx", "gro", "decap"];
+
+/// Runs harness `target` on `data`; false if there is no such harness.
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match target {
+        "worker_round" => drop(worker_round(data)),
+        "tunnel_rx" => tunnel_rx(data),
+        "tunnel_tx" => tunnel_tx(data),
+        "gro" => gro(data),
+        "decap" => decap(data),
+        _ => return false,
+    }
+    true
+}
+
+/// The vnet header of the 4000-byte TCP seed frame as a TCPv4 GSO frame (MSS 1448).
+fn gso_vnet() -> VnetHdr {
+    VnetHdr {
+        flags: crate::batch::VNET_F_NEEDS_CSUM,
+        gso_type: crate::batch::VNET_GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    }
+}
+
+fn vnet_bytes(v: &VnetHdr) -> Vec<u8> {
+    let mut b = vec![v.flags, v.gso_type];
+    for x in [v.hdr_len, v.gso_size, v.csum_start, v.csum_offset] {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b
+}
+
+/// Inputs for harness `target` built from [`seed_frames`]: the starting corpus of its fuzz
+/// target, each input one that reaches deep into the code.
+pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
+    let frames = seed_frames();
+    let big = &frames[1];
+    let vxlan = |vni: u32| {
+        let mut h = vec![0x08, 0, 0, 0];
+        h.extend_from_slice(&(vni << 8).to_be_bytes());
+        h
+    };
+    // The big TCP frame cut into segments behind VXLAN headers, as a coalesced datagram.
+    let mut segs = vec![0u8; 16 * 1024];
+    let cut = gso::segment(big, &gso_vnet(), 8, &mut segs).expect("the seed frame segments");
+    segs.truncate(cut.total());
+    for r in cut.ranges() {
+        segs[r.start..r.start + 8].copy_from_slice(&vxlan(100));
+    }
+    match target {
+        "worker_round" => {
+            let mut all = Vec::new();
+            for (k, f) in frames.iter().enumerate() {
+                let mut one = vec![k as u8];
+                let v = if k == 1 {
+                    gso_vnet()
+                } else {
+                    VnetHdr::default()
+                };
+                one.extend_from_slice(&vnet_bytes(&v));
+                one.extend_from_slice(&(f.len() as u16).to_le_bytes());
+                one.extend_from_slice(f);
+                all.extend_from_slice(&one);
+            }
+            vec![all]
+        }
+        "tunnel_rx" => {
+            let mut v: Vec<Vec<u8>> = frames
+                .iter()
+                .map(|f| [&[0, 0, 0][..], &vxlan(100), f].concat())
+                .collect();
+            v.push([&(cut.stride as u16).to_le_bytes()[..], &[0], &segs].concat());
+            v
+        }
+        "tunnel_tx" => {
+            let mut v: Vec<Vec<u8>> = frames
+                .iter()
+                .map(|f| [&[0u8][..], &[0; 10], f].concat())
+                .collect();
+            for mtu in 0..4u8 {
+                v.push([&[mtu][..], &vnet_bytes(&gso_vnet()), big].concat());
+            }
+            v
+        }
+        "gro" => vec![[&(cut.stride as u16).to_le_bytes()[..], &[8], &segs].concat()],
+        "decap" => {
+            // Each seed frame inside Ethernet/IPv4/UDP/VXLAN from peer 127.0.0.2.
+            frames
+                .iter()
+                .map(|f| {
+                    let l4 = udp(45000, 4789, &[&vxlan(100)[..], f].concat());
+                    let ip = ipv4([127, 0, 0, 2], [127, 0, 0, 1], 17, &[], &l4);
+                    eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], None, 0x0800, &ip)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn gw_mac() -> [u8; 6] {
+    GW1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Frames that pass the first checks of each stage: IPv4 TCP/UDP/ICMP, ARP, IPv6 TCP,
+    /// tagged, with IPv4 options; the property tests mutate them.
+    pub(crate) fn seeds() -> Vec<Vec<u8>> {
+        seed_frames()
+    }
+
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let n = seeds().len();
+        (
+            0..n,
+            proptest::collection::vec((any::<u16>(), any::<u8>()), 0..8),
+            proptest::option::of(0usize..2000),
+        )
+            .prop_map(|(k, edits, cut)| {
+                let mut f = seeds()[k].clone();
+                for (at, b) in edits {
+                    if !f.is_empty() {
+                        let i = usize::from(at) % f.len();
+                        f[i] = b;
+                    }
+                }
+                if let Some(c) = cut {
+                    f.truncate(c);
+                }
+                f
+            })
+    }
+
+    fn vnet_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(vec![0u8; 10]),
+            proptest::collection::vec(any::<u8>(), 10),
+            // Plausible GSO headers: TCPv4/TCPv6/UDP_L4 with a partial checksum.
+            (
+                prop_oneof![Just(1u8), Just(4), Just(5), Just(0x81)],
+                14u16..80,
+                1u16..9000
+            )
+                .prop_map(|(t, start, size)| {
+                    let mut v = vec![1u8, t];
+                    v.extend_from_slice(&(start + 20).to_le_bytes());
+                    v.extend_from_slice(&size.to_le_bytes());
+                    v.extend_from_slice(&start.to_le_bytes());
+                    v.extend_from_slice(&(if t == 5 { 6u16 } else { 16 }).to_le_bytes());
+                    v
+                }),
+        ]
+    }
+
+    /// The harness really switches: the seed frames, each sent on port 1, are received,
+    /// forwarded or answered, and counted.
+    #[test]
+    fn worker_round_switches_the_seed_frames() {
+        let mut data = Vec::new();
+        for f in seeds() {
+            data.push(0);
+            data.extend_from_slice(&[0; 10]);
+            data.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            data.extend_from_slice(&f);
+        }
+        let snap = worker_round(&data).expect("the worker starts");
+        let p1 = snap.ports.iter().find(|p| p.id == 1).unwrap();
+        assert_eq!(p1.rx_frames, seeds().len() as u64);
+        let tx: u64 = snap.ports.iter().map(|p| p.tx_frames).sum();
+        assert!(
+            tx >= 5,
+            "floods, unicast and gateway replies went out: {:?}",
+            snap.ports
+        );
+        assert!(
+            snap.fdb.iter().any(|e| e.port == 1 && !e.is_static),
+            "port 1's source was learned: {:?}",
+            snap.fdb
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn worker_round_never_panics(
+            frames in proptest::collection::vec((any::<u8>(), vnet_bytes(), mutated()), 1..80)
+        ) {
+            let mut data = Vec::new();
+            for (port, vnet, f) in frames {
+                data.push(port);
+                data.extend_from_slice(&vnet);
+                data.extend_from_slice(&(f.len() as u16).to_le_bytes());
+                data.extend_from_slice(&f);
+            }
+            worker_round(&data);
+        }
+
+        #[test]
+        fn tunnel_rx_never_panics(
+            gso in prop_oneof![Just(0u16), 1u16..40, 40u16..2000, any::<u16>()],
+            src in any::<u8>(),
+            segs in proptest::collection::vec(mutated(), 1..5),
+            vni in prop_oneof![Just(100u32), Just(200), any::<u32>()],
+        ) {
+            let mut data = gso.to_le_bytes().to_vec();
+            data.push(src);
+            for f in segs {
+                data.extend_from_slice(&[0x08, 0, 0, 0]);
+                data.extend_from_slice(&(vni << 8).to_be_bytes());
+                data.extend_from_slice(&f);
+            }
+            tunnel_rx(&data);
+        }
+
+        #[test]
+        fn tunnel_tx_never_panics(mtu in any::<u8>(), vnet in vnet_bytes(), f in mutated()) {
+            let mut data = vec![mtu];
+            data.extend_from_slice(&vnet);
+            data.extend_from_slice(&f);
+            tunnel_tx(&data);
+        }
+
+        #[test]
+        fn decap_never_panics(k in 0usize..11, edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..8), cut in any::<u16>()) {
+            let mut f = seed_inputs("decap")[k].clone();
+            for (at, b) in edits {
+                let i = usize::from(at) % f.len();
+                f[i] = b;
+            }
+            f.truncate(usize::from(cut));
+            decap(&f);
+        }
+
+        #[test]
+        fn gro_never_panics(
+            size in prop_oneof![1u16..64, 54u16..2000, any::<u16>()],
+            prefix in any::<u8>(),
+            segs in proptest::collection::vec(mutated(), 1..5),
+        ) {
+            let mut data = size.to_le_bytes().to_vec();
+            data.push(prefix);
+            for f in segs {
+                data.extend_from_slice(&f);
+            }
+            gro(&data);
+        }
+    }
+}
