@@ -209,6 +209,11 @@ impl Out {
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let hl = 20 + opts.len();
+        // The data offset holds at most 60 bytes of header in 4-byte words, and the IPv4
+        // total length at most 65535 bytes: anything else could not be written faithfully.
+        if hl > 60 || hl % 4 != 0 || 20 + hl + payload_len > usize::from(u16::MAX) {
+            return false;
+        }
         if L4_OFF + hl + payload_len > self.batch.max_frame() {
             return false;
         }
@@ -317,6 +322,31 @@ mod tests {
         fn send(&mut self, port: PortId, _b: &Batch, sel: &[u16]) -> usize {
             self.0.push((port, sel.len()));
             sel.len() - 1
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the NAT engine asks for, a builder either refuses or emits a frame whose
+        /// IPv4 total length and TCP header length say what was written.
+        #[test]
+        fn builders_never_panic_and_write_what_they_say(
+            opts in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            payload_len in 0usize..70_000,
+            mss in proptest::prelude::any::<u16>(),
+            vnet in proptest::prelude::any::<bool>(),
+            msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            let mut o = Out::new();
+            let p = path(vnet);
+            if o.tcp(&p, (80, 1234), 1, 2, 0x10, 100, &opts, payload_len, mss, |b| b.fill(7)) {
+                let f = o.batch().frame(0);
+                let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+                proptest::prop_assert_eq!(usize::from(ip.total_len()), 40 + opts.len() + payload_len);
+                let t = TcpPacket::new_checked(ip.payload()).unwrap();
+                proptest::prop_assert_eq!(t.payload().len(), payload_len);
+            }
+            let _ = o.icmp(&p, &msg);
+            let _ = o.udp(&p, (53, 9), payload_len, |b| Some(b.len()));
         }
     }
 
