@@ -63,6 +63,11 @@ enum Cmd {
         /// socket. See the README's overlay section.
         #[arg(long, default_value = "auto", value_parser = parse_tunnel_offload)]
         tunnel_offload: TunnelOffload,
+        /// Test hooks on the control socket (`{"op":"inject_panic"}` panics the switch worker,
+        /// to test its supervision). Never in production.
+        #[arg(long, hide = true, env = "VSWITCH_TEST_HOOKS",
+              value_parser = clap::builder::BoolishValueParser::new())]
+        test_hooks: bool,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> Result<i32> {
             fdb_max_per_network,
             rx_mode,
             tunnel_offload,
+            test_hooks,
         } => {
             let listener = server::bind(&socket)?;
             let d = PipelineConfig::default();
@@ -272,7 +278,11 @@ fn run(cli: Cli) -> Result<i32> {
                 default_attach: attach,
                 rx_mode,
                 tunnel_offload,
+                test_hooks,
             })?;
+            if test_hooks {
+                eprintln!("vswitch: test hooks are on: anyone who can open the socket can panic the switch worker");
+            }
             eprintln!(
                 "vswitch daemon ready: socket {}, state {}",
                 socket.display(),
@@ -438,6 +448,21 @@ fn run(cli: Cli) -> Result<i32> {
                         println!("nat_{k:<20} {val}");
                     }
                 }
+            }
+            if json {
+                return Ok(0);
+            }
+            if let Some(e) = v.get("worker_error").and_then(|e| e.as_str()) {
+                println!("{:<24} {e}", "worker_error");
+            }
+            for k in ["worker_state", "worker_panics", "worker_restarts"] {
+                println!(
+                    "{k:<24} {}",
+                    v[k].as_str().map_or(v[k].to_string(), str::to_string)
+                );
+            }
+            if let Some(p) = v.get("worker_last_panic").and_then(|p| p.as_str()) {
+                println!("{:<24} {p}", "worker_last_panic");
             }
             Ok(0)
         }

@@ -12,6 +12,13 @@
 //! Per batch: receive a burst, `Pipeline::process` sorts the frames into per-output lists, each
 //! list goes out with one `send_burst`, frames addressed to the switch's own gateway address are
 //! answered by the [`crate::gateway`] stage. No lock, no allocation and no per-frame syscall.
+//!
+//! **A panic does not go unnoticed.** The thread runs the loop under `catch_unwind`: a panic
+//! unwinds the worker (closing its ports' descriptors), and the thread then sends a
+//! [`WorkerExit`] with the panic message and its source location to the channel given to
+//! [`WorkerHandle::spawn_supervised`]; the daemon's supervisor builds a new worker from its
+//! state ([`crate::control::daemon`]). Requests to a dead worker fail at once (its command
+//! channel is disconnected) instead of waiting for a reply that never comes.
 
 use crate::batch::{Batch, BATCH_SIZE, GSO_SLOT};
 use crate::fdb::FdbEntryView;
@@ -25,9 +32,10 @@ use crate::wire::{insert_vlan_tag, strip_vlan_tag, MacAddr, VlanTag, VLAN_TAG_LE
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use std::cell::RefCell;
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,6 +48,55 @@ const AGING_BUDGET: usize = 4096;
 const TICK: Duration = Duration::from_millis(500);
 /// Longest sleep while the gateway has flows (their retransmission timers).
 const NAT_TICK: Duration = Duration::from_millis(50);
+/// Name of the worker thread (the panic hook recognises the worker's panics by it).
+pub const WORKER_THREAD: &str = "vswitch-worker";
+/// What [`Command::InjectPanic`] panics with.
+pub const INJECTED_PANIC: &str = "panic injected by a test hook (Command::InjectPanic)";
+
+/// A worker thread that ended by a panic (a `Shutdown` ends it without one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// The generation given to [`WorkerHandle::spawn_supervised`].
+    pub generation: u64,
+    /// The panic message and where it was raised (`MESSAGE at FILE:LINE:COL`).
+    pub message: String,
+}
+
+thread_local! {
+    /// The last panic of this thread as the panic hook described it (message and location).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that remembers a worker thread's panic message
+/// with its location for the thread's own [`WorkerExit`], then runs the previous hook (which
+/// prints it to stderr, the daemon's log).
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(WORKER_THREAD) {
+                let mut note = payload_message(info.payload());
+                if let Some(l) = info.location() {
+                    note = format!("{note} at {}:{}:{}", l.file(), l.line(), l.column());
+                }
+                let _ = LAST_PANIC.try_with(|p| *p.borrow_mut() = Some(note));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
 
 /// Per-port counters published to the control plane.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -121,6 +178,9 @@ pub enum Command {
     Snapshot { reply: Sender<Snapshot> },
     /// NAT, publishing and DNS requests for the gateway stage.
     Gateway(GatewayCommand),
+    /// Panics the worker thread: a test hook for supervision. The daemon sends it only when
+    /// started with test hooks on (`vswitch daemon --test-hooks`, `VSWITCH_TEST_HOOKS=1`).
+    InjectPanic,
     /// Ends the loop.
     Shutdown,
 }
@@ -139,19 +199,62 @@ impl std::fmt::Debug for WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts a worker thread.
+    /// Starts a worker thread. A panic ends it (reported on stderr); see
+    /// [`WorkerHandle::spawn_supervised`] to be told.
     pub fn spawn(cfg: PipelineConfig) -> io::Result<WorkerHandle> {
+        Self::start(cfg, None)
+    }
+
+    /// Starts a worker thread that, should it panic, sends a [`WorkerExit`] carrying
+    /// `generation` and the panic message to `exits` once the worker has been dropped (its
+    /// ports closed), so that a new worker can open them again.
+    pub fn spawn_supervised(
+        cfg: PipelineConfig,
+        generation: u64,
+        exits: Sender<WorkerExit>,
+    ) -> io::Result<WorkerHandle> {
+        Self::start(cfg, Some((generation, exits)))
+    }
+
+    fn start(
+        cfg: PipelineConfig,
+        supervisor: Option<(u64, Sender<WorkerExit>)>,
+    ) -> io::Result<WorkerHandle> {
+        install_panic_hook();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
-            .name("vswitch-worker".into())
-            .spawn(move || Worker::new(poll, rx, cfg).run())?;
+            .name(WORKER_THREAD.into())
+            .spawn(move || {
+                // The worker is dropped while unwinding, inside catch_unwind: by the time the
+                // exit is reported, every port's descriptor is closed.
+                let run = std::panic::AssertUnwindSafe(|| Worker::new(poll, rx, cfg).run());
+                let Err(payload) = std::panic::catch_unwind(run) else {
+                    return;
+                };
+                let message = LAST_PANIC
+                    .try_with(|p| p.borrow_mut().take())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| payload_message(payload.as_ref()));
+                if let Some((generation, exits)) = supervisor {
+                    let _ = exits.send(WorkerExit {
+                        generation,
+                        message,
+                    });
+                }
+            })?;
         Ok(WorkerHandle {
             tx,
             waker,
             thread: Some(thread),
         })
+    }
+
+    /// False once the worker thread has ended (a panic, or [`WorkerHandle::shutdown`]).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Sends a command and wakes the loop.
@@ -165,8 +268,16 @@ impl WorkerHandle {
     fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
         let (done, rx) = crossbeam_channel::bounded(1);
         self.send(make(done));
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("the switch worker did not answer"))
+        // A dead worker's channel is disconnected: the reply sender is dropped with the
+        // command and this returns at once.
+        rx.recv_timeout(Duration::from_secs(5)).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Disconnected => io::Error::other(
+                "the switch worker is not running (it stopped after a panic; the daemon starts a new one)",
+            ),
+            crossbeam_channel::RecvTimeoutError::Timeout => {
+                io::Error::other("the switch worker did not answer")
+            }
+        })
     }
 
     /// Adds a port and waits until the worker has registered it.
@@ -738,6 +849,7 @@ impl Worker {
                     }
                     self.gateway.command(c);
                 }
+                Command::InjectPanic => panic!("{INJECTED_PANIC}"),
                 Command::Shutdown => self.running = false,
             }
         }
@@ -1029,5 +1141,63 @@ mod tests {
         });
         let snap = w.snapshot().unwrap();
         assert!(snap.ports.iter().any(|p| p.id == 9));
+    }
+
+    /// A panicking worker reports itself with its message and source location as soon as it
+    /// is gone, its ports are closed by then, and requests to it fail at once rather than
+    /// waiting out their timeout.
+    #[test]
+    fn a_panicking_worker_reports_its_exit_and_fails_requests_at_once() {
+        let (exits, deaths) = crossbeam_channel::unbounded();
+        let w = WorkerHandle::spawn_supervised(PipelineConfig::default(), 7, exits).unwrap();
+        w.send(Command::AddNetwork {
+            id: 1,
+            gateway: None,
+        });
+        let p = MemPort::new("p1", 64);
+        let h = p.handle();
+        w.add_port(1, Box::new(p), PortRole::Access { network: 1 })
+            .unwrap();
+        assert!(w.is_running());
+        assert_eq!(deaths.try_recv().ok(), None, "no exit before the panic");
+
+        let t0 = Instant::now();
+        w.send(Command::InjectPanic);
+        let exit = deaths
+            .recv_timeout(Duration::from_secs(1))
+            .expect("the supervisor hears of the panic within a second");
+        assert_eq!(exit.generation, 7);
+        assert!(exit.message.starts_with(INJECTED_PANIC), "{}", exit.message);
+        assert!(
+            exit.message.contains("worker.rs:"),
+            "the message names where it panicked: {}",
+            exit.message
+        );
+        assert!(
+            h.is_closed(),
+            "the worker's ports are closed when it reports"
+        );
+        let e = w.snapshot().unwrap_err().to_string();
+        assert!(e.contains("not running"), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "a request to a dead worker returns at once ({:?})",
+            t0.elapsed()
+        );
+        let t1 = Instant::now();
+        while w.is_running() && t1.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!w.is_running(), "the thread has ended");
+    }
+
+    /// A supervised worker that shuts down normally reports nothing.
+    #[test]
+    fn a_shutdown_is_not_an_exit() {
+        let (exits, deaths) = crossbeam_channel::unbounded();
+        let mut w = WorkerHandle::spawn_supervised(PipelineConfig::default(), 1, exits).unwrap();
+        w.shutdown();
+        assert!(!w.is_running());
+        assert_eq!(deaths.try_recv().ok(), None);
     }
 }

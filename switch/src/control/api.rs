@@ -97,6 +97,10 @@ pub enum Request {
         peer: String,
         remove: bool,
     },
+    /// Test hook: panics the switch worker (`{"op":"inject_panic"}`), to test supervision.
+    /// Refused unless the daemon runs with test hooks on (`--test-hooks`,
+    /// `VSWITCH_TEST_HOOKS=1`).
+    InjectPanic,
 }
 
 /// A network as listed and inspected.

@@ -22,6 +22,8 @@ mod macvlan;
 pub use macvlan::{Parent, MACVLAN};
 #[path = "overlay.rs"]
 pub mod overlay;
+#[path = "supervise.rs"]
+pub mod supervise;
 
 /// The default network, created on first start like Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -41,6 +43,10 @@ pub struct Config {
     /// Whether VXLAN tunnel ports get a tunnel TAP for whole TCP GSO frames
     /// ([`crate::port::vxlan_tap`]).
     pub tunnel_offload: TunnelOffload,
+    /// Test hooks on the control socket (`{"op":"inject_panic"}`): `vswitch daemon
+    /// --test-hooks` or `VSWITCH_TEST_HOOKS=1`. Off in production: nobody on the socket can
+    /// crash the worker then.
+    pub test_hooks: bool,
 }
 
 /// `vswitch daemon --tunnel-offload`.
@@ -78,6 +84,13 @@ pub struct Daemon {
     children: BTreeMap<String, std::process::Child>,
     /// Tunnel and virtual ports of overlay networks.
     overlay: overlay::OverlayState,
+    /// Where a worker that panicked reports ([`supervise`]).
+    exits: (
+        crossbeam_channel::Sender<crate::worker::WorkerExit>,
+        crossbeam_channel::Receiver<crate::worker::WorkerExit>,
+    ),
+    /// Panics and restarts of the worker.
+    health: supervise::Health,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -157,8 +170,8 @@ impl Daemon {
             format!("cannot create state directory {}", cfg.state_dir.display())
         })?;
         let state = State::load(&cfg.state_dir)?;
-        let worker =
-            WorkerHandle::spawn(cfg.pipeline.clone()).context("cannot start the switch worker")?;
+        let exits = crossbeam_channel::unbounded();
+        let worker = Self::spawn_worker(&cfg, 0, exits.0.clone())?;
         let mut d = Daemon {
             cfg,
             state,
@@ -166,6 +179,8 @@ impl Daemon {
             ports: BTreeMap::new(),
             children: BTreeMap::new(),
             overlay: Default::default(),
+            exits,
+            health: Default::default(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -186,6 +201,10 @@ impl Daemon {
         self.state.save(&self.cfg.state_dir)
     }
 
+    /// Programs a fresh worker from the daemon's state: networks, the host's ports, overlay
+    /// tunnels, macvlan uplinks, containers' endpoints and published ports. Runs at start and
+    /// after a worker panicked ([`Daemon::restart_worker`]); expects the runtime tables
+    /// (`ports`, `overlay`) to be empty, as the worker is.
     fn restore(&mut self) -> Result<()> {
         let nets: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
         for n in &nets {
@@ -542,6 +561,7 @@ impl Daemon {
             } => self
                 .overlay_peer(&network, &peer, remove)
                 .map(|_| serde_json::Value::Null),
+            Request::InjectPanic => self.inject_panic().map(|_| serde_json::Value::Null),
         };
         match r {
             Ok(data) => Reply::Ok { data },
@@ -1381,7 +1401,18 @@ impl Daemon {
     }
 
     fn stats(&self) -> Result<serde_json::Value> {
-        let snap = self.worker.snapshot()?;
+        let mut v = match self.worker.snapshot() {
+            Ok(snap) => self.worker_stats(&snap),
+            // Between a worker's panic and its restart: what the daemon knows.
+            Err(e) => serde_json::json!({ "worker_error": e.to_string() }),
+        };
+        if let Some(m) = v.as_object_mut() {
+            m.extend(self.worker_health());
+        }
+        Ok(v)
+    }
+
+    fn worker_stats(&self, snap: &crate::worker::Snapshot) -> serde_json::Value {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.worker.send(crate::worker::Command::Gateway(
             crate::gateway::GatewayCommand::Counters { reply },
@@ -1389,13 +1420,13 @@ impl Daemon {
         let nat = rx
             .recv_timeout(std::time::Duration::from_secs(5))
             .unwrap_or_default();
-        Ok(serde_json::json!({
+        serde_json::json!({
             "counters": counters_map(&snap.counters),
             "ports": snap.ports,
             "fdb_entries": snap.fdb.len(),
-            "tunnels": Self::overlay_stats(&snap),
+            "tunnels": Self::overlay_stats(snap),
             "nat": nat,
-        }))
+        })
     }
 
     /// Path of the state directory.

@@ -37,6 +37,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 /// peers' path MTU.
 pub fn serve(listener: UnixListener, daemon: Daemon) -> Result<()> {
     let daemon = Arc::new(Mutex::new(daemon));
+    super::daemon::supervise::supervise(Arc::clone(&daemon))?;
     {
         let d = Arc::clone(&daemon);
         std::thread::Builder::new()

@@ -257,7 +257,9 @@ impl Nat {
             pending: VecDeque::new(),
             queued: Vec::new(),
             published: HashMap::new(),
-            next_gw_port: 32768,
+            // A random start: a new worker (or daemon) does not reuse the port pairs of the
+            // last one's connections, which containers may still hold in TIME-WAIT.
+            next_gw_port: 32768 + (seed >> 17) as u16 % 28232,
             rng: seed,
             scratch: vec![0u8; 65536].into_boxed_slice(),
             counters: NatCounters::default(),

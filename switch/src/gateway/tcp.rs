@@ -338,6 +338,23 @@ impl TcpFlow {
                     self.rto_at = 0;
                     self.retries = 0;
                     self.ack_pending = true;
+                } else if flags & ACK != 0 && t.ack_number() != self.iss.wrapping_add(1) {
+                    // RFC 793: an unacceptable ACK in SYN-SENT is answered <SEQ=SEG.ACK><RST>.
+                    // It comes from an older connection on the same port pair that the
+                    // container keeps in TIME-WAIT (a new worker or daemon reuses the port):
+                    // the reset ends it, and the SYN retransmitted on the timer is accepted.
+                    let _ = out.tcp(
+                        &self.path,
+                        self.ports,
+                        t.ack_number(),
+                        0,
+                        RST,
+                        0,
+                        &[],
+                        0,
+                        0,
+                        |_| {},
+                    );
                 }
                 return false;
             }
@@ -984,6 +1001,47 @@ mod tests {
         assert!(!f.output(1, &mut out));
         assert_eq!(last_ack(&out).0, 4000);
         assert_eq!(read_exact(&mut far, 3000), data);
+    }
+
+    /// The TCP header of frame `i` of `out`: (seq, ack, flags).
+    fn header(out: &Out, i: usize) -> (u32, u32, u16) {
+        use crate::wire::{EthernetFrame, Ipv4Packet};
+        let eth = EthernetFrame::new_checked(out.batch().frame(i)).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        (t.seq_number(), t.ack_number(), t.flags().0)
+    }
+
+    /// A published port's connection towards a container whose old connection on the same
+    /// port pair is in TIME-WAIT (the switch restarted and reused the port): the container
+    /// answers the SYN with an ACK of the old connection, the flow resets it (RFC 793), and
+    /// the next SYN-ACK opens the flow.
+    #[test]
+    fn syn_sent_answers_an_old_connections_ack_with_a_reset() {
+        let (sock, _far) = socket_pair();
+        let path = Path {
+            port: 1,
+            vnet: false,
+            src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+            src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+        };
+        let mut f = TcpFlow::to_container(path, (80, 1234), sock, 5000, 0);
+        let mut out = Out::new();
+        assert!(!f.output(0, &mut out));
+        assert_eq!(header(&out, 0).2, SYN);
+        // TIME-WAIT's answer: an ACK for the old connection's sequence space.
+        let s = seg(777, 123_456, ACK, &[]);
+        f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 1, &mut out);
+        assert_eq!(out.len(), 2, "a reset is sent");
+        assert_eq!(header(&out, 1), (123_456, 0, RST));
+        assert!(!f.closed(), "the flow waits to retransmit its SYN");
+        // The SYN-ACK of the new connection opens the flow.
+        let s = seg(9000, 5001, SYN | ACK, &[]);
+        f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 2, &mut out);
+        assert!(f.is_open());
+        assert_eq!(out.len(), 2, "nothing more to reset");
     }
 
     #[test]

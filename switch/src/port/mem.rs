@@ -38,6 +38,8 @@ struct Queues {
     tx_frames: u64,
     tx_bytes: u64,
     rx_frames: u64,
+    /// The port itself has been dropped (its owner closed it).
+    closed: bool,
 }
 
 impl Queues {
@@ -115,6 +117,11 @@ impl MemHandle {
         lock(&self.q).rx_frames
     }
 
+    /// True once the port has been dropped (e.g. by a worker that removed it or died).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.q).closed
+    }
+
     /// Makes every `send_burst` accept at most `limit` frames (None: no limit), to simulate
     /// a full transmit queue.
     pub fn set_tx_burst_limit(&self, limit: Option<usize>) {
@@ -158,6 +165,7 @@ impl MemPort {
             tx_frames: 0,
             tx_bytes: 0,
             rx_frames: 0,
+            closed: false,
         };
         MemPort {
             name: name.to_string(),
@@ -197,6 +205,12 @@ impl MemPort {
     /// See [`MemHandle::tx_counts`].
     pub fn tx_counts(&self) -> (u64, u64) {
         self.h.tx_counts()
+    }
+}
+
+impl Drop for MemPort {
+    fn drop(&mut self) {
+        lock(&self.h.q).closed = true;
     }
 }
 
