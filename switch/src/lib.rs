@@ -5,7 +5,8 @@
 //! * [`wire`]: views over frame bytes (Ethernet, 802.1Q, ARP, IPv4, UDP, TCP, ICMP), checksums.
 //! * [`batch`]: the frame batch that ports fill and drain; buffers are reused, never allocated
 //!   per frame.
-//! * [`fdb`]: the MAC table. [`pipeline`]: the pure forwarding decision over a batch.
+//! * [`fdb`]: the MAC table. [`pipeline`]: the pure forwarding decision over a batch;
+//!   [`guard`]: its per-port admission (port security, storm control).
 //! * [`port`]: the port trait and its kinds (in-memory, AF_PACKET, TAP).
 //! * [`gateway`]: the switch's own IP presence on a network (ARP, ICMP echo).
 //! * [`worker`]: the mio event loop that owns ports, tables and batches.
@@ -17,6 +18,7 @@ pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod guard;
 pub mod netns;
 pub mod pipeline;
 pub mod port;

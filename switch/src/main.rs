@@ -143,7 +143,8 @@ enum NetCmd {
         /// No route out of the network.
         #[arg(long)]
         internal: bool,
-        /// Driver options: mtu=N; macvlan: parent=IFACE or parent=IFACE.VLAN.
+        /// Options: mtu=N; port_security=on|off (default on); flood_pps=N (default 5000, 0:
+        /// unlimited), flood_burst=N; macvlan: parent=IFACE or parent=IFACE.VLAN.
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
         name: String,
@@ -415,12 +416,23 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let list: Vec<PortInfo> = serde_json::from_value(v)?;
             println!(
-                "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10}",
-                "ID", "NAME", "KIND", "NETWORK", "CONTAINER", "RX", "TX", "RX-DROP", "TX-DROP"
+                "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "ID",
+                "NAME",
+                "KIND",
+                "NETWORK",
+                "CONTAINER",
+                "RX",
+                "TX",
+                "RX-DROP",
+                "TX-DROP",
+                "SPOOF-MAC",
+                "SPOOF-IP",
+                "FLOOD-LIM"
             );
             for p in list {
                 println!(
-                    "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10}",
+                    "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
                     p.id,
                     p.name,
                     p.kind,
@@ -429,7 +441,10 @@ fn run(cli: Cli) -> Result<i32> {
                     p.rx_frames,
                     p.tx_frames,
                     p.rx_dropped,
-                    p.tx_dropped
+                    p.tx_dropped,
+                    p.spoofed_mac,
+                    p.spoofed_ip,
+                    p.flood_limited
                 );
             }
             Ok(0)

@@ -16,6 +16,9 @@
 //!      a multicast or zero source address, or the reserved VID 4095, is
 //!      [`DropReason::BadHeader`] (the Linux bridge drops such sources too). A port that is
 //!      not attached, or a network that was removed, gives [`DropReason::NoNetwork`].
+//!    * **Port security** ([`crate::guard`]): on a port with a [`PortPolicy::security`], a
+//!      frame whose source MAC, ARP sender or IP source is not the port's endpoint is
+//!      [`DropReason::SpoofedMac`] or [`DropReason::SpoofedIp`] — before it can be learned.
 //! 2. **prefetch** — the MAC table slots of all source and destination keys are touched, so
 //!    their cache misses overlap instead of being paid one after the other.
 //! 3. **learn** — the source address is learned on the ingress port (consecutive frames with
@@ -32,6 +35,10 @@
 //!
 //!    Flooding goes to every member of the frame's network except the ingress port; when
 //!    that reaches nobody (and not the gateway) the frame is [`DropReason::NoDestination`].
+//!    **Storm control:** on a port with a [`PortPolicy::flood`] limit, each frame about to be
+//!    flooded (broadcast, multicast, unknown unicast) takes a token from the port's bucket; with
+//!    none left it is [`DropReason::FloodLimited`]. The bucket refills from the time the worker
+//!    passes in with [`Pipeline::set_clock_ms`] (once per batch, never read here).
 //! 5. **dispatch** — frame indexes are appended to per-(output port, egress VLAN) lists in a
 //!    [`Dispatch`]; the worker sends each list with one `send_burst`.
 //!
@@ -64,6 +71,8 @@
 use crate::batch::{Batch, BATCH_SIZE};
 pub use crate::fdb::NetworkId;
 use crate::fdb::{mac_u64_learnable, Fdb, FdbConfig, FdbError};
+use crate::guard::Guard;
+pub use crate::guard::{FloodLimit, PortPolicy, PortSecurity};
 use crate::port::PortId;
 use crate::wire::MacAddr;
 
@@ -155,11 +164,21 @@ pub enum DropReason {
     /// Larger than the underlay carries towards the tunnel peer it was for (the sender is
     /// answered with ICMP where it can be; counted by the worker).
     TooBig,
+    /// Port security: the Ethernet source (or an ARP sender's hardware address) is not the
+    /// port's endpoint's MAC.
+    SpoofedMac,
+    /// Port security: an IPv4 source or ARP sender address that is neither the port's lease
+    /// nor 0.0.0.0, or an IPv6 source or neighbour-discovery claim other than the link-local
+    /// address of the endpoint's MAC (see [`crate::guard`]).
+    SpoofedIp,
+    /// Storm control: the port's flooding (broadcast, multicast, unknown unicast) is over its
+    /// rate and burst.
+    FloodLimited,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Runt,
@@ -173,6 +192,9 @@ impl DropReason {
         DropReason::NotLocal,
         DropReason::SplitHorizon,
         DropReason::TooBig,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::FloodLimited,
     ];
 
     /// A stable snake_case name for listings.
@@ -189,6 +211,9 @@ impl DropReason {
             DropReason::NotLocal => "not_local",
             DropReason::SplitHorizon => "split_horizon",
             DropReason::TooBig => "too_big",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::FloodLimited => "flood_limited",
         }
     }
 }
@@ -210,6 +235,15 @@ pub struct PortCounters {
     pub gateway: u64,
     /// Frames from this port dropped (any reason but TX full).
     pub drops: u64,
+    /// Of those, [`DropReason::SpoofedMac`].
+    #[serde(default)]
+    pub spoofed_mac: u64,
+    /// Of those, [`DropReason::SpoofedIp`].
+    #[serde(default)]
+    pub spoofed_ip: u64,
+    /// Of those, [`DropReason::FloodLimited`].
+    #[serde(default)]
+    pub flood_limited: u64,
 }
 
 /// Pipeline counters: totals, drops by reason, and per port.
@@ -425,6 +459,8 @@ struct PortState {
     by_vid: Vec<(u16, NetworkId)>,
     /// An uplink (a macvlan parent): unknown unicast from it is dropped, not flooded.
     uplink: bool,
+    /// Port security and storm control (their hot state is in [`Pipeline::guards`]).
+    policy: PortPolicy,
 }
 
 impl PortState {
@@ -496,6 +532,10 @@ pub struct Pipeline {
     access_net: Vec<u32>,
     /// Ingress (virtual) port of each valid frame, for batches from a tunnel port.
     ing: [PortId; BATCH_SIZE],
+    /// Per port: port security and the flood bucket ([`Guard::OPEN`] when it has neither).
+    guards: Vec<Guard>,
+    /// The time storm-control buckets refill to, in milliseconds ([`Pipeline::set_clock_ms`]).
+    now_ms: u64,
 }
 
 impl Pipeline {
@@ -525,6 +565,8 @@ impl Pipeline {
             valid: [0; BATCH_SIZE],
             access_net: Vec::new(),
             ing: [0; BATCH_SIZE],
+            guards: Vec::new(),
+            now_ms: 0,
         }
     }
 
@@ -606,19 +648,53 @@ impl Pipeline {
             PortRole::Access { network } => network as u32,
             _ => u32::MAX,
         };
+        if i >= self.guards.len() {
+            self.guards.resize(i + 1, Guard::OPEN);
+        }
+        self.guards[i] = Guard::OPEN;
         self.ports[i] = Some(PortState {
             role,
             by_vid,
             uplink: false,
+            policy: PortPolicy::default(),
         });
     }
 
     /// Changes the role of an attached `port` (its MACs are flushed, as by [`Pipeline::add_port`])
-    /// and keeps its uplink mark. A port that is not attached is attached with `role`.
+    /// and keeps its uplink mark and policy. A port that is not attached is attached with `role`.
     pub fn set_role(&mut self, port: PortId, role: PortRole) {
         let uplink = self.is_uplink(port);
+        let policy = self.policy(port);
         self.add_port(port, role);
         self.set_uplink(port, uplink);
+        self.set_policy(port, policy);
+    }
+
+    /// Sets what an attached `port` may send: port security (its one source MAC and IPv4
+    /// address) and storm control (its flood rate; the bucket starts full). A port added by
+    /// [`Pipeline::add_port`] has neither, which is right for uplinks, tunnels and the host's
+    /// own port; the daemon gives each container port its network's policy.
+    pub fn set_policy(&mut self, port: PortId, policy: PortPolicy) {
+        let i = port as usize;
+        if let (Some(Some(p)), Some(g)) = (self.ports.get_mut(i), self.guards.get_mut(i)) {
+            p.policy = policy;
+            *g = Guard::new(&policy, self.now_ms);
+        }
+    }
+
+    /// The policy of `port` (the default for a port that is not attached).
+    pub fn policy(&self, port: PortId) -> PortPolicy {
+        match self.ports.get(port as usize) {
+            Some(Some(p)) => p.policy,
+            _ => PortPolicy::default(),
+        }
+    }
+
+    /// Tells the pipeline the time, in milliseconds from any fixed origin (the worker calls it
+    /// once per batch). Storm-control buckets refill from it; nothing here reads a clock.
+    #[inline]
+    pub fn set_clock_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     /// Marks an attached `port` as an uplink (a macvlan parent facing a LAN): a unicast frame
@@ -642,6 +718,9 @@ impl Pipeline {
         }
         if let Some(a) = self.access_net.get_mut(port as usize) {
             *a = u32::MAX;
+        }
+        if let Some(g) = self.guards.get_mut(port as usize) {
+            *g = Guard::OPEN;
         }
         for n in &mut self.networks {
             n.members.retain(|m| m.port != port);
@@ -692,6 +771,21 @@ impl Pipeline {
         }
     }
 
+    /// Counts a drop by port security or storm control (also per port, by reason).
+    #[cold]
+    fn drop_guarded(counters: &mut Counters, in_port: usize, reason: DropReason) {
+        counters.drops[reason as usize] += 1;
+        if let Some(p) = counters.ports.get_mut(in_port) {
+            p.drops += 1;
+            match reason {
+                DropReason::SpoofedMac => p.spoofed_mac += 1,
+                DropReason::SpoofedIp => p.spoofed_ip += 1,
+                DropReason::FloodLimited => p.flood_limited += 1,
+                _ => {}
+            }
+        }
+    }
+
     /// Decides over every frame of `batch`, received on `in_port` at time `now` (seconds),
     /// and writes the decisions into `out` (which is cleared first).
     ///
@@ -730,6 +824,19 @@ impl Pipeline {
             return;
         };
         let from_uplink = port.uplink;
+        // Port security and storm control (never on a tunnel: its frames come from peers).
+        let mut guard = Guard::OPEN;
+        if !TUNNEL {
+            if let Some(g) = self.guards.get_mut(ip) {
+                if g.limited() {
+                    g.refill(self.now_ms);
+                }
+                guard = *g;
+            }
+        }
+        let secured = guard.secured();
+        let limited = guard.limited();
+        let mut tokens = guard.tokens;
 
         // Stage 1: parse + classify.
         let mut nvalid = 0;
@@ -785,6 +892,13 @@ impl Pipeline {
                     continue;
                 }
             };
+            if secured {
+                let l3 = if vid == NO_VLAN { ETH_HDR } else { VLAN_HDR };
+                if let Err(r) = guard.admit(f, src, l3) {
+                    Self::drop_guarded(&mut self.counters, ip, r);
+                    continue;
+                }
+            }
             if !self.networks.get(net as usize).is_some_and(|n| n.present) {
                 Self::drop_frame(&mut self.counters, ip, DropReason::NoNetwork);
                 continue;
@@ -904,6 +1018,13 @@ impl Pipeline {
                 Self::drop_frame(&mut self.counters, ip, DropReason::Reserved);
                 continue;
             }
+            if limited {
+                if tokens < crate::guard::TOKEN {
+                    Self::drop_guarded(&mut self.counters, ip, DropReason::FloodLimited);
+                    continue;
+                }
+                tokens -= crate::guard::TOKEN;
+            }
             let to_gw = !TUNNEL && dst == BROADCAST && nw.gateway != u64::MAX;
             if to_gw {
                 out.gateway.push((i, net));
@@ -926,6 +1047,12 @@ impl Pipeline {
                 flood += 1;
             } else if !to_gw {
                 Self::drop_frame(&mut self.counters, ip, DropReason::NoDestination);
+            }
+        }
+
+        if limited {
+            if let Some(g) = self.guards.get_mut(ip) {
+                g.tokens = tokens;
             }
         }
 
@@ -1462,6 +1589,248 @@ mod tests {
         // A LAN frame forging a container's source MAC does not move its static entry.
         run(&mut p, 9, &[frame(MacAddr::BROADCAST, mac(1), None)]);
         assert_eq!(p.fdb().lookup(1, mac(1)), Some(1));
+    }
+
+    fn secured(mac_n: u8, ip_last: u8) -> PortPolicy {
+        PortPolicy {
+            security: Some(PortSecurity {
+                mac: mac(mac_n),
+                ipv4: std::net::Ipv4Addr::new(10, 0, 0, ip_last),
+            }),
+            flood: None,
+        }
+    }
+
+    /// An ARP frame from `src` (Ethernet and ARP sender) claiming `spa` (10.0.0.x).
+    fn arp_from(dst: MacAddr, src: MacAddr, op: u8, spa: u8) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64);
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[10, 0, 0, spa]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[10, 0, 0, 9]);
+        f.resize(64, 0);
+        f
+    }
+
+    /// An IPv4 frame from `src` with source address 10.0.0.`sip` (0.0.0.0 for `sip` 0).
+    fn ipv4_from(dst: MacAddr, src: MacAddr, sip: u8) -> Vec<u8> {
+        let mut f = frame(dst, src, None);
+        let net = if sip == 0 { 0 } else { 10 };
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 50, 0, 0, 0x40, 0, 64, 17, 0, 0, net, 0, 0, sip, 10, 0, 0, 9,
+        ]);
+        f
+    }
+
+    #[test]
+    fn port_security_drops_spoofed_sources_before_learning() {
+        let mut p = two_networks();
+        p.set_policy(1, secured(1, 1));
+        assert_eq!(p.policy(1), secured(1, 1));
+        // Port 2 has no port security: it may use any source.
+        run(&mut p, 2, &[ipv4_from(mac(1), mac(2), 2)]);
+        let d = run(
+            &mut p,
+            1,
+            &[
+                ipv4_from(mac(2), mac(1), 1),               // its own: forwarded
+                ipv4_from(mac(2), mac(1), 0),               // 0.0.0.0: forwarded
+                arp_from(MacAddr::BROADCAST, mac(1), 1, 1), // its own ARP: flooded
+                ipv4_from(mac(2), mac(9), 1),               // SpoofedMac
+                ipv4_from(mac(2), mac(1), 3),               // SpoofedIp
+                arp_from(MacAddr::BROADCAST, mac(1), 2, 3), // SpoofedIp: ARP poisoning
+                frame(mac(2), mac(1), Some(0)),             // prio-tagged IPv4-ish payload
+            ],
+        );
+        assert_eq!(
+            outs(&d),
+            vec![(2, vec![0, 1, 2], None), (3, vec![2], None)],
+            "only its own frames leave"
+        );
+        let c = p.counters();
+        assert_eq!(c.drop_count(DropReason::SpoofedMac), 1);
+        // The IPv4 source, the ARP sender, and the priority-tagged frame's IPv4 source (its
+        // payload is 0xab...: checked behind the tag).
+        assert_eq!(c.drop_count(DropReason::SpoofedIp), 3);
+        let pc = c.port(1).unwrap();
+        assert_eq!((pc.spoofed_mac, pc.spoofed_ip, pc.drops), (1, 3, 4));
+        assert_eq!(c.drop_count(DropReason::Filtered), 0);
+        // The forged source was never learned: port 2's entry for mac 9 does not exist, and
+        // mac 1 stays where it is.
+        assert_eq!(p.fdb().lookup(1, mac(9)), None);
+        assert_eq!(p.fdb().lookup(1, mac(1)), Some(1));
+        assert_eq!(c.port(2).unwrap().drops, 0);
+    }
+
+    #[test]
+    fn port_security_stops_a_mac_steal() {
+        let mut p = two_networks();
+        for port in 1..=3 {
+            p.set_policy(port, secured(port as u8, port as u8));
+        }
+        run(&mut p, 2, &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
+        // Port 3 sends with port 2's MAC (and IP): dropped, the entry does not move.
+        run(&mut p, 3, &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
+        assert_eq!(p.counters().port(3).unwrap().spoofed_mac, 1);
+        assert_eq!(p.fdb().counters().moved, 0);
+        // So port 1 still reaches port 2.
+        let d = run(&mut p, 1, &[ipv4_from(mac(2), mac(1), 1)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None)]);
+        // Without port security the same frame moves the entry (what the policy prevents).
+        p.set_policy(3, PortPolicy::default());
+        run(&mut p, 3, &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(1, mac(2)), Some(3));
+    }
+
+    #[test]
+    fn policies_follow_ports_and_never_apply_to_tunnels() {
+        let mut p = overlay();
+        p.set_policy(1, secured(1, 1));
+        // A policy on a tunnel port (which never gets one from the daemon) checks nothing:
+        // the frames are the peers'.
+        p.set_policy(10, secured(1, 1));
+        run(&mut p, 1, &[ipv4_from(mac(2), mac(1), 1)]);
+        let d = run_tunnel(&mut p, 10, &[(ipv4_from(mac(1), mac(50), 7), 11)]);
+        assert_eq!(outs(&d), vec![(1, vec![0], None)]);
+        // set_role keeps the policy; remove_port and add_port drop it.
+        p.set_role(1, PortRole::Access { network: 2 });
+        assert_eq!(p.policy(1), secured(1, 1));
+        run(&mut p, 1, &[ipv4_from(mac(3), mac(1), 5)]);
+        assert_eq!(p.counters().drop_count(DropReason::SpoofedIp), 1);
+        p.remove_port(1);
+        assert_eq!(p.policy(1), PortPolicy::default());
+        p.add_port(1, PortRole::Access { network: 1 });
+        let d = run(&mut p, 1, &[ipv4_from(mac(2), mac(7), 5)]);
+        assert_eq!(d.outputs().count(), 3, "open again: flooded");
+        // Setting a policy on a port that is not attached does nothing.
+        p.set_policy(99, secured(1, 1));
+        assert_eq!(p.policy(99), PortPolicy::default());
+    }
+
+    fn limited(pps: u32, burst: u32) -> PortPolicy {
+        PortPolicy {
+            security: None,
+            flood: Some(FloodLimit { pps, burst }),
+        }
+    }
+
+    /// Runs `frames` from `port` at time `ms`; returns how many were flooded.
+    fn flood_at(p: &mut Pipeline, port: PortId, ms: u64, frames: &[Vec<u8>]) -> u64 {
+        p.set_clock_ms(ms);
+        let before = p.counters().port(port).unwrap().flood;
+        run(p, port, frames);
+        p.counters().port(port).unwrap().flood - before
+    }
+
+    #[test]
+    fn flood_bucket_allows_the_burst_then_the_rate() {
+        let mut p = two_networks();
+        p.set_clock_ms(10_000);
+        p.set_policy(1, limited(100, 8));
+        let bc = vec![frame(MacAddr::BROADCAST, mac(1), None); 20];
+        // A full bucket: the burst goes, the rest is dropped.
+        assert_eq!(flood_at(&mut p, 1, 10_000, &bc), 8);
+        let pc = *p.counters().port(1).unwrap();
+        assert_eq!((pc.flood_limited, pc.drops), (12, 12));
+        assert_eq!(p.counters().drop_count(DropReason::FloodLimited), 12);
+        // Nothing more in the same millisecond.
+        assert_eq!(flood_at(&mut p, 1, 10_000, &bc[..1]), 0);
+        // 100 pps: one frame per 10 ms; 5 ms gives half a token, 10 ms a whole one.
+        assert_eq!(flood_at(&mut p, 1, 10_005, &bc[..1]), 0);
+        assert_eq!(flood_at(&mut p, 1, 10_010, &bc[..1]), 1);
+        assert_eq!(flood_at(&mut p, 1, 10_050, &bc), 4);
+        // Long idle refills up to the burst only.
+        assert_eq!(flood_at(&mut p, 1, 60_000, &bc), 8);
+    }
+
+    #[test]
+    fn flood_bucket_counts_only_floods() {
+        let mut p = two_networks();
+        p.set_policy(1, limited(1, 2));
+        run(&mut p, 2, &[frame(mac(1), mac(2), None)]); // mac 2 learned
+        let frames = [
+            frame(mac(2), mac(1), None),                            // known unicast
+            frame(mac(0xfe), mac(1), None),                         // the gateway
+            frame(MacAddr::BROADCAST, mac(1), None),                // flood 1
+            frame(MacAddr([0x33, 0x33, 0, 0, 0, 1]), mac(1), None), // flood 2 (multicast)
+            frame(mac(77), mac(1), None),                           // unknown unicast: limited
+            frame(MacAddr::BROADCAST, mac(1), None), // limited, and not to the gateway
+            frame(mac(2), mac(1), None),             // known unicast still goes
+        ];
+        let d = run(&mut p, 1, &frames);
+        assert_eq!(d.to_gateway(), &[(1, 1), (2, 1)]);
+        assert_eq!(
+            outs(&d),
+            vec![(2, vec![0, 2, 3, 6], None), (3, vec![2, 3], None)]
+        );
+        assert_eq!(p.counters().port(1).unwrap().flood_limited, 2);
+    }
+
+    #[test]
+    fn flood_buckets_are_per_port() {
+        let mut p = two_networks();
+        p.set_policy(1, limited(100, 4));
+        p.set_policy(2, limited(100, 4));
+        let from = |n| vec![frame(MacAddr::BROADCAST, mac(n), None); 10];
+        assert_eq!(flood_at(&mut p, 1, 0, &from(1)), 4);
+        // Port 1's storm does not spend port 2's tokens; port 3 has no limit at all.
+        assert_eq!(flood_at(&mut p, 2, 0, &from(2)), 4);
+        assert_eq!(flood_at(&mut p, 3, 0, &from(3)), 10);
+        assert_eq!(flood_at(&mut p, 1, 0, &from(1)), 0);
+        let c = p.counters();
+        assert_eq!(c.port(1).unwrap().flood_limited, 16);
+        assert_eq!(c.port(2).unwrap().flood_limited, 6);
+        assert_eq!(c.port(3).unwrap().flood_limited, 0);
+        // Port 2's bucket refills on its own clock reading, not when port 1 is serviced.
+        assert_eq!(flood_at(&mut p, 1, 20, &from(1)), 2);
+        assert_eq!(flood_at(&mut p, 2, 30, &from(2)), 3);
+    }
+
+    #[test]
+    fn a_random_source_mac_flood_stays_within_the_ports_share() {
+        let mut p = Pipeline::with_fdb(Fdb::new(FdbConfig {
+            capacity: 4096,
+            max_per_network: 4096,
+            max_per_port: 256,
+            seed: Some(5),
+            ..FdbConfig::default()
+        }));
+        p.add_network(1, None);
+        for port in 1..=3 {
+            p.add_port(port, PortRole::Access { network: 1 });
+        }
+        run(&mut p, 2, &[frame(mac(3), mac(2), None)]);
+        run(&mut p, 3, &[frame(mac(2), mac(3), None)]);
+        let memory = p.fdb().memory_bytes();
+        let mut x = 0x9e37_79b9u64;
+        for _ in 0..100_000 / BATCH_SIZE {
+            let frames: Vec<Vec<u8>> = (0..BATCH_SIZE)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let src = MacAddr::from_u64(x & 0xfeff_ffff_ffff); // unicast
+                    frame(mac(2), src, None)
+                })
+                .collect();
+            run(&mut p, 1, &frames);
+        }
+        assert!(
+            p.fdb().port_entries(1) <= 256,
+            "{}",
+            p.fdb().port_entries(1)
+        );
+        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
+        assert_eq!(p.fdb().lookup(1, mac(3)), Some(3));
+        assert_eq!(p.fdb().memory_bytes(), memory, "the table never grows");
+        assert!(p.fdb().counters().evicted > 90_000);
+        let d = run(&mut p, 3, &[frame(mac(2), mac(3), None)]);
+        assert_eq!(outs(&d), vec![(2, vec![0], None)]);
     }
 
     #[test]

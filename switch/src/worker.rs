@@ -24,7 +24,7 @@ use crate::batch::{Batch, BATCH_SIZE, GSO_SLOT};
 use crate::fdb::FdbEntryView;
 use crate::gateway::{emit::Sink, nat, Gateway, GatewayCommand};
 use crate::pipeline::{
-    Counters, Dispatch, DropReason, NetworkId, Pipeline, PipelineConfig, PortRole,
+    Counters, Dispatch, DropReason, NetworkId, Pipeline, PipelineConfig, PortPolicy, PortRole,
 };
 use crate::port::vxlan::{PeerSpec, VxlanPort};
 use crate::port::{Port, PortId};
@@ -135,11 +135,12 @@ pub enum Command {
     },
     /// Removes a network (its MAC entries are flushed).
     RemoveNetwork { id: NetworkId },
-    /// Adds a port in the given role.
+    /// Adds a port in the given role, with port security and storm control per `policy`.
     AddPort {
         id: PortId,
         port: Box<dyn Port>,
         role: PortRole,
+        policy: PortPolicy,
         done: Sender<io::Result<()>>,
     },
     /// Removes a port and drops it (closing its descriptors).
@@ -280,12 +281,24 @@ impl WorkerHandle {
         })
     }
 
-    /// Adds a port and waits until the worker has registered it.
+    /// Adds a port (no port security, no flood limit) and waits until the worker has it.
     pub fn add_port(&self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
+        self.add_port_with(id, port, role, PortPolicy::default())
+    }
+
+    /// Adds a port with `policy` (a container's port) and waits until the worker has it.
+    pub fn add_port_with(
+        &self,
+        id: PortId,
+        port: Box<dyn Port>,
+        role: PortRole,
+        policy: PortPolicy,
+    ) -> io::Result<()> {
         self.request(|done| Command::AddPort {
             id,
             port,
             role,
+            policy,
             done,
         })?
     }
@@ -654,7 +667,8 @@ impl Worker {
 
     /// Receives one batch from `id` and forwards it. Returns true if the port may have more.
     fn service(&mut self, id: PortId) -> bool {
-        let now = self.now();
+        let now_ms = self.now_ms();
+        let now = (now_ms / 1000) as u32;
         let Some(Some(slot)) = self.ports.get_mut(id as usize) else {
             return false;
         };
@@ -672,6 +686,7 @@ impl Worker {
         }
         slot.stats.rx_frames += n as u64;
         self.dispatch.clear();
+        self.pipeline.set_clock_ms(now_ms);
         self.pipeline
             .process(id, &self.batch, now, &mut self.dispatch);
         for (out, sel, vlan) in self.dispatch.outputs() {
@@ -793,9 +808,14 @@ impl Worker {
                     id,
                     port,
                     role,
+                    policy,
                     done,
                 } => {
-                    let _ = done.send(self.add_port(id, port, role));
+                    let r = self.add_port(id, port, role);
+                    if r.is_ok() {
+                        self.pipeline.set_policy(id, policy);
+                    }
+                    let _ = done.send(r);
                 }
                 Command::RemovePort { id, done } => {
                     self.remove_port(id);
@@ -1060,6 +1080,43 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         h.sent()
+    }
+
+    /// A container port added with a policy: the worker hands it to the pipeline, so a frame
+    /// with another source MAC never leaves, and the drop is counted on that port.
+    #[test]
+    fn worker_applies_a_ports_policy() {
+        use crate::pipeline::{PortPolicy, PortSecurity};
+        let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
+        w.send(Command::AddNetwork {
+            id: 1,
+            gateway: None,
+        });
+        let p2 = MemPort::new("b", 64);
+        let h2 = p2.handle();
+        w.add_port(2, Box::new(p2), PortRole::Access { network: 1 })
+            .unwrap();
+        let mut p1 = MemPort::new("a", 64);
+        let mut good = frame(mac(2), mac(1), None);
+        good[12..14].copy_from_slice(&[0x88, 0xb5]); // not IP: only the MAC is checked
+        p1.push_rx(&frame(mac(2), mac(9), None)); // not its MAC
+                                                  // Its MAC, but the IPv4 source (0xab bytes after 0x45) is not its lease.
+        p1.push_rx(&frame(mac(2), mac(1), None));
+        p1.push_rx(&good);
+        let policy = PortPolicy {
+            security: Some(PortSecurity {
+                mac: mac(1),
+                ipv4: Ipv4Addr::new(10, 0, 0, 1),
+            }),
+            flood: None,
+        };
+        w.add_port_with(1, Box::new(p1), PortRole::Access { network: 1 }, policy)
+            .unwrap();
+        assert_eq!(wait_sent(&h2, 1), vec![good]);
+        let snap = w.snapshot().unwrap();
+        let pc = snap.counters.port(1).unwrap();
+        assert_eq!((pc.spoofed_mac, pc.spoofed_ip), (1, 1));
+        assert_eq!(snap.counters.drop_count(DropReason::SpoofedMac), 1);
     }
 
     /// The worker path of a trunk: tagged frames in, untagged out on access ports; untagged in,

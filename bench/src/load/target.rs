@@ -299,7 +299,19 @@ impl Topology {
             "10.78.{}.0/24",
             std::process::id() % 200 + SEQ.load(Ordering::Relaxed) % 50
         );
-        self.vctl(&["network", "create", "--subnet", &subnet, &net])?;
+        // The generator sends from many synthetic MACs per port and measures broadcast and
+        // unknown-unicast forwarding: port security and storm control would drop exactly that.
+        self.vctl(&[
+            "network",
+            "create",
+            "--subnet",
+            &subnet,
+            "-o",
+            "port_security=off",
+            "-o",
+            "flood_pps=0",
+            &net,
+        ])?;
         for ns in self.nsnames.clone() {
             self.vctl(&["run", "--name", &ns, "--network", &net])?;
         }

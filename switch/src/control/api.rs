@@ -192,6 +192,15 @@ pub struct PortInfo {
     /// Frames the kernel dropped before the switch read them (the port's socket was full).
     #[serde(default)]
     pub rx_dropped: u64,
+    /// Frames from the port dropped by port security: not its endpoint's MAC.
+    #[serde(default)]
+    pub spoofed_mac: u64,
+    /// Frames from the port dropped by port security: not its endpoint's IP address.
+    #[serde(default)]
+    pub spoofed_ip: u64,
+    /// Frames the port would have flooded beyond its storm-control rate.
+    #[serde(default)]
+    pub flood_limited: u64,
 }
 
 /// A reply from the daemon.

@@ -3,9 +3,10 @@
 
 use super::api::*;
 use super::egress;
+use super::policy;
 use super::state::{ContainerRecord, EndpointRecord, Mode, NetworkRecord, State};
 use crate::netns;
-use crate::pipeline::{PipelineConfig, PortRole};
+use crate::pipeline::{PipelineConfig, PortPolicy, PortRole};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapConfig, TapPort};
 use crate::port::{Port, PortId};
@@ -587,6 +588,7 @@ impl Daemon {
             c.driver.clone()
         };
         let options = parse_options(&c.options)?;
+        policy::NetworkPolicy::parse(&options)?;
         let mut default_mtu = DEFAULT_MTU;
         let overlay = match driver.as_str() {
             "bridge" => None,
@@ -1141,7 +1143,8 @@ impl Daemon {
                 Box::new(tap)
             }
         };
-        let id = match self.add_port(port, ep.attach, &net.name, net.id, &c.name) {
+        let policy = policy::port_policy(net, ep);
+        let id = match self.add_port(port, ep.attach, &net.name, net.id, &c.name, policy) {
             Ok(id) => id,
             Err(e) => {
                 if ep.attach == AttachMode::Tap {
@@ -1163,6 +1166,7 @@ impl Daemon {
         network: &str,
         net_id: u16,
         container: &str,
+        policy: PortPolicy,
     ) -> Result<PortId> {
         let id = self.free_port_id()?;
         let rec = PortRecord {
@@ -1177,7 +1181,7 @@ impl Daemon {
             container: container.to_string(),
         };
         self.worker
-            .add_port(id, port, PortRole::Access { network: net_id })
+            .add_port_with(id, port, PortRole::Access { network: net_id }, policy)
             .context("the switch refused the port")?;
         self.ports.insert(id, rec);
         Ok(id)
@@ -1203,7 +1207,8 @@ impl Daemon {
         };
         match kept {
             Some(port) => {
-                let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name)?;
+                let policy = policy::port_policy(&net, ep);
+                let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name, policy)?;
                 self.macvlan_endpoint_added(&net, ep);
                 self.announce_endpoint(c, ep, id);
                 Ok(())
@@ -1385,6 +1390,7 @@ impl Daemon {
             .iter()
             .map(|(id, p)| {
                 let s = snap.ports.iter().find(|s| s.id == *id);
+                let c = snap.counters.port(*id).copied().unwrap_or_default();
                 PortInfo {
                     id: *id,
                     name: p.name.clone(),
@@ -1395,6 +1401,9 @@ impl Daemon {
                     tx_frames: s.map_or(0, |s| s.tx_frames),
                     tx_dropped: s.map_or(0, |s| s.tx_dropped),
                     rx_dropped: s.map_or(0, |s| s.rx_dropped),
+                    spoofed_mac: c.spoofed_mac,
+                    spoofed_ip: c.spoofed_ip,
+                    flood_limited: c.flood_limited,
                 }
             })
             .collect())

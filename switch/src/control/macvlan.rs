@@ -133,6 +133,7 @@ impl Daemon {
         for (k, v) in options {
             match k.as_str() {
                 "parent" | "mtu" | "com.docker.network.driver.mtu" => {}
+                k if super::super::policy::KEYS.contains(&k) => {}
                 "macvlan_mode" if v == "bridge" => {}
                 "macvlan_mode" => {
                     bail!("macvlan_mode {v:?} is not supported: vswitch's macvlan works in bridge mode only")

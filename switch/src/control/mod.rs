@@ -4,5 +4,6 @@
 pub mod api;
 pub mod daemon;
 pub mod egress;
+pub mod policy;
 pub mod server;
 pub mod state;
