@@ -59,7 +59,7 @@ mod subnet;
 pub use error::IpamError;
 pub use ipnet::Ipv4Net;
 pub use pool::{Pool, PoolSpec};
-pub use store::{write_atomic, Ipam};
+pub use store::{write_atomic, write_atomic_keeping, Ipam};
 pub use subnet::{
     default_subnets, next_default_subnet, overlaps, parse_aux_address, parse_ip_range, parse_subnet,
 };

@@ -158,10 +158,17 @@ impl Ipam {
                 })
             }
         };
-        serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt {
+        Ipam::from_json(&bytes).map_err(|source| IpamError::Corrupt {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Parses the bytes of a file written by [`Ipam::save`] with the same checks as
+    /// [`Ipam::load`]. Never panics, whatever the bytes (a property test feeds it arbitrary and
+    /// damaged files).
+    pub fn from_json(bytes: &[u8]) -> Result<Ipam, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     /// Writes the whole state to `path` atomically (see [`write_atomic`]): after a crash the
@@ -271,6 +278,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     File::open(dir)?.sync_all()
+}
+
+/// [`write_atomic`] that keeps the file it replaces as `backup` (the previous version).
+///
+/// The current `path`, if any, is hard-linked to a temp name and renamed over `backup` before
+/// the new content is written, so no data is copied and `backup` is always a whole file that
+/// was once `path`: after the call it holds the previous content, `path` the new one. The
+/// directory fsync of [`write_atomic`] makes both renames durable. On a file system without
+/// hard links the previous content is copied instead. If `path` does not exist, `backup` is
+/// left as it is.
+pub fn write_atomic_keeping(path: &Path, backup: &Path, bytes: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    if fs::symlink_metadata(path).is_ok() {
+        let dir = match backup.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut name = std::ffi::OsString::from(".");
+        name.push(backup.file_name().unwrap_or_default());
+        name.push(format!(
+            ".link.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = dir.join(name);
+        let _ = fs::remove_file(&tmp);
+        match fs::hard_link(path, &tmp) {
+            Ok(()) => {
+                if let Err(e) = fs::rename(&tmp, backup) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => write_atomic(backup, &fs::read(path)?)?,
+        }
+    }
+    write_atomic(path, bytes)
 }
 
 #[cfg(test)]
@@ -535,6 +580,72 @@ mod tests {
         assert_eq!(dir.entries(), ["state"], "temp file removed after failure");
         let e = write_atomic(Path::new("/"), b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn write_atomic_keeping_keeps_the_previous_file() {
+        let dir = TempDir::new("keeping");
+        let (path, bak) = (dir.file("state.json"), dir.file("state.json.bak"));
+        // No previous file: nothing to keep, and an existing backup is left alone.
+        fs::write(&bak, b"older").unwrap();
+        write_atomic_keeping(&path, &bak, b"one").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert_eq!(fs::read(&bak).unwrap(), b"older");
+        write_atomic_keeping(&path, &bak, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read(&bak).unwrap(), b"one");
+        write_atomic_keeping(&path, &bak, b"three").unwrap();
+        assert_eq!(fs::read(&bak).unwrap(), b"two");
+        // Two separate files (not two names of one inode): damaging the live file in place
+        // leaves the backup whole.
+        fs::write(&path, b"{trunc").unwrap();
+        assert_eq!(fs::read(&bak).unwrap(), b"two");
+        assert_eq!(dir.entries(), ["state.json", "state.json.bak"]);
+    }
+
+    #[test]
+    fn from_json_never_panics_on_damaged_files() {
+        use proptest::prelude::*;
+        let good = serde_json::to_vec_pretty(&sample()).unwrap();
+        assert_eq!(Ipam::from_json(&good).unwrap(), sample());
+        let runner = || proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(2000));
+        // Arbitrary bytes.
+        runner()
+            .run(&proptest::collection::vec(any::<u8>(), 0..512), |bytes| {
+                let _ = Ipam::from_json(&bytes);
+                Ok(())
+            })
+            .unwrap();
+        // A real file, cut short and with bytes overwritten: reaches the pool checks, where
+        // arbitrary bytes rarely get.
+        let edits = (
+            proptest::option::weighted(0.3, 0..good.len()),
+            proptest::collection::vec((0..good.len(), any::<u8>()), 0..4),
+            proptest::collection::vec((0..good.len(), b'0'..=b'9'), 0..4),
+        );
+        runner()
+            .run(&edits, |(cut, flips, digits)| {
+                let mut b = good.clone();
+                for (i, v) in flips.into_iter().chain(digits) {
+                    if let Some(x) = b.get_mut(i) {
+                        *x = v;
+                    }
+                }
+                if let Some(cut) = cut {
+                    b.truncate(cut);
+                }
+                if let Ok(ipam) = Ipam::from_json(&b) {
+                    // Whatever parses obeys the rules: no two pools overlap.
+                    let subnets: Vec<Ipv4Net> = ipam.pools().map(|(_, p)| p.subnet()).collect();
+                    for (i, a) in subnets.iter().enumerate() {
+                        for c in subnets.iter().skip(i + 1) {
+                            prop_assert!(!overlaps(a, c), "{a} overlaps {c}");
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

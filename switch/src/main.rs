@@ -68,6 +68,14 @@ enum Cmd {
         #[arg(long, hide = true, env = "VSWITCH_TEST_HOOKS",
               value_parser = clap::builder::BoolishValueParser::new())]
         test_hooks: bool,
+        /// Most clients of the control socket served at once (one thread each); more are
+        /// answered with an error and closed.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        max_clients: u32,
+        /// Seconds a control-socket client has to send each whole request (from connecting or
+        /// from the previous reply), else it gets an error and is closed.
+        #[arg(long, default_value = "30", value_parser = parse_secs)]
+        request_timeout: std::time::Duration,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -227,6 +235,15 @@ fn parse_tunnel_offload(s: &str) -> Result<TunnelOffload, String> {
     }
 }
 
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?}: give seconds, more than 0 and at most 86400 (e.g. 30 or 0.5)"
+        )),
+    }
+}
+
 fn parse_attach(s: &str) -> Result<AttachMode, String> {
     match s {
         "veth" => Ok(AttachMode::Veth),
@@ -264,6 +281,8 @@ fn run(cli: Cli) -> Result<i32> {
             rx_mode,
             tunnel_offload,
             test_hooks,
+            max_clients,
+            request_timeout,
         } => {
             let listener = server::bind(&socket)?;
             let d = PipelineConfig::default();
@@ -280,7 +299,15 @@ fn run(cli: Cli) -> Result<i32> {
                 rx_mode,
                 tunnel_offload,
                 test_hooks,
-            })?;
+            });
+            let daemon = match daemon {
+                Ok(d) => d,
+                Err(e) => {
+                    // Nothing serves this socket: do not leave it behind for clients to hang on.
+                    let _ = std::fs::remove_file(&socket);
+                    return Err(e);
+                }
+            };
             if test_hooks {
                 eprintln!("vswitch: test hooks are on: anyone who can open the socket can panic the switch worker");
             }
@@ -289,11 +316,16 @@ fn run(cli: Cli) -> Result<i32> {
                 socket.display(),
                 state_dir.display()
             );
-            server::serve(listener, daemon)?;
+            let limits = server::Limits {
+                max_clients: max_clients as usize,
+                timeout: request_timeout,
+                ..Default::default()
+            };
+            server::serve(listener, daemon, limits)?;
             Ok(0)
         }
         Cmd::Network(n) => network(client()?, n),
-        Cmd::Run(r) => run_container(client()?, r),
+        Cmd::Run(r) => run_container(client()?, r, client),
         Cmd::Exec { name, cmd } => {
             let info = client()?.call(&Request::ContainerInspect { name })?;
             let info: ContainerInfo = serde_json::from_value(info)?;
@@ -606,7 +638,7 @@ fn peer_or_container(
     }
 }
 
-fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
+fn run_container(mut c: Client, r: RunArgs, reconnect: impl Fn() -> Result<Client>) -> Result<i32> {
     if r.rm && r.detach {
         bail!("--rm and -d cannot be used together");
     }
@@ -624,9 +656,12 @@ fn run_container(mut c: Client, r: RunArgs) -> Result<i32> {
         println!("{}", info.name);
         return Ok(0);
     }
+    drop(c);
     let code = exec_in(&info, &r.cmd);
     if r.rm {
-        c.call(&Request::Rm {
+        // A new connection: the daemon closes one that sends nothing for --request-timeout,
+        // and the command may have run for longer.
+        reconnect()?.call(&Request::Rm {
             name: info.name.clone(),
             force: true,
         })?;
