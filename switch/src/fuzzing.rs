@@ -371,6 +371,54 @@ pub fn decap(data: &[u8]) {
     }
 }
 
+/// A control request line as the daemon's socket reads it: parsed, and if it parses,
+/// written back and parsed again to the same request.
+pub fn control_request(data: &[u8]) {
+    if let Ok(req) = crate::control::server::parse_request(data) {
+        let line = serde_json::to_vec(&req).expect("a parsed request serializes");
+        let again = crate::control::server::parse_request(&line).expect("and parses again");
+        assert_eq!(
+            serde_json::to_value(&again).ok(),
+            serde_json::to_value(&req).ok()
+        );
+    }
+}
+
+/// The daemon's state file, loaded from arbitrary bytes; a state that loads has an IPAM store
+/// the daemon then uses: every pool is allocated from and released as the daemon would.
+pub fn state_file(data: &[u8]) {
+    if let Ok(mut state) = crate::control::state::State::from_json(data) {
+        use_ipam(&mut state.ipam);
+    }
+}
+
+/// The IPAM store loaded from arbitrary bytes, then used: allocation, static allocation,
+/// release and the next default subnet on every pool.
+pub fn ipam_store(data: &[u8]) {
+    if let Ok(mut ipam) = ipam::Ipam::from_json(data) {
+        use_ipam(&mut ipam);
+    }
+}
+
+fn use_ipam(ipam: &mut ipam::Ipam) {
+    let names: Vec<String> = ipam.pools().map(|(n, _)| n.to_string()).collect();
+    for name in names.iter().take(8) {
+        for k in 0..3 {
+            if let Ok(ip) = ipam.allocate(name, &format!("fuzz{k}")) {
+                assert_eq!(ipam.lease_of(name, &format!("fuzz{k}")), Some(ip));
+            }
+        }
+        let _ = ipam.allocate_static(name, Ipv4Addr::new(10, 0, 0, 5), "fuzz-static");
+        if let Some(ip) = ipam.lease_of(name, "fuzz0") {
+            assert!(
+                ipam.release(name, ip).is_ok(),
+                "a lease just made can be released"
+            );
+        }
+    }
+    let _ = ipam.next_default_subnet(&[]);
+}
+
 /// Receive coalescing over an arbitrary buffer with an arbitrary segment layout (the numbers
 /// of a `UDP_GRO` datagram), and segmentation of whatever it builds. Input: 2-byte segment
 /// size, 1-byte prefix, then the buffer.
@@ -551,7 +599,16 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
 }
 
 /// The names of the harnesses, as the fuzz targets are named.
-pub const TARGETS: [&str; 5] = ["worker_round", "tunnel_rx", "tunnel_tx", "gro", "decap"];
+pub const TARGETS: [&str; 8] = [
+    "worker_round",
+    "tunnel_rx",
+    "tunnel_tx",
+    "gro",
+    "decap",
+    "control_request",
+    "state_file",
+    "ipam_store",
+];
 
 /// Runs harness `target` on `data`; false if there is no such harness.
 pub fn run(target: &str, data: &[u8]) -> bool {
@@ -561,6 +618,9 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "tunnel_tx" => tunnel_tx(data),
         "gro" => gro(data),
         "decap" => decap(data),
+        "control_request" => control_request(data),
+        "state_file" => state_file(data),
+        "ipam_store" => ipam_store(data),
         _ => return false,
     }
     true
@@ -650,8 +710,50 @@ pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
                 })
                 .collect()
         }
+        "control_request" => [
+            r#"{"op":"network_create","name":"app","driver":"bridge","subnet":"10.70.0.0/24","options":{"port_security":"off"}}"#,
+            r#"{"op":"run","name":"web","network":"app","ip":"10.70.0.9","publish":["8080:80"]}"#,
+            r#"{"op":"stats"}"#,
+            r#"{"op":"network_connect","network":"app","container":"web"}"#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect(),
+        "state_file" => vec![seed_state().into_bytes()],
+        "ipam_store" => {
+            let mut ipam = ipam::Ipam::new();
+            let spec = ipam::PoolSpec {
+                subnet: "10.70.0.0/24".parse().expect("a subnet"),
+                gateway: None,
+                ip_range: None,
+                aux_addresses: Default::default(),
+            };
+            let _ = ipam.add_pool("app", spec);
+            let _ = ipam.allocate("app", "web");
+            vec![serde_json::to_vec(&ipam).unwrap_or_default()]
+        }
         _ => Vec::new(),
     }
+}
+
+/// A state file as the daemon writes it, with a network, a container and its lease.
+fn seed_state() -> String {
+    let mut ipam = ipam::Ipam::new();
+    let spec = ipam::PoolSpec {
+        subnet: "10.70.0.0/24".parse().expect("a subnet"),
+        gateway: None,
+        ip_range: None,
+        aux_addresses: Default::default(),
+    };
+    let _ = ipam.add_pool("app", spec);
+    let _ = ipam.allocate("app", "web");
+    serde_json::json!({
+        "next_network_id": 2,
+        "networks": {},
+        "containers": {},
+        "ipam": ipam,
+    })
+    .to_string()
 }
 
 fn gw_mac() -> [u8; 6] {

@@ -105,7 +105,12 @@ pub fn serve_with<H: Handler>(
     limits: Limits,
     reconcile_every: Option<Duration>,
 ) -> Result<()> {
-    serve_shared(listener, Arc::new(Mutex::new(handler)), limits, reconcile_every)
+    serve_shared(
+        listener,
+        Arc::new(Mutex::new(handler)),
+        limits,
+        reconcile_every,
+    )
 }
 
 fn serve_shared<H: Handler>(
