@@ -13,6 +13,7 @@
 
 use crate::batch::{Batch, VnetHdr, GSO_SLOT, MTU_SLOT};
 use crate::gateway::GatewayCommand;
+use crate::guard::{FloodLimit, PortPolicy, PortSecurity};
 use crate::pipeline::{PipelineConfig, PortRole};
 use crate::port::mem::MemPort;
 use crate::port::vxlan::{PeerSpec, VxlanPort};
@@ -189,9 +190,24 @@ impl Rig {
         for (id, role, vnet) in worker_ports() {
             let port = MemPort::new(&format!("p{id}"), 80).with_caps(PortCaps { vnet_hdr: vnet });
             handles.push(port.handle());
-            w.add_port(id, Box::new(port), role).ok()?;
+            // The access ports are containers' ports: secured as their endpoints below, and
+            // storm-controlled.
+            let policy = match id {
+                1..=3 => PortPolicy {
+                    security: Some(PortSecurity {
+                        mac: MacAddr([0x02, 0x42, 10, 0, id as u8, id as u8 + 1]),
+                        ipv4: Ipv4Addr::new(10, 87 + if id == 3 { 2 } else { 1 }, 0, id as u8 + 1),
+                    }),
+                    flood: Some(FloodLimit {
+                        pps: 1000,
+                        burst: 20,
+                    }),
+                },
+                _ => PortPolicy::default(),
+            };
+            w.add_port_with(id, Box::new(port), role, policy).ok()?;
         }
-        for (port, last, name) in [(1u16, 2u8, "web"), (2, 3, "db"), (3, 2, "cache")] {
+        for (port, last, name) in [(1u16, 2u8, "web"), (2, 3, "db"), (3, 4, "cache")] {
             let net = if port == 3 { NET2 } else { NET1 };
             w.command(Command::Gateway(GatewayCommand::Endpoint {
                 net,
@@ -834,6 +850,9 @@ mod tests {
             "floods, unicast and gateway replies went out: {:?}",
             snap.ports
         );
+        // Port security runs: the IPv6 seed's source is not the port's MAC-derived address.
+        let spoofed = snap.counters.drop_count(crate::pipeline::DropReason::SpoofedIp);
+        assert_eq!(spoofed, 1, "{:?}", snap.counters);
         assert!(
             snap.fdb.iter().any(|e| e.port == 1 && !e.is_static),
             "port 1's source was learned: {:?}",

@@ -511,6 +511,20 @@ impl ManualWorker {
         self.worker.add_port(id, port, role)
     }
 
+    /// Adds a container port with port security and storm control per `policy` (as
+    /// [`WorkerHandle::add_port_with`]).
+    pub fn add_port_with(
+        &mut self,
+        id: PortId,
+        port: Box<dyn Port>,
+        role: PortRole,
+        policy: PortPolicy,
+    ) -> io::Result<()> {
+        self.worker.add_port(id, port, role)?;
+        self.worker.pipeline.set_policy(id, policy);
+        Ok(())
+    }
+
     /// Removes a port (as [`WorkerHandle::remove_port`]).
     pub fn remove_port(&mut self, id: PortId) {
         self.worker.remove_port(id);
