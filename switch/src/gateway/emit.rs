@@ -211,7 +211,7 @@ impl Out {
         let hl = 20 + opts.len();
         // The data offset holds at most 60 bytes of header in 4-byte words, and the IPv4
         // total length at most 65535 bytes: anything else could not be written faithfully.
-        if hl > 60 || !hl.is_multiple_of(4) || 20 + hl + payload_len > usize::from(u16::MAX) {
+        if hl > 60 || hl & 3 != 0 || 20 + hl + payload_len > usize::from(u16::MAX) {
             return false;
         }
         if L4_OFF + hl + payload_len > self.batch.max_frame() {
