@@ -2,8 +2,10 @@
 //! directory, containers with names unique to the test, and cleanup in `Drop` (also when the
 //! test fails), so tests run in parallel and leave nothing behind.
 //!
-//! The tests need root (namespaces, veth, AF_PACKET). Run as another user they print why and
-//! return early.
+//! The tests need root (namespaces, veth, AF_PACKET), some a kernel feature or a tool. Every such
+//! precondition goes through [`switch::testing`]: under `CI=true` (or
+//! `VSWITCH_TESTS_REQUIRE_ALL=1`) a missing one fails the test naming it; elsewhere the test
+//! returns early and the skip is recorded, and `tests/test.sh` lists the skips at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,14 +16,15 @@ pub mod lan;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// True when running as root; otherwise prints why the test does nothing.
-pub fn need_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("{test}: skipped: end-to-end tests need root (namespaces, veth, AF_PACKET)");
-    }
-    root
+pub use switch::testing::{on_path, require, require_root, require_tools, strict};
+
+/// True when running as root. Otherwise, under `CI=true` or `VSWITCH_TESTS_REQUIRE_ALL=1` the
+/// test fails saying so; elsewhere the skip is printed and recorded (`target/vswitch-skips.txt`,
+/// listed by `tests/test.sh`) and the test returns early. A thin wrapper over
+/// [`switch::testing::require_root`]; `_test` is kept for callers, the name recorded is the
+/// test's own (its thread's name).
+pub fn need_root(_test: &str) -> bool {
+    require_root()
 }
 
 /// Path of the `vswitch` binary built by `cargo test --workspace` (or `VSWITCH_BIN`).
