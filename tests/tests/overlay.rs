@@ -145,34 +145,47 @@ fn require_tunnel_tap() -> bool {
 struct Capture {
     child: Child,
     file: std::path::PathBuf,
+    err: StreamLines,
 }
 
 impl Capture {
+    /// Starts tshark and waits for its "Capturing on" line and its file. (Measured here: the
+    /// first 10-50 ms after that line are not captured yet, so a settle delay stays; a probe
+    /// packet sent until the capture shows it would be exact, but needs tshark to dissect every
+    /// packet live (`-P`), which cannot keep up with iperf3 on this machine.)
     fn start(ns: &str, file: std::path::PathBuf, port: u16) -> Capture {
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "tshark", "-q", "-i", "ul0", "-f"])
             .arg(format!("udp port {port}"))
             .arg("-w")
             .arg(&file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tshark (apt-get install tshark)");
-        // tshark needs a moment before it captures.
-        let t0 = std::time::Instant::now();
-        while !file.exists() && t0.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let err = StreamLines::take(&mut child);
+        err.wait_for("Capturing on", "tshark on ul0", Duration::from_secs(20));
+        wait_until("tshark's capture file", Duration::from_secs(20), || {
+            file.exists()
+        });
         std::thread::sleep(Duration::from_millis(500));
-        Capture { child, file }
+        Capture { child, file, err }
     }
 
-    /// Stops the capture and returns the packets matching the display filter `filter`.
+    /// Stops the capture and returns the packets matching the display filter `filter`. A
+    /// capture that did not end cleanly or wrote no readable file fails the test (a count of
+    /// 0 must mean "none seen", never "tshark failed").
     fn count(mut self, filter: &str, port: u16) -> usize {
+        // The last frames may still be crossing the veth (no event says all were captured).
         std::thread::sleep(Duration::from_millis(300));
         let _ = sh("kill", &["-INT", &self.child.id().to_string()]);
-        let _ = self.child.wait();
+        let st = self.child.wait().expect("wait for tshark");
+        assert!(
+            st.success(),
+            "tshark capture ended with {st}:\n{}",
+            self.err.text()
+        );
         decode(&self.file, filter, port).lines().count()
     }
 }
@@ -185,7 +198,7 @@ impl Drop for Capture {
 }
 
 /// `tshark -r FILE -Y FILTER` with VXLAN decoded on `port` (and iperf3's port as plain data);
-/// one line per matching packet.
+/// one line per matching packet. A failing tshark (no file, bad filter) fails the test.
 fn decode(file: &std::path::Path, filter: &str, port: u16) -> String {
     let o = Command::new("tshark")
         .arg("-r")
@@ -195,6 +208,13 @@ fn decode(file: &std::path::Path, filter: &str, port: u16) -> String {
         .args(["-d", "tcp.port==5201,data", "-Y", filter])
         .output()
         .expect("run tshark");
+    assert!(
+        o.status.success(),
+        "tshark -r {} -Y {filter:?} failed ({}): {}",
+        file.display(),
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
