@@ -851,7 +851,9 @@ mod tests {
             snap.ports
         );
         // Port security runs: the IPv6 seed's source is not the port's MAC-derived address.
-        let spoofed = snap.counters.drop_count(crate::pipeline::DropReason::SpoofedIp);
+        let spoofed = snap
+            .counters
+            .drop_count(crate::pipeline::DropReason::SpoofedIp);
         assert_eq!(spoofed, 1, "{:?}", snap.counters);
         assert!(
             snap.fdb.iter().any(|e| e.port == 1 && !e.is_static),

@@ -24,5 +24,7 @@ pub mod pipeline;
 pub mod port;
 pub mod process;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;
 pub mod worker;

@@ -111,6 +111,12 @@ pub struct PortStats {
     pub rx_dropped: u64,
     pub rx_errors: u64,
     pub tx_errors: u64,
+    /// `TPACKET_V3` ring blocks read (AF_PACKET ports in ring receive mode; 0 otherwise).
+    #[serde(default)]
+    pub rx_ring_blocks: u64,
+    /// GSO super-frames sent whole (AF_PACKET ports with vnet headers; 0 otherwise).
+    #[serde(default)]
+    pub tx_gso_frames: u64,
 }
 
 /// A published snapshot of the worker's state.
@@ -1009,6 +1015,9 @@ impl Worker {
                 .flatten()
                 .map(|s| {
                     s.stats.rx_dropped = s.port.rx_kernel_drops();
+                    let k = s.port.kind_stats();
+                    s.stats.rx_ring_blocks = k.rx_ring_blocks;
+                    s.stats.tx_gso_frames = k.tx_gso_frames;
                     s.stats.clone()
                 })
                 .collect(),

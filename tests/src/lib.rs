@@ -2,8 +2,10 @@
 //! directory, containers with names unique to the test, and cleanup in `Drop` (also when the
 //! test fails), so tests run in parallel and leave nothing behind.
 //!
-//! The tests need root (namespaces, veth, AF_PACKET). Run as another user they print why and
-//! return early.
+//! The tests need root (namespaces, veth, AF_PACKET), some a kernel feature or a tool. Every such
+//! precondition goes through [`switch::testing`]: under `CI=true` (or
+//! `VSWITCH_TESTS_REQUIRE_ALL=1`) a missing one fails the test naming it; elsewhere the test
+//! returns early and the skip is recorded, and `tests/test.sh` lists the skips at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,14 +16,15 @@ pub mod lan;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// True when running as root; otherwise prints why the test does nothing.
-pub fn need_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("{test}: skipped: end-to-end tests need root (namespaces, veth, AF_PACKET)");
-    }
-    root
+pub use switch::testing::{on_path, require, require_root, require_tools, strict};
+
+/// True when running as root. Otherwise, under `CI=true` or `VSWITCH_TESTS_REQUIRE_ALL=1` the
+/// test fails saying so; elsewhere the skip is printed and recorded (`target/vswitch-skips.txt`,
+/// listed by `tests/test.sh`) and the test returns early. A thin wrapper over
+/// [`switch::testing::require_root`]; `_test` is kept for callers, the name recorded is the
+/// test's own (its thread's name).
+pub fn need_root(_test: &str) -> bool {
+    require_root()
 }
 
 /// Path of the `vswitch` binary built by `cargo test --workspace` (or `VSWITCH_BIN`).
@@ -320,9 +323,9 @@ pub fn kernel_bridges() -> Vec<String> {
 pub struct Iperf3Server(Child);
 
 impl Iperf3Server {
-    /// Starts the server and gives it half a second to listen.
+    /// Starts the server and waits (up to 10 s) until it listens on port 5201.
     pub fn start(netns: &str, log: &Path) -> Iperf3Server {
-        let child = Command::new("nsenter")
+        let mut child = Command::new("nsenter")
             .arg(format!("--net={netns}"))
             .args(["iperf3", "-s", "-1", "--logfile"])
             .arg(log)
@@ -331,7 +334,20 @@ impl Iperf3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn iperf3 server");
-        std::thread::sleep(Duration::from_millis(500));
+        let t0 = Instant::now();
+        while !tcp_listening(netns, 5201) {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "iperf3 server exited with {st}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "iperf3 server in {netns} not listening on 5201 after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Iperf3Server(child)
     }
 }
@@ -364,4 +380,118 @@ pub fn iperf3(d: &Daemon, server: &str, client: &str, server_ip: &str, secs: u32
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .expect("bits_per_second")
+}
+
+/// A child's output stream (its stderr, say), read line by line by a thread of its own (so the child never
+/// blocks on a full pipe) and kept for failure messages.
+pub struct StreamLines {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl StreamLines {
+    /// Takes `child`'s piped stderr (spawn it with `.stderr(Stdio::piped())`).
+    pub fn take(child: &mut Child) -> StreamLines {
+        StreamLines::of(child.stderr.take().expect("spawn with stderr piped"))
+    }
+
+    /// Reads any stream (a child's stdout, say) the same way.
+    pub fn of(err: impl std::io::Read + Send + 'static) -> StreamLines {
+        use std::io::BufRead;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let t = text.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(mut s) = t.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        StreamLines { text, lines }
+    }
+
+    /// Waits until a line containing `needle` arrives; panics naming `what` with everything read
+    /// so far when the deadline passes or the stream ends (the child exited) first.
+    pub fn wait_for(&self, needle: &str, what: &str, deadline: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let left = deadline.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{what}: no {needle:?} within {deadline:?}; stderr so far:\n{}",
+                    self.text()
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("{what}: exited before {needle:?}; stderr:\n{}", self.text())
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`; false if none came.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.text.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Polls `f` every 50 ms until it holds; panics naming `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether something listens on TCP port `port` in the network namespace at path `netns`
+/// (`ss -Hltn` run inside it).
+pub fn tcp_listening(netns: &str, port: u16) -> bool {
+    let o = sh(
+        "nsenter",
+        &[
+            &format!("--net={netns}"),
+            "ss",
+            "-Hltn",
+            &format!("sport = :{port}"),
+        ],
+    );
+    o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+}
+
+/// Whether something is bound to UDP port `port` in the network namespace at path `netns`.
+pub fn udp_bound(netns: &str, port: u16) -> bool {
+    let o = sh(
+        "nsenter",
+        &[
+            &format!("--net={netns}"),
+            "ss",
+            "-Hlun",
+            &format!("sport = :{port}"),
+        ],
+    );
+    o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty()
 }

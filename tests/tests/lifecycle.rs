@@ -6,6 +6,7 @@
 use e2e::*;
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
@@ -603,13 +604,24 @@ fn stats_and_ports_counters_grow() {
         "b: {b_rx0}/{b_tx0} -> {b_rx1}/{b_tx1}"
     );
     assert!(s1["fdb_entries"].as_u64().unwrap() >= 2);
-    // Every drop reason has a counter, and the text form lists them.
-    assert!(s1["counters"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .any(|k| k.starts_with("drop_")));
+    // Every drop reason has a counter (a number), in the JSON and in the text form, and no
+    // counter names a reason the switch does not have.
     let text = d.ok(&["stats"]);
+    let counters = s1["counters"].as_object().unwrap();
+    for r in switch::pipeline::DropReason::ALL {
+        let key = format!("drop_{}", r.name());
+        assert!(
+            counters.get(&key).is_some_and(|v| v.is_u64()),
+            "{key}: {s1}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(key.as_str())),
+            "{key} not in `stats`:\n{text}"
+        );
+    }
+    let drops = counters.keys().filter(|k| k.starts_with("drop_")).count();
+    assert_eq!(drops, switch::pipeline::DropReason::COUNT, "{s1}");
     assert!(
         text.contains("unicast") && text.contains("fdb_entries"),
         "{text}"
@@ -636,8 +648,17 @@ fn daemon_memory_with_two_idle_containers() {
     d.run(&a, &[]);
     d.run(&b, &["--attach", "tap"]);
     assert!(d.ping(&a, &d.ip_of(&b)));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let kib = vm_rss_kib(d.pid());
+    // Idle: measured once the resident size has stopped changing (two reads 200 ms apart).
+    let mut kib = vm_rss_kib(d.pid());
+    wait_until(
+        "the daemon's memory to settle",
+        Duration::from_secs(10),
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = vm_rss_kib(d.pid());
+            std::mem::replace(&mut kib, now) == now
+        },
+    );
     eprintln!(
         "daemon VmRSS with two idle containers (veth + TAP): {kib} kB ({:.1} MiB)",
         kib as f64 / 1024.0

@@ -21,6 +21,21 @@ fn stats(d: &Daemon) -> serde_json::Value {
     serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap()
 }
 
+/// Counter `name` of the switch port called `port` (an uplink: the parent's name).
+fn port_counter(d: &Daemon, port: &str, name: &str) -> u64 {
+    let s = stats(d);
+    let p = s["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap_or_else(|| panic!("no port {port} in {s}"))
+        .clone();
+    p[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {p}"))
+}
+
 fn endpoint(d: &Daemon, c: &str) -> serde_json::Value {
     d.container(c)["endpoints"][0].clone()
 }
@@ -28,9 +43,24 @@ fn endpoint(d: &Daemon, c: &str) -> serde_json::Value {
 /// iperf3 from the LAN machine to `server_ip` in container `server`; returns bits/s and the
 /// address the server saw the client connect from.
 fn iperf_from(d: &Daemon, client: &Netns, server: &str, server_ip: &str) -> (f64, String) {
+    iperf_between(d, client, server, server_ip, false)
+}
+
+/// [`iperf_from`], with the container sending (`-R`) when `reverse`.
+fn iperf_between(
+    d: &Daemon,
+    client: &Netns,
+    server: &str,
+    server_ip: &str,
+    reverse: bool,
+) -> (f64, String) {
     let log = d.dir.join(format!("iperf-{server}.log"));
     let srv = Iperf3Server::start(d.container(server)["netns"].as_str().unwrap(), &log);
-    let out = client.exec(&["iperf3", "-c", server_ip, "-t", "2", "-J"]);
+    let mut args = vec!["iperf3", "-c", server_ip, "-t", "2", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = client.exec(&args);
     drop(srv);
     assert!(
         out.status.success(),
@@ -207,14 +237,14 @@ fn vlans_over_one_parent_are_tagged_and_isolated() {
     let (ipu, ip10, ip20) = (d.ip_of(&cu), d.ip_of(&c10), d.ip_of(&c20));
 
     // tshark on the parent sees the tags while the LAN machine pings each container.
-    let cap = Command::new("tshark")
+    let mut cap = Command::new("tshark")
         .args([
             "-i",
             &p,
             "-n",
             "-l",
             "-a",
-            "duration:12",
+            "duration:60",
             "-T",
             "fields",
             "-e",
@@ -231,7 +261,13 @@ fn vlans_over_one_parent_are_tagged_and_isolated() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("tshark (apt-get install tshark)");
-    std::thread::sleep(Duration::from_secs(4));
+    let cap_err = StreamLines::take(&mut cap);
+    let cap_out = StreamLines::of(cap.stdout.take().expect("tshark stdout"));
+    cap_err.wait_for(
+        "Capturing on",
+        "tshark on the parent",
+        Duration::from_secs(20),
+    );
     assert!(
         ping_in(lan.station(10), &[&ip10]),
         "VLAN 10 station -> {ip10}\n{}",
@@ -242,14 +278,36 @@ fn vlans_over_one_parent_are_tagged_and_isolated() {
         "VLAN 20 station -> {ip20}"
     );
     assert!(ping_from_lan(&lan, &[&ipu]), "lan eth0 -> {ipu}");
-    let out = cap.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&out.stdout).to_string();
-    let has = |vid: &str, a: &str, b: &str| {
+    let has = |seen: &str, vid: &str, a: &str, b: &str| {
         seen.lines().any(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             f.len() == 3 && f[0] == vid && f[1] == a && f[2] == b
         })
     };
+    let want = [
+        ("10", "10.97.10.1", ip10.as_str()),
+        ("20", "10.97.20.1", ip20.as_str()),
+        ("", "10.97.2.1", ipu.as_str()),
+    ];
+    // tshark prints each packet as it decodes it (`-l`): wait until every request and reply
+    // is there (or 15 s), then stop it.
+    let t0 = std::time::Instant::now();
+    while !want
+        .iter()
+        .all(|(v, a, b)| has(&cap_out.text(), v, a, b) && has(&cap_out.text(), v, b, a))
+        && t0.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sh("kill", &["-INT", &cap.id().to_string()]);
+    let st = cap.wait().unwrap();
+    assert!(
+        st.success(),
+        "tshark on the parent ended with {st}: {}",
+        cap_err.text()
+    );
+    let seen = cap_out.text();
+    let has = |vid: &str, a: &str, b: &str| has(&seen, vid, a, b);
     for (vid, lanip, ip) in [
         ("10", "10.97.10.1", &ip10),
         ("20", "10.97.20.1", &ip20),
@@ -258,16 +316,23 @@ fn vlans_over_one_parent_are_tagged_and_isolated() {
         assert!(
             has(vid, lanip, ip),
             "request {lanip} -> {ip} with tag {vid:?} not seen:\n{seen}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            cap_err.text()
         );
         assert!(
             has(vid, ip, lanip),
             "reply {ip} -> {lanip} with tag {vid:?} not seen:\n{seen}"
         );
     }
-    // A tagged network's traffic runs at speed too (GSO frames tagged by the switch).
+    // A tagged network's traffic runs at speed too, both ways. Container -> LAN: the
+    // container's 64 KiB TCP frames leave through the uplink whole, as GSO frames tagged by the
+    // switch (counted by the uplink), not cut into segments first.
     let (bps, from) = iperf_from(&d, lan.station(10), &c10, &ip10);
     assert!(bps > 1e6 && from == "10.97.10.1", "{bps} {from}");
+    let gso0 = port_counter(&d, &p, "tx_gso_frames");
+    let (bps, from) = iperf_between(&d, lan.station(10), &c10, &ip10, true);
+    assert!(bps > 1e6 && from == "10.97.10.1", "reverse: {bps} {from}");
+    let gso = port_counter(&d, &p, "tx_gso_frames") - gso0;
+    assert!(gso > 100, "only {gso} GSO frames sent tagged on the uplink");
 
     // Isolation at layer 2: even with a route that points there, nothing crosses.
     for (c, dst) in [
@@ -279,8 +344,17 @@ fn vlans_over_one_parent_are_tagged_and_isolated() {
         (&cu, ip10.as_str()),
     ] {
         let net = format!("{}/32", dst);
-        d.exec(c, &["ip", "route", "replace", &net, "dev", "eth0"]);
+        let r = d.exec(c, &["ip", "route", "replace", &net, "dev", "eth0"]);
+        assert!(r.status.success(), "route to {dst} in {c}");
         assert!(!d.ping(c, dst), "{c} reached {dst} across VLANs");
+    }
+    // The positive path next to it: the same containers reach their own VLAN's station.
+    for (c, own) in [
+        (&c10, "10.97.10.1"),
+        (&c20, "10.97.20.1"),
+        (&cu, "10.97.2.1"),
+    ] {
+        assert!(d.ping(c, own), "{c} cannot reach {own} on its own VLAN");
     }
     // The VLAN networks still work afterwards (nothing was learned across).
     assert!(ping_in(lan.station(10), &[&ip10]));

@@ -316,14 +316,10 @@ pub(crate) mod test_util {
         }
     }
 
-    /// Returns true (and says so) when the test must be skipped because we are not root.
+    /// Returns true when the test must return early because we are not root: decided by
+    /// [`crate::testing`] (a skip is recorded; under `CI=true` this fails the test instead).
     pub fn skip_unless_root() -> bool {
-        if is_root() {
-            false
-        } else {
-            eprintln!("skipped: needs root to create network namespaces");
-            true
-        }
+        !crate::testing::require_root()
     }
 
     /// Runs `ip ARGS` and returns its stdout (tests only: product code never runs `ip`).

@@ -40,7 +40,7 @@
 //! a ring slot must be sized for a 64 KiB GSO frame.
 
 use super::sys::{self, cvt, owned_fd, setsockopt_int, setsockopt_raw, PortError};
-use super::{Port, PortCaps};
+use super::{KindStats, Port, PortCaps};
 use crate::batch::{Batch, VnetHdr, BATCH_SIZE, HEADROOM, VNET_HDR_LEN};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -105,6 +105,11 @@ pub struct AfPacketStats {
     pub tx_frames: u64,
     /// Frames the kernel rejected as malformed (bad vnet header, too long); skipped.
     pub tx_errors: u64,
+    /// `TPACKET_V3` ring blocks read and handed back to the kernel (ring mode only): proof that
+    /// the port really receives through its ring.
+    pub rx_ring_blocks: u64,
+    /// GSO super-frames (vnet header with a GSO type) handed to the kernel whole.
+    pub tx_gso_frames: u64,
 }
 
 /// The mmap'd `TPACKET_V3` receive ring and the reader's position in it.
@@ -366,6 +371,7 @@ impl AfPacketPort {
                 left -= 1;
             }
             if left == 0 {
+                stats.rx_ring_blocks += 1;
                 ring.status(ring.cur)
                     .store(libc::TP_STATUS_KERNEL, Ordering::Release);
                 ring.cur = (ring.cur + 1) % ring.block_count;
@@ -708,11 +714,26 @@ impl Port for AfPacketPort {
     fn send_burst(&mut self, batch: &Batch, sel: &[u16]) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
         let (vnet, s) = (self.cfg.vnet_hdr, &mut self.stats);
-        sendmmsg_frames(fd, batch, sel, vnet, &mut s.tx_frames, &mut s.tx_errors)
+        let n = sendmmsg_frames(fd, batch, sel, vnet, &mut s.tx_frames, &mut s.tx_errors)?;
+        if vnet {
+            let gso = sel.get(..n).unwrap_or(sel);
+            s.tx_gso_frames += gso
+                .iter()
+                .filter(|&&i| batch.meta(i as usize).vnet.is_gso())
+                .count() as u64;
+        }
+        Ok(n)
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    fn kind_stats(&self) -> KindStats {
+        KindStats {
+            rx_ring_blocks: self.stats.rx_ring_blocks,
+            tx_gso_frames: self.stats.tx_gso_frames,
+        }
     }
 
     fn rx_kernel_drops(&mut self) -> u64 {
@@ -802,6 +823,12 @@ mod tests {
         assert_eq!(got, frames, "inside received the burst, in order, intact");
         assert_eq!(host.stats().tx_frames, 3);
         assert!(host.stats().rx_frames >= 1);
+        // Received through the ring in ring mode (blocks read and handed back), never otherwise.
+        let blocks = host.stats().rx_ring_blocks;
+        match rx {
+            RxMode::Ring => assert!(blocks >= 1, "ring mode read no ring block"),
+            RxMode::Mmsg => assert_eq!(blocks, 0, "mmsg mode read ring blocks"),
+        }
         // The host end never reads back its own sends (PACKET_IGNORE_OUTGOING).
         let own = recv_until(&mut host, Duration::from_millis(50), |b, i| {
             b.frame(i).len() >= 12 && b.frame(i)[11] >= 10 && is_test_frame(b, i)

@@ -58,4 +58,18 @@ pub trait Port: Send {
     fn rx_kernel_drops(&mut self) -> u64 {
         0
     }
+
+    /// Counters only some kinds of port keep (read for listings, never on the hot path).
+    fn kind_stats(&self) -> KindStats {
+        KindStats::default()
+    }
+}
+
+/// Counters only some kinds of port keep; zero where the kind has no such thing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// `TPACKET_V3` ring blocks read (an AF_PACKET port in ring receive mode).
+    pub rx_ring_blocks: u64,
+    /// GSO super-frames sent whole (an AF_PACKET port with vnet headers).
+    pub tx_gso_frames: u64,
 }

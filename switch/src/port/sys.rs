@@ -227,17 +227,10 @@ pub(crate) mod testnet {
         out
     }
 
-    /// Skips (returns true and prints why) unless running as root with `ip` available.
+    /// Returns true when the test must return early: not root, or no `ip` on `PATH`. Decided by
+    /// [`crate::testing`] (a skip is recorded; under `CI=true` this fails the test instead).
     pub fn skip() -> bool {
-        if !super::is_root() {
-            eprintln!("skipped: needs root (network namespaces)");
-            return true;
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("skipped: the `ip` command is missing");
-            return true;
-        }
-        false
+        !(crate::testing::require_root() && crate::testing::require_tools(&["ip"]))
     }
 
     /// A named network namespace, deleted on drop.
