@@ -25,7 +25,12 @@ fn seeds_and_corpora_run_clean() {
         let mut n = 0;
         for e in entries {
             let path = e.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                // A fuzzer running beside the tests replaces inputs with smaller ones.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
             assert!(switch::fuzzing::run(target, &data), "{}", path.display());
             n += 1;
         }
