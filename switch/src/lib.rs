@@ -11,6 +11,9 @@
 //! * [`gateway`]: the switch's own IP presence on a network (ARP, ICMP echo).
 //! * [`worker`]: the mio event loop that owns ports, tables and batches.
 //! * [`control`]: the daemon, its API and persisted state; [`netns`]: container attachment.
+//! * `fuzzing` (hidden): one harness per untrusted-input surface, shared by the libFuzzer
+//!   targets in `switch/fuzz`, the property tests and the corpus replay in `cargo test`;
+//!   `testing` (hidden): the tests' precondition helper.
 
 pub mod batch;
 pub mod control;
