@@ -736,24 +736,13 @@ pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
         .map(|s| s.as_bytes().to_vec())
         .collect(),
         "state_file" => vec![seed_state().into_bytes()],
-        "ipam_store" => {
-            let mut ipam = ipam::Ipam::new();
-            let spec = ipam::PoolSpec {
-                subnet: "10.70.0.0/24".parse().expect("a subnet"),
-                gateway: None,
-                ip_range: None,
-                aux_addresses: Default::default(),
-            };
-            let _ = ipam.add_pool("app", spec);
-            let _ = ipam.allocate("app", "web");
-            vec![serde_json::to_vec(&ipam).unwrap_or_default()]
-        }
+        "ipam_store" => vec![serde_json::to_vec(&seed_ipam()).unwrap_or_default()],
         _ => Vec::new(),
     }
 }
 
-/// A state file as the daemon writes it, with a network, a container and its lease.
-fn seed_state() -> String {
+/// An IPAM store with one pool and one lease.
+fn seed_ipam() -> ipam::Ipam {
     let mut ipam = ipam::Ipam::new();
     let spec = ipam::PoolSpec {
         subnet: "10.70.0.0/24".parse().expect("a subnet"),
@@ -763,6 +752,12 @@ fn seed_state() -> String {
     };
     let _ = ipam.add_pool("app", spec);
     let _ = ipam.allocate("app", "web");
+    ipam
+}
+
+/// A state file as the daemon writes it, with the IPAM store of [`seed_ipam`].
+fn seed_state() -> String {
+    let ipam = seed_ipam();
     serde_json::json!({
         "next_network_id": 2,
         "networks": {},
