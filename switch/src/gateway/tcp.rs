@@ -918,16 +918,21 @@ mod tests {
         (t.ack_number(), blocks)
     }
 
-    fn flow_with_sack(sack: bool) -> (TcpFlow, std::net::TcpStream, Out) {
-        let (sock, far) = socket_pair();
-        let path = Path {
+    /// The path of the tests' flows: container 10.0.0.2 behind port 1, the gateway 10.0.0.1.
+    fn test_path() -> Path {
+        Path {
             port: 1,
             vnet: false,
             src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
             src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
             dst_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
-        };
+        }
+    }
+
+    fn flow_with_sack(sack: bool) -> (TcpFlow, std::net::TcpStream, Out) {
+        let (sock, far) = socket_pair();
+        let path = test_path();
         let opts = SynOpts {
             mss: Some(1000),
             wscale: Some(7),
@@ -1019,14 +1024,7 @@ mod tests {
     #[test]
     fn syn_sent_answers_an_old_connections_ack_with_a_reset() {
         let (sock, _far) = socket_pair();
-        let path = Path {
-            port: 1,
-            vnet: false,
-            src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
-            dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
-            src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
-            dst_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
-        };
+        let path = test_path();
         let mut f = TcpFlow::to_container(path, (80, 1234), sock, 5000, 0);
         let mut out = Out::new();
         assert!(!f.output(0, &mut out));
