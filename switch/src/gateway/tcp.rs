@@ -22,6 +22,32 @@ use crate::wire::TcpPacket;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
+/// The host side of a terminated connection: the byte stream the engine reads from and
+/// writes to. The engine does no I/O of its own beyond these three calls, so it runs the same
+/// against a host socket (`mio::net::TcpStream`, non-blocking) and against a stream in memory
+/// (unit tests, the `nat_tcp` fuzz target). `WouldBlock` means "not now": the owner sets
+/// [`TcpFlow::sock_readable`] / [`TcpFlow::sock_writable`] again when the stream is ready.
+pub trait HostStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
+}
+
+impl HostStream for mio::net::TcpStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+    #[inline]
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        mio::net::TcpStream::shutdown(self, how)
+    }
+}
+
 /// Bytes buffered towards the host socket (also the largest window offered to the container).
 pub const TO_SOCK_CAP: usize = 4 << 20;
 /// Bytes read from the host socket and not yet acknowledged by the container.
@@ -112,12 +138,13 @@ pub fn parse_syn_opts(opts: &[u8]) -> SynOpts {
     o
 }
 
-/// A terminated TCP connection.
-pub struct TcpFlow {
+/// A terminated TCP connection: the container's side as segments, the host's as a
+/// [`HostStream`].
+pub struct TcpFlow<S = mio::net::TcpStream> {
     pub path: Path,
     /// (gateway-side port as the container sees it, container port).
     pub ports: (u16, u16),
-    pub sock: mio::net::TcpStream,
+    pub sock: S,
     pub phase: Phase,
     // container -> socket
     rcv_nxt: u32,
@@ -156,7 +183,7 @@ pub struct TcpFlow {
     reset_pending: bool,
 }
 
-impl std::fmt::Debug for TcpFlow {
+impl<S> std::fmt::Debug for TcpFlow<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpFlow")
             .field("phase", &self.phase)
@@ -165,17 +192,17 @@ impl std::fmt::Debug for TcpFlow {
     }
 }
 
-impl TcpFlow {
+impl<S: HostStream> TcpFlow<S> {
     /// Egress: the container sent SYN (`seq`, options); `sock` is connecting.
     pub fn from_syn(
         path: Path,
         ports: (u16, u16),
-        sock: mio::net::TcpStream,
+        sock: S,
         seq: u32,
         opts: SynOpts,
         iss: u32,
         now: u64,
-    ) -> TcpFlow {
+    ) -> Self {
         let mut f = TcpFlow::blank(path, ports, sock, iss, now);
         f.phase = Phase::Connecting;
         f.rcv_nxt = seq.wrapping_add(1);
@@ -184,13 +211,7 @@ impl TcpFlow {
     }
 
     /// Inbound: `sock` was accepted on a published port; we open towards the container.
-    pub fn to_container(
-        path: Path,
-        ports: (u16, u16),
-        sock: mio::net::TcpStream,
-        iss: u32,
-        now: u64,
-    ) -> TcpFlow {
+    pub fn to_container(path: Path, ports: (u16, u16), sock: S, iss: u32, now: u64) -> Self {
         let mut f = TcpFlow::blank(path, ports, sock, iss, now);
         f.phase = Phase::SynSent;
         f.syn_pending = true;
@@ -198,7 +219,7 @@ impl TcpFlow {
         f
     }
 
-    fn blank(path: Path, ports: (u16, u16), sock: mio::net::TcpStream, iss: u32, now: u64) -> Self {
+    fn blank(path: Path, ports: (u16, u16), sock: S, iss: u32, now: u64) -> Self {
         TcpFlow {
             path,
             ports,
@@ -237,12 +258,22 @@ impl TcpFlow {
         }
     }
 
+    /// Replaces the default 4 MiB buffers (before any byte moved): `to_sock` also bounds the
+    /// window offered to the container. Small buffers make the fuzzer reach the full-buffer
+    /// paths. Both are at least 1 byte.
+    pub fn with_buffers(mut self, to_sock: usize, from_sock: usize) -> Self {
+        debug_assert!(self.to_sock.is_empty() && self.from_sock.is_empty());
+        self.to_sock = Ring::new(to_sock.max(1));
+        self.from_sock = Ring::new(from_sock.max(1));
+        self
+    }
+
     fn set_peer_opts(&mut self, o: SynOpts) {
         self.mss = o.mss.unwrap_or(536).clamp(64, 65000);
         self.sack_ok = o.sack;
         match o.wscale {
             Some(ws) => {
-                self.c_wscale = ws;
+                self.c_wscale = ws.min(14); // RFC 7323: larger is taken as 14
                 self.our_wscale = OUR_WSCALE;
             }
             None => {
@@ -268,7 +299,7 @@ impl TcpFlow {
     }
 
     fn window(&self) -> u16 {
-        let free = TO_SOCK_CAP - self.to_sock.len();
+        let free = self.to_sock.free();
         ((free >> self.our_wscale).min(65535)) as u16
     }
 
@@ -516,7 +547,7 @@ impl TcpFlow {
     /// Accepts container bytes: straight into the socket when nothing is queued (and nothing
     /// is held past a gap), the rest into the buffer. Returns how many were accepted.
     fn take(&mut self, data: &[u8]) -> usize {
-        let room = TO_SOCK_CAP - self.to_sock.len();
+        let room = self.to_sock.free();
         let data = &data[..data.len().min(room)];
         let mut written = 0;
         if self.to_sock.is_empty() && self.sock_writable && self.ooo.is_empty() {
@@ -610,7 +641,7 @@ impl TcpFlow {
             } else {
                 (SYN | ACK, self.rcv_nxt)
             };
-            let win = (TO_SOCK_CAP.min(65535)) as u16;
+            let win = (self.to_sock.capacity().min(65535)) as u16;
             if !out.tcp(
                 &self.path,
                 self.ports,
@@ -1022,6 +1053,27 @@ mod tests {
     /// answers the SYN with an ACK of the old connection, the flow resets it (RFC 793), and
     /// the next SYN-ACK opens the flow.
     #[test]
+    fn a_window_scale_over_14_counts_as_14() {
+        // RFC 7323 caps the shift at 14; a larger one (the fuzzer's first find: the shift
+        // overflowed) must neither panic nor scale by more.
+        let (sock, _far) = socket_pair();
+        let opts = SynOpts {
+            mss: Some(1000),
+            wscale: Some(200),
+            sack: false,
+        };
+        let mut f = TcpFlow::from_syn(test_path(), (80, 1234), sock, 999, opts, 5000, 0);
+        f.connected(0);
+        let mut out = Out::new();
+        assert!(!f.output(0, &mut out));
+        let s = seg(1000, 5001, ACK, &[]);
+        let mut s = s;
+        s[14..16].copy_from_slice(&3u16.to_be_bytes());
+        f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 0, &mut out);
+        assert_eq!(f.snd_wnd, 3 << 14);
+    }
+
+    #[test]
     fn syn_sent_answers_an_old_connections_ack_with_a_reset() {
         let (sock, _far) = socket_pair();
         let path = test_path();
@@ -1081,6 +1133,10 @@ impl Ring {
     #[inline]
     pub fn free(&self) -> usize {
         self.cap - self.len
+    }
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
     /// The contiguous free space after the data (commit what was written with `commit`).
     pub fn spare(&mut self) -> &mut [u8] {
