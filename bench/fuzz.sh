@@ -3,6 +3,9 @@
 #
 #   bench/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]      (default 20 s, every target)
 #   RUNS=10000000 bench/fuzz.sh 0 tunnel_rx              (a number of executions instead)
+#   SANITIZER=none bench/fuzz.sh 600 worker_round        (no AddressSanitizer: several times
+#                                                          faster, for long runs; safe Rust
+#                                                          needs no ASAN to find a panic)
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Targets are built
 # as cargo fuzz does by default: optimized, with debug assertions and overflow checks, and
@@ -17,12 +20,13 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(worker_round tunnel_rx tunnel_tx gro decap control_request state_file ipam_store)
+[ ${#targets[@]} -gt 0 ] || targets=(worker_round tunnel_rx tunnel_tx gro decap control_request state_file ipam_store nat_tcp)
 fuzz=(cargo +nightly fuzz)
 "${fuzz[@]}" --version >/dev/null 2>&1 || { echo "fuzz.sh: needs cargo-fuzz and a nightly toolchain (cargo install cargo-fuzz)" >&2; exit 2; }
 # Seeds: only writes the seed-NN files, never removes what fuzzing found.
 cargo test -q --release -p switch --test fuzz_corpus -- --ignored write_seeds >/dev/null
-(cd switch && "${fuzz[@]}" build) || exit 2
+san=(--sanitizer "${SANITIZER:-address}")
+(cd switch && "${fuzz[@]}" build "${san[@]}") || exit 2
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
@@ -31,7 +35,7 @@ for t in "${targets[@]}"; do
   mkdir -p "switch/fuzz/corpus/$t"
   limit=(-max_total_time="$secs")
   [ -n "${RUNS:-}" ] && limit=(-runs="$RUNS")
-  (cd switch && "${fuzz[@]}" run "$t" "fuzz/corpus/$t" -- "${limit[@]}" \
+  (cd switch && "${fuzz[@]}" run "${san[@]}" "$t" "fuzz/corpus/$t" -- "${limit[@]}" \
       -print_final_stats=1 -max_len=70000 -timeout=10 -rss_limit_mb=4096) >"$out/$t.log" 2>&1
   rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/$t.log" | grep -o '[0-9]*$')
