@@ -12,6 +12,11 @@
 # is the median of the per-round ratios (goal: >= 0.9), the largest MAC table seen and the RSS
 # before the first round and after the last. Writes bench/results/flood.json.
 #
+# The peer, in the same rounds: three more namespaces on a Linux bridge (docker0's kind, its
+# defaults: no storm control, no limit on learned MACs) get the same two phases and the same
+# flood, so the ratio of each is measured on the same machine at the same time. The flooder's
+# own CPU (trafgen and the kernel's veth path) is on the same two cores in both cases.
+#
 # Usage (root): [ROUNDS=N] [FLOOD_PPS=N] bench/flood.sh [SECONDS]      needs: iperf3 netsniff-ng
 set -u
 T=${1:-10}
@@ -32,8 +37,11 @@ SERVERS=$WORK/servers
 . "$ROOT/bench/servers.sh"
 V() { "$BIN" --socket "$WORK/s" "$@"; }
 
+BR=brfl$$
 cleanup() {
   stop_servers
+  ip link del "$BR" 2>/dev/null
+  for i in 1 2 3; do ip netns del ${TAG}b$i 2>/dev/null; done
   if [ -n "$VPID" ]; then
     V rm -f ${TAG}c1 ${TAG}c2 ${TAG}c3 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null
@@ -51,6 +59,19 @@ for i in 1 2 3; do V run --name ${TAG}c$i --network ${TAG}n >/dev/null || exit 1
 IP1=$(V ps --json | python3 -c "import json,sys;print([c for c in json.load(sys.stdin) if c['name']=='${TAG}c1'][0]['endpoints'][0]['ip'])")
 ip netns exec ${TAG}c2 ping -c 3 -i 0.2 -W 2 "$IP1" >/dev/null || { echo "no connectivity" >&2; exit 1; }
 
+# The peer: the same three containers on a kernel bridge.
+ip link add "$BR" type bridge && ip link set "$BR" up || exit 1
+for i in 1 2 3; do
+  ip netns add ${TAG}b$i || exit 1
+  ip link add ${TAG}b${i}h type veth peer name eth0 netns ${TAG}b$i || exit 1
+  ip link set ${TAG}b${i}h master "$BR" up
+  ip -n ${TAG}b$i addr add 10.77.0.$((i + 1))/24 dev eth0
+  ip -n ${TAG}b$i link set eth0 up
+  ip -n ${TAG}b$i link set lo up
+done
+BIP1=10.77.0.2
+ip netns exec ${TAG}b2 ping -c 3 -i 0.2 -W 2 "$BIP1" >/dev/null || { echo "no connectivity on the bridge" >&2; exit 1; }
+
 # Two frames, sent in turn: a broadcast and an unknown unicast, each from a random source.
 cat >"$WORK/flood.cfg" <<'EOF'
 { fill(0xff, 6), 0x02, drnd(5), c16(0x88b5), fill(0x00, 46) }
@@ -62,11 +83,13 @@ rss_kib() { awk '/^VmRSS/{print $2}' /proc/$VPID/status; }
 WSTAT=$(grep -lx vswitch-worker /proc/$VPID/task/*/comm | head -1 | xargs dirname)/stat
 worker_ticks() { awk '{print $14 + $15}' "$WSTAT"; }
 tx_packets() { ip -n "$1" -s link show eth0 | awk '/TX:/{getline; print $2}'; }
-# iperf3 c2 -> c1 for T seconds; prints Gbps (empty when iperf3 gave no result).
+# iperf3 client -> server for T seconds; prints Gbps (empty when iperf3 gave no result).
+# Arguments: server namespace, client namespace, server address (default: c1, c2, IP1).
 tcp() {
-  serve ip netns exec ${TAG}c1 iperf3 -s -1
+  local srv=${1:-${TAG}c1} cli=${2:-${TAG}c2} ip=${3:-$IP1}
+  serve ip netns exec "$srv" iperf3 -s -1
   sleep 0.5
-  ip netns exec ${TAG}c2 iperf3 -c "$IP1" -t "$T" -J 2>/dev/null |
+  ip netns exec "$cli" iperf3 -c "$ip" -t "$T" -J 2>/dev/null |
     python3 -c 'import json,sys
 try: print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))
 except Exception: pass'
@@ -90,11 +113,17 @@ for r in $(seq "$ROUNDS"); do
   w2=$(worker_ticks)
   secs=$(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || python3 -c "print($(date +%s.%N) - $t0)")
   sent=$(( $(tx_packets ${TAG}c3) - sent0 ))
+  # The same two phases on the kernel bridge.
+  b_alone=$(tcp ${TAG}b1 ${TAG}b2 $BIP1); stop_servers
+  serve ip netns exec ${TAG}b3 timeout $((T + 2)) trafgen --dev eth0 --conf "$WORK/flood.cfg" \
+    -P 1 -b "${PPS}pps" --no-sock-mem -Q -C
+  sleep 0.5
+  b_flooded=$(tcp ${TAG}b1 ${TAG}b2 $BIP1); stop_servers
   V stats --json >"$WORK/stats.json"
   V ports --json >"$WORK/ports.json"
-  python3 - "$WORK" "$r" "$T" "$PPS" "${alone:-0}" "${flooded:-0}" "$sent" "$(rss_kib)" "$load" "$TAG" "$secs" "$rss_alone" "$((w1 - w0))" "$((w2 - w1))" <<'PY'
+  python3 - "$WORK" "$r" "$T" "$PPS" "${alone:-0}" "${flooded:-0}" "$sent" "$(rss_kib)" "$load" "$TAG" "$secs" "$rss_alone" "$((w1 - w0))" "$((w2 - w1))" "${b_alone:-0}" "${b_flooded:-0}" <<'PY'
 import json, sys
-work, r, t, pps, alone, flooded, sent, rss, load, tag, secs, rss_alone, wa, wf = sys.argv[1:]
+work, r, t, pps, alone, flooded, sent, rss, load, tag, secs, rss_alone, wa, wf, b_alone, b_flooded = sys.argv[1:]
 stats = json.load(open(f"{work}/stats.json"))
 ports = json.load(open(f"{work}/ports.json"))
 c3 = next(p for p in ports if p["container"] == f"{tag}c3")
@@ -121,6 +150,8 @@ row = {
     # The worker's CPU over each phase (the flooded one runs 0.5 s longer: the flood starts first).
     "worker_cpu_alone": int(wa) / float(t), "worker_cpu_flooded": int(wf) / float(secs),
     "rss_kib_after_alone": int(rss_alone), "rss_kib": int(rss), "loadavg": load,
+    "bridge_alone_gbps": float(b_alone), "bridge_flooded_gbps": float(b_flooded),
+    "bridge_ratio": float(b_flooded) / float(b_alone) if float(b_alone) > 0 else None,
 }
 json.dump(row, open(f"{work}/round{r}.json", "w"))
 ratio = "n/a" if row["ratio"] is None else "%.2f" % row["ratio"]
@@ -131,6 +162,9 @@ print(f"round {r}: alone {row['alone_gbps']:.2f} Gbps, flooded {row['flooded_gbp
       f"{row['worker_cpu_flooded']:.0f}% | fdb {row['fdb_entries']} | "
       f"rss {row['rss_kib_after_alone'] / 1024:.1f} -> {row['rss_kib'] / 1024:.1f} MiB | load {load}")
 print(f"  drops: {row['drops']}")
+bratio = "n/a" if row["bridge_ratio"] is None else "%.2f" % row["bridge_ratio"]
+print(f"  kernel bridge: alone {row['bridge_alone_gbps']:.2f} Gbps, flooded "
+      f"{row['bridge_flooded_gbps']:.2f} Gbps, ratio {bratio}")
 PY
 done
 
@@ -152,7 +186,11 @@ summary = {
     "random_source_macs": sum(r["flood_sent"] for r in rounds),
     "fdb_entries_max": max(r["fdb_entries"] for r in rounds),
     "rss_kib_before": rss0, "rss_kib_after": rss1,
-    "loadavg": [r["loadavg"] for r in rounds], "per_round": rounds,
+    "loadavg": [r["loadavg"] for r in rounds],
+    "bridge_alone_gbps": median(rounds, lambda r: r["bridge_alone_gbps"]),
+    "bridge_flooded_gbps": median(rounds, lambda r: r["bridge_flooded_gbps"]),
+    "bridge_ratio": ratio(rounds, lambda r: r["bridge_flooded_gbps"], lambda r: r["bridge_alone_gbps"]),
+    "per_round": rounds,
 }
 fmt = "n/a" if summary["ratio"] is None else "%.2f" % summary["ratio"]
 print(f"median of {len(rounds)} rounds: alone {summary['alone_gbps']:.2f} Gbps, flooded "
@@ -160,5 +198,8 @@ print(f"median of {len(rounds)} rounds: alone {summary['alone_gbps']:.2f} Gbps, 
       f"flood {summary['flood_sent_fps'] / 1e3:.0f} kfps, {summary['random_source_macs']} random "
       f"source MACs in all; fdb at most {summary['fdb_entries_max']} entries; daemon RSS "
       f"{rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+bfmt = "n/a" if summary["bridge_ratio"] is None else "%.2f" % summary["bridge_ratio"]
+print(f"kernel bridge, same rounds: alone {summary['bridge_alone_gbps']:.2f} Gbps, flooded "
+      f"{summary['bridge_flooded_gbps']:.2f} Gbps, ratio {bfmt}")
 json.dump(summary, open(out, "w"), indent=2)
 PY
