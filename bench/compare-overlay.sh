@@ -4,7 +4,8 @@
 #
 #   kernel   : container ns -- veth -- kernel bridge -- vxlan0 (VNI 42, port 4789) == underlay == same on host B
 #   vswitch  : container ns -- TAP -- vswitch daemon (tunnel port, UDP 4789)         == underlay == same on host B
-#   anchor   : /work/shared/peers/vxlan-peer-bench.sh (iperf3 straight on the hosts' vxlan devices)
+#   anchor   : ../shared/peers/vxlan-peer-bench.sh from the repo root (iperf3 straight on the hosts'
+#              vxlan devices); skipped (n/a) when that script is not there, PEERS=DIR names another place
 #
 # Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [ATTACH=veth|tap] [PROFILE=1] \
 #        bench/compare-overlay.sh [seconds]
@@ -154,7 +155,13 @@ stop_servers
 [ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
 # 3. The shared anchor (iperf3 on the hosts' own vxlan devices).
-ANCHOR=$(/work/shared/peers/vxlan-peer-bench.sh "$T" 2>/dev/null | sed -n 's/.*tcp_gbps=\([0-9.]*\).*/\1/p')
+PEERS=${PEERS:-../shared/peers}
+ANCHOR=""
+if [ -x "$PEERS/vxlan-peer-bench.sh" ]; then
+  ANCHOR=$("$PEERS/vxlan-peer-bench.sh" "$T" 2>/dev/null | sed -n 's/.*tcp_gbps=\([0-9.]*\).*/\1/p')
+else
+  echo "note: no $PEERS/vxlan-peer-bench.sh: the anchor is skipped (PEERS=DIR names its folder)" >&2
+fi
 
 echo "overlay single-stream TCP (Gbit/s), one run:"
 echo "  kernel vxlan + bridge (containers)   : $KERNEL ($KCORES cores busy)"
