@@ -235,6 +235,44 @@ impl std::fmt::Debug for Nat {
 }
 
 /// Does a frame's L4 checksum need checking? Not when the kernel marked it partial or valid.
+/// A transport header from a container, as the NAT reads it.
+trait L4In<'a>: Sized {
+    const PROTO: u8;
+    /// The checked view (`None`: too short or inconsistent).
+    fn parse(bytes: &'a [u8]) -> Option<Self>;
+    /// (source, destination) ports.
+    fn ports(&self) -> (u16, u16);
+    /// The checksum over the pseudo header holds.
+    fn checksum_ok(&self, ip: &Ipv4Packet<&[u8]>) -> bool;
+}
+
+impl<'a> L4In<'a> for TcpPacket<&'a [u8]> {
+    const PROTO: u8 = ip_proto::TCP;
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        TcpPacket::new_checked(bytes).ok()
+    }
+    fn ports(&self) -> (u16, u16) {
+        (self.src_port(), self.dst_port())
+    }
+    fn checksum_ok(&self, ip: &Ipv4Packet<&[u8]>) -> bool {
+        ipv4_l4_verify(ip.src_addr(), ip.dst_addr(), ip_proto::TCP, ip.payload())
+    }
+}
+
+impl<'a> L4In<'a> for UdpPacket<&'a [u8]> {
+    const PROTO: u8 = ip_proto::UDP;
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        UdpPacket::new_checked(bytes).ok()
+    }
+    fn ports(&self) -> (u16, u16) {
+        (self.src_port(), self.dst_port())
+    }
+    /// A zero checksum is "none" in UDP over IPv4.
+    fn checksum_ok(&self, ip: &Ipv4Packet<&[u8]>) -> bool {
+        self.checksum() == 0 || self.verify_checksum(ip.src_addr(), ip.dst_addr())
+    }
+}
+
 fn trust_csum(vnet: &VnetHdr) -> bool {
     vnet.needs_csum() || vnet.flags & VNET_F_DATA_VALID != 0
 }
@@ -633,27 +671,35 @@ impl Nat {
         }
     }
 
+    /// The front both transports share: a checked view of the header, its checksum (unless
+    /// the vnet header vouches for it) and the flow key. `None` when the frame was dropped
+    /// (and counted).
+    fn l4_front<'a, P: L4In<'a>>(&mut self, from: &FromContainer<'a>) -> Option<(P, Key)> {
+        let ip = from.ip;
+        let Some(p) = P::parse(ip.payload()) else {
+            self.counters.drop_bad_frame += 1;
+            return None;
+        };
+        if !trust_csum(from.vnet) && !p.checksum_ok(ip) {
+            self.counters.drop_bad_frame += 1;
+            return None;
+        }
+        let (src, dst) = p.ports();
+        Some((p, from.key(P::PROTO, src, dst)))
+    }
+
     fn tcp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
         let FromContainer {
             ip,
-            vnet,
             path,
             gw_ip,
             internal,
             now,
             ..
         } = *from;
-        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-            self.counters.drop_bad_frame += 1;
+        let Some((t, key)) = self.l4_front::<TcpPacket<&[u8]>>(from) else {
             return true;
         };
-        if !trust_csum(vnet)
-            && !ipv4_l4_verify(ip.src_addr(), ip.dst_addr(), ip_proto::TCP, ip.payload())
-        {
-            self.counters.drop_bad_frame += 1;
-            return true;
-        }
-        let key = from.key(ip_proto::TCP, t.src_port(), t.dst_port());
         let ports = (t.dst_port(), t.src_port());
         if let Some(&idx) = self.flows.get(&key) {
             if let Some(Slot::Tcp(f, _)) = self.slots[idx].as_mut() {
@@ -746,25 +792,15 @@ impl Nat {
     fn udp_in(&mut self, from: &FromContainer, out: &mut Out) -> bool {
         let FromContainer {
             ip,
-            vnet,
             path,
             gw_ip,
             internal,
             now,
             ..
         } = *from;
-        let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
-            self.counters.drop_bad_frame += 1;
+        let Some((u, key)) = self.l4_front::<UdpPacket<&[u8]>>(from) else {
             return true;
         };
-        if !trust_csum(vnet)
-            && u.checksum() != 0
-            && !u.verify_checksum(ip.src_addr(), ip.dst_addr())
-        {
-            self.counters.drop_bad_frame += 1;
-            return true;
-        }
-        let key = from.key(ip_proto::UDP, u.src_port(), u.dst_port());
         if let Some(&idx) = self.flows.get(&key) {
             let mut via = None;
             if let Some(Slot::Udp(f)) = self.slots[idx].as_mut() {

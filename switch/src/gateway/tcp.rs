@@ -1048,10 +1048,6 @@ mod tests {
         (t.seq_number(), t.ack_number(), t.flags().0)
     }
 
-    /// A published port's connection towards a container whose old connection on the same
-    /// port pair is in TIME-WAIT (the switch restarted and reused the port): the container
-    /// answers the SYN with an ACK of the old connection, the flow resets it (RFC 793), and
-    /// the next SYN-ACK opens the flow.
     #[test]
     fn a_window_scale_over_14_counts_as_14() {
         // RFC 7323 caps the shift at 14; a larger one (the fuzzer's first find: the shift
@@ -1073,6 +1069,10 @@ mod tests {
         assert_eq!(f.snd_wnd, 3 << 14);
     }
 
+    /// A published port's connection towards a container whose old connection on the same
+    /// port pair is in TIME-WAIT (the switch restarted and reused the port): the container
+    /// answers the SYN with an ACK of the old connection, the flow resets it (RFC 793), and
+    /// the next SYN-ACK opens the flow.
     #[test]
     fn syn_sent_answers_an_old_connections_ack_with_a_reset() {
         let (sock, _far) = socket_pair();
@@ -1092,6 +1092,237 @@ mod tests {
         f.segment(&TcpPacket::new_checked(&s[..]).unwrap(), 2, &mut out);
         assert!(f.is_open());
         assert_eq!(out.len(), 2, "nothing more to reset");
+    }
+
+    /// A host stream in memory: `input` is what the host sends; `written` what it received.
+    #[derive(Default)]
+    struct Mem {
+        input: Vec<u8>,
+        read_at: usize,
+        eof: bool,
+        written: Vec<u8>,
+        /// Bytes accepted before the stream blocks.
+        room: usize,
+        reset: bool,
+        shut: bool,
+    }
+
+    impl HostStream for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.reset {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let n = buf.len().min(self.input.len() - self.read_at);
+            if n == 0 && !self.eof {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            buf[..n].copy_from_slice(&self.input[self.read_at..self.read_at + n]);
+            self.read_at += n;
+            Ok(n)
+        }
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.reset {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.written.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn shutdown(&mut self, _how: Shutdown) -> io::Result<()> {
+            self.shut = true;
+            Ok(())
+        }
+    }
+
+    /// An egress flow past its handshake (container ISN 999, ours 5000, MSS 1000, window
+    /// 65535 unscaled) over a host stream in memory that accepts everything.
+    fn mem_flow() -> (TcpFlow<Mem>, Out) {
+        let host = Mem {
+            room: usize::MAX,
+            ..Mem::default()
+        };
+        let opts = SynOpts {
+            mss: Some(1000),
+            wscale: None,
+            sack: true,
+        };
+        let mut f = TcpFlow::from_syn(test_path(), (80, 1234), host, 999, opts, 5000, 0);
+        f.connected(0);
+        let mut out = Out::new();
+        assert!(!f.output(0, &mut out));
+        assert_eq!(header(&out, 0), (5000, 1000, SYN | ACK));
+        give(&mut f, &mut out, 0, &seg(1000, 5001, ACK, &[]));
+        (f, out)
+    }
+
+    /// A segment from the container at time `now`.
+    fn give(f: &mut TcpFlow<Mem>, out: &mut Out, now: u64, s: &[u8]) {
+        f.segment(&TcpPacket::new_checked(s).unwrap(), now, out);
+    }
+
+    /// The (seq, payload length) of every data frame in `out`, from frame `from` on.
+    fn data_frames(out: &Out, from: usize) -> Vec<(u32, usize)> {
+        use crate::wire::{EthernetFrame, Ipv4Packet};
+        (from..out.len())
+            .filter_map(|i| {
+                let eth = EthernetFrame::new_checked(out.batch().frame(i)).unwrap();
+                let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                let t = TcpPacket::new_checked(ip.payload()).unwrap();
+                (!t.payload().is_empty()).then(|| (t.seq_number(), t.payload().len()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_duplicate_acks_resend_from_the_first_unacknowledged_byte() {
+        let (mut f, mut out) = mem_flow();
+        f.sock.input = vec![1; 5000];
+        f.sock_readable = true;
+        let n = out.len();
+        assert!(!f.output(1, &mut out));
+        let sent = data_frames(&out, n);
+        assert_eq!(sent.len(), 5, "five MSS-sized segments: {sent:?}");
+        assert_eq!(sent[0], (5001, 1000));
+        // The second segment is lost: the container acks the first, then repeats that ack
+        // for each later segment. Two duplicates are not yet a loss; the third is.
+        give(&mut f, &mut out, 2, &seg(1000, 6001, ACK, &[]));
+        for _ in 0..2 {
+            give(&mut f, &mut out, 2, &seg(1000, 6001, ACK, &[]));
+        }
+        let n = out.len();
+        assert!(!f.output(2, &mut out));
+        assert!(
+            data_frames(&out, n).is_empty(),
+            "nothing resent after two duplicates"
+        );
+        give(&mut f, &mut out, 2, &seg(1000, 6001, ACK, &[]));
+        let n = out.len();
+        assert!(!f.output(2, &mut out));
+        assert_eq!(
+            data_frames(&out, n)[0],
+            (6001, 1000),
+            "go back to the lost byte"
+        );
+        assert_eq!(data_frames(&out, n).len(), 4, "and resend what followed");
+    }
+
+    #[test]
+    fn a_timeout_resends_and_too_many_end_the_flow() {
+        let (mut f, mut out) = mem_flow();
+        f.sock.input = vec![2; 1000];
+        f.sock_readable = true;
+        assert!(!f.output(1, &mut out));
+        assert!(!f.timer(100), "not before the timeout");
+        let mut now = 1 + RTO_MIN;
+        assert!(f.timer(now));
+        let n = out.len();
+        assert!(!f.output(now, &mut out));
+        assert_eq!(data_frames(&out, n), vec![(5001, 1000)]);
+        // No answer ever: the timeouts back off, and after MAX_RETRIES the flow is over.
+        for _ in 1..=MAX_RETRIES {
+            now += RTO_MAX;
+            f.timer(now);
+        }
+        assert!(f.closed());
+    }
+
+    #[test]
+    fn a_zero_window_holds_data_until_the_window_opens() {
+        let (mut f, mut out) = mem_flow();
+        give(&mut f, &mut out, 1, &{
+            let mut s = seg(1000, 5001, ACK, &[]);
+            s[14..16].copy_from_slice(&0u16.to_be_bytes());
+            s
+        });
+        f.sock.input = vec![3; 3000];
+        f.sock_readable = true;
+        let n = out.len();
+        assert!(!f.output(1, &mut out));
+        assert!(
+            data_frames(&out, n).is_empty(),
+            "nothing sent into a zero window"
+        );
+        // A window of 1500 lets one and a half segments go.
+        give(&mut f, &mut out, 2, &{
+            let mut s = seg(1000, 5001, ACK, &[]);
+            s[14..16].copy_from_slice(&1500u16.to_be_bytes());
+            s
+        });
+        let n = out.len();
+        assert!(!f.output(2, &mut out));
+        assert_eq!(data_frames(&out, n), vec![(5001, 1000), (6001, 500)]);
+    }
+
+    #[test]
+    fn the_window_offered_is_the_buffers_free_space() {
+        let (f, mut out) = mem_flow();
+        let mut f = f.with_buffers(3000, 3000);
+        f.sock.room = 0; // the host reads nothing
+        give(&mut f, &mut out, 1, &seg(1000, 5001, ACK, &[9; 2000]));
+        assert!(!f.output(1, &mut out));
+        let last = out.len() - 1;
+        assert_eq!(header(&out, last).1, 3000, "2000 bytes taken");
+        // 1500 more: only the 1000 that fit are taken and acknowledged.
+        give(&mut f, &mut out, 2, &seg(3000, 5001, ACK, &[9; 1500]));
+        assert!(!f.output(2, &mut out));
+        assert_eq!(header(&out, out.len() - 1).1, 4000);
+        assert_eq!(f.queued().0, 3000);
+        // The host drains: the bytes arrive in order and the window opens again.
+        f.sock.room = usize::MAX;
+        f.sock_writable = true;
+        assert!(!f.output(3, &mut out));
+        assert_eq!(f.sock.written, vec![9; 3000]);
+        assert_eq!(f.queued().0, 0);
+    }
+
+    #[test]
+    fn a_reset_from_the_container_ends_the_flow_in_every_state() {
+        let rst = seg(1000, 5001, RST, &[]);
+        // Connecting (egress, the host socket not connected yet).
+        let opts = SynOpts::default();
+        let mut f = TcpFlow::from_syn(test_path(), (80, 1234), Mem::default(), 999, opts, 5000, 0);
+        let mut out = Out::new();
+        give(&mut f, &mut out, 0, &rst);
+        assert!(f.closed() && f.sock.shut, "connecting");
+        // SYN-SENT (inbound, our SYN out).
+        let mut f = TcpFlow::to_container(test_path(), (80, 1234), Mem::default(), 5000, 0);
+        assert!(!f.output(0, &mut out));
+        give(&mut f, &mut out, 0, &rst);
+        assert!(f.closed() && f.sock.shut, "SYN-SENT");
+        // Established, with data queued both ways.
+        let (mut f, mut out) = mem_flow();
+        f.sock.input = vec![1; 100];
+        f.sock_readable = true;
+        assert!(!f.output(1, &mut out));
+        give(&mut f, &mut out, 1, &rst);
+        assert!(f.closed() && f.sock.shut, "established");
+        // Half-closed: the container sent its FIN.
+        let (mut f, mut out) = mem_flow();
+        give(&mut f, &mut out, 1, &seg(1000, 5001, FIN | ACK, &[]));
+        assert!(f.sock.shut, "the FIN shuts the host's write side");
+        give(&mut f, &mut out, 1, &seg(1001, 5001, RST, &[]));
+        assert!(f.closed(), "half-closed");
+        // A closed flow ignores what still comes and sends nothing.
+        let n = out.len();
+        give(&mut f, &mut out, 2, &seg(1001, 5001, ACK, &[1; 10]));
+        assert!(!f.output(2, &mut out));
+        assert_eq!(out.len(), n);
+    }
+
+    #[test]
+    fn a_host_reset_resets_the_container() {
+        let (mut f, mut out) = mem_flow();
+        f.sock.reset = true;
+        f.sock_readable = true;
+        let n = out.len();
+        assert!(!f.output(1, &mut out));
+        assert_eq!(out.len(), n + 1);
+        assert_eq!(header(&out, n).2, RST | ACK);
+        assert!(f.closed());
     }
 
     #[test]
