@@ -495,3 +495,112 @@ pub fn udp_bound(netns: &str, port: u16) -> bool {
     );
     o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty()
 }
+
+/// An underlay for overlay tests: a namespace with a kernel bridge (standing for the physical
+/// network; container traffic never touches it), and "hosts" (namespaces) attached to it by
+/// veth links.
+pub struct Underlay {
+    pub hosts: Vec<Netns>,
+    /// The underlay's own namespace (its bridge `br0` and the hosts' peers `p1`, `p2`, ...).
+    pub sw: Netns,
+    prefix: String,
+}
+
+impl Underlay {
+    /// `n` hosts with addresses `192.168.77.1..=n/24` on their `ul0`.
+    pub fn new(tag: &str, n: usize) -> Underlay {
+        let sw = Netns::new(&unique(&format!("{tag}u")));
+        sh_ok(
+            "ip",
+            &["-n", &sw.name, "link", "add", "br0", "type", "bridge"],
+        );
+        sh_ok("ip", &["-n", &sw.name, "link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for k in 1..=n {
+            let h = Netns::new(&unique(&format!("{tag}h{k}")));
+            let peer = format!("p{k}");
+            sh_ok(
+                "ip",
+                &[
+                    "-n", &h.name, "link", "add", "ul0", "type", "veth", "peer", "name", &peer,
+                    "netns", &sw.name,
+                ],
+            );
+            sh_ok(
+                "ip",
+                &["-n", &sw.name, "link", "set", &peer, "master", "br0", "up"],
+            );
+            sh_ok(
+                "ip",
+                &[
+                    "-n",
+                    &h.name,
+                    "addr",
+                    "add",
+                    &format!("192.168.77.{k}/24"),
+                    "dev",
+                    "ul0",
+                ],
+            );
+            sh_ok("ip", &["-n", &h.name, "link", "set", "ul0", "up"]);
+            hosts.push(h);
+        }
+        Underlay {
+            hosts,
+            sw,
+            prefix: "192.168.77.".into(),
+        }
+    }
+
+    pub fn ip(&self, k: usize) -> String {
+        format!("{}{}", self.prefix, k)
+    }
+
+    /// A daemon on each host; host 3 (if any) gets `host3_args`.
+    pub fn daemons(&self, tag: &str, host3_args: &[&str]) -> Vec<Daemon> {
+        (0..self.hosts.len())
+            .map(|k| {
+                let args = if k == 2 { host3_args } else { &[] };
+                Daemon::start_in_netns(&format!("{tag}{k}"), &self.hosts[k].name, args)
+            })
+            .collect()
+    }
+
+    /// Overlay network `ov` (VNI `vni`, subnet 10.`net`.0.0/16) on every host's daemon, host k
+    /// taking addresses from 10.`net`.k.0/24, every other host its peer.
+    pub fn overlay(&self, daemons: &[Daemon], net: u8, vni: u32) {
+        self.overlay_with(daemons, net, vni, &[]);
+    }
+
+    /// [`Underlay::overlay`] with more options for `network create`.
+    pub fn overlay_with(&self, daemons: &[Daemon], net: u8, vni: u32, opts: &[&str]) {
+        for (k, d) in daemons.iter().enumerate() {
+            let h = k + 1;
+            let (subnet, range) = (format!("10.{net}.0.0/16"), format!("10.{net}.{h}.0/24"));
+            let (vni, vtep) = (format!("vni={vni}"), format!("vtep={}", self.ip(h)));
+            let peers = format!("peers={}", self.peers_of(h));
+            let mut a = vec![
+                "network", "create", "--driver", "overlay", "--subnet", &subnet,
+            ];
+            a.extend_from_slice(&["--ip-range", &range, "-o", &vni, "-o", &vtep]);
+            a.extend_from_slice(&["-o", &peers]);
+            a.extend_from_slice(opts);
+            a.push("ov");
+            d.ok(&a);
+        }
+    }
+
+    pub fn peers_of(&self, k: usize) -> String {
+        (1..=self.hosts.len())
+            .filter(|&j| j != k)
+            .map(|j| self.ip(j))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        let _ = &self.sw; // deleted by its own Drop, after the hosts
+    }
+}

@@ -275,92 +275,35 @@ fn the_panic_hook_is_refused_without_test_hooks() {
     assert!(!d.log().contains("panicked"), "{}", d.log());
 }
 
-/// Two "hosts" (namespaces) joined by an underlay (veth links to a kernel bridge in a third
-/// namespace, standing for the physical network), at `192.168.77.1` and `.2` on their `ul0`.
-struct Underlay {
-    hosts: Vec<Netns>,
-    _sw: Netns,
-}
-
-impl Underlay {
-    fn new(tag: &str) -> Underlay {
-        let sw = Netns::new(&unique(&format!("{tag}u")));
-        sh_ok(
-            "ip",
-            &["-n", &sw.name, "link", "add", "br0", "type", "bridge"],
-        );
-        sh_ok("ip", &["-n", &sw.name, "link", "set", "br0", "up"]);
-        let mut hosts = Vec::new();
-        for k in 1..=2 {
-            let h = Netns::new(&unique(&format!("{tag}h{k}")));
-            let peer = format!("p{k}");
-            sh_ok(
-                "ip",
-                &[
-                    "-n", &h.name, "link", "add", "ul0", "type", "veth", "peer", "name", &peer,
-                    "netns", &sw.name,
-                ],
-            );
-            sh_ok(
-                "ip",
-                &["-n", &sw.name, "link", "set", &peer, "master", "br0", "up"],
-            );
-            let addr = format!("192.168.77.{k}/24");
-            sh_ok("ip", &["-n", &h.name, "addr", "add", &addr, "dev", "ul0"]);
-            sh_ok("ip", &["-n", &h.name, "link", "set", "ul0", "up"]);
-            hosts.push(h);
-        }
-        Underlay { hosts, _sw: sw }
-    }
-}
-
 #[test]
 fn an_overlay_tunnel_comes_back_after_a_worker_panic() {
     if !need_root("supervision_overlay") {
         return;
     }
-    let ul = Underlay::new("sov");
-    let d1 = Daemon::start_in_netns("sov1", &ul.hosts[0].name, &["--test-hooks"]);
-    let d2 = Daemon::start_in_netns("sov2", &ul.hosts[1].name, &[]);
-    for (k, d) in [(1, &d1), (2, &d2)] {
-        let range = format!("10.248.{k}.0/24");
-        let vtep = format!("vtep=192.168.77.{k}");
-        let peers = format!("peers=192.168.77.{}", 3 - k);
-        d.ok(&[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--subnet",
-            "10.248.0.0/16",
-            "--ip-range",
-            &range,
-            "-o",
-            "vni=4248",
-            "-o",
-            &vtep,
-            "-o",
-            &peers,
-            "ov",
-        ]);
-    }
+    let ul = Underlay::new("sov", 2);
+    let ds = [
+        Daemon::start_in_netns("sov1", &ul.hosts[0].name, &["--test-hooks"]),
+        Daemon::start_in_netns("sov2", &ul.hosts[1].name, &[]),
+    ];
+    let (d1, d2) = (&ds[0], &ds[1]);
+    ul.overlay(&ds, 248, 4248);
     let (a, b) = (unique("oa"), unique("ob"));
     d1.run(&a, &["--network", "ov"]);
     d2.run(&b, &["--network", "ov"]);
     let (ip_a, ip_b) = (d1.ip_of(&a), d2.ip_of(&b));
     assert!(d1.ping(&a, &ip_b), "a -> b over the overlay\n{}", d1.log());
-    let tunnels_before = stats(&d1)["tunnels"].as_array().map(Vec::len);
+    let tunnels_before = stats(d1)["tunnels"].as_array().map(Vec::len);
     let peers = |d: &Daemon| json(&d.ok(&["network", "inspect", "ov"]))[0]["peers"].clone();
-    let peers_before = peers(&d1);
+    let peers_before = peers(d1);
     assert!(peers_before.get("192.168.77.2").is_some(), "{peers_before}");
 
-    let r = request(&d1, r#"{"op":"inject_panic"}"#);
+    let r = request(d1, r#"{"op":"inject_panic"}"#);
     assert_eq!(r["status"], "ok", "{r}");
-    wait_for("a new worker on host 1", 10, &d1, || {
-        stats(&d1)["worker_restarts"] == 1
+    wait_for("a new worker on host 1", 10, d1, || {
+        stats(d1)["worker_restarts"] == 1
     });
     // The tunnel port and the peer are back: both ways across the overlay, and TCP.
-    let t = wait_for("ping from b to a across the overlay", 10, &d1, || {
+    let t = wait_for("ping from b to a across the overlay", 10, d1, || {
         d2.exec(&b, &["ping", "-c", "1", "-W", "1", &ip_a])
             .status
             .success()
@@ -376,15 +319,15 @@ fn an_overlay_tunnel_comes_back_after_a_worker_panic() {
         "iperf3 b -> a after the panic: {}",
         out(&o)
     );
-    let st = stats(&d1);
+    let st = stats(d1);
     assert_eq!(
         st["tunnels"].as_array().map(Vec::len),
         tunnels_before,
         "{st}"
     );
     let keys = |v: &Value| v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>());
-    assert_eq!(keys(&peers(&d1)), keys(&peers_before), "the same peers");
-    assert_eq!(stats(&d2)["worker_panics"], 0, "host 2 saw nothing of it");
+    assert_eq!(keys(&peers(d1)), keys(&peers_before), "the same peers");
+    assert_eq!(stats(d2)["worker_panics"], 0, "host 2 saw nothing of it");
 }
 
 /// A panic loop: the first five restarts of a minute are immediate, the sixth panic is logged
