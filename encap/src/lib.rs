@@ -22,7 +22,6 @@
 //! - Decap ([`decap()`], [`decap_udp_payload`]): validation with a named reason per drop
 //!   ([`DecapError::reason`] -> [`DecapReason`], counted by [`DecapStats`]), accepting only
 //!   configured VNIs from configured peers.
-//! - [`batch`]: the same over a burst of frames held in slots, rewriting spans in place.
 //!
 //! # UDP port
 //!
@@ -37,7 +36,6 @@
 //! fragments are dropped on receipt: give the underlay an MTU 50 bytes above the overlay's);
 //! GSO super-frames must be segmented before encap (the outer IPv4 length is 16 bits).
 
-pub mod batch;
 pub mod checksum;
 pub mod decap;
 pub mod flow;
@@ -45,9 +43,6 @@ pub mod template;
 pub mod vtep;
 pub mod vxlan;
 
-pub use batch::{
-    decap_batch, decap_udp_payload_batch, encap_batch, encap_udp_payload_batch, FrameSpan, Span,
-};
 pub use decap::{decap, decap_udp_payload, DecapError, DecapReason, DecapStats, Decapped, Layer};
 pub use flow::{flow_hash, PortRange, PortRangeError, DEFAULT_SRC_PORTS};
 pub use template::{
