@@ -807,6 +807,9 @@ impl Pipeline {
         }
     }
 
+    /// One batch through the stages, VPP-style: each stage is a loop over the whole batch, so
+    /// its code and data stay hot while it runs. `TUNNEL`: the batch came from a tunnel port
+    /// (each frame's ingress is its virtual port).
     #[inline(always)]
     fn process_impl<const TUNNEL: bool>(
         &mut self,
@@ -817,28 +820,62 @@ impl Pipeline {
     ) {
         out.clear();
         let n = batch.len().min(BATCH_SIZE);
-        let ip = in_port as usize;
+        let in_idx = in_port as usize;
         self.counters.rx += n as u64;
-        let Some(Some(port)) = self.ports.get(ip) else {
+        let Some(Some(port)) = self.ports.get(in_idx) else {
             self.counters.drops[DropReason::NoNetwork as usize] += n as u64;
             return;
         };
         let from_uplink = port.uplink;
-        // Port security and storm control (never on a tunnel: its frames come from peers).
-        let mut guard = Guard::OPEN;
-        if !TUNNEL {
-            if let Some(g) = self.guards.get_mut(ip) {
+        let mut guard = self.ingress_guard::<TUNNEL>(in_idx);
+        let nvalid = self.classify::<TUNNEL>(in_port, batch, n, &guard, out);
+        self.prefetch(nvalid);
+        self.learn::<TUNNEL>(in_port, nvalid, now);
+        let tally = self.decide::<TUNNEL>(in_port, from_uplink, nvalid, &mut guard, out);
+        if guard.limited() {
+            if let Some(g) = self.guards.get_mut(in_idx) {
+                g.tokens = guard.tokens;
+            }
+        }
+        self.count(in_idx, out, tally);
+    }
+
+    /// Stage 0: the ingress port's security and storm-control state, its bucket refilled to
+    /// now (never on a tunnel: its frames come from peers).
+    #[inline(always)]
+    fn ingress_guard<const TUNNEL: bool>(&mut self, in_idx: usize) -> Guard {
+        if TUNNEL {
+            return Guard::OPEN;
+        }
+        match self.guards.get_mut(in_idx) {
+            Some(g) => {
                 if g.limited() {
                     g.refill(self.now_ms);
                 }
-                guard = *g;
+                *g
             }
+            None => Guard::OPEN,
         }
-        let secured = guard.secured();
-        let limited = guard.limited();
-        let mut tokens = guard.tokens;
+    }
 
-        // Stage 1: parse + classify.
+    /// Stage 1: parse and classify. Each frame that passes (long enough, a learnable source,
+    /// a network for its port and tag, admitted by port security) gets a slot in the scratch
+    /// arrays: its network, its source and destination keys, its index in the batch and (from
+    /// a tunnel) its virtual ingress port. Returns how many passed.
+    #[inline(always)]
+    fn classify<const TUNNEL: bool>(
+        &mut self,
+        in_port: PortId,
+        batch: &Batch,
+        n: usize,
+        guard: &Guard,
+        out: &mut Dispatch,
+    ) -> usize {
+        let in_idx = in_port as usize;
+        let Some(Some(port)) = self.ports.get(in_idx) else {
+            return 0;
+        };
+        let secured = guard.secured();
         let mut nvalid = 0;
         let mut rx_bytes = 0u64;
         for i in 0..n {
@@ -846,7 +883,7 @@ impl Pipeline {
             rx_bytes += f.len() as u64;
             out.frame_vlan[i] = NO_VLAN;
             let Some(h) = f.first_chunk::<ETH_HDR>() else {
-                Self::drop_frame(&mut self.counters, ip, DropReason::Runt);
+                Self::drop_frame(&mut self.counters, in_idx, DropReason::Runt);
                 continue;
             };
             let dst = u64::from_be_bytes([0, 0, h[0], h[1], h[2], h[3], h[4], h[5]]);
@@ -854,18 +891,18 @@ impl Pipeline {
             let mut vid = NO_VLAN;
             if u16::from_be_bytes([h[12], h[13]]) == TPID_8021Q {
                 if f.len() < VLAN_HDR {
-                    Self::drop_frame(&mut self.counters, ip, DropReason::Runt);
+                    Self::drop_frame(&mut self.counters, in_idx, DropReason::Runt);
                     continue;
                 }
                 vid = u16::from_be_bytes([f[14], f[15]]) & 0x0fff;
                 if vid == 0x0fff {
-                    Self::drop_frame(&mut self.counters, ip, DropReason::BadHeader);
+                    Self::drop_frame(&mut self.counters, in_idx, DropReason::BadHeader);
                     continue;
                 }
                 out.frame_vlan[i] = vid;
             }
             if !mac_u64_learnable(src) {
-                Self::drop_frame(&mut self.counters, ip, DropReason::BadHeader);
+                Self::drop_frame(&mut self.counters, in_idx, DropReason::BadHeader);
                 continue;
             }
             let mut ing = in_port;
@@ -888,19 +925,19 @@ impl Pipeline {
             let net = match cls {
                 Ok(net) => net,
                 Err(r) => {
-                    Self::drop_frame(&mut self.counters, ip, r);
+                    Self::drop_frame(&mut self.counters, in_idx, r);
                     continue;
                 }
             };
             if secured {
                 let l3 = if vid == NO_VLAN { ETH_HDR } else { VLAN_HDR };
                 if let Err(r) = guard.admit(f, src, l3) {
-                    Self::drop_guarded(&mut self.counters, ip, r);
+                    Self::drop_guarded(&mut self.counters, in_idx, r);
                     continue;
                 }
             }
             if !self.networks.get(net as usize).is_some_and(|n| n.present) {
-                Self::drop_frame(&mut self.counters, ip, DropReason::NoNetwork);
+                Self::drop_frame(&mut self.counters, in_idx, DropReason::NoNetwork);
                 continue;
             }
             let k = (net as u64) << 48;
@@ -913,15 +950,19 @@ impl Pipeline {
             }
             nvalid += 1;
         }
-        if let Some(pc) = self.counters.ports.get_mut(ip) {
+        if let Some(pc) = self.counters.ports.get_mut(in_idx) {
             pc.rx += n as u64;
             pc.rx_bytes += rx_bytes;
         }
+        nvalid
+    }
 
-        // Stage 2: hash every key once and touch its home slot, so the cache misses of the
-        // whole batch overlap instead of being paid one after the other.
-        // Two loops: the second is nothing but independent loads, so the out-of-order window
-        // holds as many of them in flight as the core allows.
+    /// Stage 2: hash every key once and touch its home slot, so the cache misses of the
+    /// whole batch overlap instead of being paid one after the other.
+    /// Two loops: the second is nothing but independent loads, so the out-of-order window
+    /// holds as many of them in flight as the core allows.
+    #[inline(always)]
+    fn prefetch(&mut self, nvalid: usize) {
         for j in 0..nvalid {
             self.src_home[j] = self.fdb.home(self.src[j]);
             // Group destinations are never looked up; their home is computed but unused.
@@ -933,8 +974,11 @@ impl Pipeline {
             acc ^= self.fdb.touch(self.dst_home[j]);
         }
         std::hint::black_box(acc);
+    }
 
-        // Stage 3: learn.
+    /// Stage 3: learn each source on its ingress port (once per run of equal sources).
+    #[inline(always)]
+    fn learn<const TUNNEL: bool>(&mut self, in_port: PortId, nvalid: usize, now: u32) {
         let mut last = u64::MAX;
         let mut last_ing = in_port;
         for j in 0..nvalid {
@@ -951,9 +995,23 @@ impl Pipeline {
                 last = key;
             }
         }
+    }
 
-        // Stage 4: lookup, decide, dispatch.
-        let (mut unicast, mut flood, mut gateway) = (0u64, 0u64, 0u64);
+    /// Stage 4: look up each destination and decide: to the gateway, unicast to a learned
+    /// port (re-tagged for it), or flooded to the network's members (split horizon, storm
+    /// control's bucket in `guard.tokens`); or drop, counted by reason.
+    #[inline(always)]
+    fn decide<const TUNNEL: bool>(
+        &mut self,
+        in_port: PortId,
+        from_uplink: bool,
+        nvalid: usize,
+        guard: &mut Guard,
+        out: &mut Dispatch,
+    ) -> Tally {
+        let in_idx = in_port as usize;
+        let limited = guard.limited();
+        let mut t = Tally::default();
         for j in 0..nvalid {
             let i = self.valid[j] as u16;
             let net = self.net[j];
@@ -968,16 +1026,16 @@ impl Pipeline {
                     if TUNNEL {
                         // Every host of an overlay has its own gateway with the same MAC:
                         // a remote host's frames for it are its own gateway's business.
-                        Self::drop_frame(&mut self.counters, ip, DropReason::SplitHorizon);
+                        Self::drop_frame(&mut self.counters, in_idx, DropReason::SplitHorizon);
                         continue;
                     }
                     out.gateway.push((i, net));
-                    gateway += 1;
+                    t.gateway += 1;
                     continue;
                 }
                 if let Some(p) = self.fdb.lookup_from(key, self.dst_home[j]) {
                     if p == ing {
-                        Self::drop_frame(&mut self.counters, ip, DropReason::SamePort);
+                        Self::drop_frame(&mut self.counters, in_idx, DropReason::SamePort);
                         continue;
                     }
                     // Access ports (the common case) answer from a flat array.
@@ -994,7 +1052,7 @@ impl Pipeline {
                                 if *tunnel == in_port {
                                     Self::drop_frame(
                                         &mut self.counters,
-                                        ip,
+                                        in_idx,
                                         DropReason::SplitHorizon,
                                     );
                                     continue;
@@ -1005,30 +1063,30 @@ impl Pipeline {
                     };
                     if let Some(vlan) = egress {
                         out.push(p, vlan, i);
-                        unicast += 1;
+                        t.unicast += 1;
                         continue;
                     }
                     // Stale entry for a port that no longer carries the network: flood.
                 }
                 if from_uplink {
-                    Self::drop_frame(&mut self.counters, ip, DropReason::NotLocal);
+                    Self::drop_frame(&mut self.counters, in_idx, DropReason::NotLocal);
                     continue;
                 }
             } else if dst & !0xf == LINK_LOCAL {
-                Self::drop_frame(&mut self.counters, ip, DropReason::Reserved);
+                Self::drop_frame(&mut self.counters, in_idx, DropReason::Reserved);
                 continue;
             }
             if limited {
-                if tokens < crate::guard::TOKEN {
-                    Self::drop_guarded(&mut self.counters, ip, DropReason::FloodLimited);
+                if guard.tokens < crate::guard::TOKEN {
+                    Self::drop_guarded(&mut self.counters, in_idx, DropReason::FloodLimited);
                     continue;
                 }
-                tokens -= crate::guard::TOKEN;
+                guard.tokens -= crate::guard::TOKEN;
             }
             let to_gw = !TUNNEL && dst == BROADCAST && nw.gateway != u64::MAX;
             if to_gw {
                 out.gateway.push((i, net));
-                gateway += 1;
+                t.gateway += 1;
             }
             let mut copies = 0;
             for m in &nw.members {
@@ -1044,19 +1102,17 @@ impl Pipeline {
                 }
             }
             if copies > 0 {
-                flood += 1;
+                t.flood += 1;
             } else if !to_gw {
-                Self::drop_frame(&mut self.counters, ip, DropReason::NoDestination);
+                Self::drop_frame(&mut self.counters, in_idx, DropReason::NoDestination);
             }
         }
+        t
+    }
 
-        if limited {
-            if let Some(g) = self.guards.get_mut(ip) {
-                g.tokens = tokens;
-            }
-        }
-
-        // Counters: per output list, and per decision.
+    /// Stage 5: the counters, per output list and per decision.
+    #[inline(always)]
+    fn count(&mut self, in_idx: usize, out: &Dispatch, t: Tally) {
         let mut tx = 0u64;
         for l in &out.lists[..out.active] {
             tx += l.len as u64;
@@ -1066,15 +1122,23 @@ impl Pipeline {
         }
         let c = &mut self.counters;
         c.tx += tx;
-        c.unicast += unicast;
-        c.flood += flood;
-        c.gateway += gateway;
-        if let Some(pc) = c.ports.get_mut(ip) {
-            pc.unicast += unicast;
-            pc.flood += flood;
-            pc.gateway += gateway;
+        c.unicast += t.unicast;
+        c.flood += t.flood;
+        c.gateway += t.gateway;
+        if let Some(pc) = c.ports.get_mut(in_idx) {
+            pc.unicast += t.unicast;
+            pc.flood += t.flood;
+            pc.gateway += t.gateway;
         }
     }
+}
+
+/// What stage 4 decided for a batch: frames sent unicast, flooded, and to the gateway.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    unicast: u64,
+    flood: u64,
+    gateway: u64,
 }
 
 #[cfg(test)]
