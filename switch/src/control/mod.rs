@@ -4,6 +4,8 @@
 pub mod api;
 pub mod daemon;
 pub mod egress;
+pub mod error;
 pub mod policy;
 pub mod server;
 pub mod state;
+pub mod txn;
