@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod daemon;
+pub mod dataplane;
+pub mod driver;
 pub mod egress;
 pub mod error;
 pub mod policy;

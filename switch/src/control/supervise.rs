@@ -155,15 +155,17 @@ impl Daemon {
         self.health.restarts += 1;
         self.health.backoff.record(t0);
         // The dead worker's ports, tunnels and peers went with it.
-        self.ports.clear();
-        self.overlay = Default::default();
+        self.ports.0.clear();
+        for d in self.drivers.all_mut() {
+            d.reset();
+        }
         if let Err(e) = self.restore() {
             eprintln!("vswitch: restoring the new switch worker's state: {e:#}");
         }
         eprintln!(
             "vswitch: a new switch worker is running (restart {}): {} ports, {} networks and {} containers restored in {} ms",
             self.health.restarts,
-            self.ports.len(),
+            self.ports.0.len(),
             self.state.networks.len(),
             self.state.containers.len(),
             t0.elapsed().as_millis()
