@@ -269,7 +269,7 @@ fn print_json(v: &serde_json::Value) {
 
 fn run(cli: Cli) -> Result<i32> {
     let socket = cli.socket.clone();
-    let client = || Client::connect(&socket);
+    let client = || Client::connect(&socket).map_err(anyhow::Error::from);
     match cli.cmd {
         Cmd::Daemon {
             state_dir,
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<i32> {
                 Err(e) => {
                     // Nothing serves this socket: do not leave it behind for clients to hang on.
                     let _ = std::fs::remove_file(&socket);
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             if test_hooks {

@@ -11,10 +11,10 @@
 //! again to every port on restore. Uplinks, tunnels, the gateway and the host's own port are
 //! never subject to them.
 
+use super::error::{bail, err, Result};
 use super::state::{EndpointRecord, NetworkRecord};
 use crate::guard::{FloodLimit, PortPolicy, PortSecurity};
 use crate::wire::MacAddr;
-use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 
 /// Flooded frames per second a container's port may send unless `-o flood_pps=` says otherwise:
@@ -54,7 +54,7 @@ fn parse_rate(key: &str, v: &str, min: u32) -> Result<u32> {
     v.parse::<u32>()
         .ok()
         .filter(|n| (min..=MAX_RATE).contains(n))
-        .ok_or_else(|| anyhow!("invalid {key} {v:?}: expected a number from {min} to {MAX_RATE}"))
+        .ok_or_else(|| err!("invalid {key} {v:?}: expected a number from {min} to {MAX_RATE}"))
 }
 
 impl NetworkPolicy {

@@ -10,7 +10,7 @@
 
 use super::api::{Reply, Request};
 use super::daemon::Daemon;
-use anyhow::{bail, Context, Result};
+use super::error::{bail, err, Context, Result};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -365,7 +365,7 @@ impl Client {
     /// Connects to the daemon at `path`.
     pub fn connect(path: &Path) -> Result<Client> {
         let s = UnixStream::connect(path).map_err(|e| {
-            anyhow::anyhow!(
+            err!(
                 "cannot reach the vswitch daemon at {} ({e}); is it running? Start it with `vswitch daemon`, or set --socket / VSWITCH_SOCKET",
                 path.display()
             )

@@ -25,8 +25,8 @@
 //!   up, so a bad frame costs a restore every 10 s, not a busy loop.
 
 use super::Daemon;
+use crate::control::error::{bail, Context, Result};
 use crate::worker::{WorkerExit, WorkerHandle};
-use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -195,7 +195,7 @@ impl Daemon {
     /// started with test hooks on.
     pub(super) fn inject_panic(&self) -> Result<()> {
         if !self.cfg.test_hooks {
-            anyhow::bail!("inject_panic is a test hook, and this daemon was started without test hooks (vswitch daemon --test-hooks or VSWITCH_TEST_HOOKS=1)");
+            bail!("inject_panic is a test hook, and this daemon was started without test hooks (vswitch daemon --test-hooks or VSWITCH_TEST_HOOKS=1)");
         }
         eprintln!("vswitch: test hook: panicking the switch worker");
         self.worker.send(crate::worker::Command::InjectPanic);
