@@ -245,16 +245,13 @@ impl Daemon {
         for name in names {
             let rec = self.state.containers[&name].clone();
             if !self.namespace_alive(&rec) {
-                eprintln!("vswitch: container {name}: its namespace is gone; removing it");
+                tracing::info!("container {name}: its namespace is gone; removing it");
                 self.forget_container(&name);
                 continue;
             }
             for ep in &rec.endpoints {
                 if let Err(e) = self.reopen_endpoint(&rec, ep) {
-                    eprintln!(
-                        "vswitch: container {name}: cannot restore {}: {e:#}",
-                        ep.ifname
-                    );
+                    tracing::warn!("container {name}: cannot restore {}: {e:#}", ep.ifname);
                 }
             }
             self.republish(&name);
@@ -350,7 +347,7 @@ impl Daemon {
                     .is_none_or(|e| e.port_name == ep.port_name);
                 if first {
                     if let Err(e) = egress::write_resolv_conf(&c.name, gw) {
-                        eprintln!("vswitch: container {}: {e:#}", c.name);
+                        tracing::warn!("container {}: {e:#}", c.name);
                     }
                 }
             }
@@ -472,10 +469,7 @@ impl Daemon {
             };
             match egress::bind(&mut m) {
                 Ok(b) => self.send_publish(b, id, ep.ip, m.port),
-                Err(e) => eprintln!(
-                    "vswitch: container {name}: cannot restore {}: {e:#}",
-                    m.label()
-                ),
+                Err(e) => tracing::warn!("container {name}: cannot restore {}: {e:#}", m.label()),
             }
         }
     }
@@ -1317,13 +1311,13 @@ impl Daemon {
             return;
         }
         for name in gone {
-            eprintln!(
-                "vswitch: container {name}: its namespace is gone; removing its ports and leases"
+            tracing::info!(
+                "container {name}: its namespace is gone; removing its ports and leases"
             );
             self.forget_container(&name);
         }
         if let Err(e) = self.save() {
-            eprintln!("vswitch: {e:#}");
+            tracing::error!("{e:#}");
         }
     }
 
@@ -1494,17 +1488,19 @@ fn reattach_tap(c: &ContainerRecord, ep: &EndpointRecord) -> Option<TapPort> {
     match r {
         Ok(Some(Ok(tap))) => Some(tap.named(&ep.port_name)),
         Ok(Some(Err(e))) => {
-            eprintln!(
-                "vswitch: container {}: cannot attach to its {} again ({e}); building it anew",
-                c.name, ep.ifname
+            tracing::warn!(
+                "container {}: cannot attach to its {} again ({e}); building it anew",
+                c.name,
+                ep.ifname
             );
             None
         }
         Ok(None) => None,
         Err(e) => {
-            eprintln!(
-                "vswitch: container {}: cannot look for its TAP {}: {e}",
-                c.name, ep.ifname
+            tracing::warn!(
+                "container {}: cannot look for its TAP {}: {e}",
+                c.name,
+                ep.ifname
             );
             None
         }

@@ -131,7 +131,7 @@ impl Dataplane for Live<'_> {
             TunnelOffload::Off => false,
             TunnelOffload::On => true,
             TunnelOffload::Auto if fw_drops => {
-                eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload: this host's firewall drops forwarded packets by default (a forward chain with policy drop, as Docker sets up), and the tunnel TAP's packets are forwarded. To have it, accept them in that chain (Docker: iptables -I DOCKER-USER -i vsx+ -j ACCEPT; nftables: a rule iifname \"vsx*\" accept) and run the daemon with --tunnel-offload on");
+                tracing::warn!("VXLAN on {addr}: no tunnel GSO offload: this host's firewall drops forwarded packets by default (a forward chain with policy drop, as Docker sets up), and the tunnel TAP's packets are forwarded. To have it, accept them in that chain (Docker: iptables -I DOCKER-USER -i vsx+ -j ACCEPT; nftables: a rule iifname \"vsx*\" accept) and run the daemon with --tunnel-offload on");
                 false
             }
             TunnelOffload::Auto => true,
@@ -140,13 +140,13 @@ impl Dataplane for Live<'_> {
         if wanted {
             match port.enable_tunnel_offload(&tap) {
                 Ok(()) => {
-                    eprintln!("vswitch: VXLAN on {addr}: TCP frames leave whole through tunnel TAP {tap}");
+                    tracing::info!("VXLAN on {addr}: TCP frames leave whole through tunnel TAP {tap}");
                     if fw_drops {
-                        eprintln!("vswitch: note: this host's firewall drops forwarded packets by default; {tap} relies on a rule that accepts what comes in on it");
+                        tracing::info!("this host's firewall drops forwarded packets by default; {tap} relies on a rule that accepts what comes in on it");
                     }
                     offloaded = true;
                 }
-                Err(e) => eprintln!("vswitch: VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})"),
+                Err(e) => tracing::warn!("VXLAN on {addr}: no tunnel GSO offload, every segment goes through the socket ({e})"),
             }
         }
         let id = self.ports.free_id()?;

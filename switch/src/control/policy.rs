@@ -101,8 +101,8 @@ impl NetworkPolicy {
 /// (a hand-edited state file) gets the defaults, which are the safe side, and a log line.
 pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
     let p = NetworkPolicy::parse(&net.options).unwrap_or_else(|e| {
-        eprintln!(
-            "vswitch: network {}: {e:#}; using port security and storm control defaults",
+        tracing::warn!(
+            "network {}: {e:#}; using port security and storm control defaults",
             net.name
         );
         NetworkPolicy::default()
@@ -112,9 +112,10 @@ pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
         Err(_) => {
             // No MAC to allow: nothing from this port could pass port security anyway, so
             // say why here rather than as drops.
-            eprintln!(
-                "vswitch: endpoint {} has no valid MAC ({:?}); its port has no port security",
-                ep.port_name, ep.mac
+            tracing::warn!(
+                "endpoint {} has no valid MAC ({:?}); its port has no port security",
+                ep.port_name,
+                ep.mac
             );
             PortPolicy {
                 security: None,

@@ -131,8 +131,8 @@ impl Daemon {
         h.last_panic_at = Some(unix_now());
         let wait = h.backoff.delay(now);
         if !wait.is_zero() {
-            eprintln!(
-                "vswitch: ERROR: the switch worker panicked {} times within {} s; from now on a new worker is started only every {} s until one stays up (the dataplane is down in between). This is a bug in vswitch: please report it with this log. Last panic: {}",
+            tracing::error!(
+                "the switch worker panicked {} times within {} s; from now on a new worker is started only every {} s until one stays up (the dataplane is down in between). This is a bug in vswitch: please report it with this log. Last panic: {}",
                 h.backoff.recent.len() + 1,
                 BACKOFF_WINDOW.as_secs(),
                 SLOW_RESTART_DELAY.as_secs(),
@@ -160,10 +160,10 @@ impl Daemon {
             d.reset();
         }
         if let Err(e) = self.restore() {
-            eprintln!("vswitch: restoring the new switch worker's state: {e:#}");
+            tracing::warn!("restoring the new switch worker's state: {e:#}");
         }
-        eprintln!(
-            "vswitch: a new switch worker is running (restart {}): {} ports, {} networks and {} containers restored in {} ms",
+        tracing::info!(
+            "a new switch worker is running (restart {}): {} ports, {} networks and {} containers restored in {} ms",
             self.health.restarts,
             self.ports.0.len(),
             self.state.networks.len(),
@@ -197,7 +197,7 @@ impl Daemon {
         if !self.cfg.test_hooks {
             bail!("inject_panic is a test hook, and this daemon was started without test hooks (vswitch daemon --test-hooks or VSWITCH_TEST_HOOKS=1)");
         }
-        eprintln!("vswitch: test hook: panicking the switch worker");
+        tracing::info!("test hook: panicking the switch worker");
         self.worker.send(crate::worker::Command::InjectPanic);
         Ok(())
     }
@@ -217,8 +217,8 @@ pub fn supervise(daemon: Arc<Mutex<Daemon>>) -> std::io::Result<()> {
         .name("vswitch-supervisor".into())
         .spawn(move || {
             for exit in exits.iter() {
-                eprintln!(
-                    "vswitch: the switch worker panicked: {}; starting a new one",
+                tracing::warn!(
+                    "the switch worker panicked: {}; starting a new one",
                     exit.message
                 );
                 let Some(mut wait) = lock(&daemon).worker_panicked(&exit, Instant::now()) else {
@@ -233,8 +233,8 @@ pub fn supervise(daemon: Arc<Mutex<Daemon>>) -> std::io::Result<()> {
                     match started {
                         Ok(()) => break,
                         Err(e) => {
-                            eprintln!(
-                                "vswitch: cannot start a new switch worker: {e:#}; trying again in {} s",
+                            tracing::error!(
+                                "cannot start a new switch worker: {e:#}; trying again in {} s",
                                 SLOW_RESTART_DELAY.as_secs()
                             );
                             wait = SLOW_RESTART_DELAY;

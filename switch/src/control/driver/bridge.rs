@@ -54,15 +54,15 @@ impl Bridge {
                 .find(|ip| pool.allocate_static(*ip, HOST_LEASE).is_ok())
         });
         let Some(ip) = ip else {
-            eprintln!("vswitch: network {}: no free address for the host's port; the host will not reach its containers by address", n.name);
+            tracing::warn!("network {}: no free address for the host's port; the host will not reach its containers by address", n.name);
             return;
         };
         match cx.dp.open_host_port(n, ip, subnet.prefix_len()) {
             Ok(id) => {
                 self.host_ports.insert(n.name.clone(), id);
             }
-            Err(e) => eprintln!(
-                "vswitch: network {}: the host cannot reach its containers: {e:#}",
+            Err(e) => tracing::warn!(
+                "network {}: the host cannot reach its containers: {e:#}",
                 n.name
             ),
         }

@@ -292,7 +292,7 @@ impl NetworkDriver for Macvlan {
     fn remove(&mut self, n: &NetworkRecord, cx: &mut Ctx) {
         if let Some(p) = Parent::of(n) {
             if let Err(e) = self.sync_uplink(&p.ifname, cx) {
-                eprintln!("vswitch: macvlan parent {}: {e:#}", p.ifname);
+                tracing::warn!("macvlan parent {}: {e:#}", p.ifname);
             }
         }
     }
@@ -307,7 +307,7 @@ impl NetworkDriver for Macvlan {
             .collect();
         for ifname in parents {
             if let Err(e) = self.sync_uplink(&ifname, cx) {
-                eprintln!("vswitch: macvlan parent {ifname}: {e:#}");
+                tracing::warn!("macvlan parent {ifname}: {e:#}");
             }
         }
     }

@@ -284,7 +284,7 @@ impl Overlay {
             }
         }
         for (network, peer, vport, mtu, was) in changed {
-            eprintln!("vswitch: overlay {network}: peer {peer}: the underlay now carries inner packets of up to {mtu} bytes (was {was})");
+            tracing::info!("overlay {network}: peer {peer}: the underlay now carries inner packets of up to {mtu} bytes (was {was})");
             cx.dp.set_vtep_mtu(vport, mtu);
             self.mtus.insert(vport, mtu);
         }
@@ -381,13 +381,13 @@ impl NetworkDriver for Overlay {
                 let (tunnel, _) = self.tunnel_for(&spec, cx)?;
                 for &peer in &spec.peers {
                     if let Err(e) = self.vtep_add(n, &spec, tunnel, peer, cx) {
-                        eprintln!("vswitch: overlay network {}: {e:#}", n.name);
+                        tracing::warn!("overlay network {}: {e:#}", n.name);
                     }
                 }
                 Ok(())
             });
             if let Err(e) = r {
-                eprintln!("vswitch: overlay network {}: {e:#}", n.name);
+                tracing::warn!("overlay network {}: {e:#}", n.name);
             }
         }
     }
