@@ -128,13 +128,8 @@ pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::driver::fake::opts;
     use std::net::Ipv4Addr;
-
-    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_are_secure_and_limited() {

@@ -110,7 +110,7 @@ impl NetworkDriver for Bridge {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{network, Call, Fake};
+    use super::super::fake::{cx, network, Call, Fake};
     use super::*;
     use crate::control::state::State;
 
@@ -141,11 +141,8 @@ mod tests {
         (state.ipam.pool_mut("b1").unwrap())
             .allocate_static("10.9.0.254".parse().unwrap(), "c1")
             .unwrap();
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
-        d.create(&n, &mut cx).unwrap();
+        let mut c = cx(&mut state, &mut fake);
+        d.create(&n, &mut c).unwrap();
         let host_ip: Ipv4Addr = "10.9.0.253".parse().unwrap();
         assert_eq!(
             fake.calls,
@@ -164,18 +161,12 @@ mod tests {
             Some(host_ip)
         );
         // A second create (a restore) keeps the port it has.
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
-        d.create(&n, &mut cx).unwrap();
+        let mut c = cx(&mut state, &mut fake);
+        d.create(&n, &mut c).unwrap();
         assert_eq!(fake.calls.len(), 2, "no second port: {:?}", fake.calls);
 
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
-        d.remove(&n, &mut cx);
+        let mut c = cx(&mut state, &mut fake);
+        d.remove(&n, &mut c);
         assert_eq!(fake.calls.last(), Some(&Call::RemovePort(id)));
         assert_eq!(d.host_port("b1"), None);
         assert_eq!(state.ipam.pool("b1").unwrap().lease_of(HOST_LEASE), None);
@@ -190,21 +181,15 @@ mod tests {
             ..Fake::default()
         };
         let mut d = Bridge::default();
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
-        d.create(&n, &mut cx)
+        let mut c = cx(&mut state, &mut fake);
+        d.create(&n, &mut c)
             .expect("the network stands without host access");
         assert_eq!(d.host_port("b2"), None);
         // After a worker restart, restore tries again (and the worker is empty).
         d.reset();
         fake.fail.clear();
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
-        d.restore(&mut cx);
+        let mut c = cx(&mut state, &mut fake);
+        d.restore(&mut c);
         assert!(d.host_port("b2").is_some());
     }
 
@@ -214,10 +199,7 @@ mod tests {
         let mut state = state_with(&n, None);
         let mut fake = Fake::default();
         let mut d = Bridge::default();
-        d.restore(&mut Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        });
+        d.restore(&mut cx(&mut state, &mut fake));
         assert!(fake.calls.is_empty(), "{:?}", fake.calls);
     }
 }

@@ -1,7 +1,7 @@
 //! A [`Dataplane`] for the drivers' unit tests: it records every call, hands out port ids
 //! from 100 up, and fails the calls named in [`Fake::fail`].
 
-use super::{Dataplane, Link, Tunnel};
+use super::{Ctx, Dataplane, Link, Tunnel};
 use crate::control::error::{bail, Result};
 use crate::control::state::{NetworkRecord, State};
 use crate::pipeline::{NetworkId, PortRole};
@@ -184,7 +184,7 @@ pub fn network(
     id: u16,
     driver: &str,
     subnet: &str,
-    opts: &[(&str, &str)],
+    kv: &[(&str, &str)],
 ) -> NetworkRecord {
     NetworkRecord {
         name: name.into(),
@@ -196,10 +196,19 @@ pub fn network(
         aux_addresses: BTreeMap::new(),
         internal: false,
         mtu: 1500,
-        options: opts
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        options: opts(kv),
         created: 0,
     }
+}
+
+/// `-o` options from pairs.
+pub fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A driver's context over `state` and `fake`.
+pub fn cx<'a>(state: &'a mut State, fake: &'a mut Fake) -> Ctx<'a> {
+    Ctx { state, dp: fake }
 }

@@ -333,27 +333,14 @@ impl NetworkDriver for Macvlan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{Call, Fake};
+    use super::super::fake::{cx, network, opts, Call, Fake};
     use super::super::Link;
     use super::*;
     use crate::control::state::State;
 
     fn net(name: &str, id: u16, driver: &str, parent: Option<&str>) -> NetworkRecord {
-        NetworkRecord {
-            name: name.into(),
-            id,
-            driver: driver.into(),
-            subnet: None,
-            gateway: None,
-            ip_range: None,
-            aux_addresses: BTreeMap::new(),
-            internal: false,
-            mtu: 1500,
-            options: parent
-                .map(|p| [("parent".to_string(), p.to_string())].into())
-                .unwrap_or_default(),
-            created: 0,
-        }
+        let parent: Vec<(&str, &str)> = parent.map(|p| ("parent", p)).into_iter().collect();
+        network(name, id, driver, "192.168.7.0/24", &parent)
     }
 
     #[test]
@@ -420,12 +407,6 @@ mod tests {
         }
     }
 
-    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     fn fake_with_link(ifname: &str, promiscuous: bool) -> Fake {
         let mut f = Fake::default();
         f.links.insert(
@@ -455,10 +436,7 @@ mod tests {
             },
         );
         let d = Macvlan::default();
-        let cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
+        let cx = cx(&mut state, &mut fake);
         let sub = Some("192.168.7.0/24");
         assert_eq!(
             d.validate(&create_req(sub), &opts(&[("parent", "p0.10")]), &cx)
@@ -514,14 +492,7 @@ mod tests {
         let b = net("b", 4, MACVLAN, Some("p0.20"));
 
         state.networks.insert("a".into(), a.clone());
-        d.create(
-            &a,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        )
-        .unwrap();
+        d.create(&a, &mut cx(&mut state, &mut fake)).unwrap();
         let id = d.uplink("p0").expect("uplink open");
         assert_eq!(
             fake.calls,
@@ -549,14 +520,7 @@ mod tests {
         // A second network on the same parent: the same port, a new role.
         state.networks.insert("b".into(), b.clone());
         fake.calls.clear();
-        d.create(
-            &b,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        )
-        .unwrap();
+        d.create(&b, &mut cx(&mut state, &mut fake)).unwrap();
         assert_eq!(
             fake.calls,
             [Call::SetPortRole(
@@ -579,15 +543,7 @@ mod tests {
             attach: Default::default(),
         };
         fake.calls.clear();
-        d.endpoint_added(
-            &b,
-            &ep,
-            42,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        );
+        d.endpoint_added(&b, &ep, 42, &mut cx(&mut state, &mut fake));
         assert_eq!(
             fake.calls,
             [Call::AddStatic(4, ep.mac.parse().unwrap(), 42)]
@@ -596,13 +552,7 @@ mod tests {
         // Removing one network re-roles; removing the last closes and restores the flag.
         state.networks.remove("a");
         fake.calls.clear();
-        d.remove(
-            &a,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        );
+        d.remove(&a, &mut cx(&mut state, &mut fake));
         assert_eq!(
             fake.calls,
             [Call::SetPortRole(
@@ -615,13 +565,7 @@ mod tests {
         );
         state.networks.remove("b");
         fake.calls.clear();
-        d.remove(
-            &b,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        );
+        d.remove(&b, &mut cx(&mut state, &mut fake));
         assert_eq!(
             fake.calls,
             [
@@ -643,15 +587,7 @@ mod tests {
         let mut d = Macvlan::default();
         let a = net("a", 3, MACVLAN, Some("p0"));
         state.networks.insert("a".into(), a.clone());
-        let e = d
-            .create(
-                &a,
-                &mut Ctx {
-                    state: &mut state,
-                    dp: &mut fake,
-                },
-            )
-            .unwrap_err();
+        let e = d.create(&a, &mut cx(&mut state, &mut fake)).unwrap_err();
         assert!(
             format!("{e:#}").starts_with("cannot use p0 as the parent of network a: open_uplink"),
             "{e:#}"
@@ -697,10 +633,7 @@ mod tests {
             .networks
             .insert("a".into(), net("a", 3, MACVLAN, Some("p0.7")));
         let mut d = Macvlan::default();
-        d.restore(&mut Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        });
+        d.restore(&mut cx(&mut state, &mut fake));
         let id = d.uplink("p0").unwrap();
         assert_eq!(
             fake.calls,

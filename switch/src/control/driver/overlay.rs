@@ -478,12 +478,6 @@ fn tunnel_stats(snap: &crate::worker::Snapshot) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn spec_parsing() {
         let s = OverlaySpec::parse(&opts(&[
@@ -533,7 +527,7 @@ mod tests {
         }
     }
 
-    use super::super::fake::{network, Call, Fake};
+    use super::super::fake::{cx, network, opts, Call, Fake};
     use crate::control::state::State;
 
     fn overlay_net(name: &str, id: u16, vni: &str, peers: &str) -> NetworkRecord {
@@ -546,6 +540,17 @@ mod tests {
         );
         n.mtu = 1450;
         n
+    }
+
+    /// Overlay network `a` (one peer, 192.0.2.2) created on a fake.
+    fn network_a_up() -> (State, Fake, Overlay, NetworkRecord) {
+        let mut state = State::default();
+        let mut fake = Fake::default();
+        let mut d = Overlay::default();
+        let a = overlay_net("a", 3, "1", "192.0.2.2");
+        state.networks.insert("a".into(), a.clone());
+        d.create(&a, &mut cx(&mut state, &mut fake)).unwrap();
+        (state, fake, d, a)
     }
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -561,10 +566,7 @@ mod tests {
         let mut fake = Fake::default();
         fake.path_mtus.insert(ip("192.0.2.2"), 9000);
         let d = Overlay::default();
-        let cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
+        let cx = cx(&mut state, &mut fake);
         let req = |name: &str| NetworkCreate {
             name: name.into(),
             ..Default::default()
@@ -601,14 +603,7 @@ mod tests {
         let b = overlay_net("b", 4, "2", "192.0.2.2");
         for n in [&a, &b] {
             state.networks.insert(n.name.clone(), n.clone());
-            d.create(
-                n,
-                &mut Ctx {
-                    state: &mut state,
-                    dp: &mut fake,
-                },
-            )
-            .unwrap();
+            d.create(n, &mut cx(&mut state, &mut fake)).unwrap();
         }
         let local = SocketAddrV4::new(ip("192.0.2.1"), 4789);
         let Call::OpenTunnel(_, t) = fake.calls[0] else {
@@ -647,10 +642,7 @@ mod tests {
         // The underlay's MTU changes: reconcile tells the switch.
         fake.path_mtus.insert(ip("192.0.2.2"), 1300);
         fake.calls.clear();
-        d.reconcile(&mut Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        });
+        d.reconcile(&mut cx(&mut state, &mut fake));
         let vport_b = d.peers(&b)[&ip("192.0.2.2")].port_id;
         assert_eq!(fake.calls.len(), 2, "{:?}", fake.calls);
         assert!(fake.calls.contains(&Call::SetVtepMtu(vport_b, 1250)));
@@ -659,57 +651,25 @@ mod tests {
         // Removing a keeps the tunnel (b uses it); removing b closes it.
         state.networks.remove("a");
         fake.calls.clear();
-        d.remove(
-            &a,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        );
+        d.remove(&a, &mut cx(&mut state, &mut fake));
         assert_eq!(fake.calls.len(), 2);
         assert!(fake.calls.iter().all(|c| matches!(c, Call::RemoveVtep(_))));
         state.networks.remove("b");
         fake.calls.clear();
-        d.remove(
-            &b,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        );
+        d.remove(&b, &mut cx(&mut state, &mut fake));
         assert_eq!(fake.calls, [Call::RemoveVtep(vport_b), Call::RemovePort(t)]);
         assert!(d.peers(&b).is_empty());
     }
 
     #[test]
     fn a_failed_peer_undoes_the_network_and_leaves_other_networks_alone() {
-        let mut state = State::default();
-        let mut fake = Fake::default();
-        let mut d = Overlay::default();
-        let a = overlay_net("a", 3, "1", "192.0.2.2");
-        state.networks.insert("a".into(), a.clone());
-        d.create(
-            &a,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        )
-        .unwrap();
+        let (mut state, mut fake, mut d, a) = network_a_up();
         // b's second peer fails: its first peer goes again, the shared tunnel stays (a uses it).
         fake.fail_vtep = Some(ip("192.0.2.9"));
         let b = overlay_net("b", 4, "2", "192.0.2.2,192.0.2.9");
         state.networks.insert("b".into(), b.clone());
         fake.calls.clear();
-        let e = d
-            .create(
-                &b,
-                &mut Ctx {
-                    state: &mut state,
-                    dp: &mut fake,
-                },
-            )
-            .unwrap_err();
+        let e = d.create(&b, &mut cx(&mut state, &mut fake)).unwrap_err();
         assert!(
             format!("{e:#}").starts_with("cannot add peer 192.0.2.9 to b"),
             "{e:#}"
@@ -726,14 +686,7 @@ mod tests {
         let mut state = State::default();
         state.networks.insert("b".into(), b.clone());
         fake.calls.clear();
-        d.create(
-            &b,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        )
-        .unwrap_err();
+        d.create(&b, &mut cx(&mut state, &mut fake)).unwrap_err();
         let Call::OpenTunnel(_, t) = fake.calls[0] else {
             panic!("{:?}", fake.calls)
         };
@@ -747,24 +700,9 @@ mod tests {
 
     #[test]
     fn peers_are_added_and_removed_one_at_a_time_and_persisted() {
-        let mut state = State::default();
-        let mut fake = Fake::default();
-        let mut d = Overlay::default();
-        let a = overlay_net("a", 3, "1", "192.0.2.2");
-        state.networks.insert("a".into(), a.clone());
-        d.create(
-            &a,
-            &mut Ctx {
-                state: &mut state,
-                dp: &mut fake,
-            },
-        )
-        .unwrap();
+        let (mut state, mut fake, mut d, a) = network_a_up();
         fake.calls.clear();
-        let mut cx = Ctx {
-            state: &mut state,
-            dp: &mut fake,
-        };
+        let mut cx = cx(&mut state, &mut fake);
         d.peer(&a, "192.0.2.5", false, &mut cx).unwrap();
         let a2 = cx.state.networks["a"].clone();
         assert_eq!(a2.options["peers"], "192.0.2.2,192.0.2.5");
