@@ -10,7 +10,13 @@
 //! * [`port`]: the port trait and its kinds (in-memory, AF_PACKET, TAP).
 //! * [`gateway`]: the switch's own IP presence on a network (ARP, ICMP echo).
 //! * [`worker`]: the mio event loop that owns ports, tables and batches.
-//! * [`control`]: the daemon, its API and persisted state; [`netns`]: container attachment.
+//! * [`control`]: the control plane. [`control::daemon`] holds the desired state
+//!   ([`control::state`]) and the one API that changes it (`Daemon::network_create`, `run`,
+//!   ...), which the socket server ([`control::server`]) and any future front end call;
+//!   [`control::driver`] has one file per kind of network (bridge, macvlan, overlay) behind
+//!   the `NetworkDriver` trait, acting through the narrow `Dataplane` trait
+//!   ([`control::dataplane`] is the real one); [`control::txn`] is the one transactional
+//!   helper (steps with undos). [`netns`]: container attachment over netlink.
 //! * `fuzzing` (hidden): one harness per untrusted-input surface, shared by the libFuzzer
 //!   targets in `switch/fuzz`, the property tests and the corpus replay in `cargo test`;
 //!   `testing` (hidden): the tests' precondition helper.

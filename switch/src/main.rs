@@ -24,6 +24,10 @@ struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// What the daemon logs on stderr: error, warn, info, debug or trace. Each line carries
+    /// its time, level and target (the module that wrote it).
+    #[arg(long, global = true, env = "VSWITCH_LOG_LEVEL", default_value = "info")]
+    log_level: tracing::Level,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -254,6 +258,12 @@ fn parse_attach(s: &str) -> Result<AttachMode, String> {
 
 fn main() {
     let cli = Cli::parse();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -269,7 +279,7 @@ fn print_json(v: &serde_json::Value) {
 
 fn run(cli: Cli) -> Result<i32> {
     let socket = cli.socket.clone();
-    let client = || Client::connect(&socket);
+    let client = || Client::connect(&socket).map_err(anyhow::Error::from);
     match cli.cmd {
         Cmd::Daemon {
             state_dir,
@@ -305,13 +315,15 @@ fn run(cli: Cli) -> Result<i32> {
                 Err(e) => {
                     // Nothing serves this socket: do not leave it behind for clients to hang on.
                     let _ = std::fs::remove_file(&socket);
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             if test_hooks {
-                eprintln!("vswitch: test hooks are on: anyone who can open the socket can panic the switch worker");
+                tracing::warn!(
+                    "test hooks are on: anyone who can open the socket can panic the switch worker"
+                );
             }
-            eprintln!(
+            tracing::info!(
                 "vswitch daemon ready: socket {}, state {}",
                 socket.display(),
                 state_dir.display()

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// What the injected panic says (`switch::worker::INJECTED_PANIC`).
 const INJECTED: &str = "panic injected by a test hook";
+/// The target of the supervisor's log lines (the daemon logs through `tracing`: time, level,
+/// target, message).
+const SUPERVISOR: &str = "switch::control::daemon::supervise";
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
@@ -204,8 +207,9 @@ fn a_worker_panic_is_logged_counted_and_forwarding_resumes() {
     let r = request(&d, r#"{"op":"inject_panic"}"#);
     assert_eq!(r["status"], "ok", "{r}");
     let noticed = wait_for("the daemon to log the worker's panic", 1, &d, || {
-        d.log()
-            .contains(&format!("vswitch: the switch worker panicked: {INJECTED}"))
+        d.log().contains(&format!(
+            "WARN {SUPERVISOR}: the switch worker panicked: {INJECTED}"
+        ))
     });
     let restarted = wait_for("a new worker", 10, &d, || stats(&d)["worker_restarts"] == 1);
     // Forwarding resumes without any command from the user.
@@ -357,8 +361,9 @@ fn a_panic_loop_is_slowed_down_and_logged() {
     let r = request(&d, r#"{"op":"inject_panic"}"#);
     assert_eq!(r["status"], "ok", "{r}");
     wait_for("the panic loop to be logged as an error", 5, &d, || {
-        d.log()
-            .contains("vswitch: ERROR: the switch worker panicked 6 times within 60 s")
+        d.log().contains(&format!(
+            "ERROR {SUPERVISOR}: the switch worker panicked 6 times within 60 s"
+        ))
     });
     let st = stats(&d);
     assert_eq!(st["worker_panics"], 6, "{st}");

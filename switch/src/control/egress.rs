@@ -1,9 +1,9 @@
 //! The control plane's side of networking beyond the host: published ports (`-p`), the
 //! containers' resolv.conf, and the host's own port on each network (host access).
 
+use super::error::{bail, err, Context, Result};
 use crate::netns;
 use crate::port::tap::TapPort;
-use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ impl PortMapping {
 /// Parses `[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`.
 pub fn parse_publish(spec: &str, network: &str) -> Result<PortMapping> {
     let bad = || {
-        anyhow!("invalid port mapping {spec:?}: expected [HOST_IP:]HOST_PORT:PORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:5353:53/udp")
+        err!("invalid port mapping {spec:?}: expected [HOST_IP:]HOST_PORT:PORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:5353:53/udp")
     };
     let (ports, proto) = match spec.rsplit_once('/') {
         Some((p, "tcp")) => (p, "tcp"),
@@ -92,7 +92,7 @@ pub fn bind(m: &mut PortMapping) -> Result<Bound> {
     let addr = m.host_addr();
     let what = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow!(
+            err!(
                 "host port {}/{} on {} is already in use; choose another host port (-p OTHER:{})",
                 m.host_port,
                 m.proto,
@@ -100,7 +100,7 @@ pub fn bind(m: &mut PortMapping) -> Result<Bound> {
                 m.port
             )
         } else {
-            anyhow!("cannot bind {addr}/{}: {e}", m.proto)
+            err!("cannot bind {addr}/{}: {e}", m.proto)
         }
     };
     let (b, local) = if m.proto == "udp" {
@@ -136,7 +136,7 @@ pub fn write_resolv_conf(container: &str, gateway: Ipv4Addr) -> Result<()> {
     }
     let text = format!("{MARK}: the gateway answers container names and forwards the rest\nnameserver {gateway}\noptions ndots:0\n");
     ipam::write_atomic(&path, text.as_bytes())
-        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+        .map_err(|e| err!("cannot write {}: {e}", path.display()))
 }
 
 /// Removes the resolv.conf written by [`write_resolv_conf`] (and the directory when empty).

@@ -11,10 +11,10 @@
 //! again to every port on restore. Uplinks, tunnels, the gateway and the host's own port are
 //! never subject to them.
 
+use super::error::{bail, err, Result};
 use super::state::{EndpointRecord, NetworkRecord};
 use crate::guard::{FloodLimit, PortPolicy, PortSecurity};
 use crate::wire::MacAddr;
-use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 
 /// Flooded frames per second a container's port may send unless `-o flood_pps=` says otherwise:
@@ -54,7 +54,7 @@ fn parse_rate(key: &str, v: &str, min: u32) -> Result<u32> {
     v.parse::<u32>()
         .ok()
         .filter(|n| (min..=MAX_RATE).contains(n))
-        .ok_or_else(|| anyhow!("invalid {key} {v:?}: expected a number from {min} to {MAX_RATE}"))
+        .ok_or_else(|| err!("invalid {key} {v:?}: expected a number from {min} to {MAX_RATE}"))
 }
 
 impl NetworkPolicy {
@@ -101,8 +101,8 @@ impl NetworkPolicy {
 /// (a hand-edited state file) gets the defaults, which are the safe side, and a log line.
 pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
     let p = NetworkPolicy::parse(&net.options).unwrap_or_else(|e| {
-        eprintln!(
-            "vswitch: network {}: {e:#}; using port security and storm control defaults",
+        tracing::warn!(
+            "network {}: {e:#}; using port security and storm control defaults",
             net.name
         );
         NetworkPolicy::default()
@@ -112,9 +112,10 @@ pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
         Err(_) => {
             // No MAC to allow: nothing from this port could pass port security anyway, so
             // say why here rather than as drops.
-            eprintln!(
-                "vswitch: endpoint {} has no valid MAC ({:?}); its port has no port security",
-                ep.port_name, ep.mac
+            tracing::warn!(
+                "endpoint {} has no valid MAC ({:?}); its port has no port security",
+                ep.port_name,
+                ep.mac
             );
             PortPolicy {
                 security: None,
@@ -127,13 +128,8 @@ pub fn port_policy(net: &NetworkRecord, ep: &EndpointRecord) -> PortPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::driver::fake::opts;
     use std::net::Ipv4Addr;
-
-    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_are_secure_and_limited() {

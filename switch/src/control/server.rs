@@ -10,7 +10,7 @@
 
 use super::api::{Reply, Request};
 use super::daemon::Daemon;
-use anyhow::{bail, Context, Result};
+use super::error::{bail, err, Context, Result};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -127,8 +127,8 @@ fn serve_shared<H: Handler>(
                 std::thread::sleep(every);
                 let mut h = lock(&h);
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| h.reconcile())) {
-                    eprintln!(
-                        "vswitch: the reconcile pass panicked ({}); it runs again in {every:?}",
+                    tracing::error!(
+                        "the reconcile pass panicked ({}); it runs again in {every:?}",
                         panic_message(&*p)
                     );
                 }
@@ -140,7 +140,7 @@ fn serve_shared<H: Handler>(
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("vswitch: control socket: cannot accept a client: {e}");
+                tracing::warn!("control socket: cannot accept a client: {e}");
                 // Out of descriptors or memory: give the clients time to go.
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
@@ -155,8 +155,8 @@ fn serve_shared<H: Handler>(
                 Some(t) => t.elapsed() >= Duration::from_secs(10),
             };
             if due {
-                eprintln!(
-                    "vswitch: control socket: refusing clients: {n} connected, the most served at once (--max-clients)"
+                tracing::warn!(
+                    "control socket: refusing clients: {n} connected, the most served at once (--max-clients)"
                 );
                 last_refusal_log = Some(Instant::now());
             }
@@ -179,7 +179,7 @@ fn serve_shared<H: Handler>(
                 let _ = handle_conn(conn, &*h, &l);
             })
         {
-            eprintln!("vswitch: control socket: cannot start a thread for a client: {e}");
+            tracing::warn!("control socket: cannot start a thread for a client: {e}");
         }
     }
     Ok(())
@@ -296,9 +296,7 @@ fn respond<H: Handler>(h: &Mutex<H>, line: &[u8]) -> Reply {
         Ok(reply) => reply,
         Err(p) => {
             let msg = panic_message(&*p);
-            eprintln!(
-                "vswitch: a {op} request panicked ({msg}); answered with an error, serving on"
-            );
+            tracing::error!("a {op} request panicked ({msg}); answered with an error, serving on");
             Reply::Error {
                 message: format!(
                     "internal error: the daemon failed on this {op} request ({msg}). It keeps serving; \
@@ -365,7 +363,7 @@ impl Client {
     /// Connects to the daemon at `path`.
     pub fn connect(path: &Path) -> Result<Client> {
         let s = UnixStream::connect(path).map_err(|e| {
-            anyhow::anyhow!(
+            err!(
                 "cannot reach the vswitch daemon at {} ({e}); is it running? Start it with `vswitch daemon`, or set --socket / VSWITCH_SOCKET",
                 path.display()
             )

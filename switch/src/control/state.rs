@@ -10,6 +10,7 @@
 //! empty state over it at the first save and forget every network, container and lease.
 
 use super::api::AttachMode;
+use super::error::err;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -258,11 +259,11 @@ impl State {
 
     /// Writes the state to `dir` atomically, keeping the file it replaces as
     /// [`BACKUP_FILE`].
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, dir: &Path) -> super::error::Result<()> {
         let bytes = serde_json::to_vec_pretty(self)?;
         let path = dir.join(STATE_FILE);
         ipam::write_atomic_keeping(&path, &dir.join(BACKUP_FILE), &bytes)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+            .map_err(|e| err!("cannot write {}: {e}", path.display()))
     }
 }
 

@@ -25,8 +25,8 @@
 //!   up, so a bad frame costs a restore every 10 s, not a busy loop.
 
 use super::Daemon;
+use crate::control::error::{bail, Context, Result};
 use crate::worker::{WorkerExit, WorkerHandle};
-use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,8 +131,8 @@ impl Daemon {
         h.last_panic_at = Some(unix_now());
         let wait = h.backoff.delay(now);
         if !wait.is_zero() {
-            eprintln!(
-                "vswitch: ERROR: the switch worker panicked {} times within {} s; from now on a new worker is started only every {} s until one stays up (the dataplane is down in between). This is a bug in vswitch: please report it with this log. Last panic: {}",
+            tracing::error!(
+                "the switch worker panicked {} times within {} s; from now on a new worker is started only every {} s until one stays up (the dataplane is down in between). This is a bug in vswitch: please report it with this log. Last panic: {}",
                 h.backoff.recent.len() + 1,
                 BACKOFF_WINDOW.as_secs(),
                 SLOW_RESTART_DELAY.as_secs(),
@@ -155,15 +155,17 @@ impl Daemon {
         self.health.restarts += 1;
         self.health.backoff.record(t0);
         // The dead worker's ports, tunnels and peers went with it.
-        self.ports.clear();
-        self.overlay = Default::default();
-        if let Err(e) = self.restore() {
-            eprintln!("vswitch: restoring the new switch worker's state: {e:#}");
+        self.ports.0.clear();
+        for d in self.drivers.all_mut() {
+            d.reset();
         }
-        eprintln!(
-            "vswitch: a new switch worker is running (restart {}): {} ports, {} networks and {} containers restored in {} ms",
+        if let Err(e) = self.restore() {
+            tracing::warn!("restoring the new switch worker's state: {e:#}");
+        }
+        tracing::info!(
+            "a new switch worker is running (restart {}): {} ports, {} networks and {} containers restored in {} ms",
             self.health.restarts,
-            self.ports.len(),
+            self.ports.0.len(),
             self.state.networks.len(),
             self.state.containers.len(),
             t0.elapsed().as_millis()
@@ -193,9 +195,9 @@ impl Daemon {
     /// started with test hooks on.
     pub(super) fn inject_panic(&self) -> Result<()> {
         if !self.cfg.test_hooks {
-            anyhow::bail!("inject_panic is a test hook, and this daemon was started without test hooks (vswitch daemon --test-hooks or VSWITCH_TEST_HOOKS=1)");
+            bail!("inject_panic is a test hook, and this daemon was started without test hooks (vswitch daemon --test-hooks or VSWITCH_TEST_HOOKS=1)");
         }
-        eprintln!("vswitch: test hook: panicking the switch worker");
+        tracing::info!("test hook: panicking the switch worker");
         self.worker.send(crate::worker::Command::InjectPanic);
         Ok(())
     }
@@ -215,8 +217,8 @@ pub fn supervise(daemon: Arc<Mutex<Daemon>>) -> std::io::Result<()> {
         .name("vswitch-supervisor".into())
         .spawn(move || {
             for exit in exits.iter() {
-                eprintln!(
-                    "vswitch: the switch worker panicked: {}; starting a new one",
+                tracing::warn!(
+                    "the switch worker panicked: {}; starting a new one",
                     exit.message
                 );
                 let Some(mut wait) = lock(&daemon).worker_panicked(&exit, Instant::now()) else {
@@ -231,8 +233,8 @@ pub fn supervise(daemon: Arc<Mutex<Daemon>>) -> std::io::Result<()> {
                     match started {
                         Ok(()) => break,
                         Err(e) => {
-                            eprintln!(
-                                "vswitch: cannot start a new switch worker: {e:#}; trying again in {} s",
+                            tracing::error!(
+                                "cannot start a new switch worker: {e:#}; trying again in {} s",
                                 SLOW_RESTART_DELAY.as_secs()
                             );
                             wait = SLOW_RESTART_DELAY;

@@ -942,8 +942,12 @@ pub fn path_mtu(local: Ipv4Addr, remote: Ipv4Addr) -> io::Result<u32> {
 /// underlay's path MTU towards it minus [`OVERHEAD`], or `network_mtu` when the host cannot
 /// say (no route yet) or the underlay is smaller than an inner packet of 576 bytes needs.
 pub fn peer_mtu(local: Ipv4Addr, remote: Ipv4Addr, network_mtu: u32) -> u32 {
-    path_mtu(local, remote)
-        .ok()
+    peer_limit(path_mtu(local, remote).ok(), network_mtu)
+}
+
+/// [`peer_mtu`] given the underlay's path MTU (`None` when the host cannot tell).
+pub fn peer_limit(path_mtu: Option<u32>, network_mtu: u32) -> u32 {
+    path_mtu
         .and_then(|m| m.checked_sub(OVERHEAD))
         .filter(|&m| m as usize >= MIN_INNER_MTU)
         .unwrap_or(network_mtu.max(MIN_INNER_MTU as u32))
