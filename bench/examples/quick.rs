@@ -1,16 +1,24 @@
 //! Quick, noise-resistant pipeline timing for profiling sessions on a shared machine: runs each
 //! configuration in short repetitions, times them in this thread's CPU time (from
-//! /proc/thread-self/schedstat, so time spent preempted by other processes does not count),
+//! CLOCK_THREAD_CPUTIME_ID, so time spent preempted by other processes does not count),
 //! and prints the fastest. `cargo run --release -p bench --example quick [filter]`.
 
 use bench::*;
 
 /// CPU time of this thread in nanoseconds (first field of /proc/thread-self/schedstat).
 fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    // CLOCK_THREAD_CPUTIME_ID counts the running slice up to now; schedstat's runtime is only
+    // brought up to date at scheduler ticks (4 ms on this VM), which quantized every number.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 use switch::pipeline::Dispatch;
 

@@ -827,14 +827,16 @@ impl Pipeline {
             return;
         };
         let from_uplink = port.uplink;
-        let mut guard = self.ingress_guard::<TUNNEL>(in_idx);
-        let nvalid = self.classify::<TUNNEL>(in_port, batch, n, &guard, out);
+        let guard = self.ingress_guard::<TUNNEL>(in_idx);
+        let nvalid = self.classify::<TUNNEL>(in_port, batch, n, guard, out);
         self.prefetch(nvalid);
         self.learn::<TUNNEL>(in_port, nvalid, now);
-        let tally = self.decide::<TUNNEL>(in_port, from_uplink, nvalid, &mut guard, out);
-        if guard.limited() {
+        let limited = guard.limited();
+        let (tally, tokens) =
+            self.decide::<TUNNEL>(in_port, from_uplink, nvalid, limited, guard.tokens, out);
+        if limited {
             if let Some(g) = self.guards.get_mut(in_idx) {
-                g.tokens = guard.tokens;
+                g.tokens = tokens;
             }
         }
         self.count(in_idx, out, tally);
@@ -868,7 +870,7 @@ impl Pipeline {
         in_port: PortId,
         batch: &Batch,
         n: usize,
-        guard: &Guard,
+        guard: Guard,
         out: &mut Dispatch,
     ) -> usize {
         let in_idx = in_port as usize;
@@ -998,19 +1000,20 @@ impl Pipeline {
     }
 
     /// Stage 4: look up each destination and decide: to the gateway, unicast to a learned
-    /// port (re-tagged for it), or flooded to the network's members (split horizon, storm
-    /// control's bucket in `guard.tokens`); or drop, counted by reason.
+    /// port (re-tagged for it), or flooded to the network's members (split horizon, and when
+    /// `limited` storm control's bucket of `tokens`, returned with what is left); or drop,
+    /// counted by reason.
     #[inline(always)]
     fn decide<const TUNNEL: bool>(
         &mut self,
         in_port: PortId,
         from_uplink: bool,
         nvalid: usize,
-        guard: &mut Guard,
+        limited: bool,
+        mut tokens: u64,
         out: &mut Dispatch,
-    ) -> Tally {
+    ) -> (Tally, u64) {
         let in_idx = in_port as usize;
-        let limited = guard.limited();
         let mut t = Tally::default();
         for j in 0..nvalid {
             let i = self.valid[j] as u16;
@@ -1077,11 +1080,11 @@ impl Pipeline {
                 continue;
             }
             if limited {
-                if guard.tokens < crate::guard::TOKEN {
+                if tokens < crate::guard::TOKEN {
                     Self::drop_guarded(&mut self.counters, in_idx, DropReason::FloodLimited);
                     continue;
                 }
-                guard.tokens -= crate::guard::TOKEN;
+                tokens -= crate::guard::TOKEN;
             }
             let to_gw = !TUNNEL && dst == BROADCAST && nw.gateway != u64::MAX;
             if to_gw {
@@ -1107,7 +1110,7 @@ impl Pipeline {
                 Self::drop_frame(&mut self.counters, in_idx, DropReason::NoDestination);
             }
         }
-        t
+        (t, tokens)
     }
 
     /// Stage 5: the counters, per output list and per decision.
