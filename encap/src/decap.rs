@@ -547,6 +547,14 @@ mod tests {
 
         assert!(tr(Layer::Ethernet)(err(&base[..13])));
         assert!(tr(Layer::Ipv4)(err(&base[..33])));
+        // At the exact boundaries the short layer is the next one: a whole Ethernet header and
+        // no IPv4, then a whole IPv4 header (total length 20) and no UDP.
+        let t = |layer, need, have| DecapError::Truncated { layer, need, have };
+        assert_eq!(err(&base[..14]), t(Layer::Ipv4, 20, 0));
+        let mut p = base[..34].to_vec();
+        p[16..18].copy_from_slice(&20u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert_eq!(err(&p), t(Layer::Udp, 8, 0));
         // IPv4 total length beyond the data.
         assert_eq!(
             err(&base[..base.len() - 1]),
