@@ -573,6 +573,12 @@ mod tests {
         p[16..18].copy_from_slice(&19u16.to_be_bytes());
         fix_csum(&mut p);
         assert!(tr(Layer::Ipv4)(err(&p)));
+        // An IPv4 payload of exactly a UDP header (UDP length 8): the VXLAN header is missing.
+        let mut p = base[..14 + 20 + 8].to_vec();
+        p[16..18].copy_from_slice(&28u16.to_be_bytes());
+        p[38..40].copy_from_slice(&8u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert_eq!(err(&p), t(Layer::Vxlan, 8, 0));
         // IPv4 payload too short for UDP.
         let mut p = base[..14 + 20 + 4].to_vec();
         p[16..18].copy_from_slice(&24u16.to_be_bytes());
@@ -640,6 +646,18 @@ mod tests {
                 have: 13
             })
         );
+        // At the boundaries: a VXLAN header and nothing after it lacks the inner frame; a VXLAN
+        // header and a bare inner Ethernet header (14 bytes) is accepted.
+        assert_eq!(
+            decap_udp_payload(&payload[..8], PEER, &t),
+            Err(DecapError::Truncated {
+                layer: Layer::Inner,
+                need: 14,
+                have: 0
+            })
+        );
+        let d = decap_udp_payload(&payload[..22], PEER, &t).unwrap();
+        assert_eq!((d.inner_offset, d.inner_len), (8, 14));
         let mut q = payload.to_vec();
         q[6] = 41;
         assert_eq!(
