@@ -802,7 +802,9 @@ mod tests {
     #[test]
     fn learn_lookup_refresh_writes_nothing_when_fresh() {
         let mut f = Fdb::new(cfg(64));
+        assert!(f.is_empty());
         assert_eq!(f.learn(1, mac(1), 3, 100), Learn::Learned);
+        assert!(!f.is_empty());
         assert_eq!(f.lookup(1, mac(1)), Some(3));
         assert_eq!(f.lookup(1, mac(2)), None);
         let before = f.slots.clone();
@@ -886,6 +888,7 @@ mod tests {
             aging_secs: 10,
             ..cfg(16)
         });
+        assert_eq!(f.aging_secs(), 10);
         let slots = f.slots.len();
         for n in 0..8 {
             f.learn(1, mac(n), 1, 0);
@@ -906,6 +909,7 @@ mod tests {
         assert_eq!(f.lookup(1, mac(0)), None);
         assert_eq!(f.port_entries(1), 0);
         f.set_aging_secs(1);
+        assert_eq!(f.aging_secs(), 1);
         assert_eq!(f.age(17, slots), 1);
         assert!(f.is_empty());
     }
@@ -980,6 +984,16 @@ mod tests {
         }
         assert_eq!(f.lookup(1, mac(1000)), Some(2));
         assert_eq!(f.counters().evicted, 1);
+        // Flushed entries of another port are reclaimed on the way, but they do not make room
+        // under this port's limit: the port's own oldest still goes.
+        for n in 0..3 {
+            f.learn(1, mac(2000 + n), 3, 10);
+        }
+        f.flush_port(3);
+        assert_eq!(f.learn(1, mac(5), 1, 11), Learn::Learned);
+        assert_eq!(f.port_entries(1), 4);
+        assert_eq!(f.lookup(1, mac(1)), None);
+        assert_eq!(f.counters().evicted, 2);
     }
 
     #[test]
@@ -1037,6 +1051,18 @@ mod tests {
         assert_eq!(f.learn(1, mac(10), 2, 0), Learn::Refused);
         assert_eq!(f.counters().refused, 1);
         assert_eq!(f.lookup(1, mac(10)), None);
+        // A limit of 0 refuses every dynamic entry in its scope, and counts each refusal.
+        for (max_per_port, max_per_network) in [(0, 64), (64, 0)] {
+            let mut f = Fdb::new(FdbConfig {
+                max_per_port,
+                max_per_network,
+                ..cfg(64)
+            });
+            assert_eq!(f.learn(1, mac(1), 1, 0), Learn::Refused);
+            assert_eq!(f.learn(1, mac(2), 1, 0), Learn::Refused);
+            assert_eq!(f.counters().refused, 2);
+            assert!(f.is_empty());
+        }
     }
 
     #[test]
@@ -1048,6 +1074,8 @@ mod tests {
         f.flush_port(1);
         for n in 0..8 {
             assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
+            // Lazily: each learn reclaims only the one slot it needs.
+            assert_eq!(f.counters().reclaimed, u64::from(n) + 1);
         }
         assert_eq!(f.counters().evicted, 0);
         assert_eq!(f.counters().reclaimed, 8);
@@ -1077,7 +1105,25 @@ mod tests {
         });
         let per = f.memory_bytes() / f.capacity();
         assert!(per <= 64, "{per} bytes per entry");
+        // It counts at least the slots themselves (16 bytes each).
+        assert!(per >= 16, "{per} bytes per entry");
         assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    #[test]
+    fn sequential_addresses_spread_over_the_table() {
+        // Containers' MACs are often sequential (02:42:...:01, :02, ...); their home slots must
+        // still spread, or lookups degrade into long probes. With any seed, 4096 such keys in a
+        // table of 8192 slots land on thousands of distinct homes.
+        for seed in [1, 7, 0x1234_5678_9abc_def0] {
+            let f = Fdb::new(FdbConfig {
+                seed: Some(seed),
+                ..cfg(4096)
+            });
+            let homes: std::collections::HashSet<usize> =
+                (0..4096).map(|n| f.home(fdb_key(1, mac(n)))).collect();
+            assert!(homes.len() > 2048, "seed {seed}: {} homes", homes.len());
+        }
     }
 
     #[test]
