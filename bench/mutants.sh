@@ -71,9 +71,10 @@ status=0
 for spec in "${groups[@]}"; do
   g=${spec%%:*}
   case $g in
-    encap | ipam) args=(-p "$g" -- --lib) ;;
-    wire) args=(-p switch -f 'switch/src/wire/*.rs' -- --lib -- "${SWITCH_SKIP[@]}") ;;
-    fdb | pipeline) args=(-p switch -f "switch/src/$g.rs" -- --lib -- "${SWITCH_SKIP[@]}") ;;
+    # -C --lib: build and run only the unit tests (not the binary, integration tests or docs).
+    encap | ipam) args=(-p "$g" -C --lib) ;;
+    wire) args=(-p switch -f 'switch/src/wire/*.rs' -C --lib -- -- "${SWITCH_SKIP[@]}") ;;
+    fdb | pipeline) args=(-p switch -f "switch/src/$g.rs" -C --lib -- -- "${SWITCH_SKIP[@]}") ;;
     *) echo "mutants.sh: unknown group $g (encap ipam wire fdb pipeline, optionally :K/N)" >&2; exit 2 ;;
   esac
   shard=()

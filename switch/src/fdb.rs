@@ -997,6 +997,25 @@ mod tests {
     }
 
     #[test]
+    fn a_ports_flushed_entries_make_room_under_its_limit() {
+        // Port 1 at its limit of 4, half of it in network 2, which is then flushed: the next
+        // address of port 1 takes the room of a reclaimed entry, no live entry is evicted.
+        let mut f = Fdb::new(FdbConfig {
+            max_per_port: 4,
+            ..cfg(64)
+        });
+        for n in 0..4 {
+            f.learn(1 + (n as NetworkId) / 2, mac(n), 1, n);
+        }
+        f.flush_network(2);
+        assert_eq!(f.learn(1, mac(9), 1, 10), Learn::Learned);
+        assert_eq!(f.counters().evicted, 0);
+        for n in [0, 1, 9] {
+            assert_eq!(f.lookup(1, mac(n)), Some(1), "mac {n}");
+        }
+    }
+
+    #[test]
     fn per_network_limit_evicts_from_the_biggest_port_of_the_network() {
         let mut f = Fdb::new(FdbConfig {
             max_per_network: 6,
