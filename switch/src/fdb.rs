@@ -939,7 +939,9 @@ mod tests {
         // The port comes back (port ids are reused): old entries stay gone, new ones count.
         assert_eq!(f.learn(1, mac(3), 1, 1), Learn::Learned);
         assert_eq!(f.port_entries(1), 1);
-        f.age(1, 2 * f.slots.len());
+        // One sweep reclaims the 10 flushed entries left (mac 3 was reclaimed by its new
+        // learn) and says so.
+        assert_eq!(f.age(1, 2 * f.slots.len()), 10);
         assert_eq!(f.len(), 11);
         assert_eq!(f.network_entries(1), 11);
         assert_eq!(f.live_len(), 11);
@@ -1105,13 +1107,22 @@ mod tests {
         let mut f = Fdb::new(cfg(64));
         f.learn(1, mac(1), 1, 0);
         f.add_static(1, mac(2), 1, 0).unwrap();
-        for i in 0..(GEN_MASK as u32 + 10) {
+        // Flushed before the wrap and never touched again: the compaction at the wrap must
+        // remove it, not bring it back with generation 0.
+        f.learn(1, mac(4), 8, 0);
+        f.flush_port(8);
+        let n = GEN_MASK as u32 + 10;
+        for i in 0..n {
             f.learn(1, mac(3), 9, i);
             f.flush_port(9);
         }
         assert_eq!(f.lookup(1, mac(1)), Some(1));
         assert_eq!(f.lookup(1, mac(2)), Some(1));
         assert_eq!(f.lookup(1, mac(3)), None);
+        assert_eq!(f.lookup(1, mac(4)), None);
+        // Each learn of mac 3 after the first reclaimed its flushed predecessor; the
+        // compaction reclaimed mac 4.
+        assert_eq!(f.counters().reclaimed, u64::from(n - 1) + 1);
         assert_eq!(f.live_len(), 2);
         assert_eq!(f.port_entries(1), 1);
     }
