@@ -40,7 +40,7 @@ mkdir -p "$OUT"
 # The directory of a group or slice: wire:2/4 -> wire-2-of-4.
 dir_of() { local g=${1%%:*} s=; [[ $1 == *:* ]] && s=${1#*:} && s=-${s%/*}-of-${s#*/}; echo "$OUT/$g$s"; }
 
-count() { [ -f "$1" ] && grep -c . "$1" || echo 0; }
+count() { local n=0; [ -f "$1" ] && n=$(grep -c . "$1"); echo "${n:-0}"; }
 
 summary() {
   printf '%-9s %-8s %7s %7s %7s %7s %8s %7s\n' group slices mutants caught missed timeout unviable score
@@ -50,11 +50,14 @@ summary() {
     for d in "$OUT/$g" "$OUT/$g"-*-of-*; do
       [ -d "$d/mutants.out" ] || continue
       [ "$d" = "$OUT/$g" ] && slices=all || slices="$slices${slices:+,}${d#"$OUT/$g"-}"
-      # --iterate keeps what earlier runs caught in previously_caught.txt
-      c=$((c + $(count "$d/mutants.out/caught.txt") + $(count "$d/mutants.out/previously_caught.txt")))
+      # --iterate lists what earlier runs caught *or found unviable* in previously_caught.txt;
+      # the script keeps the earlier unviable ones in earlier-unviable.txt to tell them apart.
+      local eu=0
+      [ -f "$d/mutants.out/previously_caught.txt" ] && eu=$(count "$d/earlier-unviable.txt")
+      c=$((c + $(count "$d/mutants.out/caught.txt") + $(count "$d/mutants.out/previously_caught.txt") - eu))
       m=$((m + $(count "$d/mutants.out/missed.txt")))
       t=$((t + $(count "$d/mutants.out/timeout.txt")))
-      u=$((u + $(count "$d/mutants.out/unviable.txt")))
+      u=$((u + $(count "$d/mutants.out/unviable.txt") + eu))
     done
     [ -n "$slices" ] || continue
     n=$((c + m + t + u))
@@ -81,9 +84,15 @@ for spec in "${groups[@]}"; do
   # cargo-mutants numbers shards from 0; the script's K/N from 1.
   [[ $spec == *:* ]] && { s=${spec#*:}; shard=(--shard "$((${s%/*} - 1))/${s#*/}" --sharding round-robin); }
   iterate=()
-  [ -n "${ITERATE:-}" ] && iterate=(--iterate)
   d=$(dir_of "$spec")
   mkdir -p "$d"
+  if [ -n "${ITERATE:-}" ]; then
+    iterate=(--iterate)
+    [ -f "$d/mutants.out/unviable.txt" ] && sort -u -o "$d/earlier-unviable.txt" \
+      "$d/mutants.out/unviable.txt" $([ -f "$d/earlier-unviable.txt" ] && echo "$d/earlier-unviable.txt")
+  elif [ -d "$d/mutants.out" ]; then
+    rm -f "$d/earlier-unviable.txt"
+  fi
   while [ -e "$QUIET_FILE" ]; do
     echo "mutants.sh: $QUIET_FILE exists, waiting before $spec ($(date +%T))"
     sleep 30
