@@ -334,6 +334,8 @@ pub(crate) mod tests {
             f[at] ^= 0x10;
             assert_ne!(flow_hash(&f, 0), h, "IPv6 byte {at}");
         }
+        // TCP and UDP between the same addresses and ports are two flows.
+        assert_ne!(flow_hash(&ipv6_frame(6, 5000, 53, 0), 0), h);
     }
 
     #[test]
