@@ -1137,6 +1137,20 @@ mod tests {
         assert!(per <= 64, "{per} bytes per entry");
         // It counts at least the slots themselves (16 bytes each).
         assert!(per >= 16, "{per} bytes per entry");
+        // Debug shows a summary, not a million slots.
+        let dbg = format!("{f:?}");
+        assert!(dbg.len() < 1000, "{} bytes of Debug", dbg.len());
+        assert!(dbg.contains("capacity: 1048576"), "{dbg}");
+        // Any table, however small, owns the per-port and per-network arrays: a flush
+        // generation (u16) and an entry count (u32) for each of the 65,536 ports and networks.
+        let tiny = Fdb::new(cfg(1));
+        let arrays = IDS * 2 * (2 + 4);
+        assert!(
+            tiny.memory_bytes() >= arrays + 16 * tiny.slots.len(),
+            "{} bytes",
+            tiny.memory_bytes()
+        );
+        assert!(tiny.memory_bytes() < arrays + 16 * tiny.slots.len() + 4096);
         assert_eq!(std::mem::size_of::<Slot>(), 16);
     }
 
