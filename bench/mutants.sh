@@ -55,9 +55,18 @@ summary() {
       local eu=0
       [ -f "$d/mutants.out/previously_caught.txt" ] && eu=$(count "$d/earlier-unviable.txt")
       c=$((c + $(count "$d/mutants.out/caught.txt") + $(count "$d/mutants.out/previously_caught.txt") - eu))
-      m=$((m + $(count "$d/mutants.out/missed.txt")))
       t=$((t + $(count "$d/mutants.out/timeout.txt")))
       u=$((u + $(count "$d/mutants.out/unviable.txt") + eu))
+      if [ -d "$d/retest/mutants.out" ]; then
+        # After ITERATE: the missed ones were retested; what the tests now catch moves over.
+        local after=$(count "$d/retest/mutants.out/missed.txt")
+        c=$((c + $(count "$d/retest/mutants.out/caught.txt")))
+        t=$((t + $(count "$d/retest/mutants.out/timeout.txt")))
+        u=$((u + $(count "$d/retest/mutants.out/unviable.txt")))
+        m=$((m + after))
+      else
+        m=$((m + $(count "$d/mutants.out/missed.txt")))
+      fi
     done
     [ -n "$slices" ] || continue
     n=$((c + m + t + u))
@@ -83,15 +92,22 @@ for spec in "${groups[@]}"; do
   shard=()
   # cargo-mutants numbers shards from 0; the script's K/N from 1.
   [[ $spec == *:* ]] && { s=${spec#*:}; shard=(--shard "$((${s%/*} - 1))/${s#*/}" --sharding round-robin); }
-  iterate=()
   d=$(dir_of "$spec")
+  out=$d
   mkdir -p "$d"
   if [ -n "${ITERATE:-}" ]; then
-    iterate=(--iterate)
-    [ -f "$d/mutants.out/unviable.txt" ] && sort -u -o "$d/earlier-unviable.txt" \
-      "$d/mutants.out/unviable.txt" $([ -f "$d/earlier-unviable.txt" ] && echo "$d/earlier-unviable.txt")
-  elif [ -d "$d/mutants.out" ]; then
-    rm -f "$d/earlier-unviable.txt"
+    # Retest, by name, the mutants the last run of this group or slice missed (cargo-mutants'
+    # own --iterate re-shards what is left, which for a slice is another set of mutants).
+    [ -s "$d/mutants.out/missed.txt" ] || { echo "mutants.sh: $spec: nothing missed to retest"; continue; }
+    filters=()
+    while IFS= read -r name; do
+      filters+=(-F "^$(printf '%s' "$name" | sed 's/[][\\.^$*+?(){}|]/\\&/g')\$")
+    done <"$d/mutants.out/missed.txt"
+    shard=("${filters[@]}")
+    out=$d/retest
+    mkdir -p "$out"
+  else
+    rm -rf "$d/retest"
   fi
   while [ -e "$QUIET_FILE" ]; do
     echo "mutants.sh: $QUIET_FILE exists, waiting before $spec ($(date +%T))"
@@ -99,12 +115,12 @@ for spec in "${groups[@]}"; do
   done
   echo "mutants.sh: $spec started $(date '+%F %T'), load $(cut -d' ' -f1-3 /proc/loadavg)"
   start=$(date +%s)
-  nice -n 15 cargo mutants -j 1 --profile mutants --no-shuffle "${iterate[@]}" "${shard[@]}" \
-    -o "$d" "${args[@]}" >"$d/run.log" 2>&1
+  nice -n 15 cargo mutants -j 1 --profile mutants --no-shuffle "${shard[@]}" \
+    -o "$out" "${args[@]}" >"$out/run.log" 2>&1
   rc=$?
   # cargo-mutants exits 2 when some mutant was missed, 3 on timeouts: not a script failure.
-  case $rc in 0 | 2 | 3) ;; *) status=1; echo "mutants.sh: $spec failed (exit $rc), see $d/run.log" >&2 ;; esac
-  echo "mutants.sh: $spec done in $(($(date +%s) - start)) s, load $(cut -d' ' -f1-3 /proc/loadavg): $(tail -1 "$d/run.log")"
+  case $rc in 0 | 2 | 3) ;; *) status=1; echo "mutants.sh: $spec failed (exit $rc), see $out/run.log" >&2 ;; esac
+  echo "mutants.sh: $spec done in $(($(date +%s) - start)) s, load $(cut -d' ' -f1-3 /proc/loadavg): $(tail -1 "$out/run.log")"
 done
 summary | tee "$OUT/summary.txt"
 exit $status
