@@ -1088,18 +1088,29 @@ mod tests {
 
     #[test]
     fn flushed_entries_make_room_before_eviction() {
-        let mut f = Fdb::new(cfg(8));
-        for n in 0..8 {
-            f.learn(1, mac(n), 1, 0);
+        // The network's limit is the one reached first, then (with roomy per-port and
+        // per-network limits) the table's capacity.
+        for c in [
+            cfg(8),
+            FdbConfig {
+                max_per_port: 64,
+                max_per_network: 64,
+                ..cfg(8)
+            },
+        ] {
+            let mut f = Fdb::new(c);
+            for n in 0..8 {
+                f.learn(1, mac(n), 1, 0);
+            }
+            f.flush_port(1);
+            for n in 0..8 {
+                assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
+                // Lazily: each learn reclaims only the one slot it needs.
+                assert_eq!(f.counters().reclaimed, u64::from(n) + 1);
+            }
+            assert_eq!(f.counters().evicted, 0);
+            assert_eq!(f.counters().reclaimed, 8);
         }
-        f.flush_port(1);
-        for n in 0..8 {
-            assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
-            // Lazily: each learn reclaims only the one slot it needs.
-            assert_eq!(f.counters().reclaimed, u64::from(n) + 1);
-        }
-        assert_eq!(f.counters().evicted, 0);
-        assert_eq!(f.counters().reclaimed, 8);
     }
 
     #[test]
