@@ -41,6 +41,8 @@ mkdir -p "$OUT"
 dir_of() { local g=${1%%:*} s=; [[ $1 == *:* ]] && s=${1#*:} && s=-${s%/*}-of-${s#*/}; echo "$OUT/$g$s"; }
 
 count() { local n=0; [ -f "$1" ] && n=$(grep -c . "$1"); echo "${n:-0}"; }
+# Lines of file $2 that are lines of file $1.
+inter() { local n=0; [ -f "$2" ] && n=$(grep -Fxc -f "$1" "$2"); echo "${n:-0}"; }
 
 summary() {
   printf '%-9s %-8s %7s %7s %7s %7s %8s %7s\n' group slices mutants caught missed timeout unviable score
@@ -60,9 +62,10 @@ summary() {
       if [ -d "$d/retest/mutants.out" ]; then
         # After ITERATE: the missed ones were retested; what the tests now catch moves over.
         local after=$(count "$d/retest/mutants.out/missed.txt")
-        c=$((c + $(count "$d/retest/mutants.out/caught.txt")))
-        t=$((t + $(count "$d/retest/mutants.out/timeout.txt")))
-        u=$((u + $(count "$d/retest/mutants.out/unviable.txt")))
+        # Only the retested names count (a filter may match a mutant caught before).
+        c=$((c + $(inter "$d/mutants.out/missed.txt" "$d/retest/mutants.out/caught.txt")))
+        t=$((t + $(inter "$d/mutants.out/missed.txt" "$d/retest/mutants.out/timeout.txt")))
+        u=$((u + $(inter "$d/mutants.out/missed.txt" "$d/retest/mutants.out/unviable.txt")))
         m=$((m + after))
       else
         m=$((m + $(count "$d/mutants.out/missed.txt")))
