@@ -61,6 +61,17 @@ mod tests {
     }
 
     #[test]
+    fn fold_adds_the_carry_of_the_first_fold() {
+        // 0x0001_ffff folds to 0x1_0000, whose carry must be added again: 0x0001.
+        assert_eq!(fold(0x0001_ffff), 0x0001);
+        assert_eq!(fold(u32::MAX), 0xffff);
+        // 0x1_0001 words of 0xffff: the sum needs both folds.
+        let words = vec![0xffu8; 2 * 0x1_0001];
+        assert_eq!(sum_words(&words, 0), 0xffff * 0x1_0001);
+        assert_eq!(checksum(&words), 0);
+    }
+
+    #[test]
     fn odd_length() {
         assert_eq!(sum_words(&[0x12, 0x34, 0x56], 0), 0x1234 + 0x5600);
     }

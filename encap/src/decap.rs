@@ -547,6 +547,14 @@ mod tests {
 
         assert!(tr(Layer::Ethernet)(err(&base[..13])));
         assert!(tr(Layer::Ipv4)(err(&base[..33])));
+        // At the exact boundaries the short layer is the next one: a whole Ethernet header and
+        // no IPv4, then a whole IPv4 header (total length 20) and no UDP.
+        let t = |layer, need, have| DecapError::Truncated { layer, need, have };
+        assert_eq!(err(&base[..14]), t(Layer::Ipv4, 20, 0));
+        let mut p = base[..34].to_vec();
+        p[16..18].copy_from_slice(&20u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert_eq!(err(&p), t(Layer::Udp, 8, 0));
         // IPv4 total length beyond the data.
         assert_eq!(
             err(&base[..base.len() - 1]),
@@ -565,6 +573,12 @@ mod tests {
         p[16..18].copy_from_slice(&19u16.to_be_bytes());
         fix_csum(&mut p);
         assert!(tr(Layer::Ipv4)(err(&p)));
+        // An IPv4 payload of exactly a UDP header (UDP length 8): the VXLAN header is missing.
+        let mut p = base[..14 + 20 + 8].to_vec();
+        p[16..18].copy_from_slice(&28u16.to_be_bytes());
+        p[38..40].copy_from_slice(&8u16.to_be_bytes());
+        fix_csum(&mut p);
+        assert_eq!(err(&p), t(Layer::Vxlan, 8, 0));
         // IPv4 payload too short for UDP.
         let mut p = base[..14 + 20 + 4].to_vec();
         p[16..18].copy_from_slice(&24u16.to_be_bytes());
@@ -632,6 +646,18 @@ mod tests {
                 have: 13
             })
         );
+        // At the boundaries: a VXLAN header and nothing after it lacks the inner frame; a VXLAN
+        // header and a bare inner Ethernet header (14 bytes) is accepted.
+        assert_eq!(
+            decap_udp_payload(&payload[..8], PEER, &t),
+            Err(DecapError::Truncated {
+                layer: Layer::Inner,
+                need: 14,
+                have: 0
+            })
+        );
+        let d = decap_udp_payload(&payload[..22], PEER, &t).unwrap();
+        assert_eq!((d.inner_offset, d.inner_len), (8, 14));
         let mut q = payload.to_vec();
         q[6] = 41;
         assert_eq!(

@@ -267,6 +267,9 @@ pub(crate) mod tests {
         assert_eq!((d.lo(), d.hi()), (49152, 65535));
         assert_eq!(d.pick(0), 49152);
         assert_eq!(d.pick(u32::MAX), 65535);
+        let r = PortRange::new(100, 200).unwrap();
+        assert!(r.contains(100) && r.contains(150) && r.contains(200));
+        assert!(!r.contains(99) && !r.contains(201) && !r.contains(0));
         assert!(PortRangeError { lo: 0, hi: 1 }
             .to_string()
             .contains("49152"));
@@ -310,6 +313,107 @@ pub(crate) mod tests {
         let mut p = base.clone();
         *p.last_mut().unwrap() ^= 0xff;
         assert_eq!(flow_hash(&p, 0), h);
+    }
+
+    #[test]
+    fn every_hashed_byte_matters() {
+        // Flipping any one byte of the MACs, the outer EtherType, the IPv4 addresses or the
+        // ports changes the hash (no byte is skipped or read twice in its place).
+        let base = ipv4_frame(A, B, [10, 0, 0, 1], [10, 0, 0, 2], 17, 1111, 2222, 4);
+        let h = flow_hash(&base, 0);
+        for at in (0..12).chain(26..34).chain(34..38) {
+            let mut f = base.clone();
+            f[at] ^= 0x10;
+            assert_ne!(flow_hash(&f, 0), h, "byte {at}");
+        }
+        // IPv6: both addresses, every byte, and the next header.
+        let v6 = ipv6_frame(17, 5000, 53, 0);
+        let h = flow_hash(&v6, 0);
+        for at in (14 + 8..14 + 40).chain([14 + 6]).chain(14 + 40..14 + 44) {
+            let mut f = v6.clone();
+            f[at] ^= 0x10;
+            assert_ne!(flow_hash(&f, 0), h, "IPv6 byte {at}");
+        }
+        // TCP and UDP between the same addresses and ports are two flows.
+        assert_ne!(flow_hash(&ipv6_frame(6, 5000, 53, 0), 0), h);
+    }
+
+    #[test]
+    fn header_only_packets_hash_their_addresses() {
+        // An IPv4 header with nothing after it, an IPv6 header with nothing after it: the
+        // addresses still pick the port.
+        let v4 = |dst: u8| {
+            let mut f = ipv4_frame(A, B, [10, 0, 0, 1], [10, 0, 0, dst], 59, 0, 0, 0);
+            f.truncate(14 + 20);
+            f
+        };
+        assert_ne!(flow_hash(&v4(2), 0), flow_hash(&v4(3), 0));
+        let mut a = ipv6_frame(59, 0, 0, 0);
+        a.truncate(14 + 40);
+        let mut b = a.clone();
+        b[14 + 39] ^= 1;
+        assert_ne!(flow_hash(&a, 0), flow_hash(&b, 0));
+    }
+
+    #[test]
+    fn portless_protocols_hash_on_addresses_and_protocol_only() {
+        // ICMP echo requests of one ping differ in sequence number and checksum; they are one
+        // flow and must take one path.
+        let ping = |seq: u8| {
+            let mut f = ipv4_frame(A, B, [10, 0, 0, 1], [10, 0, 0, 2], 1, 0x0800, 0x1234, 8);
+            f[34 + 2] = seq; // bytes 34..38 (type, code, checksum) differ per packet
+            f[34 + 7] = seq;
+            f
+        };
+        assert_eq!(flow_hash(&ping(1), 0), flow_hash(&ping(2), 0));
+        let v6 = |seq: u8| ipv6_frame(58, 0x8000, u16::from(seq), seq);
+        assert_eq!(flow_hash(&v6(1), 0), flow_hash(&v6(2), 0));
+    }
+
+    #[test]
+    fn vlan_id_matters_priority_does_not() {
+        let plain = ipv4_frame(A, B, [10, 0, 0, 1], [10, 0, 0, 2], 6, 1, 2, 0);
+        let tagged = |tci: [u8; 2]| {
+            let mut f = plain[..12].to_vec();
+            f.extend_from_slice(&[0x81, 0x00, tci[0], tci[1]]);
+            f.extend_from_slice(&plain[12..]);
+            f
+        };
+        let h = flow_hash(&tagged([0x00, 0x0a]), 0);
+        assert_ne!(flow_hash(&tagged([0x00, 0x0b]), 0), h, "VLAN 11 vs 10");
+        assert_ne!(flow_hash(&tagged([0x01, 0x0a]), 0), h, "VLAN 266 vs 10");
+        assert_eq!(flow_hash(&tagged([0xe0, 0x0a]), 0), h, "priority bits");
+        // At most two tags are parsed: behind a third, nothing (not even the third VLAN id)
+        // is read.
+        let triple = |vid: u8| {
+            let mut f = plain[..12].to_vec();
+            f.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, vid]);
+            f.extend_from_slice(&plain[12..]);
+            f
+        };
+        assert_eq!(flow_hash(&triple(3), 0), flow_hash(&triple(4), 0));
+    }
+
+    /// An Ethernet + IPv6 frame with next header `nh` whose first four L4 bytes are the ports
+    /// `sport`, `dport`, followed by 4 bytes of `fill`.
+    fn ipv6_frame(nh: u8, sport: u16, dport: u16, fill: u8) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&B);
+        f.extend_from_slice(&A);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let mut ip = [0u8; 48];
+        ip[0] = 0x60;
+        ip[5] = 8;
+        ip[6] = nh;
+        ip[7] = 64;
+        for (i, b) in ip[8..40].iter_mut().enumerate() {
+            *b = 0x20 + i as u8;
+        }
+        ip[40..42].copy_from_slice(&sport.to_be_bytes());
+        ip[42..44].copy_from_slice(&dport.to_be_bytes());
+        ip[44..48].fill(fill);
+        f.extend_from_slice(&ip);
+        f
     }
 
     #[test]
@@ -364,5 +468,12 @@ pub(crate) mod tests {
         for n in 0..qinq.len() {
             let _ = flow_hash(&qinq[..n], 0);
         }
+        let v6 = ipv6_frame(17, 1, 2, 0);
+        for n in 0..v6.len() {
+            let _ = flow_hash(&v6[..n], 0);
+        }
+        let mut v4_in_v6 = v6.clone();
+        v4_in_v6[14] = 0x40; // an IPv6 EtherType with an IPv4 version nibble
+        let _ = flow_hash(&v4_in_v6, 0);
     }
 }

@@ -663,5 +663,46 @@ mod tests {
             encap_udp_payload_in_place(vni, &mut buf, 8, 10),
             Err(EncapError::InnerTooShort(10))
         );
+        // A bare Ethernet header (14 bytes) is the shortest inner frame accepted.
+        assert_eq!(encap_udp_payload_in_place(vni, &mut buf, 8, 14), Ok(0));
+        assert_eq!(
+            encap_udp_payload_in_place(vni, &mut buf, 8, 13),
+            Err(EncapError::InnerTooShort(13))
+        );
+    }
+
+    #[test]
+    fn header_and_accessors_match_the_written_packet() {
+        let mut c = cfg();
+        c.src_ports = PortRange::new(40000, 40009).unwrap();
+        let t = EncapTemplate::new(&c).unwrap();
+        assert_eq!(t.src_ports(), PortRange::new(40000, 40009).unwrap());
+        let f = inner(22);
+        let mut out = vec![0u8; f.len() + OUTER_LEN];
+        encap_into(&t, &f, &mut out, 40005).unwrap();
+        // header() gives the bytes encap_into writes in front of the frame.
+        assert_eq!(t.header(f.len(), 40005).unwrap()[..], out[..OUTER_LEN]);
+        assert_eq!(
+            t.header(13, 40005),
+            Err(EncapError::InnerTooShort(13)),
+            "header() checks the length"
+        );
+        // outer_header() is the same with the per-packet fields (IPv4 total length and
+        // checksum, UDP source port and length) zero.
+        let mut fixed = out[..OUTER_LEN].to_vec();
+        for at in [16, 17, 24, 25, 34, 35, 38, 39] {
+            fixed[at] = 0;
+        }
+        assert_eq!(t.outer_header()[..], fixed[..]);
+        // A bare Ethernet header is the shortest inner frame.
+        let mut out = [0u8; OUTER_LEN + 14];
+        assert_eq!(
+            encap_into(&t, &f[..14], &mut out, 40000),
+            Ok(OUTER_LEN + 14)
+        );
+        assert_eq!(
+            encap_into(&t, &f[..13], &mut out, 40000),
+            Err(EncapError::InnerTooShort(13))
+        );
     }
 }

@@ -384,9 +384,18 @@ mod tests {
             t.add_peer(vni(1), Ipv4Addr::UNSPECIFIED),
             Err(VtepTableError::BadPeer(Ipv4Addr::UNSPECIFIED))
         );
+        for bad in [Ipv4Addr::BROADCAST, Ipv4Addr::new(239, 1, 1, 1)] {
+            assert_eq!(t.add_peer(vni(1), bad), Err(VtepTableError::BadPeer(bad)));
+        }
         let a = t.add_peer(vni(1), ip(1)).unwrap();
         let b = t.add_peer(vni(1), ip(2)).unwrap();
         let c = t.add_peer(vni(1), ip(3)).unwrap();
+        // Distinct VTEPs, distinct raw ids (what MAC table entries store).
+        assert_eq!(
+            [a.get(), b.get(), c.get()].map(usize::from),
+            [a, b, c].map(VtepId::index)
+        );
+        assert!(a.get() != b.get() && b.get() != c.get() && a.get() != c.get());
         assert_eq!(t.add_peer(vni(1), ip(2)).unwrap(), b); // idempotent
         assert_eq!(t.flood_list(vni(1)), &[ip(1), ip(2), ip(3)]);
         assert_eq!(t.flood_ids(vni(1)), &[a, b, c]);
@@ -432,6 +441,30 @@ mod tests {
         assert_eq!(b, a1, "freed id is reused");
         assert_eq!(t.vtep_ip(b), Some(ip(9)));
         assert_eq!(VtepId::from_raw(b.get()), b);
+    }
+
+    #[test]
+    fn at_most_65536_vteps() {
+        // Ids are u16: the 65537th distinct VTEP is refused rather than given a taken id.
+        let mut t = VtepTable::new();
+        for v in 0..256 {
+            t.add_vni(vni(v), u16::try_from(v).unwrap()).unwrap();
+        }
+        for n in 0..=u32::from(u16::MAX) {
+            let peer = Ipv4Addr::from(0x0a00_0000 + n);
+            t.add_peer(vni(n % 256), peer).unwrap();
+        }
+        assert_eq!(t.vtep_count(), 65536);
+        let last = t.vtep_id(Ipv4Addr::from(0x0a00_0000 + 65535)).unwrap();
+        assert_eq!(last.get(), u16::MAX);
+        assert_eq!(
+            t.add_peer(vni(0), Ipv4Addr::new(11, 0, 0, 1)),
+            Err(VtepTableError::Full)
+        );
+        assert_eq!(
+            t.vtep_ip(VtepId::from_raw(0)),
+            Some(Ipv4Addr::new(10, 0, 0, 0))
+        );
     }
 
     #[test]

@@ -205,6 +205,11 @@ mod tests {
         assert_eq!(Vni::try_from(0x100_0000), Err(VniOutOfRange(0x100_0000)));
         assert_eq!(Vni::from_u32_truncating(0x1234_5678).get(), 0x34_5678);
         assert!(VniOutOfRange(1 << 24).to_string().contains("0..=16777215"));
+        let v = Vni::new(4242).unwrap();
+        assert_eq!(
+            (format!("{v}"), format!("{v:?}")),
+            ("4242".into(), "Vni(4242)".into())
+        );
     }
 
     #[test]
@@ -255,6 +260,9 @@ mod tests {
         assert!(!h.reserved_clear());
         let mut buf = [0u8; 8];
         let mut h = VxlanHeader::new_unchecked(&mut buf[..]);
+        assert!(!h.vni_valid(), "flags 0");
+        h.set_flags(0xf7);
+        assert!(!h.vni_valid(), "every flag but I");
         h.set_flags(VXLAN_FLAG_I);
         assert!(h.vni_valid());
     }

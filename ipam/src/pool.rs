@@ -711,6 +711,33 @@ mod tests {
     }
 
     #[test]
+    fn accessors_return_the_spec() {
+        let mut spec = PoolSpec::new(net("10.0.0.0/24"));
+        spec.ip_range = Some(net("10.0.0.128/25"));
+        spec.aux_addresses.insert("router".into(), ip("10.0.0.254"));
+        let p = Pool::new(spec.clone()).unwrap();
+        assert_eq!(p.ip_range(), Some(net("10.0.0.128/25")));
+        assert_eq!(p.aux_addresses(), &spec.aux_addresses);
+        assert_eq!(pool("10.0.1.0/24").ip_range(), None);
+        assert!(pool("10.0.1.0/24").aux_addresses().is_empty());
+    }
+
+    #[test]
+    fn a_cursor_outside_the_range_is_ignored() {
+        // A damaged or hand-edited file may carry a cursor outside the ip-range: allocation
+        // must still start at the range's first address, never below it (here the subnet's
+        // network address would follow 9.255.255.255).
+        for last in ["10.0.0.5", "9.255.255.255"] {
+            let json = format!(
+                r#"{{"subnet":"10.0.0.0/24","gateway":"10.0.0.1","ip_range":"10.0.0.128/25",
+                    "last_allocated":"{last}"}}"#
+            );
+            let mut p: Pool = serde_json::from_str(&json).unwrap();
+            assert_eq!(p.allocate("a").unwrap(), ip("10.0.0.128"), "cursor {last}");
+        }
+    }
+
+    #[test]
     fn deserialization_rechecks_invariants() {
         let dup = r#"{"subnet":"10.0.0.0/24","gateway":"10.0.0.1",
             "leases":[{"ip":"10.0.0.5","owner":"a"},{"ip":"10.0.0.5","owner":"b"}]}"#;

@@ -583,6 +583,14 @@ mod tests {
     }
 
     #[test]
+    fn write_into_a_missing_directory_fails() {
+        let dir = TempDir::new("missing");
+        let e = write_atomic(&dir.file("gone/state"), b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+    }
+
+    #[test]
     fn write_atomic_keeping_keeps_the_previous_file() {
         let dir = TempDir::new("keeping");
         let (path, bak) = (dir.file("state.json"), dir.file("state.json.bak"));

@@ -168,6 +168,8 @@ mod tests {
             "10.0.0.0/",
             "a/b",
             "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "10.0.0.0/ 8",
         ] {
             let e = parse_subnet(bad).unwrap_err();
             assert!(matches!(e, IpamError::InvalidCidr { .. }), "{bad}: {e}");

@@ -802,7 +802,9 @@ mod tests {
     #[test]
     fn learn_lookup_refresh_writes_nothing_when_fresh() {
         let mut f = Fdb::new(cfg(64));
+        assert!(f.is_empty());
         assert_eq!(f.learn(1, mac(1), 3, 100), Learn::Learned);
+        assert!(!f.is_empty());
         assert_eq!(f.lookup(1, mac(1)), Some(3));
         assert_eq!(f.lookup(1, mac(2)), None);
         let before = f.slots.clone();
@@ -886,6 +888,7 @@ mod tests {
             aging_secs: 10,
             ..cfg(16)
         });
+        assert_eq!(f.aging_secs(), 10);
         let slots = f.slots.len();
         for n in 0..8 {
             f.learn(1, mac(n), 1, 0);
@@ -906,6 +909,7 @@ mod tests {
         assert_eq!(f.lookup(1, mac(0)), None);
         assert_eq!(f.port_entries(1), 0);
         f.set_aging_secs(1);
+        assert_eq!(f.aging_secs(), 1);
         assert_eq!(f.age(17, slots), 1);
         assert!(f.is_empty());
     }
@@ -935,7 +939,9 @@ mod tests {
         // The port comes back (port ids are reused): old entries stay gone, new ones count.
         assert_eq!(f.learn(1, mac(3), 1, 1), Learn::Learned);
         assert_eq!(f.port_entries(1), 1);
-        f.age(1, 2 * f.slots.len());
+        // One sweep reclaims the 10 flushed entries left (mac 3 was reclaimed by its new
+        // learn) and says so.
+        assert_eq!(f.age(1, 2 * f.slots.len()), 10);
         assert_eq!(f.len(), 11);
         assert_eq!(f.network_entries(1), 11);
         assert_eq!(f.live_len(), 11);
@@ -980,6 +986,35 @@ mod tests {
         }
         assert_eq!(f.lookup(1, mac(1000)), Some(2));
         assert_eq!(f.counters().evicted, 1);
+        // Flushed entries of another port are reclaimed on the way, but they do not make room
+        // under this port's limit: the port's own oldest still goes.
+        for n in 0..3 {
+            f.learn(1, mac(2000 + n), 3, 10);
+        }
+        f.flush_port(3);
+        assert_eq!(f.learn(1, mac(5), 1, 11), Learn::Learned);
+        assert_eq!(f.port_entries(1), 4);
+        assert_eq!(f.lookup(1, mac(1)), None);
+        assert_eq!(f.counters().evicted, 2);
+    }
+
+    #[test]
+    fn a_ports_flushed_entries_make_room_under_its_limit() {
+        // Port 1 at its limit of 4, half of it in network 2, which is then flushed: the next
+        // address of port 1 takes the room of a reclaimed entry, no live entry is evicted.
+        let mut f = Fdb::new(FdbConfig {
+            max_per_port: 4,
+            ..cfg(64)
+        });
+        for n in 0..4 {
+            f.learn(1 + (n as NetworkId) / 2, mac(n), 1, n);
+        }
+        f.flush_network(2);
+        assert_eq!(f.learn(1, mac(9), 1, 10), Learn::Learned);
+        assert_eq!(f.counters().evicted, 0);
+        for n in [0, 1, 9] {
+            assert_eq!(f.lookup(1, mac(n)), Some(1), "mac {n}");
+        }
     }
 
     #[test]
@@ -1037,20 +1072,45 @@ mod tests {
         assert_eq!(f.learn(1, mac(10), 2, 0), Learn::Refused);
         assert_eq!(f.counters().refused, 1);
         assert_eq!(f.lookup(1, mac(10)), None);
+        // A limit of 0 refuses every dynamic entry in its scope, and counts each refusal.
+        for (max_per_port, max_per_network) in [(0, 64), (64, 0)] {
+            let mut f = Fdb::new(FdbConfig {
+                max_per_port,
+                max_per_network,
+                ..cfg(64)
+            });
+            assert_eq!(f.learn(1, mac(1), 1, 0), Learn::Refused);
+            assert_eq!(f.learn(1, mac(2), 1, 0), Learn::Refused);
+            assert_eq!(f.counters().refused, 2);
+            assert!(f.is_empty());
+        }
     }
 
     #[test]
     fn flushed_entries_make_room_before_eviction() {
-        let mut f = Fdb::new(cfg(8));
-        for n in 0..8 {
-            f.learn(1, mac(n), 1, 0);
+        // The network's limit is the one reached first, then (with roomy per-port and
+        // per-network limits) the table's capacity.
+        for c in [
+            cfg(8),
+            FdbConfig {
+                max_per_port: 64,
+                max_per_network: 64,
+                ..cfg(8)
+            },
+        ] {
+            let mut f = Fdb::new(c);
+            for n in 0..8 {
+                f.learn(1, mac(n), 1, 0);
+            }
+            f.flush_port(1);
+            for n in 0..8 {
+                assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
+                // Lazily: each learn reclaims only the one slot it needs.
+                assert_eq!(f.counters().reclaimed, u64::from(n) + 1);
+            }
+            assert_eq!(f.counters().evicted, 0);
+            assert_eq!(f.counters().reclaimed, 8);
         }
-        f.flush_port(1);
-        for n in 0..8 {
-            assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
-        }
-        assert_eq!(f.counters().evicted, 0);
-        assert_eq!(f.counters().reclaimed, 8);
     }
 
     #[test]
@@ -1058,13 +1118,22 @@ mod tests {
         let mut f = Fdb::new(cfg(64));
         f.learn(1, mac(1), 1, 0);
         f.add_static(1, mac(2), 1, 0).unwrap();
-        for i in 0..(GEN_MASK as u32 + 10) {
+        // Flushed before the wrap and never touched again: the compaction at the wrap must
+        // remove it, not bring it back with generation 0.
+        f.learn(1, mac(4), 8, 0);
+        f.flush_port(8);
+        let n = GEN_MASK as u32 + 10;
+        for i in 0..n {
             f.learn(1, mac(3), 9, i);
             f.flush_port(9);
         }
         assert_eq!(f.lookup(1, mac(1)), Some(1));
         assert_eq!(f.lookup(1, mac(2)), Some(1));
         assert_eq!(f.lookup(1, mac(3)), None);
+        assert_eq!(f.lookup(1, mac(4)), None);
+        // Each learn of mac 3 after the first reclaimed its flushed predecessor; the
+        // compaction reclaimed mac 4.
+        assert_eq!(f.counters().reclaimed, u64::from(n - 1) + 1);
         assert_eq!(f.live_len(), 2);
         assert_eq!(f.port_entries(1), 1);
     }
@@ -1077,7 +1146,39 @@ mod tests {
         });
         let per = f.memory_bytes() / f.capacity();
         assert!(per <= 64, "{per} bytes per entry");
+        // It counts at least the slots themselves (16 bytes each).
+        assert!(per >= 16, "{per} bytes per entry");
+        // Debug shows a summary, not a million slots.
+        let dbg = format!("{f:?}");
+        assert!(dbg.len() < 1000, "{} bytes of Debug", dbg.len());
+        assert!(dbg.contains("capacity: 1048576"), "{dbg}");
+        // Any table, however small, owns the per-port and per-network arrays: a flush
+        // generation (u16) and an entry count (u32) for each of the 65,536 ports and networks.
+        let tiny = Fdb::new(cfg(1));
+        let arrays = IDS * 2 * (2 + 4);
+        assert!(
+            tiny.memory_bytes() >= arrays + 16 * tiny.slots.len(),
+            "{} bytes",
+            tiny.memory_bytes()
+        );
+        assert!(tiny.memory_bytes() < arrays + 16 * tiny.slots.len() + 4096);
         assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    #[test]
+    fn sequential_addresses_spread_over_the_table() {
+        // Containers' MACs are often sequential (02:42:...:01, :02, ...); their home slots must
+        // still spread, or lookups degrade into long probes. With any seed, 4096 such keys in a
+        // table of 8192 slots land on thousands of distinct homes.
+        for seed in [1, 7, 0x1234_5678_9abc_def0] {
+            let f = Fdb::new(FdbConfig {
+                seed: Some(seed),
+                ..cfg(4096)
+            });
+            let homes: std::collections::HashSet<usize> =
+                (0..4096).map(|n| f.home(fdb_key(1, mac(n)))).collect();
+            assert!(homes.len() > 2048, "seed {seed}: {} homes", homes.len());
+        }
     }
 
     #[test]

@@ -1346,6 +1346,32 @@ mod tests {
     }
 
     #[test]
+    fn the_shortest_tagged_frame_is_switched() {
+        // 18 bytes (addresses, the 802.1Q tag, the inner EtherType) is a whole tagged header:
+        // switched like any frame; 17 bytes is a runt.
+        let mut p = two_networks();
+        p.add_port(
+            7,
+            PortRole::Trunk {
+                native: None,
+                vlans: vec![(10, 1)],
+            },
+        );
+        let mut f = frame(MacAddr::BROADCAST, mac(1), Some(10));
+        f.truncate(18);
+        let d = run(&mut p, 7, &[f.clone()]);
+        assert_eq!(
+            outs(&d),
+            vec![(1, vec![0], None), (2, vec![0], None), (3, vec![0], None)]
+        );
+        assert_eq!(p.counters().drop_count(DropReason::Runt), 0);
+        f.truncate(17);
+        let d = run(&mut p, 7, &[f]);
+        assert_eq!(outs(&d), vec![]);
+        assert_eq!(p.counters().drop_count(DropReason::Runt), 1);
+    }
+
+    #[test]
     fn vlan_classify_and_egress_tags() {
         let mut p = pipeline();
         p.add_network(1, None);

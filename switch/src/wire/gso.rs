@@ -527,6 +527,7 @@ pub(crate) mod tests {
         let mut out = vec![0u8; 32 * 1024];
         let s = segment(&f, &v, 8, &mut out).unwrap();
         let mut bad = out.clone();
+        let (mut other_ports, mut other_hosts) = (out.clone(), out.clone());
         let (len, g) = coalesce_tcp4(&mut out, s, 8).unwrap();
         assert_eq!(len, f.len());
         assert_eq!(g.gso_size, 1448);
@@ -543,6 +544,17 @@ pub(crate) mod tests {
         let copy = bad.clone();
         assert!(coalesce_tcp4(&mut bad, s, 8).is_none());
         assert_eq!(bad, copy);
+        // Nor is a segment of another flow: other ports (1235 -> 79), or the addresses swapped.
+        // Both keep every checksum valid (the words' sum is the same), so only the flow
+        // comparison can refuse them.
+        let at = 3 * s.stride + 8;
+        other_ports[at + 34..at + 38].copy_from_slice(&[0x04, 0xd3, 0x00, 0x4f]);
+        other_hosts[at + 26..at + 34].copy_from_slice(&[10, 0, 0, 2, 10, 0, 0, 1]);
+        for seg in [other_ports, other_hosts] {
+            let mut probe = seg.clone();
+            assert!(coalesce_tcp4(&mut probe, s, 8).is_none());
+            assert_eq!(probe, seg);
+        }
         // Nor are segments out of order, or a lone segment.
         let mut one = out.clone();
         let lone = Segments {

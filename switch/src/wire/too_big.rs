@@ -232,6 +232,11 @@ mod tests {
             1488
         );
         assert_eq!(wire_len(&tcp6(65000), &gso(VNET_GSO_TCPV6, 54, 1440)), 1500);
+        // A GSO type with gso_size 0 is not segmented: the whole packet goes on the wire.
+        assert_eq!(
+            wire_len(&tcp4(65000, true), &gso(VNET_GSO_TCPV4, 34, 0)),
+            65040
+        );
         // gso_size above the payload: the packet itself is the only segment.
         assert_eq!(
             wire_len(&tcp4(100, true), &gso(VNET_GSO_TCPV4, 34, 1448)),
