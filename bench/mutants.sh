@@ -20,7 +20,7 @@
 # (-j 1) under `nice -n 15`, because the machine is shared. Needs cargo-mutants
 # (`cargo install --locked cargo-mutants`). Not run by CI: the full set takes hours (README).
 #
-# While the file $QUIET_FILE (default /work/wt/QUIET) exists, the script waits (polling every
+# While the file $QUIET_FILE (default bench/results/mutants/QUIET) exists, the script waits (polling every
 # 30 s) before starting each invocation, so that a benchmark can have the cores.
 #
 # Prints one row per group: mutants tested, caught, missed, timeout, unviable, and
@@ -29,7 +29,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/bench/results/mutants
-QUIET_FILE=${QUIET_FILE:-/work/wt/QUIET}
+QUIET_FILE=${QUIET_FILE:-$OUT/QUIET}
 ALL=(encap ipam fdb pipeline wire:1/4 wire:2/4 wire:3/4 wire:4/4)
 SWITCH_SKIP=(--skip control::server::tests::read_line_splits_and_bounds_arbitrary_input
   --skip control::server::tests::a_slow_or_idle_client_times_out
