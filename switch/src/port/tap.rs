@@ -127,9 +127,27 @@ impl TapPort {
             flags |= libc::IFF_MULTI_QUEUE;
         }
         ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes one `ifreq`, which `ifr` is, alive for the call.
-        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })
-            .map_err(err("TUNSETIFF"))?;
+        // A persistent TAP whose last descriptor was just closed can still be attached for a
+        // moment: a thread of this process that forked a child (a client, `ip`) leaves a copy
+        // of every descriptor in it until the child's exec closes it (CLOEXEC). TUNSETIFF
+        // then says EBUSY; it is retried for up to 100 ms before it counts as busy.
+        let mut tries = 0;
+        loop {
+            let mut req = ifr;
+            // SAFETY: TUNSETIFF reads and writes one `ifreq`, which `req` is, alive for the
+            // call.
+            match cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) }) {
+                Ok(_) => {
+                    ifr = req;
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(err("TUNSETIFF")(e)),
+            }
+        }
         let actual: Vec<u8> = ifr
             .ifr_name
             .iter()
