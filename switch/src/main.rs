@@ -28,6 +28,10 @@ struct Cli {
     /// its time, level and target (the module that wrote it).
     #[arg(long, global = true, env = "VSWITCH_LOG_LEVEL", default_value = "info")]
     log_level: tracing::Level,
+    /// How log lines look: `text` (one line per event, for people) or `json` (one JSON object
+    /// per line with timestamp, level, target and fields, for log collectors).
+    #[arg(long, global = true, env = "VSWITCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -259,11 +263,14 @@ fn parse_attach(s: &str) -> Result<AttachMode, String> {
 fn main() {
     let cli = Cli::parse();
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -638,7 +638,7 @@ impl Worker {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("vswitch worker: poll failed: {e}");
+                    tracing::error!("poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -867,7 +867,7 @@ impl Worker {
                 }
                 Command::AddStatic { network, mac, port } => {
                     if let Err(e) = self.pipeline.add_static(network, mac, port) {
-                        eprintln!("vswitch worker: static MAC {mac} on port {port}: {e}");
+                        tracing::warn!("static MAC {mac} on port {port}: {e}");
                     }
                 }
                 Command::AddVtep {

@@ -286,3 +286,46 @@ fn socket_is_private_and_there_is_no_tcp_listener() {
     );
     assert_eq!(tcp_listeners(pid), Vec::<String>::new(), "{}", d.log());
 }
+
+/// `--log-format json`: every line the daemon logs is one JSON object with its time, level and
+/// target (the module that wrote it), for a log collector; `--log-level debug` lets the
+/// control plane's debug lines through.
+#[test]
+fn json_logs_are_one_object_per_line_with_level_and_target() {
+    if !need_root("json_logs") {
+        return;
+    }
+    let d = Daemon::start_with("jlog", &["--log-format", "json", "--log-level", "debug"]);
+    let net = unique("jl");
+    d.ok(&["network", "create", "--subnet", "10.231.7.0/24", &net]);
+    d.ok(&["network", "rm", &net]);
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for l in &lines {
+        assert!(l["timestamp"].is_string(), "no timestamp: {l}");
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .contains(&l["level"].as_str().unwrap_or("")),
+            "no level: {l}"
+        );
+        assert!(
+            l["target"].as_str().is_some_and(|t| !t.is_empty()),
+            "no target: {l}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("daemon ready"))),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["level"] == "DEBUG"),
+        "--log-level debug logged no debug line: {log}"
+    );
+}

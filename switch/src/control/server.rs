@@ -291,9 +291,18 @@ fn respond<H: Handler>(h: &Mutex<H>, line: &[u8]) -> Reply {
         .ok()
         .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
         .unwrap_or_default();
+    let t0 = std::time::Instant::now();
     let mut g = lock(h);
     match catch_unwind(AssertUnwindSafe(|| g.handle(req))) {
-        Ok(reply) => reply,
+        Ok(reply) => {
+            match &reply {
+                Reply::Ok { .. } => tracing::debug!(op, took = ?t0.elapsed(), "request done"),
+                Reply::Error { message } => {
+                    tracing::debug!(op, took = ?t0.elapsed(), error = %message, "request refused")
+                }
+            }
+            reply
+        }
         Err(p) => {
             let msg = panic_message(&*p);
             tracing::error!("a {op} request panicked ({msg}); answered with an error, serving on");

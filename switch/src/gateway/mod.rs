@@ -178,7 +178,7 @@ impl Gateway {
                 port,
             } => {
                 if let Err(e) = n.publish_tcp(listener, net, ip, port) {
-                    eprintln!("vswitch worker: cannot serve a published port: {e}");
+                    tracing::warn!("cannot serve a published port: {e}");
                 }
             }
             GatewayCommand::PublishUdp {
@@ -188,7 +188,7 @@ impl Gateway {
                 port,
             } => {
                 if let Err(e) = n.publish_udp(socket, net, ip, port) {
-                    eprintln!("vswitch worker: cannot serve a published port: {e}");
+                    tracing::warn!("cannot serve a published port: {e}");
                 }
             }
             GatewayCommand::Unpublish { proto, addr } => n.unpublish(proto, addr),
