@@ -245,3 +245,134 @@ mod tests {
         );
     }
 }
+
+/// A fake switch worker for tests of the control plane: it takes the daemon's commands from
+/// the worker channel, keeps the ports it is given (open, as the worker does), answers the
+/// commands that wait for a reply, and records what the switch would be programmed with. It
+/// can be told to refuse ports, to test that a failed step leaves nothing behind.
+#[derive(Clone, Default)]
+pub struct FakeWorker {
+    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
+}
+
+/// What a [`FakeWorker`] holds.
+#[derive(Default)]
+pub struct FakeState {
+    /// Networks registered (`AddNetwork`), with the gateway's address.
+    pub networks: Vec<(crate::pipeline::NetworkId, Option<std::net::Ipv4Addr>)>,
+    /// Ports added and not removed: id and interface name.
+    pub ports: Vec<(crate::port::PortId, String)>,
+    /// Gateway endpoints announced: network, address and port.
+    pub endpoints: Vec<(
+        crate::pipeline::NetworkId,
+        std::net::Ipv4Addr,
+        crate::port::PortId,
+    )>,
+    /// `AddPort` is answered with an error while this is set.
+    pub refuse_ports: bool,
+    /// Commands received, by kind, in order.
+    pub log: Vec<&'static str>,
+}
+
+impl FakeWorker {
+    /// The daemon's [`crate::control::daemon::Spawner`] for this fake: every worker it starts
+    /// (at start, after a panic) shares this fake's state.
+    pub fn spawner(&self) -> crate::control::daemon::Spawner {
+        let state = self.state.clone();
+        std::sync::Arc::new(move |_cfg, _generation, _exits| {
+            let state = state.clone();
+            crate::worker::WorkerHandle::spawn_fake(move |rx| serve_fake(&state, rx))
+                .map_err(|e| crate::control::error::Error::Msg(format!("fake worker: {e}")))
+        })
+    }
+
+    /// Runs `f` on the fake's state.
+    pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Names of the ports the fake holds now, sorted.
+    pub fn port_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.with(|s| s.ports.iter().map(|p| p.1.clone()).collect());
+        v.sort();
+        v
+    }
+}
+
+fn serve_fake(
+    state: &std::sync::Mutex<FakeState>,
+    rx: crossbeam_channel::Receiver<crate::worker::Command>,
+) {
+    use crate::worker::{Command, PortStats, Snapshot};
+    let mut held: Vec<(crate::port::PortId, Box<dyn crate::port::Port>)> = Vec::new();
+    for cmd in rx {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        match cmd {
+            Command::AddNetwork { id, gateway } => {
+                s.log.push("add_network");
+                s.networks.retain(|n| n.0 != id);
+                s.networks.push((id, gateway.map(|g| g.1)));
+            }
+            Command::RemoveNetwork { id } => {
+                s.log.push("remove_network");
+                s.networks.retain(|n| n.0 != id);
+            }
+            Command::AddPort { id, port, done, .. } | Command::AddUplink { id, port, done, .. } => {
+                s.log.push("add_port");
+                if s.refuse_ports {
+                    let _ = done.send(Err(std::io::Error::other("refused by the fake worker")));
+                } else {
+                    s.ports.push((id, port.name().to_string()));
+                    held.push((id, port));
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Command::RemovePort { id, done } => {
+                s.log.push("remove_port");
+                s.ports.retain(|p| p.0 != id);
+                s.endpoints.retain(|e| e.2 != id);
+                held.retain(|p| p.0 != id);
+                let _ = done.send(());
+            }
+            Command::AddVtep { done, .. } => {
+                s.log.push("add_vtep");
+                let _ = done.send(Ok(()));
+            }
+            Command::RemoveVtep { done, .. } => {
+                s.log.push("remove_vtep");
+                let _ = done.send(());
+            }
+            Command::Snapshot { reply } => {
+                let ports = s
+                    .ports
+                    .iter()
+                    .map(|(id, name)| PortStats {
+                        id: *id,
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                let _ = reply.send(Snapshot {
+                    ports,
+                    ..Default::default()
+                });
+            }
+            Command::Gateway(g) => match g {
+                crate::gateway::GatewayCommand::Counters { reply } => {
+                    let _ = reply.send(Default::default());
+                }
+                crate::gateway::GatewayCommand::Endpoint { net, ip, port, .. } => {
+                    s.log.push("gateway_endpoint");
+                    s.endpoints.retain(|e| !(e.0 == net && e.1 == ip));
+                    s.endpoints.push((net, ip, port));
+                }
+                _ => s.log.push("gateway"),
+            },
+            Command::Shutdown => break,
+            Command::SetPortRole { .. } => s.log.push("set_port_role"),
+            Command::AddStatic { .. } => s.log.push("add_static"),
+            Command::SetVtepMtu { .. } => s.log.push("set_vtep_mtu"),
+            Command::InjectPanic => s.log.push("inject_panic"),
+        }
+    }
+}

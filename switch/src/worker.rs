@@ -259,6 +259,29 @@ impl WorkerHandle {
         })
     }
 
+    /// Starts a thread that takes the worker's commands in place of a worker: `body` receives
+    /// them (and answers those that carry a reply channel). For tests of the control plane
+    /// with a fake worker ([`crate::testing::FakeWorker`]); the handle behaves as a real one's
+    /// (a command wakes nothing but the channel, a dropped reply sender is an error).
+    pub fn spawn_fake(
+        body: impl FnOnce(Receiver<Command>) + Send + 'static,
+    ) -> io::Result<WorkerHandle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("vswitch-fake-worker".into())
+            .spawn(move || {
+                let _poll = poll;
+                body(rx)
+            })?;
+        Ok(WorkerHandle {
+            tx,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
     /// False once the worker thread has ended (a panic, or [`WorkerHandle::shutdown`]).
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())

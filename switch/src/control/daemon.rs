@@ -90,7 +90,22 @@ pub struct Daemon {
     ),
     /// Panics and restarts of the worker.
     health: supervise::Health,
+    /// Starts a worker: at start, and again after one panicked.
+    spawner: Spawner,
 }
+
+/// What starts the daemon's worker: given the configuration, the worker's generation and the
+/// channel on which it reports a panic. [`Daemon::start`] spawns the real one;
+/// [`Daemon::start_with_worker`] takes another (a fake worker in tests).
+pub type Spawner = std::sync::Arc<
+    dyn Fn(
+            &Config,
+            u64,
+            crossbeam_channel::Sender<crate::worker::WorkerExit>,
+        ) -> Result<WorkerHandle>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,12 +170,17 @@ fn parse_cidr(what: &str, s: &str) -> Result<ipnet::Ipv4Net> {
 impl Daemon {
     /// Loads the state, starts the worker and restores networks and containers.
     pub fn start(cfg: Config) -> Result<Daemon> {
+        Self::start_with_worker(cfg, std::sync::Arc::new(Self::spawn_worker))
+    }
+
+    /// [`Daemon::start`] with the worker that `spawner` starts.
+    pub fn start_with_worker(cfg: Config, spawner: Spawner) -> Result<Daemon> {
         std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
             format!("cannot create state directory {}", cfg.state_dir.display())
         })?;
         let state = State::load(&cfg.state_dir)?;
         let exits = crossbeam_channel::unbounded();
-        let worker = Self::spawn_worker(&cfg, 0, exits.0.clone())?;
+        let worker = spawner(&cfg, 0, exits.0.clone())?;
         let mut d = Daemon {
             cfg,
             state,
@@ -170,6 +190,7 @@ impl Daemon {
             drivers: Drivers::default(),
             exits,
             health: Default::default(),
+            spawner,
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {

@@ -148,7 +148,7 @@ impl Daemon {
     pub fn restart_worker(&mut self) -> Result<()> {
         let t0 = Instant::now();
         let generation = self.health.generation + 1;
-        let worker = Self::spawn_worker(&self.cfg, generation, self.exits.0.clone())?;
+        let worker = (self.spawner)(&self.cfg, generation, self.exits.0.clone())?;
         // The old handle joins its thread, which has ended after reporting its exit.
         drop(std::mem::replace(&mut self.worker, worker));
         self.health.generation = generation;
