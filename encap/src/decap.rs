@@ -15,10 +15,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum;
 use crate::template::{ETH_HDR_LEN, IPV4_HDR_LEN, MIN_INNER_LEN, UDP_HDR_LEN};
 use crate::vtep::{VtepId, VtepTable};
 use crate::vxlan::{Vni, VXLAN_FLAG_I, VXLAN_HDR_LEN};
+use wire::checksum;
 
 /// A packet accepted by decap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

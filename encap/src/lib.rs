@@ -36,7 +36,6 @@
 //! fragments are dropped on receipt: give the underlay an MTU 50 bytes above the overlay's);
 //! GSO super-frames must be segmented before encap (the outer IPv4 length is 16 bits).
 
-pub mod checksum;
 pub mod decap;
 pub mod flow;
 pub mod template;

@@ -35,5 +35,8 @@ pub mod process;
 pub mod sys;
 #[doc(hidden)]
 pub mod testing;
-pub mod wire;
 pub mod worker;
+
+/// The frame formats, checksums, virtio-net header and id types: the `wire` crate
+/// (`switch/wire`), re-exported so that `crate::wire::X` and `switch::wire::X` name them.
+pub use ::wire;

@@ -1168,7 +1168,7 @@ mod tunnel_gso_tests {
     use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
     use crate::port::sys::testnet::{run, skip, uniq, NetNs};
     use crate::port::vxlan_tap::tests::tcp6_gso_frame;
-    use crate::wire::gso::tests::tcp_gso_frame;
+    use crate::wire::gso::testing::tcp_gso_frame;
 
     /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
     /// tunnel TAP: a 10 000-byte TCP GSO frame crosses as one tunnel GSO packet (the kernel

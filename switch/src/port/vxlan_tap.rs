@@ -272,7 +272,7 @@ impl TunnelTap {
 pub(crate) mod tests {
     use super::*;
     use crate::batch::VNET_GSO_NONE;
-    use crate::wire::gso::tests::tcp_gso_frame;
+    use crate::wire::gso::testing::tcp_gso_frame;
 
     fn tcp_vnet(gso_size: u16) -> VnetHdr {
         VnetHdr {

@@ -11,7 +11,7 @@
 
 use super::checksum::{finish_partial_checksum, fold, pseudo_header_v4, sum};
 use super::WireError;
-use crate::batch::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
+use crate::vnet::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
 use std::net::Ipv4Addr;
 
 /// Where the segments of one frame were written by [`segment`].
@@ -345,7 +345,7 @@ pub fn coalesce_tcp4(buf: &mut [u8], segs: Segments, prefix: usize) -> Option<(u
     let ph = pseudo_header_v4(src, dst, 6, (20 + thl + total - 20) as u16) as u16;
     f[50..52].copy_from_slice(&ph.to_be_bytes());
     let vnet = VnetHdr {
-        flags: crate::batch::VNET_F_NEEDS_CSUM,
+        flags: crate::vnet::VNET_F_NEEDS_CSUM,
         gso_type: VNET_GSO_TCPV4,
         hdr_len: hdr as u16,
         gso_size: mss as u16,
@@ -362,15 +362,13 @@ fn ip_end(frame: &[u8]) -> Option<usize> {
     (l3 + total <= frame.len() && total >= 20).then_some(l3 + total)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::batch::VNET_F_NEEDS_CSUM;
-    use crate::wire::checksum::{ipv4_l4_verify, verify};
-
+/// Frames for the tests of this crate and of the switch (not `cfg(test)`: another crate's
+/// tests cannot see those).
+#[doc(hidden)]
+pub mod testing {
     /// An Ethernet/IPv4/TCP frame with `n` payload bytes, its TCP checksum left partial (the
     /// pseudo-header sum over the whole length), as a GSO sender hands it over.
-    pub(crate) fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
+    pub fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20 + n];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
@@ -395,6 +393,14 @@ pub(crate) mod tests {
         }
         f
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::tcp_gso_frame;
+    use super::*;
+    use crate::checksum::{ipv4_l4_verify, verify};
+    use crate::vnet::VNET_F_NEEDS_CSUM;
 
     fn check_tcp_segments(out: &[u8], s: &Segments, prefix: usize, payload: &[u8], mss: usize) {
         let mut got = Vec::new();

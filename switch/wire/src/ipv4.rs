@@ -433,7 +433,7 @@ impl Ipv4Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ip_proto;
+    use crate::ip_proto;
     use proptest::prelude::*;
 
     /// An ICMP echo request 172.17.0.2 -> 172.17.0.1 as Linux ping sends it (header only),
