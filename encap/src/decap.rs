@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use crate::template::{ETH_HDR_LEN, IPV4_HDR_LEN, MIN_INNER_LEN, UDP_HDR_LEN};
 use crate::vtep::{VtepId, VtepTable};
 use crate::vxlan::{Vni, VXLAN_FLAG_I, VXLAN_HDR_LEN};
-use wire::checksum;
+use wire::{checksum, NetworkId};
 
 /// A packet accepted by decap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Decapped {
     /// The VNI of the packet.
     pub vni: Vni,
     /// The network the VNI maps to.
-    pub network: u16,
+    pub network: NetworkId,
     /// The remote VTEP that sent it (outer IPv4 source).
     pub src_vtep: Ipv4Addr,
     /// The id of that VTEP in the table (for the MAC table).
@@ -384,7 +384,7 @@ mod tests {
 
     fn table() -> VtepTable {
         let mut t = VtepTable::new();
-        t.add_vni(vni(42), 7).unwrap();
+        t.add_vni(vni(42), NetworkId(7)).unwrap();
         t.add_peer(vni(42), Ipv4Addr::new(10, 0, 0, 9)).unwrap();
         t.add_peer(vni(42), PEER).unwrap();
         t
@@ -442,7 +442,7 @@ mod tests {
         let t = table();
         let d = decap(&p, 4789, &t).unwrap();
         assert_eq!(d.vni, vni(42));
-        assert_eq!(d.network, 7);
+        assert_eq!(d.network, NetworkId(7));
         assert_eq!(d.src_vtep, PEER);
         assert_eq!(Some(d.vtep), t.vtep_id(PEER));
         assert_eq!(d.inner_offset, 50);
@@ -621,7 +621,7 @@ mod tests {
         let d = decap_udp_payload(payload, PEER, &t).unwrap();
         assert_eq!(
             (d.vni, d.network, d.inner_offset, d.inner_len),
-            (vni(42), 7, 8, inner().len())
+            (vni(42), NetworkId(7), 8, inner().len())
         );
         assert_eq!(
             decap_udp_payload(payload, Ipv4Addr::new(9, 9, 9, 9), &t),

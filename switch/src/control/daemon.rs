@@ -302,12 +302,12 @@ impl Daemon {
 
     fn register_network(&self, n: &NetworkRecord) {
         self.worker.send(crate::worker::Command::AddNetwork {
-            id: n.id,
+            id: NetworkId(n.id),
             gateway: self.gateway_of(n),
         });
         self.worker.send(crate::worker::Command::Gateway(
             crate::gateway::GatewayCommand::Network {
-                id: n.id,
+                id: NetworkId(n.id),
                 mtu: n.mtu,
                 internal: n.internal,
                 subnet: n.subnet,
@@ -331,7 +331,7 @@ impl Daemon {
         };
         self.worker.send(crate::worker::Command::Gateway(
             crate::gateway::GatewayCommand::Endpoint {
-                net: net.id,
+                net: NetworkId(net.id),
                 ip: ep.ip,
                 mac,
                 port,
@@ -417,13 +417,13 @@ impl Daemon {
         let cmd = match bound {
             egress::Bound::Tcp(listener) => G::PublishTcp {
                 listener,
-                net,
+                net: NetworkId(net),
                 ip,
                 port,
             },
             egress::Bound::Udp(socket) => G::PublishUdp {
                 socket,
-                net,
+                net: NetworkId(net),
                 ip,
                 port,
             },
@@ -647,7 +647,8 @@ impl Daemon {
             tx.undo(
                 "remove the network from the switch",
                 move |d: &mut Daemon| {
-                    d.worker.send(crate::worker::Command::RemoveNetwork { id });
+                    d.worker
+                        .send(crate::worker::Command::RemoveNetwork { id: NetworkId(id) });
                     Ok(())
                 },
             );
@@ -755,7 +756,7 @@ impl Daemon {
         self.state.ipam.remove_pool(name).map_err(|e| err!("{e}"))?;
         self.save()?;
         self.worker
-            .send(crate::worker::Command::RemoveNetwork { id });
+            .send(crate::worker::Command::RemoveNetwork { id: NetworkId(id) });
         Ok(())
     }
 
@@ -789,7 +790,7 @@ impl Daemon {
             mac: ep.mac.clone(),
             ifname: ep.ifname.clone(),
             port_name: ep.port_name.clone(),
-            port_id: self.port_by_name(&ep.port_name).unwrap_or(u16::MAX),
+            port_id: self.port_by_name(&ep.port_name).unwrap_or(PortId::MAX).0,
             attach: ep.attach,
         }
     }
@@ -1120,7 +1121,14 @@ impl Daemon {
                 }
             };
             let policy = policy::port_policy(net, ep);
-            let id = d.add_port(port, ep.attach, &net.name, net.id, &c.name, policy)?;
+            let id = d.add_port(
+                port,
+                ep.attach,
+                &net.name,
+                NetworkId(net.id),
+                &c.name,
+                policy,
+            )?;
             d.endpoint_added(net, ep, id);
             d.announce_endpoint(c, ep, id);
             Ok(())
@@ -1176,7 +1184,14 @@ impl Daemon {
         match kept {
             Some(port) => {
                 let policy = policy::port_policy(&net, ep);
-                let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name, policy)?;
+                let id = self.add_port(
+                    port,
+                    ep.attach,
+                    &net.name,
+                    NetworkId(net.id),
+                    &c.name,
+                    policy,
+                )?;
                 self.endpoint_added(&net, ep, id);
                 self.announce_endpoint(c, ep, id);
                 Ok(())
@@ -1341,7 +1356,7 @@ impl Daemon {
             .fdb
             .iter()
             .map(|e| FdbInfo {
-                network: self.net_name(e.network),
+                network: self.net_name(e.network.0),
                 mac: e.mac.to_string(),
                 port: self
                     .ports
@@ -1349,7 +1364,7 @@ impl Daemon {
                     .get(&e.port)
                     .map(|p| p.name.clone())
                     .unwrap_or_else(|| format!("#{}", e.port)),
-                port_id: e.port,
+                port_id: e.port.0,
                 age_secs: e.age_secs,
                 is_static: e.is_static,
             })
@@ -1369,7 +1384,7 @@ impl Daemon {
                 let s = snap.ports.iter().find(|s| s.id == *id);
                 let c = snap.counters.port(*id).copied().unwrap_or_default();
                 PortInfo {
-                    id: *id,
+                    id: id.0,
                     name: p.name.clone(),
                     kind: p.kind.to_string(),
                     network: p.network.clone(),

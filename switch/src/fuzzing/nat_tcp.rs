@@ -115,7 +115,7 @@ struct Check {
 
 impl Sink for Check {
     fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
-        assert_eq!(port, 1, "frames go to the container's port");
+        assert_eq!(port, PortId(1), "frames go to the container's port");
         for &i in sel {
             let frame = batch.frame(usize::from(i));
             let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
@@ -172,7 +172,7 @@ thread_local! {
 
 fn path(vnet: bool) -> Path {
     Path {
-        port: 1,
+        port: PortId(1),
         vnet,
         src_mac: MacAddr([0x02, 0x42, 0, 0, 0, 1]),
         dst_mac: MacAddr([0x02, 0x42, 10, 0, 0, 2]),

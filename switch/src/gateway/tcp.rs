@@ -952,7 +952,7 @@ mod tests {
     /// The path of the tests' flows: container 10.0.0.2 behind port 1, the gateway 10.0.0.1.
     fn test_path() -> Path {
         Path {
-            port: 1,
+            port: crate::port::PortId(1),
             vnet: false,
             src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),

@@ -4,7 +4,8 @@
 //! Both are `#[repr(transparent)]` wrappers of a `u16` with a public field: every `u16` is a
 //! valid id (there is no invariant to guard), the tables index by `id.index()`, and the
 //! compiled hot path is the same as with a bare `u16`. Construct with `PortId(3)` (also in
-//! `const` context) or `PortId::from(3u16)`; read with `.0` or `u16::from(id)`.
+//! `const` context) or `PortId::from(3u16)`; read with `.0` or `u16::from(id)`. With the
+//! `serde` feature they serialize as the bare number.
 
 use std::fmt;
 
@@ -13,9 +14,14 @@ macro_rules! id_type {
         $(#[$doc])*
         #[repr(transparent)]
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "serde", serde(transparent))]
         pub struct $name(pub u16);
 
         impl $name {
+            /// The largest id (`u16::MAX`), which tables use as "none".
+            pub const MAX: Self = $name(u16::MAX);
+
             /// The id as an index into a table (`usize`).
             #[inline(always)]
             pub const fn index(self) -> usize {
@@ -34,6 +40,20 @@ macro_rules! id_type {
             #[inline(always)]
             fn from(v: $name) -> u16 {
                 v.0
+            }
+        }
+
+        impl From<$name> for u32 {
+            #[inline(always)]
+            fn from(v: $name) -> u32 {
+                u32::from(v.0)
+            }
+        }
+
+        impl From<$name> for usize {
+            #[inline(always)]
+            fn from(v: $name) -> usize {
+                usize::from(v.0)
             }
         }
 
