@@ -122,7 +122,7 @@ impl Sink for Check {
             let ip = Ipv4Packet::new_checked(eth.payload()).expect("an IPv4 packet");
             let t = TcpPacket::new_checked(ip.payload()).expect("a TCP segment");
             assert_eq!((t.src_port(), t.dst_port()), PORTS, "the flow's ports");
-            let flags = t.flags().0;
+            let flags = t.flags();
             let seq = t.seq_number();
             if flags & SYN != 0 {
                 assert_eq!(seq, ISS, "a SYN carries the initial sequence number");
@@ -287,7 +287,7 @@ fn run(data: &[u8]) -> Moved {
                     };
                     let off = t.seq_number().wrapping_sub(C_ISN.wrapping_add(1));
                     let end = off.wrapping_add(t.payload().len() as u32);
-                    if t.flags().0 & SYN == 0 && end.wrapping_sub(c_next) as i32 > 0 {
+                    if t.flags() & SYN == 0 && end.wrapping_sub(c_next) as i32 > 0 {
                         c_next = end;
                     }
                     f.segment(&t, now, out);

@@ -37,21 +37,20 @@ pub mod too_big;
 mod udp;
 pub mod vnet;
 
-pub use arp::{arp_reply_in_place, emit_arp_reply, ArpOperation, ArpPacket, ArpRepr, ARP_LEN};
+pub use arp::{arp_reply_in_place, ArpOperation, ArpPacket, ARP_LEN};
 pub use error::WireError;
 pub use ethernet::{
-    insert_vlan_tag, strip_vlan_tag, EthernetFrame, EthernetRepr, VlanTag, ETHERNET_HEADER_LEN,
-    VLAN_TAG_LEN,
+    insert_vlan_tag, strip_vlan_tag, EthernetFrame, VlanTag, ETHERNET_HEADER_LEN, VLAN_TAG_LEN,
 };
 pub use icmp::{
-    emit_icmp_echo_reply, icmp_echo_reply_in_place, IcmpEchoRepr, IcmpPacket,
-    ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED,
+    icmp_echo_reply_in_place, IcmpPacket, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED,
 };
 pub use id::{NetworkId, PortId};
-pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
+pub use ipv4::{Ipv4Packet, IPV4_HEADER_LEN};
 pub use mac::{MacAddr, ParseMacError};
-pub use tcp::{TcpFlags, TcpPacket, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN};
-pub use udp::{UdpPacket, UdpRepr, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
+pub use tcp::{TcpPacket, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN};
+pub use udp::{UdpPacket, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
 pub use vnet::VnetHdr;
 
 /// EtherType values (IEEE 802 numbers) the switch looks at.
@@ -86,6 +85,29 @@ pub mod ip_proto {
     pub const UDP: u8 = 17;
     /// ICMP for IPv6.
     pub const ICMPV6: u8 = 58;
+}
+
+/// TCP flag bits, as [`TcpPacket::flags`] returns them (the low nine bits of header bytes
+/// 12..14); the gateway's TCP engine tests and writes them as plain `u16` masks.
+pub mod tcp_flags {
+    /// No more data from sender.
+    pub const FIN: u16 = 0x001;
+    /// Synchronize sequence numbers.
+    pub const SYN: u16 = 0x002;
+    /// Reset the connection.
+    pub const RST: u16 = 0x004;
+    /// Push.
+    pub const PSH: u16 = 0x008;
+    /// Acknowledgment field significant.
+    pub const ACK: u16 = 0x010;
+    /// Urgent pointer significant.
+    pub const URG: u16 = 0x020;
+    /// ECN echo.
+    pub const ECE: u16 = 0x040;
+    /// Congestion window reduced.
+    pub const CWR: u16 = 0x080;
+    /// ECN nonce (historic).
+    pub const NS: u16 = 0x100;
 }
 
 /// Reads a big-endian u16 at `at` (panics when out of bounds: callers validated lengths).
