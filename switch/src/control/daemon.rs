@@ -1121,14 +1121,7 @@ impl Daemon {
                 }
             };
             let policy = policy::port_policy(net, ep);
-            let id = d.add_port(
-                port,
-                ep.attach,
-                &net.name,
-                NetworkId(net.id),
-                &c.name,
-                policy,
-            )?;
+            let id = d.add_port(port, ep.attach, &net.name, net.id, &c.name, policy)?;
             d.endpoint_added(net, ep, id);
             d.announce_endpoint(c, ep, id);
             Ok(())
@@ -1140,7 +1133,7 @@ impl Daemon {
         port: Box<dyn Port>,
         attach: AttachMode,
         network: &str,
-        net_id: NetworkId,
+        net_id: u16,
         container: &str,
         policy: PortPolicy,
     ) -> Result<PortId> {
@@ -1156,8 +1149,9 @@ impl Daemon {
             network: network.to_string(),
             container: container.to_string(),
         };
+        let net = NetworkId(net_id);
         self.worker
-            .add_port_with(id, port, PortRole::Access { network: net_id }, policy)
+            .add_port_with(id, port, PortRole::Access { network: net }, policy)
             .context("the switch refused the port")?;
         self.ports.0.insert(id, rec);
         Ok(id)
@@ -1184,14 +1178,7 @@ impl Daemon {
         match kept {
             Some(port) => {
                 let policy = policy::port_policy(&net, ep);
-                let id = self.add_port(
-                    port,
-                    ep.attach,
-                    &net.name,
-                    NetworkId(net.id),
-                    &c.name,
-                    policy,
-                )?;
+                let id = self.add_port(port, ep.attach, &net.name, net.id, &c.name, policy)?;
                 self.endpoint_added(&net, ep, id);
                 self.announce_endpoint(c, ep, id);
                 Ok(())
