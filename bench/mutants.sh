@@ -90,7 +90,7 @@ for spec in "${groups[@]}"; do
     # wire's mutants run only wire's own tests (a few seconds each), not the switch's.
     encap | ipam) args=(-p "$g" -C --lib) ;;
     # The test frame builders (wire::gso::testing) are not code under test.
-    wire) args=(-p wire -C --lib --exclude-re '::testing::') ;;
+    wire) args=(-p wire -C --lib --exclude-re 'testing::') ;;
     fdb | pipeline) args=(-p switch -f "switch/src/$g.rs" -C --lib -- -- "${SWITCH_SKIP[@]}") ;;
     *) echo "mutants.sh: unknown group $g (encap ipam wire fdb pipeline, optionally :K/N)" >&2; exit 2 ;;
   esac

@@ -491,4 +491,23 @@ mod tests {
             let _ = strip_vlan_tag(&mut slot, off, len);
         }
     }
+
+    #[test]
+    fn insert_and_strip_at_the_minimum_lengths() {
+        // A bare 14-byte header can be tagged, and a bare 18-byte tagged header untagged.
+        let mut frame = TAGGED[..12].to_vec();
+        frame.extend_from_slice(&[0x08, 0x06]);
+        let mut slot = vec![0u8; 4];
+        slot.extend_from_slice(&frame);
+        assert_eq!(
+            insert_vlan_tag(&mut slot, 4, 14, VlanTag::new(5, 100)).unwrap(),
+            0
+        );
+        assert_eq!(&slot[..], &TAGGED[..18]);
+        assert_eq!(
+            strip_vlan_tag(&mut slot, 0, 18).unwrap(),
+            (4, VlanTag::new(5, 100))
+        );
+        assert_eq!(&slot[4..], &frame[..]);
+    }
 }

@@ -590,4 +590,77 @@ mod tests {
         let ufo = VnetHdr { gso_type: 3, ..v };
         assert!(segment(&f, &ufo, 8, &mut vec![0u8; 8192]).is_err());
     }
+
+    #[test]
+    fn gro_split_and_single_segments() {
+        // 2,500 bytes in 1,000-byte segments: two full ones and a last of 500.
+        assert_eq!(
+            Segments::of_gro(2500, 1000),
+            Some(Segments {
+                count: 3,
+                stride: 1000,
+                last: 500
+            })
+        );
+        // One segment is nothing to coalesce: refused, the buffer untouched.
+        let f = tcp_gso_frame(100, 0x10);
+        let mut buf = f.clone();
+        let one = Segments {
+            count: 1,
+            stride: f.len(),
+            last: f.len(),
+        };
+        assert!(coalesce_tcp4(&mut buf, one, 0).is_none());
+        assert_eq!(buf, f);
+    }
+
+    #[test]
+    fn short_headers_name_what_is_missing() {
+        let v = VnetHdr {
+            gso_type: VNET_GSO_TCPV4,
+            gso_size: 1448,
+            ..Default::default()
+        };
+        let mut tagged = tcp_gso_frame(100, 0x10);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let mut out = vec![0u8; 4096];
+        assert!(matches!(
+            segment(&tagged[..17], &v, 8, &mut out),
+            Err(WireError::Truncated {
+                what: "802.1Q header",
+                need: 18,
+                have: 17
+            })
+        ));
+        assert!(matches!(
+            segment(&tagged[..18], &v, 8, &mut out),
+            Err(WireError::Truncated {
+                what: "IPv4 header",
+                need: 38,
+                have: 18
+            })
+        ));
+    }
+
+    #[test]
+    fn a_partial_checksum_with_a_bogus_ip_length_covers_the_whole_frame() {
+        // Not GSO, NEEDS_CSUM, and an IPv4 total length (0) that cannot be right: the checksum
+        // is finished over the frame to its end rather than refused.
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut f = tcp_gso_frame(100, 0x10);
+        let ph = pseudo_header_v4(src, dst, 6, 120) as u16;
+        f[50..52].copy_from_slice(&ph.to_be_bytes());
+        f[16..18].copy_from_slice(&0u16.to_be_bytes());
+        let v = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        };
+        let mut out = vec![0u8; 4096];
+        let s = segment(&f, &v, 8, &mut out).unwrap();
+        assert_eq!(s.count, 1);
+        let seg = &out[8..s.last];
+        assert!(ipv4_l4_verify(src, dst, 6, &seg[34..]));
+    }
 }

@@ -434,4 +434,19 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn setters_write_their_fields() {
+        let mut b = [0u8; 12];
+        let mut p = IcmpPacket::new_unchecked(&mut b[..]);
+        p.set_msg_type(ICMP_DEST_UNREACHABLE);
+        p.set_msg_code(4);
+        p.data_mut().copy_from_slice(b"abcd");
+        p.fill_checksum();
+        assert_eq!(&b[..2], &[ICMP_DEST_UNREACHABLE, 4]);
+        assert_eq!(&b[8..], b"abcd");
+        let p = IcmpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!((p.msg_code(), p.data()), (4, &b"abcd"[..]));
+        assert!(p.verify_checksum());
+    }
 }

@@ -521,4 +521,22 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_header_only_packet_is_accepted() {
+        let mut h: [u8; 20] = PKT[..20].try_into().unwrap();
+        let mut p = Ipv4Packet::new_unchecked(&mut h[..]);
+        p.set_total_len(20);
+        p.fill_checksum();
+        let p = Ipv4Packet::new_checked(&h[..]).unwrap();
+        assert!(p.payload().is_empty() && p.verify_checksum());
+        assert!(matches!(
+            Ipv4Packet::new_checked(&h[..19]),
+            Err(WireError::Truncated {
+                need: 20,
+                have: 19,
+                ..
+            })
+        ));
+    }
 }
