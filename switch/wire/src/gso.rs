@@ -663,4 +663,35 @@ mod tests {
         let seg = &out[8..s.last];
         assert!(ipv4_l4_verify(src, dst, 6, &seg[34..]));
     }
+
+    #[test]
+    fn a_udp_segment_whose_checksum_computes_to_zero_sends_all_ones() {
+        // RFC 768: a computed UDP checksum of 0 is sent as 0xffff (0 means "none"). Two
+        // payload bytes of the first segment are chosen to make its checksum exactly 0.
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut f = tcp_gso_frame(0, 0);
+        f.truncate(34);
+        f[23] = 17;
+        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0]);
+        f.extend((0..200u32).map(|i| (i * 13 + 1) as u8));
+        f[16..18].copy_from_slice(&(20u16 + 8 + 200).to_be_bytes());
+        let v = VnetHdr {
+            gso_type: VNET_GSO_UDP_L4,
+            gso_size: 100,
+            ..Default::default()
+        };
+        let mut out = vec![0u8; 1024];
+        let first_csum = |f: &[u8], out: &mut Vec<u8>| {
+            let s = segment(f, &v, 0, out).unwrap();
+            assert_eq!(s.count, 2);
+            u16::from_be_bytes([out[40], out[41]])
+        };
+        f[42..44].copy_from_slice(&[0, 0]);
+        let c = first_csum(&f, &mut out);
+        // The segment summed to !c; one more word `c` (in bytes that were zero) makes the sum
+        // 0xffff, whose checksum is 0.
+        f[42..44].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(first_csum(&f, &mut out), 0xffff);
+        assert!(ipv4_l4_verify(src, dst, 17, &out[34..34 + 108]));
+    }
 }
