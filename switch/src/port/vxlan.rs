@@ -956,7 +956,8 @@ pub fn peer_limit(path_mtu: Option<u32>, network_mtu: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+    use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT};
+    use crate::wire::gso::testing::tcp_gso_vnet;
 
     fn frame(dst: u8, src: u8, len: usize) -> Vec<u8> {
         let mut f = vec![0u8; len];
@@ -1166,17 +1167,7 @@ mod tests {
         f[46] = 5 << 4;
         f[47] = 0x10; // ACK
         let mut out = Batch::new(GSO_SLOT);
-        out.push(
-            &f,
-            VnetHdr {
-                flags: VNET_F_NEEDS_CSUM,
-                gso_type: VNET_GSO_TCPV4,
-                hdr_len: 54,
-                gso_size: 1448,
-                csum_start: 34,
-                csum_offset: 16,
-            },
-        );
+        out.push(&f, tcp_gso_vnet(1448));
         assert_eq!(
             a.send_to_vtep(&out, &[0], PortId(1), &mut replies()).sent,
             1
@@ -1199,10 +1190,10 @@ mod tests {
 #[cfg(test)]
 mod tunnel_gso_tests {
     use super::*;
-    use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
+    use crate::batch::{VnetHdr, GSO_SLOT, VNET_GSO_TCPV6};
     use crate::port::sys::testnet::{run, skip, uniq, NetNs};
     use crate::port::vxlan_tap::tests::tcp6_gso_frame;
-    use crate::wire::gso::testing::tcp_gso_frame;
+    use crate::wire::gso::testing::{tcp_gso_frame, tcp_gso_vnet};
 
     /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
     /// tunnel TAP: a 10 000-byte TCP GSO frame crosses as one tunnel GSO packet (the kernel
@@ -1271,14 +1262,7 @@ mod tunnel_gso_tests {
         });
         // The neighbour entry first (a small frame through the socket), then the GSO frame.
         let f = tcp_gso_frame(10_000, 0x10);
-        let vnet = VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1410,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = tcp_gso_vnet(1410);
         let rx = cross(&mut a, &mut b, &f, vnet);
         assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
         let m = rx.meta(0);
@@ -1338,14 +1322,7 @@ mod tunnel_gso_tests {
             p
         });
         let f = tcp_gso_frame(10_000, 0x10);
-        let vnet = |mss: u16| VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: mss,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = tcp_gso_vnet;
         let mut replies = tests::replies();
         let mut out = Batch::new(GSO_SLOT);
         out.push(&f, vnet(1410));

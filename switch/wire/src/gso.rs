@@ -366,6 +366,21 @@ fn ip_end(frame: &[u8]) -> Option<usize> {
 /// tests cannot see those).
 #[doc(hidden)]
 pub mod testing {
+    use crate::vnet::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+
+    /// The vnet header a sender gives [`tcp_gso_frame`]: TCPv4 GSO with `mss`-byte segments,
+    /// the checksum partial from the TCP header on.
+    pub fn tcp_gso_vnet(mss: u16) -> VnetHdr {
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
+
     /// An Ethernet/IPv4/TCP frame with `n` payload bytes, its TCP checksum left partial (the
     /// pseudo-header sum over the whole length), as a GSO sender hands it over.
     pub fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
@@ -397,7 +412,7 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::tcp_gso_frame;
+    use super::testing::{tcp_gso_frame, tcp_gso_vnet};
     use super::*;
     use crate::checksum::{ipv4_l4_verify, verify};
     use crate::vnet::VNET_F_NEEDS_CSUM;
@@ -439,14 +454,7 @@ mod tests {
     fn tcp_gso_frame_is_cut_into_valid_segments() {
         for n in [1usize, 1448, 1449, 3000, 65000 - 54] {
             let f = tcp_gso_frame(n, 0x18 | 0x80 | 0x01);
-            let v = VnetHdr {
-                flags: VNET_F_NEEDS_CSUM,
-                gso_type: VNET_GSO_TCPV4,
-                hdr_len: 54,
-                gso_size: 1448,
-                csum_start: 34,
-                csum_offset: 16,
-            };
+            let v = tcp_gso_vnet(1448);
             let mut out = vec![0u8; 128 * 1024];
             let s = segment(&f, &v, 8, &mut out).unwrap();
             assert_eq!(s.count, n.div_ceil(1448));
@@ -522,14 +530,7 @@ mod tests {
     fn segments_coalesce_back_into_one_gso_frame() {
         let n = 10_000;
         let f = tcp_gso_frame(n, 0x18);
-        let v = VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let v = tcp_gso_vnet(1448);
         let mut out = vec![0u8; 32 * 1024];
         let s = segment(&f, &v, 8, &mut out).unwrap();
         let mut bad = out.clone();
