@@ -11,6 +11,7 @@ use std::time::Duration;
 use switch::batch::{Batch, BATCH_SIZE};
 use switch::fdb::{fdb_key, Fdb, FdbConfig};
 use switch::pipeline::Dispatch;
+use switch::wire::PortId;
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
@@ -58,13 +59,13 @@ fn fdb(c: &mut Criterion) {
         // A long stream of random keys, consumed 4096 at a time, so that at 1M entries the
         // probes really go to memory instead of re-hitting a cached subset of the table.
         let mut rng = Rng::new(11);
-        let keys: Vec<(u64, u16)> = (0..1 << 20)
+        let keys: Vec<(u64, PortId)> = (0..1 << 20)
             .map(|_| {
                 let h = rng.below(n as u64) as u32;
                 (fdb_key(NET, host_mac(h)), host_port(h, 64))
             })
             .collect();
-        let chunks: Vec<&[(u64, u16)]> = keys.chunks(PROBES).collect();
+        let chunks: Vec<&[(u64, PortId)]> = keys.chunks(PROBES).collect();
         g.throughput(Throughput::Elements(PROBES as u64));
         let mut k = 0;
         g.bench_function(BenchmarkId::new("lookup", n), |it| {
@@ -72,7 +73,7 @@ fn fdb(c: &mut Criterion) {
                 k = (k + 1) % chunks.len();
                 let mut acc = 0u32;
                 for &(key, _) in chunks[k] {
-                    acc += f.lookup_key(key).unwrap_or(0) as u32;
+                    acc += f.lookup_key(key).unwrap_or(PortId(0)).0 as u32;
                 }
                 acc
             })
@@ -143,7 +144,7 @@ fn flood(c: &mut Criterion) {
         let b = broadcast_batch(32, ports);
         g.throughput(Throughput::Elements(b.len() as u64));
         g.bench_function(format!("broadcast/{ports}_ports/batch_32"), |it| {
-            it.iter(|| p.process(0, &b, 1, &mut out))
+            it.iter(|| p.process(PortId(0), &b, 1, &mut out))
         });
     }
     g.finish();
@@ -159,7 +160,7 @@ fn floor(c: &mut Criterion) {
             it.iter(|| {
                 out.clear();
                 for i in 0..black_box(&b).len() {
-                    out.push(1, None, i as u16);
+                    out.push(PortId(1), None, i as u16);
                 }
             })
         });

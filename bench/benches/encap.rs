@@ -8,6 +8,7 @@ use encap::{
 };
 use std::net::Ipv4Addr;
 use switch::batch::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+use switch::wire::NetworkId;
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -50,7 +51,7 @@ fn template() -> EncapTemplate {
 fn table() -> VtepTable {
     let mut t = VtepTable::new();
     let vni = Vni::new(42).unwrap();
-    t.add_vni(vni, 1).unwrap();
+    t.add_vni(vni, NetworkId(1)).unwrap();
     t.add_peer(vni, PEER).unwrap();
     t.set_local_ip(Some(LOCAL));
     t

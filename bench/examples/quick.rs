@@ -21,6 +21,7 @@ fn cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 use switch::pipeline::Dispatch;
+use switch::wire::PortId;
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
@@ -75,7 +76,7 @@ fn main() {
         let b = batch_of(&frames);
         if secured {
             p.set_policy(
-                0,
+                PortId(0),
                 switch::guard::PortPolicy {
                     security: Some(switch::guard::PortSecurity {
                         mac: host_mac(0),
@@ -90,7 +91,7 @@ fn main() {
             let t = cpu_ns();
             let iters = 20_000;
             for _ in 0..iters {
-                p.process(0, std::hint::black_box(&b), 1, &mut out);
+                p.process(PortId(0), std::hint::black_box(&b), 1, &mut out);
             }
             best = best.min((cpu_ns() - t) as f64 / (iters * 32) as f64);
         }
@@ -108,7 +109,7 @@ fn main() {
             for _ in 0..iters {
                 out.clear();
                 for i in 0..std::hint::black_box(&b).len() {
-                    out.push(1, None, i as u16);
+                    out.push(PortId(1), None, i as u16);
                 }
             }
             best = best.min((cpu_ns() - t) as f64 / (iters * 32) as f64);

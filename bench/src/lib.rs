@@ -13,7 +13,7 @@ use switch::wire::MacAddr;
 /// Slot size of bench batches: a 64-byte frame plus headroom, so many batches fit in memory.
 pub const BENCH_SLOT: usize = 256;
 /// The network all bench ports are on.
-pub const NET: NetworkId = 1;
+pub const NET: NetworkId = NetworkId(1);
 
 /// A small deterministic PRNG (xorshift64*).
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ pub fn host_mac(i: u32) -> MacAddr {
 
 /// The port host `i` sits behind when `ports` ports share the hosts.
 pub fn host_port(i: u32, ports: u16) -> PortId {
-    (i % ports as u32) as PortId
+    PortId((i % ports as u32) as u16)
 }
 
 /// A 64-byte Ethernet frame (IPv4/UDP-shaped payload), optionally 802.1Q-tagged
@@ -94,7 +94,7 @@ pub fn pipeline(ports: u16, capacity: usize) -> Pipeline {
     });
     p.add_network(NET, Some(MacAddr([0x02, 0x42, 0, 0, 0, 1])));
     for port in 0..ports {
-        p.add_port(port, PortRole::Access { network: NET });
+        p.add_port(PortId(port), PortRole::Access { network: NET });
     }
     p
 }
@@ -115,7 +115,7 @@ pub fn learn_hosts(p: &mut Pipeline, hosts: u32, ports: u16, now: u32) {
                 );
                 h += ports as u32;
             }
-            p.process(port, &b, now, &mut out);
+            p.process(PortId(port), &b, now, &mut out);
         }
     }
 }
@@ -135,12 +135,12 @@ pub fn unicast_headers(
     let per_port = hosts / ports as u32;
     (0..count)
         .map(|k| {
-            let in_port = (k % ports as usize) as PortId;
+            let in_port = PortId((k % ports as usize) as u16);
             let hdrs = (0..size)
                 .map(|_| {
-                    let src = rng.below(per_port as u64) as u32 * ports as u32 + in_port as u32;
+                    let src = rng.below(per_port as u64) as u32 * ports as u32 + in_port.0 as u32;
                     let mut out_port = rng.below(ports as u64 - 1) as u32;
-                    if out_port >= in_port as u32 {
+                    if out_port >= in_port.0 as u32 {
                         out_port += 1;
                     }
                     let dst = rng.below(per_port as u64) as u32 * ports as u32 + out_port;

@@ -15,10 +15,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum;
 use crate::template::{ETH_HDR_LEN, IPV4_HDR_LEN, MIN_INNER_LEN, UDP_HDR_LEN};
 use crate::vtep::{VtepId, VtepTable};
 use crate::vxlan::{Vni, VXLAN_FLAG_I, VXLAN_HDR_LEN};
+use wire::{checksum, ethertype, ip_proto, EthernetFrame, Ipv4Packet, NetworkId, UdpPacket};
 
 /// A packet accepted by decap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Decapped {
     /// The VNI of the packet.
     pub vni: Vni,
     /// The network the VNI maps to.
-    pub network: u16,
+    pub network: NetworkId,
     /// The remote VTEP that sent it (outer IPv4 source).
     pub src_vtep: Ipv4Addr,
     /// The id of that VTEP in the table (for the MAC table).
@@ -247,11 +247,6 @@ impl DecapStats {
 }
 
 #[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline(always)]
 fn truncated(layer: Layer, need: usize, have: usize) -> DecapError {
     DecapError::Truncated { layer, need, have }
 }
@@ -263,63 +258,67 @@ pub fn decap(outer: &[u8], expected_port: u16, table: &VtepTable) -> Result<Deca
     if outer.len() < ETH_HDR_LEN {
         return Err(truncated(Layer::Ethernet, ETH_HDR_LEN, outer.len()));
     }
-    let ethertype = be16(outer, 12);
-    if ethertype != 0x0800 {
+    // The views below are unchecked: every field is read only after the length that covers it
+    // was checked here, in the order that names the first problem.
+    let ethertype = EthernetFrame::new_unchecked(outer).ethertype();
+    if ethertype != ethertype::IPV4 {
         return Err(DecapError::NotIpv4(ethertype));
     }
-    let ip = &outer[ETH_HDR_LEN..];
-    if ip.len() < IPV4_HDR_LEN {
-        return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, ip.len()));
+    let ip_bytes = &outer[ETH_HDR_LEN..];
+    if ip_bytes.len() < IPV4_HDR_LEN {
+        return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, ip_bytes.len()));
     }
-    if ip[0] >> 4 != 4 {
-        return Err(DecapError::BadIpVersion(ip[0] >> 4));
+    let ip = Ipv4Packet::new_unchecked(ip_bytes);
+    if ip.version() != 4 {
+        return Err(DecapError::BadIpVersion(ip.version()));
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = ip.header_len();
     if ihl < IPV4_HDR_LEN {
         return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, ihl));
     }
     if ihl > IPV4_HDR_LEN {
         return Err(DecapError::IpOptions(ihl));
     }
-    let total = usize::from(be16(ip, 2));
+    let total = usize::from(ip.total_len());
     if total < IPV4_HDR_LEN {
         return Err(truncated(Layer::Ipv4, IPV4_HDR_LEN, total));
     }
-    if total > ip.len() {
-        return Err(truncated(Layer::Ipv4, total, ip.len()));
+    if total > ip_bytes.len() {
+        return Err(truncated(Layer::Ipv4, total, ip_bytes.len()));
     }
-    if !checksum::verify(&ip[..IPV4_HDR_LEN]) {
+    // Over the fixed 20 bytes (options were refused above): a constant-length sum.
+    if !checksum::verify(&ip_bytes[..IPV4_HDR_LEN]) {
         return Err(DecapError::BadIpChecksum);
     }
-    let frag = be16(ip, 6);
-    if frag & 0x3fff != 0 {
+    if ip.is_fragment() {
         return Err(DecapError::Fragment {
-            offset: frag & 0x1fff,
-            more: frag & 0x2000 != 0,
+            offset: ip.frag_offset() >> 3,
+            more: ip.more_frags(),
         });
     }
     if let Some(local) = table.local_ip() {
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let dst = ip.dst_addr();
         if dst != local {
             return Err(DecapError::NotForUs(dst));
         }
     }
-    if ip[9] != 17 {
-        return Err(DecapError::NotUdp(ip[9]));
+    if ip.protocol() != ip_proto::UDP {
+        return Err(DecapError::NotUdp(ip.protocol()));
     }
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let l4 = &ip[IPV4_HDR_LEN..total];
+    let src = ip.src_addr();
+    let l4 = &ip_bytes[IPV4_HDR_LEN..total];
     if l4.len() < UDP_HDR_LEN {
         return Err(truncated(Layer::Udp, UDP_HDR_LEN, l4.len()));
     }
-    let port = be16(l4, 2);
+    let udp = UdpPacket::new_unchecked(l4);
+    let port = udp.dst_port();
     if port != expected_port {
         return Err(DecapError::WrongPort {
             port,
             expected: expected_port,
         });
     }
-    let udp_len = usize::from(be16(l4, 4));
+    let udp_len = usize::from(udp.len());
     if udp_len < UDP_HDR_LEN || udp_len > l4.len() {
         return Err(truncated(Layer::Udp, udp_len.max(UDP_HDR_LEN), l4.len()));
     }
@@ -384,7 +383,7 @@ mod tests {
 
     fn table() -> VtepTable {
         let mut t = VtepTable::new();
-        t.add_vni(vni(42), 7).unwrap();
+        t.add_vni(vni(42), NetworkId(7)).unwrap();
         t.add_peer(vni(42), Ipv4Addr::new(10, 0, 0, 9)).unwrap();
         t.add_peer(vni(42), PEER).unwrap();
         t
@@ -442,7 +441,7 @@ mod tests {
         let t = table();
         let d = decap(&p, 4789, &t).unwrap();
         assert_eq!(d.vni, vni(42));
-        assert_eq!(d.network, 7);
+        assert_eq!(d.network, NetworkId(7));
         assert_eq!(d.src_vtep, PEER);
         assert_eq!(Some(d.vtep), t.vtep_id(PEER));
         assert_eq!(d.inner_offset, 50);
@@ -621,7 +620,7 @@ mod tests {
         let d = decap_udp_payload(payload, PEER, &t).unwrap();
         assert_eq!(
             (d.vni, d.network, d.inner_offset, d.inner_len),
-            (vni(42), 7, 8, inner().len())
+            (vni(42), NetworkId(7), 8, inner().len())
         );
         assert_eq!(
             decap_udp_payload(payload, Ipv4Addr::new(9, 9, 9, 9), &t),

@@ -237,7 +237,7 @@ pub(crate) mod tests {
         ip[9] = proto;
         ip[12..16].copy_from_slice(&src);
         ip[16..20].copy_from_slice(&dst);
-        let c = crate::checksum::checksum(&ip);
+        let c = wire::checksum::checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
         let mut l4h = vec![0u8; l4];

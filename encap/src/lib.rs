@@ -6,7 +6,7 @@
 //! is a VTEP (VXLAN tunnel end point); each overlay segment has a 24-bit VNI ([`Vni`]). This
 //! crate does the byte work and the bookkeeping; the switch does the I/O:
 //!
-//! - [`VtepTable`]: which VNIs this switch serves, the network id (`u16`) each maps to, and the
+//! - [`VtepTable`]: which VNIs this switch serves, the [`NetworkId`](wire::NetworkId) each maps to, and the
 //!   remote VTEPs of each VNI. Broadcast, unknown-unicast and multicast frames are replicated to
 //!   every peer of the VNI ([`VtepTable::flood_list`], head-end replication; no IP multicast
 //!   underlay is needed). Each remote VTEP has a small [`VtepId`] so the MAC table can remember
@@ -36,7 +36,6 @@
 //! fragments are dropped on receipt: give the underlay an MTU 50 bytes above the overlay's);
 //! GSO super-frames must be segmented before encap (the outer IPv4 length is 16 bits).
 
-pub mod checksum;
 pub mod decap;
 pub mod flow;
 pub mod template;

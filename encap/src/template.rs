@@ -13,9 +13,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum;
 use crate::flow::PortRange;
 use crate::vxlan::{header_bytes, Vni, IANA_VXLAN_PORT, VXLAN_HDR_LEN};
+use wire::checksum;
 
 /// Outer Ethernet header length.
 pub const ETH_HDR_LEN: usize = 14;
@@ -187,7 +187,7 @@ impl EncapTemplate {
     }
 
     fn recompute(&mut self) {
-        self.ip_partial = checksum::fold(checksum::sum_words(&self.hdr[OFF_IP..OFF_UDP], 0));
+        self.ip_partial = checksum::sum(&self.hdr[OFF_IP..OFF_UDP]) as u16;
     }
 
     /// Points the template at another remote VTEP (and next-hop MAC). Costs one 20-byte sum.
@@ -272,7 +272,7 @@ impl EncapTemplate {
         *out = self.hdr;
         let ip_len = (inner_len + IP_OVERHEAD) as u16;
         let udp_len = ip_len - IPV4_HDR_LEN as u16;
-        let csum = !checksum::fold(u32::from(self.ip_partial) + u32::from(ip_len));
+        let csum = !checksum::fold(u64::from(self.ip_partial) + u64::from(ip_len));
         out[OFF_IP_TOTLEN..OFF_IP_TOTLEN + 2].copy_from_slice(&ip_len.to_be_bytes());
         out[OFF_IP_CSUM..OFF_IP_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
         out[OFF_UDP_SPORT..OFF_UDP_SPORT + 2].copy_from_slice(&src_port.to_be_bytes());

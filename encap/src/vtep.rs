@@ -17,6 +17,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::vxlan::Vni;
+use wire::NetworkId;
 
 /// A small index naming one remote VTEP (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,9 +65,9 @@ pub enum VtepTableError {
         /// The VNI.
         vni: Vni,
         /// The network it maps to.
-        existing: u16,
+        existing: NetworkId,
         /// The network asked for.
-        requested: u16,
+        requested: NetworkId,
     },
     /// The network already has another VNI.
     #[error(
@@ -74,7 +75,7 @@ pub enum VtepTableError {
     )]
     NetworkInUse {
         /// The network.
-        network: u16,
+        network: NetworkId,
         /// The VNI it already has.
         existing: Vni,
     },
@@ -88,7 +89,7 @@ pub enum VtepTableError {
 
 #[derive(Debug, Default)]
 struct VniEntry {
-    network: u16,
+    network: NetworkId,
     peers: Vec<Ipv4Addr>,
     ids: Vec<VtepId>,
 }
@@ -131,7 +132,7 @@ type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 #[derive(Debug, Default)]
 pub struct VtepTable {
     vnis: IntMap<u32, VniEntry>,
-    networks: IntMap<u16, Vni>,
+    networks: IntMap<NetworkId, Vni>,
     slots: Vec<Option<Slot>>,
     free: Vec<u16>,
     by_ip: IntMap<u32, VtepId>,
@@ -157,7 +158,7 @@ impl VtepTable {
     }
 
     /// Maps `vni` to `network`. Adding the same pair again does nothing.
-    pub fn add_vni(&mut self, vni: Vni, network: u16) -> Result<(), VtepTableError> {
+    pub fn add_vni(&mut self, vni: Vni, network: NetworkId) -> Result<(), VtepTableError> {
         if let Some(e) = self.vnis.get(&vni.get()) {
             if e.network == network {
                 return Ok(());
@@ -184,7 +185,7 @@ impl VtepTable {
 
     /// Removes a VNI and all its peers. Returns its network and the ids freed by the removal
     /// (`None` if the VNI was not configured).
-    pub fn remove_vni(&mut self, vni: Vni) -> Option<(u16, Vec<VtepId>)> {
+    pub fn remove_vni(&mut self, vni: Vni) -> Option<(NetworkId, Vec<VtepId>)> {
         let e = self.vnis.remove(&vni.get())?;
         self.networks.remove(&e.network);
         let freed = e.ids.into_iter().filter(|&id| self.release(id)).collect();
@@ -193,13 +194,13 @@ impl VtepTable {
 
     /// The network a VNI maps to.
     #[inline]
-    pub fn network(&self, vni: Vni) -> Option<u16> {
+    pub fn network(&self, vni: Vni) -> Option<NetworkId> {
         self.vnis.get(&vni.get()).map(|e| e.network)
     }
 
     /// The VNI of a network (for the encap direction).
     #[inline]
-    pub fn vni_of_network(&self, network: u16) -> Option<Vni> {
+    pub fn vni_of_network(&self, network: NetworkId) -> Option<Vni> {
         self.networks.get(&network).copied()
     }
 
@@ -321,7 +322,7 @@ impl VtepTable {
     /// Lookup used by decap: the network of `vni`, or `Err(false)` for an unknown VNI, and the
     /// peer id of `src` or `Err(true)` for an unknown peer of a known VNI.
     #[inline]
-    pub(crate) fn classify(&self, vni: Vni, src: Ipv4Addr) -> Result<(u16, VtepId), bool> {
+    pub(crate) fn classify(&self, vni: Vni, src: Ipv4Addr) -> Result<(NetworkId, VtepId), bool> {
         let e = self.vnis.get(&vni.get()).ok_or(false)?;
         let pos = e.peers.iter().position(|&p| p == src).ok_or(true)?;
         match e.ids.get(pos) {
@@ -345,37 +346,37 @@ mod tests {
     #[test]
     fn vni_network_mapping() {
         let mut t = VtepTable::new();
-        t.add_vni(vni(100), 1).unwrap();
-        t.add_vni(vni(100), 1).unwrap(); // idempotent
+        t.add_vni(vni(100), NetworkId(1)).unwrap();
+        t.add_vni(vni(100), NetworkId(1)).unwrap(); // idempotent
         assert_eq!(
-            t.add_vni(vni(100), 2),
+            t.add_vni(vni(100), NetworkId(2)),
             Err(VtepTableError::VniInUse {
                 vni: vni(100),
-                existing: 1,
-                requested: 2
+                existing: NetworkId(1),
+                requested: NetworkId(2)
             })
         );
         assert_eq!(
-            t.add_vni(vni(200), 1),
+            t.add_vni(vni(200), NetworkId(1)),
             Err(VtepTableError::NetworkInUse {
-                network: 1,
+                network: NetworkId(1),
                 existing: vni(100)
             })
         );
-        t.add_vni(vni(200), 2).unwrap();
-        assert_eq!(t.network(vni(100)), Some(1));
+        t.add_vni(vni(200), NetworkId(2)).unwrap();
+        assert_eq!(t.network(vni(100)), Some(NetworkId(1)));
         assert_eq!(t.network(vni(300)), None);
-        assert_eq!(t.vni_of_network(2), Some(vni(200)));
+        assert_eq!(t.vni_of_network(NetworkId(2)), Some(vni(200)));
         assert_eq!(t.vni_count(), 2);
-        assert_eq!(t.remove_vni(vni(200)), Some((2, vec![])));
-        assert_eq!(t.vni_of_network(2), None);
+        assert_eq!(t.remove_vni(vni(200)), Some((NetworkId(2), vec![])));
+        assert_eq!(t.vni_of_network(NetworkId(2)), None);
         assert_eq!(t.remove_vni(vni(200)), None);
     }
 
     #[test]
     fn peers_add_remove_keep_others() {
         let mut t = VtepTable::new();
-        t.add_vni(vni(1), 10).unwrap();
+        t.add_vni(vni(1), NetworkId(10)).unwrap();
         assert_eq!(
             t.add_peer(vni(2), ip(1)),
             Err(VtepTableError::UnknownVni(vni(2)))
@@ -419,8 +420,8 @@ mod tests {
     #[test]
     fn ids_shared_across_vnis_and_reused_after_free() {
         let mut t = VtepTable::new();
-        t.add_vni(vni(1), 1).unwrap();
-        t.add_vni(vni(2), 2).unwrap();
+        t.add_vni(vni(1), NetworkId(1)).unwrap();
+        t.add_vni(vni(2), NetworkId(2)).unwrap();
         let a1 = t.add_peer(vni(1), ip(1)).unwrap();
         let a2 = t.add_peer(vni(2), ip(1)).unwrap();
         assert_eq!(a1, a2);
@@ -434,7 +435,7 @@ mod tests {
         );
         assert_eq!(t.vtep_ip(a1), Some(ip(1)));
         let (net, freed) = t.remove_vni(vni(2)).unwrap();
-        assert_eq!((net, freed), (2, vec![a1]));
+        assert_eq!((net, freed), (NetworkId(2), vec![a1]));
         assert_eq!(t.vtep_ip(a1), None);
         assert_eq!(t.vtep_count(), 0);
         let b = t.add_peer(vni(1), ip(9)).unwrap();
@@ -448,7 +449,8 @@ mod tests {
         // Ids are u16: the 65537th distinct VTEP is refused rather than given a taken id.
         let mut t = VtepTable::new();
         for v in 0..256 {
-            t.add_vni(vni(v), u16::try_from(v).unwrap()).unwrap();
+            t.add_vni(vni(v), NetworkId(u16::try_from(v).unwrap()))
+                .unwrap();
         }
         for n in 0..=u32::from(u16::MAX) {
             let peer = Ipv4Addr::from(0x0a00_0000 + n);
@@ -470,9 +472,9 @@ mod tests {
     #[test]
     fn classify() {
         let mut t = VtepTable::new();
-        t.add_vni(vni(5), 50).unwrap();
+        t.add_vni(vni(5), NetworkId(50)).unwrap();
         let id = t.add_peer(vni(5), ip(1)).unwrap();
-        assert_eq!(t.classify(vni(5), ip(1)), Ok((50, id)));
+        assert_eq!(t.classify(vni(5), ip(1)), Ok((NetworkId(50), id)));
         assert_eq!(t.classify(vni(5), ip(2)), Err(true));
         assert_eq!(t.classify(vni(6), ip(1)), Err(false));
     }
@@ -492,9 +494,9 @@ mod shared_peer_tests {
     fn second_vni_same_peer() {
         let mut t = VtepTable::new();
         let ip = Ipv4Addr::new(192, 168, 77, 1);
-        t.add_vni(Vni::new(200).unwrap(), 1).unwrap();
+        t.add_vni(Vni::new(200).unwrap(), NetworkId(1)).unwrap();
         t.add_peer(Vni::new(200).unwrap(), ip).unwrap();
-        t.add_vni(Vni::new(300).unwrap(), 2).unwrap();
+        t.add_vni(Vni::new(300).unwrap(), NetworkId(2)).unwrap();
         t.add_peer(Vni::new(300).unwrap(), ip).unwrap();
         assert!(t.classify(Vni::new(300).unwrap(), ip).is_ok());
         assert!(t.classify(Vni::new(200).unwrap(), ip).is_ok());

@@ -36,12 +36,12 @@
 //! * **Static entries** never move and never age; a frame from another port with a static
 //!   entry's source address is counted as a conflict and does not move it.
 
-use crate::port::PortId;
-use crate::wire::MacAddr;
+use crate::wire::{MacAddr, PortId};
 use std::hash::{BuildHasher, Hasher};
 
-/// Identifier of an isolated layer-2 network (a Docker network, a VLAN).
-pub type NetworkId = u16;
+/// Identifier of an isolated layer-2 network (a Docker network, a VLAN): a `u16` newtype
+/// from `wire`.
+pub use crate::wire::NetworkId;
 
 /// Default time after which an unrefreshed dynamic entry is removed, in seconds.
 pub const DEFAULT_AGING_SECS: u32 = 300;
@@ -55,7 +55,7 @@ const IDS: usize = 1 << 16;
 /// Packs (network, MAC) into a table key.
 #[inline]
 pub fn fdb_key(network: NetworkId, mac: MacAddr) -> u64 {
-    ((network as u64) << 48) | mac.to_u64()
+    ((network.0 as u64) << 48) | mac.to_u64()
 }
 
 /// A 48-bit MAC (as from [`MacAddr::to_u64`]) may be learned: unicast and non-zero.
@@ -166,7 +166,7 @@ struct Slot {
 const EMPTY: Slot = Slot {
     key: 0,
     ts: 0,
-    port: 0,
+    port: PortId(0),
     gen: 0,
 };
 
@@ -299,12 +299,12 @@ impl Fdb {
 
     /// Dynamic entries currently counted for `port`.
     pub fn port_entries(&self, port: PortId) -> usize {
-        self.port_count[port as usize] as usize
+        self.port_count[port.index()] as usize
     }
 
     /// Dynamic entries currently counted for `network`.
     pub fn network_entries(&self, network: NetworkId) -> usize {
-        self.net_count[network as usize] as usize
+        self.net_count[network.index()] as usize
     }
 
     /// Aging time in seconds.
@@ -338,7 +338,7 @@ impl Fdb {
     #[inline]
     fn live(&self, s: &Slot) -> bool {
         let g = s.generation();
-        g == self.cur_gen || (g >= self.port_flush[s.port as usize] && g >= self.net_flush[s.net()])
+        g == self.cur_gen || (g >= self.port_flush[s.port.index()] && g >= self.net_flush[s.net()])
     }
 
     /// Looks up a packed key (see [`fdb_key`]): the port, if the address is known.
@@ -473,8 +473,8 @@ impl Fdb {
             return;
         }
         let g = s.generation();
-        if g >= self.port_flush[s.port as usize] {
-            self.port_count[s.port as usize] -= 1;
+        if g >= self.port_flush[s.port.index()] {
+            self.port_count[s.port.index()] -= 1;
         }
         if g >= self.net_flush[s.net()] {
             self.net_count[s.net()] -= 1;
@@ -518,7 +518,7 @@ impl Fdb {
     fn insert_new(&mut self, key: u64, port: PortId, now: u32, is_static: bool) -> Result<(), ()> {
         let net = (key >> 48) as usize;
         if !is_static {
-            if self.port_count[port as usize] >= self.max_per_port
+            if self.port_count[port.index()] >= self.max_per_port
                 && !self.make_room(Scope::Port(port), now)
             {
                 self.counters.refused += 1;
@@ -551,9 +551,9 @@ impl Fdb {
         };
         self.len += 1;
         if !is_static {
-            self.port_count[port as usize] += 1;
+            self.port_count[port.index()] += 1;
             self.net_count[net] += 1;
-            self.max_port = self.max_port.max(port as usize);
+            self.max_port = self.max_port.max(port.index());
         }
         Ok(())
     }
@@ -562,7 +562,7 @@ impl Fdb {
         match *scope {
             Scope::Global => self.len < self.capacity,
             Scope::Network(n) => self.net_count[n] < self.max_per_network,
-            Scope::Port(p) => self.port_count[p as usize] < self.max_per_port,
+            Scope::Port(p) => self.port_count[p.index()] < self.max_per_port,
         }
     }
 
@@ -584,7 +584,7 @@ impl Fdb {
                 if best_n == 0 {
                     None
                 } else {
-                    Some(best as PortId)
+                    Some(PortId(best as u16))
                 }
             }
         };
@@ -615,7 +615,7 @@ impl Fdb {
                     if matches {
                         found += 1;
                         let weight = match scope {
-                            Scope::Network(_) => self.port_count[s.port as usize],
+                            Scope::Network(_) => self.port_count[s.port.index()],
                             _ => 0,
                         };
                         let score = (weight, now.saturating_sub(s.ts));
@@ -719,15 +719,15 @@ impl Fdb {
     /// Forgets every entry (static ones included) learned on `port`, in O(1).
     pub fn flush_port(&mut self, port: PortId) {
         self.bump_gen();
-        self.port_flush[port as usize] = self.cur_gen;
-        self.port_count[port as usize] = 0;
+        self.port_flush[port.index()] = self.cur_gen;
+        self.port_count[port.index()] = 0;
     }
 
     /// Forgets every entry (static ones included) of `network`, in O(1).
     pub fn flush_network(&mut self, network: NetworkId) {
         self.bump_gen();
-        self.net_flush[network as usize] = self.cur_gen;
-        self.net_count[network as usize] = 0;
+        self.net_flush[network.index()] = self.cur_gen;
+        self.net_count[network.index()] = 0;
     }
 
     /// One aging slice: visits at most `max_visits` slots from where the last slice stopped,
@@ -766,7 +766,7 @@ impl Fdb {
             .iter()
             .filter(|s| s.key != 0 && self.live(s))
             .map(move |s| FdbEntryView {
-                network: s.net() as NetworkId,
+                network: NetworkId(s.net() as u16),
                 mac: MacAddr::from_u64(s.key),
                 port: s.port,
                 age_secs: if s.is_static() {
@@ -803,14 +803,23 @@ mod tests {
     fn learn_lookup_refresh_writes_nothing_when_fresh() {
         let mut f = Fdb::new(cfg(64));
         assert!(f.is_empty());
-        assert_eq!(f.learn(1, mac(1), 3, 100), Learn::Learned);
+        assert_eq!(
+            f.learn(NetworkId(1), mac(1), PortId(3), 100),
+            Learn::Learned
+        );
         assert!(!f.is_empty());
-        assert_eq!(f.lookup(1, mac(1)), Some(3));
-        assert_eq!(f.lookup(1, mac(2)), None);
+        assert_eq!(f.lookup(NetworkId(1), mac(1)), Some(PortId(3)));
+        assert_eq!(f.lookup(NetworkId(1), mac(2)), None);
         let before = f.slots.clone();
-        assert_eq!(f.learn(1, mac(1), 3, 100), Learn::Unchanged);
+        assert_eq!(
+            f.learn(NetworkId(1), mac(1), PortId(3), 100),
+            Learn::Unchanged
+        );
         assert_eq!(f.slots, before, "a fresh hit must not write");
-        assert_eq!(f.learn(1, mac(1), 3, 101), Learn::Refreshed);
+        assert_eq!(
+            f.learn(NetworkId(1), mac(1), PortId(3), 101),
+            Learn::Refreshed
+        );
         assert_eq!(f.entries(105).next().unwrap().age_secs, 4);
         assert_eq!(f.counters().learned, 1);
     }
@@ -818,20 +827,31 @@ mod tests {
     #[test]
     fn never_learns_group_or_zero_sources() {
         let mut f = Fdb::new(cfg(64));
-        assert_eq!(f.learn(1, MacAddr::BROADCAST, 1, 0), Learn::NotLearnable);
         assert_eq!(
-            f.learn(1, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 1, 0),
+            f.learn(NetworkId(1), MacAddr::BROADCAST, PortId(1), 0),
             Learn::NotLearnable
         );
-        assert_eq!(f.learn(0, MacAddr::ZERO, 1, 0), Learn::NotLearnable);
         assert_eq!(
-            f.learn_key(fdb_key(2, MacAddr::ZERO), 1, 0),
+            f.learn(
+                NetworkId(1),
+                MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+                PortId(1),
+                0
+            ),
+            Learn::NotLearnable
+        );
+        assert_eq!(
+            f.learn(NetworkId(0), MacAddr::ZERO, PortId(1), 0),
+            Learn::NotLearnable
+        );
+        assert_eq!(
+            f.learn_key(fdb_key(NetworkId(2), MacAddr::ZERO), PortId(1), 0),
             Learn::NotLearnable
         );
         assert!(f.is_empty());
-        assert_eq!(f.lookup(0, MacAddr::ZERO), None);
+        assert_eq!(f.lookup(NetworkId(0), MacAddr::ZERO), None);
         assert_eq!(
-            f.add_static(1, MacAddr::BROADCAST, 1, 0),
+            f.add_static(NetworkId(1), MacAddr::BROADCAST, PortId(1), 0),
             Err(FdbError::InvalidMac(MacAddr::BROADCAST))
         );
     }
@@ -839,47 +859,50 @@ mod tests {
     #[test]
     fn networks_are_isolated() {
         let mut f = Fdb::new(cfg(64));
-        f.learn(1, mac(5), 1, 0);
-        f.learn(2, mac(5), 2, 0);
-        assert_eq!(f.lookup(1, mac(5)), Some(1));
-        assert_eq!(f.lookup(2, mac(5)), Some(2));
-        assert_eq!(f.lookup(3, mac(5)), None);
+        f.learn(NetworkId(1), mac(5), PortId(1), 0);
+        f.learn(NetworkId(2), mac(5), PortId(2), 0);
+        assert_eq!(f.lookup(NetworkId(1), mac(5)), Some(PortId(1)));
+        assert_eq!(f.lookup(NetworkId(2), mac(5)), Some(PortId(2)));
+        assert_eq!(f.lookup(NetworkId(3), mac(5)), None);
         assert_eq!(f.counters().moved, 0);
     }
 
     #[test]
     fn moves_are_counted() {
         let mut f = Fdb::new(cfg(64));
-        f.learn(1, mac(5), 1, 0);
-        assert_eq!(f.learn(1, mac(5), 2, 1), Learn::Moved);
-        assert_eq!(f.lookup(1, mac(5)), Some(2));
+        f.learn(NetworkId(1), mac(5), PortId(1), 0);
+        assert_eq!(f.learn(NetworkId(1), mac(5), PortId(2), 1), Learn::Moved);
+        assert_eq!(f.lookup(NetworkId(1), mac(5)), Some(PortId(2)));
         assert_eq!(f.counters().moved, 1);
-        assert_eq!(f.port_entries(1), 0);
-        assert_eq!(f.port_entries(2), 1);
+        assert_eq!(f.port_entries(PortId(1)), 0);
+        assert_eq!(f.port_entries(PortId(2)), 1);
         assert_eq!(f.live_len(), 1);
     }
 
     #[test]
     fn static_entries_never_move_or_age() {
         let mut f = Fdb::new(cfg(64));
-        f.learn(1, mac(9), 4, 0);
-        f.add_static(1, mac(9), 1, 0).unwrap();
-        assert_eq!(f.lookup(1, mac(9)), Some(1));
+        f.learn(NetworkId(1), mac(9), PortId(4), 0);
+        f.add_static(NetworkId(1), mac(9), PortId(1), 0).unwrap();
+        assert_eq!(f.lookup(NetworkId(1), mac(9)), Some(PortId(1)));
         assert_eq!(
-            f.port_entries(4),
+            f.port_entries(PortId(4)),
             0,
             "converted entry no longer counts as dynamic"
         );
-        assert_eq!(f.learn(1, mac(9), 2, 5), Learn::StaticConflict);
-        assert_eq!(f.lookup(1, mac(9)), Some(1));
+        assert_eq!(
+            f.learn(NetworkId(1), mac(9), PortId(2), 5),
+            Learn::StaticConflict
+        );
+        assert_eq!(f.lookup(NetworkId(1), mac(9)), Some(PortId(1)));
         assert_eq!(f.counters().static_conflicts, 1);
         assert_eq!(f.age(1_000_000, 1000), 0);
-        assert_eq!(f.lookup(1, mac(9)), Some(1));
+        assert_eq!(f.lookup(NetworkId(1), mac(9)), Some(PortId(1)));
         let e = f.entries(1_000_000).next().unwrap();
         assert!(e.is_static);
         assert_eq!(e.age_secs, 0);
-        assert!(f.remove(1, mac(9)));
-        assert_eq!(f.lookup(1, mac(9)), None);
+        assert!(f.remove(NetworkId(1), mac(9)));
+        assert_eq!(f.lookup(NetworkId(1), mac(9)), None);
     }
 
     #[test]
@@ -891,9 +914,9 @@ mod tests {
         assert_eq!(f.aging_secs(), 10);
         let slots = f.slots.len();
         for n in 0..8 {
-            f.learn(1, mac(n), 1, 0);
+            f.learn(NetworkId(1), mac(n), PortId(1), 0);
         }
-        f.learn(1, mac(100), 2, 15);
+        f.learn(NetworkId(1), mac(100), PortId(2), 15);
         assert_eq!(f.age(9, slots), 0, "nothing is 10 s old yet");
         // One slot per slice: a slice never removes more than it visits. A removal re-examines
         // its slot (an entry may shift into it), so a full sweep takes slots + removals visits.
@@ -905,9 +928,9 @@ mod tests {
         }
         assert_eq!(total, 8);
         assert_eq!(f.counters().aged, 8);
-        assert_eq!(f.lookup(1, mac(100)), Some(2));
-        assert_eq!(f.lookup(1, mac(0)), None);
-        assert_eq!(f.port_entries(1), 0);
+        assert_eq!(f.lookup(NetworkId(1), mac(100)), Some(PortId(2)));
+        assert_eq!(f.lookup(NetworkId(1), mac(0)), None);
+        assert_eq!(f.port_entries(PortId(1)), 0);
         f.set_aging_secs(1);
         assert_eq!(f.aging_secs(), 1);
         assert_eq!(f.age(17, slots), 1);
@@ -918,32 +941,36 @@ mod tests {
     fn flush_port_is_immediate_and_lazy() {
         let mut f = Fdb::new(cfg(64));
         for n in 0..10 {
-            f.learn(1, mac(n), 1, 0);
-            f.learn(1, mac(100 + n), 2, 0);
+            f.learn(NetworkId(1), mac(n), PortId(1), 0);
+            f.learn(NetworkId(1), mac(100 + n), PortId(2), 0);
         }
-        f.add_static(1, mac(500), 1, 0).unwrap();
-        f.flush_port(1);
+        f.add_static(NetworkId(1), mac(500), PortId(1), 0).unwrap();
+        f.flush_port(PortId(1));
         assert_eq!(f.len(), 21, "nothing walked yet");
         for n in 0..10 {
-            assert_eq!(f.lookup(1, mac(n)), None);
-            assert_eq!(f.lookup(1, mac(100 + n)), Some(2));
+            assert_eq!(f.lookup(NetworkId(1), mac(n)), None);
+            assert_eq!(f.lookup(NetworkId(1), mac(100 + n)), Some(PortId(2)));
         }
         assert_eq!(
-            f.lookup(1, mac(500)),
+            f.lookup(NetworkId(1), mac(500)),
             None,
             "static entries of the port go too"
         );
-        assert_eq!(f.port_entries(1), 0);
-        assert_eq!(f.network_entries(1), 20, "network count reclaims lazily");
+        assert_eq!(f.port_entries(PortId(1)), 0);
+        assert_eq!(
+            f.network_entries(NetworkId(1)),
+            20,
+            "network count reclaims lazily"
+        );
         assert_eq!(f.entries(0).count(), 10);
         // The port comes back (port ids are reused): old entries stay gone, new ones count.
-        assert_eq!(f.learn(1, mac(3), 1, 1), Learn::Learned);
-        assert_eq!(f.port_entries(1), 1);
+        assert_eq!(f.learn(NetworkId(1), mac(3), PortId(1), 1), Learn::Learned);
+        assert_eq!(f.port_entries(PortId(1)), 1);
         // One sweep reclaims the 10 flushed entries left (mac 3 was reclaimed by its new
         // learn) and says so.
         assert_eq!(f.age(1, 2 * f.slots.len()), 10);
         assert_eq!(f.len(), 11);
-        assert_eq!(f.network_entries(1), 11);
+        assert_eq!(f.network_entries(NetworkId(1)), 11);
         assert_eq!(f.live_len(), 11);
     }
 
@@ -951,19 +978,19 @@ mod tests {
     fn flush_network_leaves_other_networks() {
         let mut f = Fdb::new(cfg(64));
         for n in 0..10 {
-            f.learn(1, mac(n), 1, 0);
-            f.learn(2, mac(n), 1, 0);
+            f.learn(NetworkId(1), mac(n), PortId(1), 0);
+            f.learn(NetworkId(2), mac(n), PortId(1), 0);
         }
-        f.flush_network(1);
+        f.flush_network(NetworkId(1));
         for n in 0..10 {
-            assert_eq!(f.lookup(1, mac(n)), None);
-            assert_eq!(f.lookup(2, mac(n)), Some(1));
+            assert_eq!(f.lookup(NetworkId(1), mac(n)), None);
+            assert_eq!(f.lookup(NetworkId(2), mac(n)), Some(PortId(1)));
         }
-        assert_eq!(f.network_entries(1), 0);
-        assert_eq!(f.network_entries(2), 10);
-        assert_eq!(f.port_entries(1), 20, "port count reclaims lazily");
+        assert_eq!(f.network_entries(NetworkId(1)), 0);
+        assert_eq!(f.network_entries(NetworkId(2)), 10);
+        assert_eq!(f.port_entries(PortId(1)), 20, "port count reclaims lazily");
         f.age(0, 2 * f.slots.len());
-        assert_eq!(f.port_entries(1), 10);
+        assert_eq!(f.port_entries(PortId(1)), 10);
         assert_eq!(f.counters().reclaimed, 10);
         assert_eq!(f.counters().aged, 0);
     }
@@ -974,27 +1001,31 @@ mod tests {
             max_per_port: 4,
             ..cfg(64)
         });
-        f.learn(1, mac(1000), 2, 0);
+        f.learn(NetworkId(1), mac(1000), PortId(2), 0);
         for n in 0..4 {
-            f.learn(1, mac(n), 1, n);
+            f.learn(NetworkId(1), mac(n), PortId(1), n);
         }
-        assert_eq!(f.learn(1, mac(4), 1, 10), Learn::Learned);
-        assert_eq!(f.port_entries(1), 4);
-        assert_eq!(f.lookup(1, mac(0)), None, "oldest of the port evicted");
+        assert_eq!(f.learn(NetworkId(1), mac(4), PortId(1), 10), Learn::Learned);
+        assert_eq!(f.port_entries(PortId(1)), 4);
+        assert_eq!(
+            f.lookup(NetworkId(1), mac(0)),
+            None,
+            "oldest of the port evicted"
+        );
         for n in 1..5 {
-            assert_eq!(f.lookup(1, mac(n)), Some(1));
+            assert_eq!(f.lookup(NetworkId(1), mac(n)), Some(PortId(1)));
         }
-        assert_eq!(f.lookup(1, mac(1000)), Some(2));
+        assert_eq!(f.lookup(NetworkId(1), mac(1000)), Some(PortId(2)));
         assert_eq!(f.counters().evicted, 1);
         // Flushed entries of another port are reclaimed on the way, but they do not make room
         // under this port's limit: the port's own oldest still goes.
         for n in 0..3 {
-            f.learn(1, mac(2000 + n), 3, 10);
+            f.learn(NetworkId(1), mac(2000 + n), PortId(3), 10);
         }
-        f.flush_port(3);
-        assert_eq!(f.learn(1, mac(5), 1, 11), Learn::Learned);
-        assert_eq!(f.port_entries(1), 4);
-        assert_eq!(f.lookup(1, mac(1)), None);
+        f.flush_port(PortId(3));
+        assert_eq!(f.learn(NetworkId(1), mac(5), PortId(1), 11), Learn::Learned);
+        assert_eq!(f.port_entries(PortId(1)), 4);
+        assert_eq!(f.lookup(NetworkId(1), mac(1)), None);
         assert_eq!(f.counters().evicted, 2);
     }
 
@@ -1007,13 +1038,13 @@ mod tests {
             ..cfg(64)
         });
         for n in 0..4 {
-            f.learn(1 + (n as NetworkId) / 2, mac(n), 1, n);
+            f.learn(NetworkId(1 + n as u16 / 2), mac(n), PortId(1), n);
         }
-        f.flush_network(2);
-        assert_eq!(f.learn(1, mac(9), 1, 10), Learn::Learned);
+        f.flush_network(NetworkId(2));
+        assert_eq!(f.learn(NetworkId(1), mac(9), PortId(1), 10), Learn::Learned);
         assert_eq!(f.counters().evicted, 0);
         for n in [0, 1, 9] {
-            assert_eq!(f.lookup(1, mac(n)), Some(1), "mac {n}");
+            assert_eq!(f.lookup(NetworkId(1), mac(n)), Some(PortId(1)), "mac {n}");
         }
     }
 
@@ -1023,42 +1054,49 @@ mod tests {
             max_per_network: 6,
             ..cfg(64)
         });
-        f.learn(1, mac(1000), 2, 0); // port 2, oldest of all
+        f.learn(NetworkId(1), mac(1000), PortId(2), 0); // port 2, oldest of all
         for n in 0..5 {
-            f.learn(1, mac(n), 1, 1 + n);
+            f.learn(NetworkId(1), mac(n), PortId(1), 1 + n);
         }
-        f.learn(2, mac(77), 3, 0); // another network is not affected
-        assert_eq!(f.learn(1, mac(5), 1, 20), Learn::Learned);
-        assert_eq!(f.network_entries(1), 6);
-        assert_eq!(f.learn(1, mac(6), 1, 21), Learn::Learned);
-        assert_eq!(f.network_entries(1), 6);
-        assert_eq!(f.lookup(1, mac(1000)), Some(2), "small port survives");
-        assert_eq!(f.lookup(1, mac(0)), None);
-        assert_eq!(f.lookup(2, mac(77)), Some(3));
+        f.learn(NetworkId(2), mac(77), PortId(3), 0); // another network is not affected
+        assert_eq!(f.learn(NetworkId(1), mac(5), PortId(1), 20), Learn::Learned);
+        assert_eq!(f.network_entries(NetworkId(1)), 6);
+        assert_eq!(f.learn(NetworkId(1), mac(6), PortId(1), 21), Learn::Learned);
+        assert_eq!(f.network_entries(NetworkId(1)), 6);
+        assert_eq!(
+            f.lookup(NetworkId(1), mac(1000)),
+            Some(PortId(2)),
+            "small port survives"
+        );
+        assert_eq!(f.lookup(NetworkId(1), mac(0)), None);
+        assert_eq!(f.lookup(NetworkId(2), mac(77)), Some(PortId(3)));
     }
 
     #[test]
     fn fair_eviction_a_flooding_port_cannot_push_out_others() {
         let mut f = Fdb::new(cfg(16));
         for n in 0..3 {
-            f.learn(1, mac(n), 1, 0);
+            f.learn(NetworkId(1), mac(n), PortId(1), 0);
         }
         for n in 0..1000 {
-            assert_eq!(f.learn(1, mac(100 + n), 2, 10 + n), Learn::Learned);
+            assert_eq!(
+                f.learn(NetworkId(1), mac(100 + n), PortId(2), 10 + n),
+                Learn::Learned
+            );
         }
         assert_eq!(f.len(), 16);
         for n in 0..3 {
             assert_eq!(
-                f.lookup(1, mac(n)),
-                Some(1),
+                f.lookup(NetworkId(1), mac(n)),
+                Some(PortId(1)),
                 "port 1 entries survive the flood"
             );
         }
-        assert_eq!(f.port_entries(2), 13);
+        assert_eq!(f.port_entries(PortId(2)), 13);
         assert_eq!(f.counters().evicted, 1000 - 13);
         // Small table: the victim is the exact oldest, so the newest 13 remain.
         for n in 987..1000 {
-            assert_eq!(f.lookup(1, mac(100 + n)), Some(2));
+            assert_eq!(f.lookup(NetworkId(1), mac(100 + n)), Some(PortId(2)));
         }
     }
 
@@ -1066,12 +1104,15 @@ mod tests {
     fn refused_when_nothing_can_be_evicted() {
         let mut f = Fdb::new(cfg(4));
         for n in 0..4 {
-            f.add_static(1, mac(n), 1, 0).unwrap();
+            f.add_static(NetworkId(1), mac(n), PortId(1), 0).unwrap();
         }
-        assert_eq!(f.add_static(1, mac(9), 1, 0), Err(FdbError::Full(4)));
-        assert_eq!(f.learn(1, mac(10), 2, 0), Learn::Refused);
+        assert_eq!(
+            f.add_static(NetworkId(1), mac(9), PortId(1), 0),
+            Err(FdbError::Full(4))
+        );
+        assert_eq!(f.learn(NetworkId(1), mac(10), PortId(2), 0), Learn::Refused);
         assert_eq!(f.counters().refused, 1);
-        assert_eq!(f.lookup(1, mac(10)), None);
+        assert_eq!(f.lookup(NetworkId(1), mac(10)), None);
         // A limit of 0 refuses every dynamic entry in its scope, and counts each refusal.
         for (max_per_port, max_per_network) in [(0, 64), (64, 0)] {
             let mut f = Fdb::new(FdbConfig {
@@ -1079,8 +1120,8 @@ mod tests {
                 max_per_network,
                 ..cfg(64)
             });
-            assert_eq!(f.learn(1, mac(1), 1, 0), Learn::Refused);
-            assert_eq!(f.learn(1, mac(2), 1, 0), Learn::Refused);
+            assert_eq!(f.learn(NetworkId(1), mac(1), PortId(1), 0), Learn::Refused);
+            assert_eq!(f.learn(NetworkId(1), mac(2), PortId(1), 0), Learn::Refused);
             assert_eq!(f.counters().refused, 2);
             assert!(f.is_empty());
         }
@@ -1100,11 +1141,14 @@ mod tests {
         ] {
             let mut f = Fdb::new(c);
             for n in 0..8 {
-                f.learn(1, mac(n), 1, 0);
+                f.learn(NetworkId(1), mac(n), PortId(1), 0);
             }
-            f.flush_port(1);
+            f.flush_port(PortId(1));
             for n in 0..8 {
-                assert_eq!(f.learn(1, mac(100 + n), 2, 1), Learn::Learned);
+                assert_eq!(
+                    f.learn(NetworkId(1), mac(100 + n), PortId(2), 1),
+                    Learn::Learned
+                );
                 // Lazily: each learn reclaims only the one slot it needs.
                 assert_eq!(f.counters().reclaimed, u64::from(n) + 1);
             }
@@ -1116,26 +1160,26 @@ mod tests {
     #[test]
     fn generation_wrap_keeps_live_entries() {
         let mut f = Fdb::new(cfg(64));
-        f.learn(1, mac(1), 1, 0);
-        f.add_static(1, mac(2), 1, 0).unwrap();
+        f.learn(NetworkId(1), mac(1), PortId(1), 0);
+        f.add_static(NetworkId(1), mac(2), PortId(1), 0).unwrap();
         // Flushed before the wrap and never touched again: the compaction at the wrap must
         // remove it, not bring it back with generation 0.
-        f.learn(1, mac(4), 8, 0);
-        f.flush_port(8);
+        f.learn(NetworkId(1), mac(4), PortId(8), 0);
+        f.flush_port(PortId(8));
         let n = GEN_MASK as u32 + 10;
         for i in 0..n {
-            f.learn(1, mac(3), 9, i);
-            f.flush_port(9);
+            f.learn(NetworkId(1), mac(3), PortId(9), i);
+            f.flush_port(PortId(9));
         }
-        assert_eq!(f.lookup(1, mac(1)), Some(1));
-        assert_eq!(f.lookup(1, mac(2)), Some(1));
-        assert_eq!(f.lookup(1, mac(3)), None);
-        assert_eq!(f.lookup(1, mac(4)), None);
+        assert_eq!(f.lookup(NetworkId(1), mac(1)), Some(PortId(1)));
+        assert_eq!(f.lookup(NetworkId(1), mac(2)), Some(PortId(1)));
+        assert_eq!(f.lookup(NetworkId(1), mac(3)), None);
+        assert_eq!(f.lookup(NetworkId(1), mac(4)), None);
         // Each learn of mac 3 after the first reclaimed its flushed predecessor; the
         // compaction reclaimed mac 4.
         assert_eq!(f.counters().reclaimed, u64::from(n - 1) + 1);
         assert_eq!(f.live_len(), 2);
-        assert_eq!(f.port_entries(1), 1);
+        assert_eq!(f.port_entries(PortId(1)), 1);
     }
 
     #[test]
@@ -1175,8 +1219,9 @@ mod tests {
                 seed: Some(seed),
                 ..cfg(4096)
             });
-            let homes: std::collections::HashSet<usize> =
-                (0..4096).map(|n| f.home(fdb_key(1, mac(n)))).collect();
+            let homes: std::collections::HashSet<usize> = (0..4096)
+                .map(|n| f.home(fdb_key(NetworkId(1), mac(n))))
+                .collect();
             assert!(homes.len() > 2048, "seed {seed}: {} homes", homes.len());
         }
     }
@@ -1198,19 +1243,19 @@ mod tests {
             for (op, k, port, net) in ops {
                 match op {
                     0 | 1 => {
-                        f.learn(net, mac(k), port, 0);
+                        f.learn(NetworkId(net), mac(k), PortId(port), 0);
                         m.insert((net, k), port);
                     }
                     2 => {
-                        f.remove(net, mac(k));
+                        f.remove(NetworkId(net), mac(k));
                         m.remove(&(net, k));
                     }
                     3 => {
-                        f.flush_port(port);
+                        f.flush_port(PortId(port));
                         m.retain(|_, p| *p != port);
                     }
                     _ => {
-                        f.flush_network(net);
+                        f.flush_network(NetworkId(net));
                         m.retain(|(n, _), _| *n != net);
                     }
                 }
@@ -1220,15 +1265,15 @@ mod tests {
                     // Counts are exact once flushed entries are reclaimed (lazily, by sweeps).
                     f.age(0, 2 * f.slots.len());
                     for p in 0..4u16 {
-                        proptest::prop_assert_eq!(f.port_entries(p), m.values().filter(|v| **v == p).count());
+                        proptest::prop_assert_eq!(f.port_entries(PortId(p)), m.values().filter(|v| **v == p).count());
                     }
                     for n in 0..3u16 {
-                        proptest::prop_assert_eq!(f.network_entries(n), m.keys().filter(|(x, _)| *x == n).count());
+                        proptest::prop_assert_eq!(f.network_entries(NetworkId(n)), m.keys().filter(|(x, _)| *x == n).count());
                     }
                 }
                 for n in 0..3 {
                     for k in 0..40 {
-                        proptest::prop_assert_eq!(f.lookup(n, mac(k)), m.get(&(n, k)).copied());
+                        proptest::prop_assert_eq!(f.lookup(NetworkId(n), mac(k)), m.get(&(n, k)).copied().map(PortId));
                     }
                 }
                 proptest::prop_assert_eq!(f.live_len(), m.len());

@@ -18,7 +18,7 @@ use crate::pipeline::{PipelineConfig, PortRole};
 use crate::port::mem::MemPort;
 use crate::port::vxlan::{PeerSpec, VxlanPort};
 use crate::port::PortCaps;
-use crate::wire::{self, gso, too_big, MacAddr};
+use crate::wire::{self, gso, too_big, MacAddr, NetworkId, PortId};
 use crate::worker::{Command, ManualWorker};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -89,14 +89,32 @@ const GW2: [u8; 6] = [0x02, 0x42, 0, 0, 0, 2];
 /// Ports of the worker round: (id, role, exchanges vnet headers).
 fn worker_ports() -> [(u16, PortRole, bool); 5] {
     [
-        (1, PortRole::Access { network: NET1 }, true),
-        (2, PortRole::Access { network: NET1 }, false),
-        (3, PortRole::Access { network: NET2 }, true),
+        (
+            1,
+            PortRole::Access {
+                network: NetworkId(NET1),
+            },
+            true,
+        ),
+        (
+            2,
+            PortRole::Access {
+                network: NetworkId(NET1),
+            },
+            false,
+        ),
+        (
+            3,
+            PortRole::Access {
+                network: NetworkId(NET2),
+            },
+            true,
+        ),
         (
             4,
             PortRole::Trunk {
-                native: Some(NET1),
-                vlans: vec![(10, NET2), (4095, NET2)],
+                native: Some(NetworkId(NET1)),
+                vlans: vec![(10, NetworkId(NET2)), (4095, NetworkId(NET2))],
             },
             true,
         ),
@@ -104,7 +122,7 @@ fn worker_ports() -> [(u16, PortRole, bool); 5] {
             5,
             PortRole::Trunk {
                 native: None,
-                vlans: vec![(10, NET1), (20, NET2)],
+                vlans: vec![(10, NetworkId(NET1)), (20, NetworkId(NET2))],
             },
             false,
         ),
@@ -148,7 +166,7 @@ pub fn worker_round(data: &[u8]) -> Option<crate::worker::Snapshot> {
         // The next input starts with no learned MAC and no queued frame (the ports and their
         // endpoints stay: rebuilding them per input made the target ten times slower).
         for (id, _, _) in worker_ports() {
-            rig.w.flush_port_macs(id);
+            rig.w.flush_port_macs(PortId(id));
         }
         for h in &rig.handles {
             h.clear_sent();
@@ -178,11 +196,11 @@ impl Rig {
             (NET2, GW2, Ipv4Addr::new(10, 89, 0, 1), "10.89.0.0/24"),
         ] {
             w.command(Command::AddNetwork {
-                id,
+                id: NetworkId(id),
                 gateway: Some((MacAddr(gw), ip)),
             });
             w.command(Command::Gateway(GatewayCommand::Network {
-                id,
+                id: NetworkId(id),
                 mtu: 1500,
                 internal: true,
                 subnet: subnet.parse().ok(),
@@ -213,15 +231,16 @@ impl Rig {
                 },
                 _ => PortPolicy::default(),
             };
-            w.add_port_with(id, Box::new(port), role, policy).ok()?;
+            w.add_port_with(PortId(id), Box::new(port), role, policy)
+                .ok()?;
         }
         for (port, last, name) in [(1u16, 2u8, "web"), (2, 3, "db"), (3, 4, "cache")] {
             let net = if port == 3 { NET2 } else { NET1 };
             w.command(Command::Gateway(GatewayCommand::Endpoint {
-                net,
+                net: NetworkId(net),
                 ip: Ipv4Addr::new(10, 87 + net as u8, 0, last),
                 mac: MacAddr([0x02, 0x42, 10, 0, port as u8, last]),
-                port,
+                port: PortId(port),
                 vnet: false,
                 name: Some(name.into()),
             }));
@@ -233,9 +252,9 @@ impl Rig {
     /// A static MAC on port 1.
     fn add_static(w: &mut ManualWorker) {
         w.command(Command::AddStatic {
-            network: NET1,
+            network: NetworkId(NET1),
             mac: MacAddr([0x02, 0x42, 10, 0, 1, 0x99]),
-            port: 1,
+            port: PortId(1),
         });
     }
 }
@@ -265,7 +284,10 @@ fn take(port: &mut VxlanPort, payload: &mut [u8], gso: usize, src: Ipv4Addr) {
             d.inner_offset + d.inner_len <= t.len,
             "inner frame within the datagram"
         );
-        assert!(t.vport == 11 || t.vport == 12, "a known virtual port");
+        assert!(
+            t.vport == PortId(11) || t.vport == PortId(12),
+            "a known virtual port"
+        );
         check_gso_frame(
             &payload[d.inner_offset..d.inner_offset + d.inner_len],
             &t.vnet,
@@ -311,13 +333,13 @@ fn tunnel_port() -> Option<VxlanPort> {
     let mut port = VxlanPort::open(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).ok()?;
     for (vport, network, vni, last) in [(11u16, NET1, 100u32, 2u8), (12, NET2, 200, 3)] {
         let peer = PeerSpec {
-            network,
+            network: NetworkId(network),
             vni: encap::Vni::new(vni)?,
             remote: Ipv4Addr::new(127, 0, 0, last),
             mtu: 1450,
             limit: 1450,
         };
-        port.add_peer(vport, peer).ok()?;
+        port.add_peer(PortId(vport), peer).ok()?;
     }
     Some(port)
 }
@@ -389,7 +411,7 @@ pub fn tunnel_tx(data: &[u8]) {
     with_tunnel_port(|port| {
         with_scratch(|sc| {
             if sc.gso.push(frame, vnet) {
-                let sent = port.send_to_vtep(&sc.gso, &[0], 11, &mut sc.replies);
+                let sent = port.send_to_vtep(&sc.gso, &[0], PortId(11), &mut sc.replies);
                 assert!(sent.sent + sent.too_big <= 1);
             }
         })
@@ -424,7 +446,7 @@ pub fn decap(data: &[u8]) {
         let Some(vni) = encap::Vni::new(vni) else {
             return;
         };
-        if table.add_vni(vni, net).is_err()
+        if table.add_vni(vni, NetworkId(net)).is_err()
             || table.add_peer(vni, Ipv4Addr::new(127, 0, 0, last)).is_err()
         {
             return;
@@ -435,7 +457,7 @@ pub fn decap(data: &[u8]) {
             d.inner_offset + d.inner_len <= data.len(),
             "inner frame within"
         );
-        assert!(d.network == NET1 || d.network == NET2);
+        assert!(d.network == NetworkId(NET1) || d.network == NetworkId(NET2));
         let inner = &data[d.inner_offset..d.inner_offset + d.inner_len];
         let _ = crate::port::vxlan_tap::tunnel_vnet(inner, &VnetHdr::default());
     }
@@ -894,7 +916,7 @@ mod tests {
             data.extend_from_slice(&f);
         }
         let snap = worker_round(&data).expect("the worker starts");
-        let p1 = snap.ports.iter().find(|p| p.id == 1).unwrap();
+        let p1 = snap.ports.iter().find(|p| p.id == PortId(1)).unwrap();
         assert_eq!(p1.rx_frames, seeds().len() as u64);
         let tx: u64 = snap.ports.iter().map(|p| p.tx_frames).sum();
         assert!(
@@ -908,7 +930,7 @@ mod tests {
             .drop_count(crate::pipeline::DropReason::SpoofedIp);
         assert_eq!(spoofed, 1, "{:?}", snap.counters);
         assert!(
-            snap.fdb.iter().any(|e| e.port == 1 && !e.is_static),
+            snap.fdb.iter().any(|e| e.port == PortId(1) && !e.is_static),
             "port 1's source was learned: {:?}",
             snap.fdb
         );

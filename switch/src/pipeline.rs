@@ -284,7 +284,7 @@ impl Counters {
 
     /// Counters of `port`, if it was ever attached.
     pub fn port(&self, port: PortId) -> Option<&PortCounters> {
-        self.ports.get(port as usize)
+        self.ports.get(port.index())
     }
 }
 
@@ -301,7 +301,7 @@ struct TxList {
 }
 
 const EMPTY_LIST: TxList = TxList {
-    port: 0,
+    port: PortId(0),
     vlan: NO_VLAN,
     len: 0,
     next: 0,
@@ -346,7 +346,7 @@ impl Dispatch {
     /// Forgets the previous batch's decisions (keeps all memory).
     pub fn clear(&mut self) {
         for l in &self.lists[..self.active] {
-            self.by_port[l.port as usize] = 0;
+            self.by_port[l.port.index()] = 0;
         }
         self.active = 0;
         self.last = 0;
@@ -377,7 +377,7 @@ impl Dispatch {
 
     #[inline]
     fn find_or_add(&mut self, port: PortId, vlan: u16) -> usize {
-        let p = port as usize;
+        let p = port.index();
         if p >= self.by_port.len() {
             self.by_port.resize(p + 1, 0);
         }
@@ -557,21 +557,21 @@ impl Pipeline {
             ports: Vec::new(),
             networks: Vec::new(),
             counters: Counters::default(),
-            net: [0; BATCH_SIZE],
+            net: [NetworkId(0); BATCH_SIZE],
             src: [0; BATCH_SIZE],
             dst: [0; BATCH_SIZE],
             src_home: [0; BATCH_SIZE],
             dst_home: [0; BATCH_SIZE],
             valid: [0; BATCH_SIZE],
             access_net: Vec::new(),
-            ing: [0; BATCH_SIZE],
+            ing: [PortId(0); BATCH_SIZE],
             guards: Vec::new(),
             now_ms: 0,
         }
     }
 
     fn network_mut(&mut self, id: NetworkId) -> &mut Network {
-        let i = id as usize;
+        let i = id.index();
         if i >= self.networks.len() {
             self.networks.resize_with(i + 1, Network::default);
         }
@@ -589,7 +589,7 @@ impl Pipeline {
     /// table entries are flushed (in O(1)). Ports keep their role and work again if the
     /// network is added back.
     pub fn remove_network(&mut self, id: NetworkId) {
-        if let Some(n) = self.networks.get_mut(id as usize) {
+        if let Some(n) = self.networks.get_mut(id.index()) {
             n.present = false;
             n.gateway = u64::MAX;
         }
@@ -599,7 +599,7 @@ impl Pipeline {
     /// Attaches `port` with `role` (replacing any previous role, whose MACs are flushed).
     /// VLAN ids outside 1..=4094 in a trunk's list are ignored (they can never match).
     pub fn add_port(&mut self, port: PortId, mut role: PortRole) {
-        if self.ports.get(port as usize).is_some_and(|p| p.is_some()) {
+        if self.ports.get(port.index()).is_some_and(|p| p.is_some()) {
             self.remove_port(port);
         }
         let mut by_vid = Vec::new();
@@ -634,7 +634,7 @@ impl Pipeline {
                 });
             }
         }
-        let i = port as usize;
+        let i = port.index();
         if i >= self.ports.len() {
             self.ports.resize_with(i + 1, || None);
         }
@@ -645,7 +645,7 @@ impl Pipeline {
             self.access_net.resize(i + 1, u32::MAX);
         }
         self.access_net[i] = match role {
-            PortRole::Access { network } => network as u32,
+            PortRole::Access { network } => network.0 as u32,
             _ => u32::MAX,
         };
         if i >= self.guards.len() {
@@ -675,7 +675,7 @@ impl Pipeline {
     /// [`Pipeline::add_port`] has neither, which is right for uplinks, tunnels and the host's
     /// own port; the daemon gives each container port its network's policy.
     pub fn set_policy(&mut self, port: PortId, policy: PortPolicy) {
-        let i = port as usize;
+        let i = port.index();
         if let (Some(Some(p)), Some(g)) = (self.ports.get_mut(i), self.guards.get_mut(i)) {
             p.policy = policy;
             *g = Guard::new(&policy, self.now_ms);
@@ -684,7 +684,7 @@ impl Pipeline {
 
     /// The policy of `port` (the default for a port that is not attached).
     pub fn policy(&self, port: PortId) -> PortPolicy {
-        match self.ports.get(port as usize) {
+        match self.ports.get(port.index()) {
             Some(Some(p)) => p.policy,
             _ => PortPolicy::default(),
         }
@@ -701,25 +701,25 @@ impl Pipeline {
     /// received on it whose destination no other port of its network owns is dropped
     /// ([`DropReason::NotLocal`]) instead of flooded. Broadcast and multicast still flood.
     pub fn set_uplink(&mut self, port: PortId, on: bool) {
-        if let Some(Some(p)) = self.ports.get_mut(port as usize) {
+        if let Some(Some(p)) = self.ports.get_mut(port.index()) {
             p.uplink = on;
         }
     }
 
     /// True when `port` is attached and marked as an uplink.
     pub fn is_uplink(&self, port: PortId) -> bool {
-        matches!(self.ports.get(port as usize), Some(Some(p)) if p.uplink)
+        matches!(self.ports.get(port.index()), Some(Some(p)) if p.uplink)
     }
 
     /// Detaches `port`: it leaves every network and its MACs are flushed (in O(1)).
     pub fn remove_port(&mut self, port: PortId) {
-        if let Some(slot) = self.ports.get_mut(port as usize) {
+        if let Some(slot) = self.ports.get_mut(port.index()) {
             *slot = None;
         }
-        if let Some(a) = self.access_net.get_mut(port as usize) {
+        if let Some(a) = self.access_net.get_mut(port.index()) {
             *a = u32::MAX;
         }
-        if let Some(g) = self.guards.get_mut(port as usize) {
+        if let Some(g) = self.guards.get_mut(port.index()) {
             *g = Guard::OPEN;
         }
         for n in &mut self.networks {
@@ -793,7 +793,7 @@ impl Pipeline {
     /// metadata tag (see the module documentation).
     pub fn process(&mut self, in_port: PortId, batch: &Batch, now: u32, out: &mut Dispatch) {
         let tunnel = matches!(
-            self.ports.get(in_port as usize),
+            self.ports.get(in_port.index()),
             Some(Some(PortState {
                 role: PortRole::Tunnel,
                 ..
@@ -820,7 +820,7 @@ impl Pipeline {
     ) {
         out.clear();
         let n = batch.len().min(BATCH_SIZE);
-        let in_idx = in_port as usize;
+        let in_idx = in_port.index();
         self.counters.rx += n as u64;
         let Some(Some(port)) = self.ports.get(in_idx) else {
             self.counters.drops[DropReason::NoNetwork as usize] += n as u64;
@@ -873,7 +873,7 @@ impl Pipeline {
         guard: Guard,
         out: &mut Dispatch,
     ) -> usize {
-        let in_idx = in_port as usize;
+        let in_idx = in_port.index();
         let Some(Some(port)) = self.ports.get(in_idx) else {
             return 0;
         };
@@ -911,8 +911,8 @@ impl Pipeline {
             let cls = if TUNNEL {
                 // The virtual port the tunnel decapsulated this frame for: it must be a VTEP
                 // of this very tunnel.
-                ing = batch.meta(i).tag as PortId;
-                match self.ports.get(ing as usize) {
+                ing = PortId(batch.meta(i).tag as u16);
+                match self.ports.get(ing.index()) {
                     Some(Some(
                         v @ PortState {
                             role: PortRole::Vtep { tunnel, .. },
@@ -938,11 +938,11 @@ impl Pipeline {
                     continue;
                 }
             }
-            if !self.networks.get(net as usize).is_some_and(|n| n.present) {
+            if !self.networks.get(net.index()).is_some_and(|n| n.present) {
                 Self::drop_frame(&mut self.counters, in_idx, DropReason::NoNetwork);
                 continue;
             }
-            let k = (net as u64) << 48;
+            let k = (net.0 as u64) << 48;
             self.net[nvalid] = net;
             self.src[nvalid] = k | src;
             self.dst[nvalid] = k | dst;
@@ -1013,7 +1013,7 @@ impl Pipeline {
         mut tokens: u64,
         out: &mut Dispatch,
     ) -> (Tally, u64) {
-        let in_idx = in_port as usize;
+        let in_idx = in_port.index();
         let mut t = Tally::default();
         for j in 0..nvalid {
             let i = self.valid[j] as u16;
@@ -1021,7 +1021,7 @@ impl Pipeline {
             let ing = if TUNNEL { self.ing[j] } else { in_port };
             let key = self.dst[j];
             let dst = key & MAC_MASK;
-            let Some(nw) = self.networks.get(net as usize) else {
+            let Some(nw) = self.networks.get(net.index()) else {
                 continue; // checked in stage 1
             };
             if dst & GROUP_BIT == 0 {
@@ -1042,10 +1042,10 @@ impl Pipeline {
                         continue;
                     }
                     // Access ports (the common case) answer from a flat array.
-                    let egress = if self.access_net.get(p as usize) == Some(&(net as u32)) {
+                    let egress = if self.access_net.get(p.index()) == Some(&(net.0 as u32)) {
                         Some(None)
                     } else {
-                        let dst_state = self.ports.get(p as usize).and_then(|s| s.as_ref());
+                        let dst_state = self.ports.get(p.index()).and_then(|s| s.as_ref());
                         if TUNNEL {
                             if let Some(PortState {
                                 role: PortRole::Vtep { tunnel, .. },
@@ -1119,7 +1119,7 @@ impl Pipeline {
         let mut tx = 0u64;
         for l in &out.lists[..out.active] {
             tx += l.len as u64;
-            if let Some(pc) = self.counters.ports.get_mut(l.port as usize) {
+            if let Some(pc) = self.counters.ports.get_mut(l.port.index()) {
                 pc.tx += l.len as u64;
             }
         }
@@ -1184,19 +1184,30 @@ mod tests {
     /// Network 1 on access ports 1, 2, 3; network 2 on access ports 4, 5.
     fn two_networks() -> Pipeline {
         let mut p = pipeline();
-        p.add_network(1, Some(mac(0xfe)));
-        p.add_network(2, None);
+        p.add_network(NetworkId(1), Some(mac(0xfe)));
+        p.add_network(NetworkId(2), None);
         for port in 1..=3 {
-            p.add_port(port, PortRole::Access { network: 1 });
+            p.add_port(
+                PortId(port),
+                PortRole::Access {
+                    network: NetworkId(1),
+                },
+            );
         }
         for port in 4..=5 {
-            p.add_port(port, PortRole::Access { network: 2 });
+            p.add_port(
+                PortId(port),
+                PortRole::Access {
+                    network: NetworkId(2),
+                },
+            );
         }
         p
     }
 
-    fn outs(d: &Dispatch) -> Vec<(PortId, Vec<u16>, Option<u16>)> {
-        let mut v: Vec<_> = d.outputs().map(|(p, f, t)| (p, f.to_vec(), t)).collect();
+    /// The outputs of a batch as (port number, frames, VLAN tag), sorted.
+    fn outs(d: &Dispatch) -> Vec<(u16, Vec<u16>, Option<u16>)> {
+        let mut v: Vec<_> = d.outputs().map(|(p, f, t)| (p.0, f.to_vec(), t)).collect();
         v.sort();
         v
     }
@@ -1210,21 +1221,21 @@ mod tests {
     #[test]
     fn unknown_unicast_floods_except_ingress_then_learned_unicast() {
         let mut p = two_networks();
-        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        let d = run(&mut p, PortId(1), &[frame(mac(2), mac(1), None)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None), (3, vec![0], None)]);
         assert_eq!(p.counters().flood, 1);
         // The reply from port 2 goes to port 1 only (mac 1 was learned there).
-        let d = run(&mut p, 2, &[frame(mac(1), mac(2), None)]);
+        let d = run(&mut p, PortId(2), &[frame(mac(1), mac(2), None)]);
         assert_eq!(outs(&d), vec![(1, vec![0], None)]);
         // And now both directions are unicast.
-        let d = run(&mut p, 1, &vec![frame(mac(2), mac(1), None); 3]);
+        let d = run(&mut p, PortId(1), &vec![frame(mac(2), mac(1), None); 3]);
         assert_eq!(outs(&d), vec![(2, vec![0, 1, 2], None)]);
         let c = p.counters();
         assert_eq!((c.rx, c.tx, c.unicast, c.flood), (5, 6, 4, 1));
-        assert_eq!(c.port(1).unwrap().rx, 4);
-        assert_eq!(c.port(1).unwrap().rx_bytes, 4 * 64);
-        assert_eq!(c.port(2).unwrap().tx, 4);
-        assert_eq!(c.port(1).unwrap().unicast, 3);
+        assert_eq!(c.port(PortId(1)).unwrap().rx, 4);
+        assert_eq!(c.port(PortId(1)).unwrap().rx_bytes, 4 * 64);
+        assert_eq!(c.port(PortId(2)).unwrap().tx, 4);
+        assert_eq!(c.port(PortId(1)).unwrap().unicast, 3);
         assert_eq!(p.fdb().counters().learned, 2);
     }
 
@@ -1232,24 +1243,28 @@ mod tests {
     fn networks_are_isolated() {
         let mut p = two_networks();
         // Same MAC on both networks; a flood in network 2 never reaches network 1's ports.
-        run(&mut p, 1, &[frame(mac(9), mac(7), None)]);
-        let d = run(&mut p, 4, &[frame(mac(7), mac(8), None)]);
+        run(&mut p, PortId(1), &[frame(mac(9), mac(7), None)]);
+        let d = run(&mut p, PortId(4), &[frame(mac(7), mac(8), None)]);
         assert_eq!(outs(&d), vec![(5, vec![0], None)]);
-        let d = run(&mut p, 5, &[frame(MacAddr::BROADCAST, mac(7), None)]);
+        let d = run(
+            &mut p,
+            PortId(5),
+            &[frame(MacAddr::BROADCAST, mac(7), None)],
+        );
         assert_eq!(outs(&d), vec![(4, vec![0], None)]);
         assert!(d.to_gateway().is_empty(), "network 2 has no gateway");
-        assert_eq!(p.fdb().lookup(1, mac(7)), Some(1));
-        assert_eq!(p.fdb().lookup(2, mac(7)), Some(5));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(7)), Some(PortId(1)));
+        assert_eq!(p.fdb().lookup(NetworkId(2), mac(7)), Some(PortId(5)));
     }
 
     #[test]
     fn no_hairpin() {
         let mut p = two_networks();
-        run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
-        let d = run(&mut p, 1, &[frame(mac(1), mac(3), None)]);
+        run(&mut p, PortId(1), &[frame(mac(2), mac(1), None)]);
+        let d = run(&mut p, PortId(1), &[frame(mac(1), mac(3), None)]);
         assert_eq!(d.outputs().count(), 0);
         assert_eq!(p.counters().drop_count(DropReason::SamePort), 1);
-        assert_eq!(p.counters().port(1).unwrap().drops, 1);
+        assert_eq!(p.counters().port(PortId(1)).unwrap().drops, 1);
     }
 
     #[test]
@@ -1257,20 +1272,20 @@ mod tests {
         let mut p = two_networks();
         let d = run(
             &mut p,
-            2,
+            PortId(2),
             &[
                 frame(mac(0xfe), mac(2), None),
                 frame(MacAddr::BROADCAST, mac(2), None),
             ],
         );
-        assert_eq!(d.to_gateway(), &[(0, 1), (1, 1)]);
+        assert_eq!(d.to_gateway(), &[(0, NetworkId(1)), (1, NetworkId(1))]);
         assert_eq!(outs(&d), vec![(1, vec![1], None), (3, vec![1], None)]);
         assert_eq!(p.counters().gateway, 2);
         assert_eq!(p.counters().flood, 1);
         // Multicast (not broadcast) floods but does not go to the gateway.
         let d = run(
             &mut p,
-            2,
+            PortId(2),
             &[frame(MacAddr([0x33, 0x33, 0, 0, 0, 1]), mac(2), None)],
         );
         assert!(d.to_gateway().is_empty());
@@ -1280,13 +1295,18 @@ mod tests {
     #[test]
     fn every_drop_reason() {
         let mut p = two_networks();
-        p.add_network(3, None);
-        p.add_port(6, PortRole::Access { network: 3 });
+        p.add_network(NetworkId(3), None);
         p.add_port(
-            7,
+            PortId(6),
+            PortRole::Access {
+                network: NetworkId(3),
+            },
+        );
+        p.add_port(
+            PortId(7),
             PortRole::Trunk {
                 native: None,
-                vlans: vec![(10, 1)],
+                vlans: vec![(10, NetworkId(1))],
             },
         );
         let mut runt_tagged = frame(mac(2), mac(1), Some(10));
@@ -1298,21 +1318,21 @@ mod tests {
             frame(mac(2), mac(1), Some(5)),                               // Filtered: tag on access
             frame(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]), mac(1), None), // Reserved (LLDP)
         ];
-        run(&mut p, 1, &frames);
+        run(&mut p, PortId(1), &frames);
         let c = p.counters();
         assert_eq!(c.drop_count(DropReason::Runt), 1);
         assert_eq!(c.drop_count(DropReason::BadHeader), 2);
         assert_eq!(c.drop_count(DropReason::Filtered), 1);
         assert_eq!(c.drop_count(DropReason::Reserved), 1);
         assert_eq!(
-            p.fdb().lookup(1, mac(1)),
-            Some(1),
+            p.fdb().lookup(NetworkId(1), mac(1)),
+            Some(PortId(1)),
             "the reserved frame's source is learned"
         );
 
         run(
             &mut p,
-            7,
+            PortId(7),
             &[
                 runt_tagged,                       // Runt (tagged header cut)
                 frame(mac(2), mac(1), Some(4095)), // BadHeader: reserved VID
@@ -1324,15 +1344,15 @@ mod tests {
         assert_eq!(c.drop_count(DropReason::Runt), 2);
         assert_eq!(c.drop_count(DropReason::BadHeader), 3);
         assert_eq!(c.drop_count(DropReason::Filtered), 3);
-        assert_eq!(c.port(7).unwrap().drops, 4);
+        assert_eq!(c.port(PortId(7)).unwrap().drops, 4);
 
-        run(&mut p, 42, &[frame(mac(2), mac(1), None)]); // NoNetwork: unknown port
+        run(&mut p, PortId(42), &[frame(mac(2), mac(1), None)]); // NoNetwork: unknown port
         assert_eq!(p.counters().drop_count(DropReason::NoNetwork), 1);
-        p.remove_network(2);
-        run(&mut p, 4, &[frame(mac(2), mac(1), None)]); // NoNetwork: network removed
+        p.remove_network(NetworkId(2));
+        run(&mut p, PortId(4), &[frame(mac(2), mac(1), None)]); // NoNetwork: network removed
         assert_eq!(p.counters().drop_count(DropReason::NoNetwork), 2);
 
-        run(&mut p, 6, &[frame(mac(99), mac(98), None)]); // NoDestination: alone in network 3
+        run(&mut p, PortId(6), &[frame(mac(99), mac(98), None)]); // NoDestination: alone in network 3
         assert_eq!(p.counters().drop_count(DropReason::NoDestination), 1);
 
         p.counters_mut().add_drop(DropReason::TxFull, 3);
@@ -1351,22 +1371,22 @@ mod tests {
         // switched like any frame; 17 bytes is a runt.
         let mut p = two_networks();
         p.add_port(
-            7,
+            PortId(7),
             PortRole::Trunk {
                 native: None,
-                vlans: vec![(10, 1)],
+                vlans: vec![(10, NetworkId(1))],
             },
         );
         let mut f = frame(MacAddr::BROADCAST, mac(1), Some(10));
         f.truncate(18);
-        let d = run(&mut p, 7, &[f.clone()]);
+        let d = run(&mut p, PortId(7), &[f.clone()]);
         assert_eq!(
             outs(&d),
             vec![(1, vec![0], None), (2, vec![0], None), (3, vec![0], None)]
         );
         assert_eq!(p.counters().drop_count(DropReason::Runt), 0);
         f.truncate(17);
-        let d = run(&mut p, 7, &[f]);
+        let d = run(&mut p, PortId(7), &[f]);
         assert_eq!(outs(&d), vec![]);
         assert_eq!(p.counters().drop_count(DropReason::Runt), 1);
     }
@@ -1374,21 +1394,36 @@ mod tests {
     #[test]
     fn vlan_classify_and_egress_tags() {
         let mut p = pipeline();
-        p.add_network(1, None);
-        p.add_network(2, None);
-        p.add_network(3, None);
-        p.add_port(1, PortRole::Access { network: 1 });
-        p.add_port(2, PortRole::Access { network: 2 });
-        p.add_port(3, PortRole::Access { network: 3 });
+        p.add_network(NetworkId(1), None);
+        p.add_network(NetworkId(2), None);
+        p.add_network(NetworkId(3), None);
+        p.add_port(
+            PortId(1),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        );
+        p.add_port(
+            PortId(2),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        );
+        p.add_port(
+            PortId(3),
+            PortRole::Access {
+                network: NetworkId(3),
+            },
+        );
         let trunk = PortRole::Trunk {
-            native: Some(3),
-            vlans: vec![(20, 2), (10, 1), (4095, 1)],
+            native: Some(NetworkId(3)),
+            vlans: vec![(20, NetworkId(2)), (10, NetworkId(1)), (4095, NetworkId(1))],
         };
-        p.add_port(8, trunk.clone());
-        p.add_port(9, trunk);
+        p.add_port(PortId(8), trunk.clone());
+        p.add_port(PortId(9), trunk);
         let d = run(
             &mut p,
-            8,
+            PortId(8),
             &[
                 frame(MacAddr::BROADCAST, mac(1), Some(10)),
                 frame(MacAddr::BROADCAST, mac(2), Some(20)),
@@ -1410,77 +1445,97 @@ mod tests {
         assert_eq!(d.frame_vlan(0), Some(10));
         assert_eq!(d.frame_vlan(2), None);
         assert_eq!(d.frame_vlan(3), Some(0));
-        assert_eq!(p.fdb().lookup(1, mac(1)), Some(8));
-        assert_eq!(p.fdb().lookup(2, mac(2)), Some(8));
-        assert_eq!(p.fdb().lookup(3, mac(3)), Some(8));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(1)), Some(PortId(8)));
+        assert_eq!(p.fdb().lookup(NetworkId(2), mac(2)), Some(PortId(8)));
+        assert_eq!(p.fdb().lookup(NetworkId(3), mac(3)), Some(PortId(8)));
         // Access port to a MAC learned on the trunk: unicast with the network's tag.
-        let d = run(&mut p, 2, &[frame(mac(2), mac(20), None)]);
+        let d = run(&mut p, PortId(2), &[frame(mac(2), mac(20), None)]);
         assert_eq!(outs(&d), vec![(8, vec![0], Some(20))]);
     }
 
     #[test]
     fn remove_port_flushes_and_stops_delivery() {
         let mut p = two_networks();
-        run(&mut p, 2, &[frame(mac(1), mac(2), None)]);
-        p.remove_port(2);
-        assert_eq!(p.fdb().lookup(1, mac(2)), None);
-        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        run(&mut p, PortId(2), &[frame(mac(1), mac(2), None)]);
+        p.remove_port(PortId(2));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), None);
+        let d = run(&mut p, PortId(1), &[frame(mac(2), mac(1), None)]);
         assert_eq!(
             outs(&d),
             vec![(3, vec![0], None)],
             "flooded, not to the removed port"
         );
         // Re-adding the port id with another role does not resurrect old entries.
-        p.add_port(2, PortRole::Access { network: 2 });
-        assert_eq!(p.fdb().lookup(1, mac(2)), None);
+        p.add_port(
+            PortId(2),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        );
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), None);
     }
 
     #[test]
     fn moves_static_and_aging_through_the_pipeline() {
         let mut p = two_networks();
-        run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
-        run(&mut p, 3, &[frame(mac(2), mac(1), None)]);
-        assert_eq!(p.fdb().lookup(1, mac(1)), Some(3));
+        run(&mut p, PortId(1), &[frame(mac(2), mac(1), None)]);
+        run(&mut p, PortId(3), &[frame(mac(2), mac(1), None)]);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(1)), Some(PortId(3)));
         assert_eq!(p.fdb().counters().moved, 1);
-        p.add_static(1, mac(50), 2).unwrap();
-        let d = run(&mut p, 1, &[frame(mac(50), mac(60), None)]);
+        p.add_static(NetworkId(1), mac(50), PortId(2)).unwrap();
+        let d = run(&mut p, PortId(1), &[frame(mac(50), mac(60), None)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None)]);
-        run(&mut p, 3, &[frame(mac(2), mac(50), None)]); // spoofed source
-        assert_eq!(p.fdb().lookup(1, mac(50)), Some(2));
+        run(&mut p, PortId(3), &[frame(mac(2), mac(50), None)]); // spoofed source
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(50)), Some(PortId(2)));
         assert_eq!(p.age(1 + 300, 1 << 20), 2);
-        assert_eq!(p.fdb().lookup(1, mac(1)), None);
-        assert_eq!(p.fdb().lookup(1, mac(50)), Some(2));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(1)), None);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(50)), Some(PortId(2)));
     }
 
     /// Network 1: access ports 1, 2; tunnel port 10 with VTEPs 11, 12 (network 1) and 13
     /// (network 2, with access port 3).
     fn overlay() -> Pipeline {
         let mut p = pipeline();
-        p.add_network(1, None);
-        p.add_network(2, None);
-        p.add_port(1, PortRole::Access { network: 1 });
-        p.add_port(2, PortRole::Access { network: 1 });
-        p.add_port(3, PortRole::Access { network: 2 });
-        p.add_port(10, PortRole::Tunnel);
+        p.add_network(NetworkId(1), None);
+        p.add_network(NetworkId(2), None);
         p.add_port(
-            11,
-            PortRole::Vtep {
-                network: 1,
-                tunnel: 10,
+            PortId(1),
+            PortRole::Access {
+                network: NetworkId(1),
             },
         );
         p.add_port(
-            12,
-            PortRole::Vtep {
-                network: 1,
-                tunnel: 10,
+            PortId(2),
+            PortRole::Access {
+                network: NetworkId(1),
             },
         );
         p.add_port(
-            13,
+            PortId(3),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        );
+        p.add_port(PortId(10), PortRole::Tunnel);
+        p.add_port(
+            PortId(11),
             PortRole::Vtep {
-                network: 2,
-                tunnel: 10,
+                network: NetworkId(1),
+                tunnel: PortId(10),
+            },
+        );
+        p.add_port(
+            PortId(12),
+            PortRole::Vtep {
+                network: NetworkId(1),
+                tunnel: PortId(10),
+            },
+        );
+        p.add_port(
+            PortId(13),
+            PortRole::Vtep {
+                network: NetworkId(2),
+                tunnel: PortId(10),
             },
         );
         p
@@ -1501,7 +1556,11 @@ mod tests {
     #[test]
     fn flood_from_access_replicates_to_every_vtep_of_the_network() {
         let mut p = overlay();
-        let d = run(&mut p, 1, &[frame(MacAddr::BROADCAST, mac(1), None)]);
+        let d = run(
+            &mut p,
+            PortId(1),
+            &[frame(MacAddr::BROADCAST, mac(1), None)],
+        );
         assert_eq!(
             outs(&d),
             vec![(2, vec![0], None), (11, vec![0], None), (12, vec![0], None)],
@@ -1513,77 +1572,105 @@ mod tests {
     fn tunnel_frames_learn_per_vtep_and_never_reenter_the_tunnel() {
         let mut p = overlay();
         // Unknown unicast from VTEP 11: local ports only (split horizon), learned on 11.
-        let d = run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), None), 11)]);
+        let d = run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(frame(mac(9), mac(50), None), PortId(11))],
+        );
         assert_eq!(outs(&d), vec![(1, vec![0], None), (2, vec![0], None)]);
-        assert_eq!(p.fdb().lookup(1, mac(50)), Some(11));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(50)), Some(PortId(11)));
         // Two frames of one batch from two VTEPs: each learned on its own.
         run_tunnel(
             &mut p,
-            10,
+            PortId(10),
             &[
-                (frame(mac(9), mac(51), None), 12),
-                (frame(mac(9), mac(52), None), 11),
+                (frame(mac(9), mac(51), None), PortId(12)),
+                (frame(mac(9), mac(52), None), PortId(11)),
             ],
         );
-        assert_eq!(p.fdb().lookup(1, mac(51)), Some(12));
-        assert_eq!(p.fdb().lookup(1, mac(52)), Some(11));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(51)), Some(PortId(12)));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(52)), Some(PortId(11)));
         // Unicast from access to a remote MAC: one output, its VTEP.
-        let d = run(&mut p, 1, &[frame(mac(51), mac(1), None)]);
+        let d = run(&mut p, PortId(1), &[frame(mac(51), mac(1), None)]);
         assert_eq!(outs(&d), vec![(12, vec![0], None)]);
         // Tunnel to a MAC behind another VTEP of the same tunnel: split horizon.
-        let d = run_tunnel(&mut p, 10, &[(frame(mac(51), mac(50), None), 11)]);
+        let d = run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(frame(mac(51), mac(50), None), PortId(11))],
+        );
         assert_eq!(d.outputs().count(), 0);
         assert_eq!(p.counters().drop_count(DropReason::SplitHorizon), 1);
         // Tunnel to a local MAC: unicast to its port.
-        let d = run_tunnel(&mut p, 10, &[(frame(mac(1), mac(50), None), 11)]);
+        let d = run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(frame(mac(1), mac(50), None), PortId(11))],
+        );
         assert_eq!(outs(&d), vec![(1, vec![0], None)]);
         // Broadcast from a tunnel in network 2 reaches network 2's local port only.
         let d = run_tunnel(
             &mut p,
-            10,
-            &[(frame(MacAddr::BROADCAST, mac(60), None), 13)],
+            PortId(10),
+            &[(frame(MacAddr::BROADCAST, mac(60), None), PortId(13))],
         );
         assert_eq!(outs(&d), vec![(3, vec![0], None)]);
-        assert_eq!(p.fdb().lookup(2, mac(60)), Some(13));
-        assert_eq!(p.fdb().lookup(1, mac(60)), None, "VNIs are isolated");
+        assert_eq!(p.fdb().lookup(NetworkId(2), mac(60)), Some(PortId(13)));
+        assert_eq!(
+            p.fdb().lookup(NetworkId(1), mac(60)),
+            None,
+            "VNIs are isolated"
+        );
     }
 
     #[test]
     fn tunnel_frames_with_bad_ingress_are_dropped() {
         let mut p = overlay();
-        p.add_port(20, PortRole::Tunnel);
+        p.add_port(PortId(20), PortRole::Tunnel);
         let d = run_tunnel(
             &mut p,
-            20,
+            PortId(20),
             &[
-                (frame(mac(9), mac(50), None), 11), // VTEP of another tunnel
-                (frame(mac(9), mac(50), None), 1),  // not a VTEP at all
-                (frame(mac(9), mac(50), None), 99), // unknown
+                (frame(mac(9), mac(50), None), PortId(11)), // VTEP of another tunnel
+                (frame(mac(9), mac(50), None), PortId(1)),  // not a VTEP at all
+                (frame(mac(9), mac(50), None), PortId(99)), // unknown
             ],
         );
         assert_eq!(d.outputs().count(), 0);
         assert_eq!(p.counters().drop_count(DropReason::SplitHorizon), 3);
         // A tagged inner frame is filtered like on an access port.
-        run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), None), 11)]);
-        run_tunnel(&mut p, 10, &[(frame(mac(9), mac(50), Some(5)), 11)]);
+        run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(frame(mac(9), mac(50), None), PortId(11))],
+        );
+        run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(frame(mac(9), mac(50), Some(5)), PortId(11))],
+        );
         assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
         // Removing a VTEP flushes what was learned behind it.
-        p.remove_port(11);
-        assert_eq!(p.fdb().lookup(1, mac(50)), None);
-        let d = run(&mut p, 1, &[frame(MacAddr::BROADCAST, mac(1), None)]);
+        p.remove_port(PortId(11));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(50)), None);
+        let d = run(
+            &mut p,
+            PortId(1),
+            &[frame(MacAddr::BROADCAST, mac(1), None)],
+        );
         assert_eq!(outs(&d), vec![(2, vec![0], None), (12, vec![0], None)]);
     }
 
     #[test]
     fn tunnel_frames_do_not_reach_the_local_gateway() {
         let mut p = overlay();
-        p.add_network(1, Some(mac(0xfe)));
+        p.add_network(NetworkId(1), Some(mac(0xfe)));
         let d = run_tunnel(
             &mut p,
-            10,
+            PortId(10),
             &[
-                (frame(mac(0xfe), mac(50), None), 11),
-                (frame(MacAddr::BROADCAST, mac(50), None), 11),
+                (frame(mac(0xfe), mac(50), None), PortId(11)),
+                (frame(MacAddr::BROADCAST, mac(50), None), PortId(11)),
             ],
         );
         assert!(d.to_gateway().is_empty());
@@ -1594,9 +1681,9 @@ mod tests {
     fn dispatch_reuse_and_clear() {
         let mut d = Dispatch::new();
         for port in 0..100u16 {
-            d.push(port, None, 1);
-            d.push(port, Some(7), 2);
-            d.push(port, None, 3);
+            d.push(PortId(port), None, 1);
+            d.push(PortId(port), Some(7), 2);
+            d.push(PortId(port), None, 3);
         }
         assert_eq!(d.outputs().count(), 200);
         assert!(d
@@ -1604,10 +1691,10 @@ mod tests {
             .all(|(_, f, v)| f == if v.is_some() { &[2][..] } else { &[1, 3][..] }));
         d.clear();
         assert_eq!(d.outputs().count(), 0);
-        d.push(5, None, 0);
+        d.push(PortId(5), None, 0);
         assert_eq!(
             d.outputs().collect::<Vec<_>>(),
-            vec![(5, &[0u16][..], None)]
+            vec![(PortId(5), &[0u16][..], None)]
         );
     }
 
@@ -1615,22 +1702,37 @@ mod tests {
     /// containers on access ports 1, 2 (network 1) and 4 (network 2).
     fn uplink_setup() -> Pipeline {
         let mut p = pipeline();
-        p.add_network(1, None);
-        p.add_network(2, None);
-        p.add_port(1, PortRole::Access { network: 1 });
-        p.add_port(2, PortRole::Access { network: 1 });
-        p.add_port(4, PortRole::Access { network: 2 });
+        p.add_network(NetworkId(1), None);
+        p.add_network(NetworkId(2), None);
         p.add_port(
-            9,
-            PortRole::Trunk {
-                native: Some(1),
-                vlans: vec![(10, 2)],
+            PortId(1),
+            PortRole::Access {
+                network: NetworkId(1),
             },
         );
-        p.set_uplink(9, true);
-        p.add_static(1, mac(1), 1).unwrap();
-        p.add_static(1, mac(2), 2).unwrap();
-        p.add_static(2, mac(4), 4).unwrap();
+        p.add_port(
+            PortId(2),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        );
+        p.add_port(
+            PortId(4),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        );
+        p.add_port(
+            PortId(9),
+            PortRole::Trunk {
+                native: Some(NetworkId(1)),
+                vlans: vec![(10, NetworkId(2))],
+            },
+        );
+        p.set_uplink(PortId(9), true);
+        p.add_static(NetworkId(1), mac(1), PortId(1)).unwrap();
+        p.add_static(NetworkId(1), mac(2), PortId(2)).unwrap();
+        p.add_static(NetworkId(2), mac(4), PortId(4)).unwrap();
         p
     }
 
@@ -1639,27 +1741,31 @@ mod tests {
         let mut p = uplink_setup();
         let lan = mac(0x80);
         // To a container's MAC: to that container only, untagged on its access port.
-        let d = run(&mut p, 9, &[frame(mac(1), lan, None)]);
+        let d = run(&mut p, PortId(9), &[frame(mac(1), lan, None)]);
         assert_eq!(outs(&d), vec![(1, vec![0], None)]);
         // Tagged VLAN 10 to the VLAN network's container: the tag is stripped on egress.
-        let d = run(&mut p, 9, &[frame(mac(4), lan, Some(10))]);
+        let d = run(&mut p, PortId(9), &[frame(mac(4), lan, Some(10))]);
         assert_eq!(outs(&d), vec![(4, vec![0], None)]);
         assert_eq!(d.frame_vlan(0), Some(10));
         // The LAN's own traffic (unknown unicast) and a VLAN-10 MAC sent untagged: dropped.
         let d = run(
             &mut p,
-            9,
+            PortId(9),
             &[frame(mac(0x81), lan, None), frame(mac(4), lan, None)],
         );
         assert_eq!(d.outputs().count(), 0);
         assert_eq!(p.counters().drop_count(DropReason::NotLocal), 2);
         // A LAN broadcast floods to the network's containers, never back to the LAN.
-        let d = run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, None)]);
+        let d = run(&mut p, PortId(9), &[frame(MacAddr::BROADCAST, lan, None)]);
         assert_eq!(outs(&d), vec![(1, vec![0], None), (2, vec![0], None)]);
-        let d = run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, Some(10))]);
+        let d = run(
+            &mut p,
+            PortId(9),
+            &[frame(MacAddr::BROADCAST, lan, Some(10))],
+        );
         assert_eq!(outs(&d), vec![(4, vec![0], None)]);
         // An untagged frame on a VLAN the uplink does not carry is filtered.
-        run(&mut p, 9, &[frame(mac(1), lan, Some(20))]);
+        run(&mut p, PortId(9), &[frame(mac(1), lan, Some(20))]);
         assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
     }
 
@@ -1668,20 +1774,24 @@ mod tests {
         let mut p = uplink_setup();
         let lan = mac(0x80);
         // Container to container stays inside the switch.
-        let d = run(&mut p, 1, &[frame(mac(2), mac(1), None)]);
+        let d = run(&mut p, PortId(1), &[frame(mac(2), mac(1), None)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None)]);
         // Unknown unicast from a container floods (the LAN gets it, untagged or tagged).
-        let d = run(&mut p, 1, &[frame(lan, mac(1), None)]);
+        let d = run(&mut p, PortId(1), &[frame(lan, mac(1), None)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None), (9, vec![0], None)]);
-        let d = run(&mut p, 4, &[frame(lan, mac(4), None)]);
+        let d = run(&mut p, PortId(4), &[frame(lan, mac(4), None)]);
         assert_eq!(outs(&d), vec![(9, vec![0], Some(10))]);
         // Once the LAN machine has spoken it is unicast to the uplink.
-        run(&mut p, 9, &[frame(MacAddr::BROADCAST, lan, None)]);
-        let d = run(&mut p, 2, &[frame(lan, mac(2), None)]);
+        run(&mut p, PortId(9), &[frame(MacAddr::BROADCAST, lan, None)]);
+        let d = run(&mut p, PortId(2), &[frame(lan, mac(2), None)]);
         assert_eq!(outs(&d), vec![(9, vec![0], None)]);
         // A LAN frame forging a container's source MAC does not move its static entry.
-        run(&mut p, 9, &[frame(MacAddr::BROADCAST, mac(1), None)]);
-        assert_eq!(p.fdb().lookup(1, mac(1)), Some(1));
+        run(
+            &mut p,
+            PortId(9),
+            &[frame(MacAddr::BROADCAST, mac(1), None)],
+        );
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(1)), Some(PortId(1)));
     }
 
     fn secured(mac_n: u8, ip_last: u8) -> PortPolicy {
@@ -1721,13 +1831,13 @@ mod tests {
     #[test]
     fn port_security_drops_spoofed_sources_before_learning() {
         let mut p = two_networks();
-        p.set_policy(1, secured(1, 1));
-        assert_eq!(p.policy(1), secured(1, 1));
+        p.set_policy(PortId(1), secured(1, 1));
+        assert_eq!(p.policy(PortId(1)), secured(1, 1));
         // Port 2 has no port security: it may use any source.
-        run(&mut p, 2, &[ipv4_from(mac(1), mac(2), 2)]);
+        run(&mut p, PortId(2), &[ipv4_from(mac(1), mac(2), 2)]);
         let d = run(
             &mut p,
-            1,
+            PortId(1),
             &[
                 ipv4_from(mac(2), mac(1), 1),               // its own: forwarded
                 ipv4_from(mac(2), mac(1), 0),               // 0.0.0.0: forwarded
@@ -1748,61 +1858,75 @@ mod tests {
         // The IPv4 source, the ARP sender, and the priority-tagged frame's IPv4 source (its
         // payload is 0xab...: checked behind the tag).
         assert_eq!(c.drop_count(DropReason::SpoofedIp), 3);
-        let pc = c.port(1).unwrap();
+        let pc = c.port(PortId(1)).unwrap();
         assert_eq!((pc.spoofed_mac, pc.spoofed_ip, pc.drops), (1, 3, 4));
         assert_eq!(c.drop_count(DropReason::Filtered), 0);
         // The forged source was never learned: port 2's entry for mac 9 does not exist, and
         // mac 1 stays where it is.
-        assert_eq!(p.fdb().lookup(1, mac(9)), None);
-        assert_eq!(p.fdb().lookup(1, mac(1)), Some(1));
-        assert_eq!(c.port(2).unwrap().drops, 0);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(9)), None);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(1)), Some(PortId(1)));
+        assert_eq!(c.port(PortId(2)).unwrap().drops, 0);
     }
 
     #[test]
     fn port_security_stops_a_mac_steal() {
         let mut p = two_networks();
         for port in 1..=3 {
-            p.set_policy(port, secured(port as u8, port as u8));
+            p.set_policy(PortId(port), secured(port as u8, port as u8));
         }
-        run(&mut p, 2, &[ipv4_from(mac(1), mac(2), 2)]);
-        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
+        run(&mut p, PortId(2), &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), Some(PortId(2)));
         // Port 3 sends with port 2's MAC (and IP): dropped, the entry does not move.
-        run(&mut p, 3, &[ipv4_from(mac(1), mac(2), 2)]);
-        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
-        assert_eq!(p.counters().port(3).unwrap().spoofed_mac, 1);
+        run(&mut p, PortId(3), &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), Some(PortId(2)));
+        assert_eq!(p.counters().port(PortId(3)).unwrap().spoofed_mac, 1);
         assert_eq!(p.fdb().counters().moved, 0);
         // So port 1 still reaches port 2.
-        let d = run(&mut p, 1, &[ipv4_from(mac(2), mac(1), 1)]);
+        let d = run(&mut p, PortId(1), &[ipv4_from(mac(2), mac(1), 1)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None)]);
         // Without port security the same frame moves the entry (what the policy prevents).
-        p.set_policy(3, PortPolicy::default());
-        run(&mut p, 3, &[ipv4_from(mac(1), mac(2), 2)]);
-        assert_eq!(p.fdb().lookup(1, mac(2)), Some(3));
+        p.set_policy(PortId(3), PortPolicy::default());
+        run(&mut p, PortId(3), &[ipv4_from(mac(1), mac(2), 2)]);
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), Some(PortId(3)));
     }
 
     #[test]
     fn policies_follow_ports_and_never_apply_to_tunnels() {
         let mut p = overlay();
-        p.set_policy(1, secured(1, 1));
+        p.set_policy(PortId(1), secured(1, 1));
         // A policy on a tunnel port (which never gets one from the daemon) checks nothing:
         // the frames are the peers'.
-        p.set_policy(10, secured(1, 1));
-        run(&mut p, 1, &[ipv4_from(mac(2), mac(1), 1)]);
-        let d = run_tunnel(&mut p, 10, &[(ipv4_from(mac(1), mac(50), 7), 11)]);
+        p.set_policy(PortId(10), secured(1, 1));
+        run(&mut p, PortId(1), &[ipv4_from(mac(2), mac(1), 1)]);
+        let d = run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(ipv4_from(mac(1), mac(50), 7), PortId(11))],
+        );
         assert_eq!(outs(&d), vec![(1, vec![0], None)]);
         // set_role keeps the policy; remove_port and add_port drop it.
-        p.set_role(1, PortRole::Access { network: 2 });
-        assert_eq!(p.policy(1), secured(1, 1));
-        run(&mut p, 1, &[ipv4_from(mac(3), mac(1), 5)]);
+        p.set_role(
+            PortId(1),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        );
+        assert_eq!(p.policy(PortId(1)), secured(1, 1));
+        run(&mut p, PortId(1), &[ipv4_from(mac(3), mac(1), 5)]);
         assert_eq!(p.counters().drop_count(DropReason::SpoofedIp), 1);
-        p.remove_port(1);
-        assert_eq!(p.policy(1), PortPolicy::default());
-        p.add_port(1, PortRole::Access { network: 1 });
-        let d = run(&mut p, 1, &[ipv4_from(mac(2), mac(7), 5)]);
+        p.remove_port(PortId(1));
+        assert_eq!(p.policy(PortId(1)), PortPolicy::default());
+        p.add_port(
+            PortId(1),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        );
+        let d = run(&mut p, PortId(1), &[ipv4_from(mac(2), mac(7), 5)]);
         assert_eq!(d.outputs().count(), 3, "open again: flooded");
         // Setting a policy on a port that is not attached does nothing.
-        p.set_policy(99, secured(1, 1));
-        assert_eq!(p.policy(99), PortPolicy::default());
+        p.set_policy(PortId(99), secured(1, 1));
+        assert_eq!(p.policy(PortId(99)), PortPolicy::default());
     }
 
     fn limited(pps: u32, burst: u32) -> PortPolicy {
@@ -1824,28 +1948,28 @@ mod tests {
     fn flood_bucket_allows_the_burst_then_the_rate() {
         let mut p = two_networks();
         p.set_clock_ms(10_000);
-        p.set_policy(1, limited(100, 8));
+        p.set_policy(PortId(1), limited(100, 8));
         let bc = vec![frame(MacAddr::BROADCAST, mac(1), None); 20];
         // A full bucket: the burst goes, the rest is dropped.
-        assert_eq!(flood_at(&mut p, 1, 10_000, &bc), 8);
-        let pc = *p.counters().port(1).unwrap();
+        assert_eq!(flood_at(&mut p, PortId(1), 10_000, &bc), 8);
+        let pc = *p.counters().port(PortId(1)).unwrap();
         assert_eq!((pc.flood_limited, pc.drops), (12, 12));
         assert_eq!(p.counters().drop_count(DropReason::FloodLimited), 12);
         // Nothing more in the same millisecond.
-        assert_eq!(flood_at(&mut p, 1, 10_000, &bc[..1]), 0);
+        assert_eq!(flood_at(&mut p, PortId(1), 10_000, &bc[..1]), 0);
         // 100 pps: one frame per 10 ms; 5 ms gives half a token, 10 ms a whole one.
-        assert_eq!(flood_at(&mut p, 1, 10_005, &bc[..1]), 0);
-        assert_eq!(flood_at(&mut p, 1, 10_010, &bc[..1]), 1);
-        assert_eq!(flood_at(&mut p, 1, 10_050, &bc), 4);
+        assert_eq!(flood_at(&mut p, PortId(1), 10_005, &bc[..1]), 0);
+        assert_eq!(flood_at(&mut p, PortId(1), 10_010, &bc[..1]), 1);
+        assert_eq!(flood_at(&mut p, PortId(1), 10_050, &bc), 4);
         // Long idle refills up to the burst only.
-        assert_eq!(flood_at(&mut p, 1, 60_000, &bc), 8);
+        assert_eq!(flood_at(&mut p, PortId(1), 60_000, &bc), 8);
     }
 
     #[test]
     fn flood_bucket_counts_only_floods() {
         let mut p = two_networks();
-        p.set_policy(1, limited(1, 2));
-        run(&mut p, 2, &[frame(mac(1), mac(2), None)]); // mac 2 learned
+        p.set_policy(PortId(1), limited(1, 2));
+        run(&mut p, PortId(2), &[frame(mac(1), mac(2), None)]); // mac 2 learned
         let frames = [
             frame(mac(2), mac(1), None),                            // known unicast
             frame(mac(0xfe), mac(1), None),                         // the gateway
@@ -1855,33 +1979,33 @@ mod tests {
             frame(MacAddr::BROADCAST, mac(1), None), // limited, and not to the gateway
             frame(mac(2), mac(1), None),             // known unicast still goes
         ];
-        let d = run(&mut p, 1, &frames);
-        assert_eq!(d.to_gateway(), &[(1, 1), (2, 1)]);
+        let d = run(&mut p, PortId(1), &frames);
+        assert_eq!(d.to_gateway(), &[(1, NetworkId(1)), (2, NetworkId(1))]);
         assert_eq!(
             outs(&d),
             vec![(2, vec![0, 2, 3, 6], None), (3, vec![2, 3], None)]
         );
-        assert_eq!(p.counters().port(1).unwrap().flood_limited, 2);
+        assert_eq!(p.counters().port(PortId(1)).unwrap().flood_limited, 2);
     }
 
     #[test]
     fn flood_buckets_are_per_port() {
         let mut p = two_networks();
-        p.set_policy(1, limited(100, 4));
-        p.set_policy(2, limited(100, 4));
+        p.set_policy(PortId(1), limited(100, 4));
+        p.set_policy(PortId(2), limited(100, 4));
         let from = |n| vec![frame(MacAddr::BROADCAST, mac(n), None); 10];
-        assert_eq!(flood_at(&mut p, 1, 0, &from(1)), 4);
+        assert_eq!(flood_at(&mut p, PortId(1), 0, &from(1)), 4);
         // Port 1's storm does not spend port 2's tokens; port 3 has no limit at all.
-        assert_eq!(flood_at(&mut p, 2, 0, &from(2)), 4);
-        assert_eq!(flood_at(&mut p, 3, 0, &from(3)), 10);
-        assert_eq!(flood_at(&mut p, 1, 0, &from(1)), 0);
+        assert_eq!(flood_at(&mut p, PortId(2), 0, &from(2)), 4);
+        assert_eq!(flood_at(&mut p, PortId(3), 0, &from(3)), 10);
+        assert_eq!(flood_at(&mut p, PortId(1), 0, &from(1)), 0);
         let c = p.counters();
-        assert_eq!(c.port(1).unwrap().flood_limited, 16);
-        assert_eq!(c.port(2).unwrap().flood_limited, 6);
-        assert_eq!(c.port(3).unwrap().flood_limited, 0);
+        assert_eq!(c.port(PortId(1)).unwrap().flood_limited, 16);
+        assert_eq!(c.port(PortId(2)).unwrap().flood_limited, 6);
+        assert_eq!(c.port(PortId(3)).unwrap().flood_limited, 0);
         // Port 2's bucket refills on its own clock reading, not when port 1 is serviced.
-        assert_eq!(flood_at(&mut p, 1, 20, &from(1)), 2);
-        assert_eq!(flood_at(&mut p, 2, 30, &from(2)), 3);
+        assert_eq!(flood_at(&mut p, PortId(1), 20, &from(1)), 2);
+        assert_eq!(flood_at(&mut p, PortId(2), 30, &from(2)), 3);
     }
 
     #[test]
@@ -1893,12 +2017,17 @@ mod tests {
             seed: Some(5),
             ..FdbConfig::default()
         }));
-        p.add_network(1, None);
+        p.add_network(NetworkId(1), None);
         for port in 1..=3 {
-            p.add_port(port, PortRole::Access { network: 1 });
+            p.add_port(
+                PortId(port),
+                PortRole::Access {
+                    network: NetworkId(1),
+                },
+            );
         }
-        run(&mut p, 2, &[frame(mac(3), mac(2), None)]);
-        run(&mut p, 3, &[frame(mac(2), mac(3), None)]);
+        run(&mut p, PortId(2), &[frame(mac(3), mac(2), None)]);
+        run(&mut p, PortId(3), &[frame(mac(2), mac(3), None)]);
         let memory = p.fdb().memory_bytes();
         let mut x = 0x9e37_79b9u64;
         for _ in 0..100_000 / BATCH_SIZE {
@@ -1911,18 +2040,18 @@ mod tests {
                     frame(mac(2), src, None)
                 })
                 .collect();
-            run(&mut p, 1, &frames);
+            run(&mut p, PortId(1), &frames);
         }
         assert!(
-            p.fdb().port_entries(1) <= 256,
+            p.fdb().port_entries(PortId(1)) <= 256,
             "{}",
-            p.fdb().port_entries(1)
+            p.fdb().port_entries(PortId(1))
         );
-        assert_eq!(p.fdb().lookup(1, mac(2)), Some(2));
-        assert_eq!(p.fdb().lookup(1, mac(3)), Some(3));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(2)), Some(PortId(2)));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(3)), Some(PortId(3)));
         assert_eq!(p.fdb().memory_bytes(), memory, "the table never grows");
         assert!(p.fdb().counters().evicted > 90_000);
-        let d = run(&mut p, 3, &[frame(mac(2), mac(3), None)]);
+        let d = run(&mut p, PortId(3), &[frame(mac(2), mac(3), None)]);
         assert_eq!(outs(&d), vec![(2, vec![0], None)]);
     }
 
@@ -1930,19 +2059,19 @@ mod tests {
     fn set_role_keeps_the_uplink_mark() {
         let mut p = uplink_setup();
         p.set_role(
-            9,
+            PortId(9),
             PortRole::Trunk {
                 native: None,
-                vlans: vec![(10, 2), (20, 1)],
+                vlans: vec![(10, NetworkId(2)), (20, NetworkId(1))],
             },
         );
-        assert!(p.is_uplink(9));
-        let d = run(&mut p, 9, &[frame(mac(1), mac(0x80), Some(20))]);
+        assert!(p.is_uplink(PortId(9)));
+        let d = run(&mut p, PortId(9), &[frame(mac(1), mac(0x80), Some(20))]);
         assert_eq!(outs(&d), vec![(1, vec![0], None)]);
-        run(&mut p, 9, &[frame(mac(1), mac(0x80), None)]);
+        run(&mut p, PortId(9), &[frame(mac(1), mac(0x80), None)]);
         assert_eq!(p.counters().drop_count(DropReason::Filtered), 1);
-        assert!(!p.is_uplink(1));
-        p.remove_port(9);
-        assert!(!p.is_uplink(9));
+        assert!(!p.is_uplink(PortId(1)));
+        p.remove_port(PortId(9));
+        assert!(!p.is_uplink(PortId(9)));
     }
 }

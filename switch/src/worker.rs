@@ -416,7 +416,7 @@ struct Worker {
 
 /// True when port `id` carries vnet headers (GSO frames and partial checksums).
 fn slot_vnet(ports: &[Option<PortSlot>], id: PortId) -> bool {
-    matches!(ports.get(id as usize), Some(Some(s)) if s.port.caps().vnet_hdr)
+    matches!(ports.get(id.index()), Some(Some(s)) if s.port.caps().vnet_hdr)
 }
 
 /// Copies the frames `sel` of `src` into `dst` with the egress tag `want` (`None`: untagged):
@@ -494,7 +494,7 @@ struct PortSink<'a>(&'a mut [Option<PortSlot>]);
 
 impl Sink for PortSink<'_> {
     fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
-        let Some(Some(slot)) = self.0.get_mut(port as usize) else {
+        let Some(Some(slot)) = self.0.get_mut(port.index()) else {
             return 0;
         };
         let sent = match slot.port.send_burst(batch, sel) {
@@ -575,7 +575,7 @@ impl ManualWorker {
             for (i, slot) in w.ports.iter_mut().enumerate() {
                 if let Some(slot) = slot {
                     slot.ready = true;
-                    w.ready.push(i as PortId);
+                    w.ready.push(PortId(i as u16));
                 }
             }
             let mut any = false;
@@ -678,8 +678,8 @@ impl Worker {
                     self.gateway.nat_event(ev.token(), r, w, now);
                     continue;
                 }
-                let id = ev.token().0 as PortId;
-                if let Some(Some(slot)) = self.ports.get_mut(id as usize) {
+                let id = PortId(ev.token().0 as u16);
+                if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
                     if !slot.ready {
                         slot.ready = true;
                         self.ready.push(id);
@@ -707,7 +707,7 @@ impl Worker {
             if more {
                 i += 1;
             } else {
-                if let Some(Some(slot)) = self.ports.get_mut(id as usize) {
+                if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
                     slot.ready = false;
                 }
                 self.ready.swap_remove(i);
@@ -719,7 +719,7 @@ impl Worker {
     fn service(&mut self, id: PortId) -> bool {
         let now_ms = self.now_ms();
         let now = (now_ms / 1000) as u32;
-        let Some(Some(slot)) = self.ports.get_mut(id as usize) else {
+        let Some(Some(slot)) = self.ports.get_mut(id.index()) else {
             return false;
         };
         self.batch.clear();
@@ -742,12 +742,12 @@ impl Worker {
         for (out, sel, vlan) in self.dispatch.outputs() {
             let tunnel = self
                 .vtep_tunnel
-                .get(out as usize)
+                .get(out.index())
                 .copied()
                 .unwrap_or(NO_TUNNEL);
             if tunnel != NO_TUNNEL {
                 // A virtual port: the tunnel encapsulates towards its VTEP.
-                if let Some(Some(t)) = self.ports.get_mut(tunnel as usize) {
+                if let Some(Some(t)) = self.ports.get_mut(tunnel.index()) {
                     if let Some(vx) = t.port.as_vxlan() {
                         let r = vx.send_to_vtep(&self.batch, sel, out, &mut self.too_big);
                         t.stats.tx_frames += r.sent as u64;
@@ -762,7 +762,7 @@ impl Worker {
                         if !self.too_big.is_empty() {
                             // ICMP "too big" for frames the tunnel could not carry, back to
                             // where they came from.
-                            if let Some(Some(src)) = self.ports.get_mut(id as usize) {
+                            if let Some(Some(src)) = self.ports.get_mut(id.index()) {
                                 let n = self.too_big.len();
                                 let sent = src
                                     .port
@@ -776,7 +776,7 @@ impl Worker {
                     }
                 }
             }
-            let Some(Some(dst)) = self.ports.get_mut(out as usize) else {
+            let Some(Some(dst)) = self.ports.get_mut(out.index()) else {
                 self.pipeline
                     .counters_mut()
                     .add_drop(DropReason::TxFull, sel.len() as u64);
@@ -828,7 +828,7 @@ impl Worker {
             if !self.gateway.out.is_empty() {
                 self.gateway.out.flush(&mut PortSink(&mut self.ports));
             }
-            if let Some(Some(slot)) = self.ports.get_mut(id as usize) {
+            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
                 let replies = self.gateway.replies();
                 if !replies.is_empty() {
                     let sel = self.gateway.reply_sel();
@@ -872,7 +872,7 @@ impl Worker {
                     let _ = done.send(());
                 }
                 Command::SetPortRole { id, role } => {
-                    if self.ports.get(id as usize).is_some_and(Option::is_some) {
+                    if self.ports.get(id.index()).is_some_and(Option::is_some) {
                         self.pipeline.set_role(id, role);
                     }
                 }
@@ -926,7 +926,7 @@ impl Worker {
     }
 
     fn add_port(&mut self, id: PortId, port: Box<dyn Port>, role: PortRole) -> io::Result<()> {
-        let idx = id as usize;
+        let idx = id.index();
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
@@ -955,15 +955,15 @@ impl Worker {
     }
 
     fn add_vtep(&mut self, vport: PortId, tunnel: PortId, peer: PeerSpec) -> Result<(), String> {
-        if self.ports.get(vport as usize).is_some_and(Option::is_some)
+        if self.ports.get(vport.index()).is_some_and(Option::is_some)
             || self
                 .vtep_tunnel
-                .get(vport as usize)
+                .get(vport.index())
                 .is_some_and(|&t| t != NO_TUNNEL)
         {
             return Err(format!("port {vport} already exists"));
         }
-        let Some(Some(t)) = self.ports.get_mut(tunnel as usize) else {
+        let Some(Some(t)) = self.ports.get_mut(tunnel.index()) else {
             return Err(format!("tunnel port {tunnel} does not exist"));
         };
         let Some(vx) = t.port.as_vxlan() else {
@@ -973,7 +973,7 @@ impl Worker {
         let network = peer.network;
         self.pipeline
             .add_port(vport, PortRole::Vtep { network, tunnel });
-        let i = vport as usize;
+        let i = vport.index();
         if self.vtep_tunnel.len() <= i {
             self.vtep_tunnel.resize(i + 1, NO_TUNNEL);
         }
@@ -983,18 +983,18 @@ impl Worker {
 
     /// The tunnel port that virtual port `vport` belongs to.
     fn vtep_port(&mut self, vport: PortId) -> Option<&mut VxlanPort> {
-        let tunnel = *self.vtep_tunnel.get(vport as usize)?;
+        let tunnel = *self.vtep_tunnel.get(vport.index())?;
         if tunnel == NO_TUNNEL {
             return None;
         }
         self.ports
-            .get_mut(tunnel as usize)
+            .get_mut(tunnel.index())
             .and_then(Option::as_mut)
             .and_then(|s| s.port.as_vxlan())
     }
 
     fn remove_vtep(&mut self, vport: PortId) {
-        let i = vport as usize;
+        let i = vport.index();
         if self.vtep_tunnel.get(i).is_none_or(|&t| t == NO_TUNNEL) {
             return;
         }
@@ -1012,12 +1012,12 @@ impl Worker {
             .iter()
             .enumerate()
             .filter(|(_, &t)| t == id)
-            .map(|(v, _)| v as PortId)
+            .map(|(v, _)| PortId(v as u16))
             .collect();
         for v in vports {
             self.remove_vtep(v);
         }
-        if let Some(slot) = self.ports.get_mut(id as usize).and_then(Option::take) {
+        if let Some(slot) = self.ports.get_mut(id.index()).and_then(Option::take) {
             if let Some(fd) = slot.port.raw_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
@@ -1034,7 +1034,7 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, s)| {
                 let vx = s.as_mut()?.port.as_vxlan()?;
-                Some((i as PortId, *vx.stats()))
+                Some((PortId(i as u16), *vx.stats()))
             })
             .collect();
         Snapshot {
@@ -1142,13 +1142,19 @@ mod tests {
         use crate::pipeline::{PortPolicy, PortSecurity};
         let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
         w.send(Command::AddNetwork {
-            id: 1,
+            id: NetworkId(1),
             gateway: None,
         });
         let p2 = MemPort::new("b", 64);
         let h2 = p2.handle();
-        w.add_port(2, Box::new(p2), PortRole::Access { network: 1 })
-            .unwrap();
+        w.add_port(
+            PortId(2),
+            Box::new(p2),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        )
+        .unwrap();
         let mut p1 = MemPort::new("a", 64);
         let mut good = frame(mac(2), mac(1), None);
         good[12..14].copy_from_slice(&[0x88, 0xb5]); // not IP: only the MAC is checked
@@ -1163,11 +1169,18 @@ mod tests {
             }),
             flood: None,
         };
-        w.add_port_with(1, Box::new(p1), PortRole::Access { network: 1 }, policy)
-            .unwrap();
+        w.add_port_with(
+            PortId(1),
+            Box::new(p1),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+            policy,
+        )
+        .unwrap();
         assert_eq!(wait_sent(&h2, 1), vec![good]);
         let snap = w.snapshot().unwrap();
-        let pc = snap.counters.port(1).unwrap();
+        let pc = snap.counters.port(PortId(1)).unwrap();
         assert_eq!((pc.spoofed_mac, pc.spoofed_ip), (1, 1));
         assert_eq!(snap.counters.drop_count(DropReason::SpoofedMac), 1);
     }
@@ -1178,32 +1191,47 @@ mod tests {
     fn worker_tags_and_untags_between_trunks_and_access_ports() {
         let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
         for id in [1, 2] {
-            w.send(Command::AddNetwork { id, gateway: None });
+            w.send(Command::AddNetwork {
+                id: NetworkId(id),
+                gateway: None,
+            });
         }
         // Trunk 9 (empty; receives): network 1 untagged, network 2 on VLAN 10.
         let p9 = MemPort::new("t9", 64);
         let h9 = p9.handle();
         let trunk9 = PortRole::Trunk {
-            native: Some(1),
-            vlans: vec![(10, 2)],
+            native: Some(NetworkId(1)),
+            vlans: vec![(10, NetworkId(2))],
         };
-        w.add_port(9, Box::new(p9), trunk9).unwrap();
+        w.add_port(PortId(9), Box::new(p9), trunk9).unwrap();
         let p1 = MemPort::new("a1", 64);
         let h1 = p1.handle();
-        w.add_port(1, Box::new(p1), PortRole::Access { network: 1 })
-            .unwrap();
+        w.add_port(
+            PortId(1),
+            Box::new(p1),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        )
+        .unwrap();
         w.send(Command::AddStatic {
-            network: 2,
+            network: NetworkId(2),
             mac: mac(2),
-            port: 2,
+            port: PortId(2),
         });
         // Access port 2 (network 2) sends to an unknown MAC as it is added: the flood reaches
         // trunk 9 tagged with VLAN 10.
         let mut p2 = MemPort::new("a2", 64);
         let h2 = p2.handle();
         p2.push_rx(&frame(mac(0x80), mac(2), None));
-        w.add_port(2, Box::new(p2), PortRole::Access { network: 2 })
-            .unwrap();
+        w.add_port(
+            PortId(2),
+            Box::new(p2),
+            PortRole::Access {
+                network: NetworkId(2),
+            },
+        )
+        .unwrap();
         let sent = wait_sent(&h9, 1);
         assert_eq!(sent.len(), 1);
         assert_eq!(vid_of(&sent[0]), Some(10));
@@ -1224,10 +1252,10 @@ mod tests {
             p8.push_rx(&f);
         }
         let trunk8 = PortRole::Trunk {
-            native: Some(1),
-            vlans: vec![(20, 2)],
+            native: Some(NetworkId(1)),
+            vlans: vec![(20, NetworkId(2))],
         };
-        w.add_uplink(8, Box::new(p8), trunk8).unwrap();
+        w.add_uplink(PortId(8), Box::new(p8), trunk8).unwrap();
         let to2 = wait_sent(&h2, 2);
         assert_eq!(to2.len(), 2, "{to2:?}");
         assert_eq!(to2[0], frame(mac(2), mac(0x81), None));
@@ -1243,14 +1271,14 @@ mod tests {
 
         // SetPortRole moves network 2 of trunk 9 to VLAN 30 without closing the port.
         w.send(Command::SetPortRole {
-            id: 9,
+            id: PortId(9),
             role: PortRole::Trunk {
                 native: None,
-                vlans: vec![(30, 2)],
+                vlans: vec![(30, NetworkId(2))],
             },
         });
         let snap = w.snapshot().unwrap();
-        assert!(snap.ports.iter().any(|p| p.id == 9));
+        assert!(snap.ports.iter().any(|p| p.id == PortId(9)));
     }
 
     /// A panicking worker reports itself with its message and source location as soon as it
@@ -1261,13 +1289,19 @@ mod tests {
         let (exits, deaths) = crossbeam_channel::unbounded();
         let w = WorkerHandle::spawn_supervised(PipelineConfig::default(), 7, exits).unwrap();
         w.send(Command::AddNetwork {
-            id: 1,
+            id: NetworkId(1),
             gateway: None,
         });
         let p = MemPort::new("p1", 64);
         let h = p.handle();
-        w.add_port(1, Box::new(p), PortRole::Access { network: 1 })
-            .unwrap();
+        w.add_port(
+            PortId(1),
+            Box::new(p),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        )
+        .unwrap();
         assert!(w.is_running());
         assert_eq!(deaths.try_recv().ok(), None, "no exit before the panic");
 

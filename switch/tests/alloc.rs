@@ -10,7 +10,7 @@ use switch::batch::{Batch, MTU_SLOT};
 use switch::pipeline::{Dispatch, Pipeline, PipelineConfig, PortRole};
 use switch::port::mem::MemPort;
 use switch::port::Port;
-use switch::wire::MacAddr;
+use switch::wire::{MacAddr, NetworkId, PortId};
 
 struct Counting;
 
@@ -94,22 +94,32 @@ fn steady_state_forwarding_does_not_allocate() {
         fdb_capacity: 1024, // small: eviction happens too
         ..PipelineConfig::default()
     });
-    pl.add_network(1, Some(mac(0xfe)));
-    pl.add_network(2, None);
+    pl.add_network(NetworkId(1), Some(mac(0xfe)));
+    pl.add_network(NetworkId(2), None);
     let mut ports: Vec<MemPort> = Vec::new();
     for p in 0..4u16 {
-        pl.add_port(p, PortRole::Access { network: 1 });
+        pl.add_port(
+            PortId(p),
+            PortRole::Access {
+                network: NetworkId(1),
+            },
+        );
         ports.push(MemPort::counting("p", 256));
     }
     pl.add_port(
-        4,
+        PortId(4),
         PortRole::Trunk {
-            native: Some(1),
-            vlans: vec![(20, 2)],
+            native: Some(NetworkId(1)),
+            vlans: vec![(20, NetworkId(2))],
         },
     );
     ports.push(MemPort::counting("trunk", 256));
-    pl.add_port(5, PortRole::Access { network: 2 });
+    pl.add_port(
+        PortId(5),
+        PortRole::Access {
+            network: NetworkId(2),
+        },
+    );
     ports.push(MemPort::counting("n2", 256));
 
     // Frame templates built before counting starts (test inputs, not the switch's work).
@@ -132,9 +142,9 @@ fn steady_state_forwarding_does_not_allocate() {
         for ip in [in_port, 4] {
             batch.clear();
             ports[ip as usize].recv_burst(&mut batch).unwrap();
-            pl.process(ip, &batch, now, &mut out);
+            pl.process(PortId(ip), &batch, now, &mut out);
             for (port, sel, _vlan) in out.outputs() {
-                ports[port as usize].send_burst(&batch, sel).unwrap();
+                ports[port.index()].send_burst(&batch, sel).unwrap();
             }
             if r.is_multiple_of(16) {
                 pl.age(now, 64);

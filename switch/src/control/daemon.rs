@@ -323,12 +323,12 @@ impl Daemon {
 
     fn register_network(&self, n: &NetworkRecord) {
         self.worker.send(crate::worker::Command::AddNetwork {
-            id: n.id,
+            id: NetworkId(n.id),
             gateway: self.gateway_of(n),
         });
         self.worker.send(crate::worker::Command::Gateway(
             crate::gateway::GatewayCommand::Network {
-                id: n.id,
+                id: NetworkId(n.id),
                 mtu: n.mtu,
                 internal: n.internal,
                 subnet: n.subnet,
@@ -352,7 +352,7 @@ impl Daemon {
         };
         self.worker.send(crate::worker::Command::Gateway(
             crate::gateway::GatewayCommand::Endpoint {
-                net: net.id,
+                net: NetworkId(net.id),
                 ip: ep.ip,
                 mac,
                 port,
@@ -438,13 +438,13 @@ impl Daemon {
         let cmd = match bound {
             egress::Bound::Tcp(listener) => G::PublishTcp {
                 listener,
-                net,
+                net: NetworkId(net),
                 ip,
                 port,
             },
             egress::Bound::Udp(socket) => G::PublishUdp {
                 socket,
-                net,
+                net: NetworkId(net),
                 ip,
                 port,
             },
@@ -668,7 +668,8 @@ impl Daemon {
             tx.undo(
                 "remove the network from the switch",
                 move |d: &mut Daemon| {
-                    d.worker.send(crate::worker::Command::RemoveNetwork { id });
+                    d.worker
+                        .send(crate::worker::Command::RemoveNetwork { id: NetworkId(id) });
                     Ok(())
                 },
             );
@@ -776,7 +777,7 @@ impl Daemon {
         self.state.ipam.remove_pool(name).map_err(|e| err!("{e}"))?;
         self.save()?;
         self.worker
-            .send(crate::worker::Command::RemoveNetwork { id });
+            .send(crate::worker::Command::RemoveNetwork { id: NetworkId(id) });
         Ok(())
     }
 
@@ -810,7 +811,7 @@ impl Daemon {
             mac: ep.mac.clone(),
             ifname: ep.ifname.clone(),
             port_name: ep.port_name.clone(),
-            port_id: self.port_by_name(&ep.port_name).unwrap_or(u16::MAX),
+            port_id: self.port_by_name(&ep.port_name).unwrap_or(PortId::MAX).0,
             attach: ep.attach,
         }
     }
@@ -1153,7 +1154,7 @@ impl Daemon {
         port: Box<dyn Port>,
         attach: AttachMode,
         network: &str,
-        net_id: NetworkId,
+        net_id: u16,
         container: &str,
         policy: PortPolicy,
     ) -> Result<PortId> {
@@ -1169,8 +1170,9 @@ impl Daemon {
             network: network.to_string(),
             container: container.to_string(),
         };
+        let net = NetworkId(net_id);
         self.worker
-            .add_port_with(id, port, PortRole::Access { network: net_id }, policy)
+            .add_port_with(id, port, PortRole::Access { network: net }, policy)
             .context("the switch refused the port")?;
         self.ports.0.insert(id, rec);
         Ok(id)
@@ -1362,7 +1364,7 @@ impl Daemon {
             .fdb
             .iter()
             .map(|e| FdbInfo {
-                network: self.net_name(e.network),
+                network: self.net_name(e.network.0),
                 mac: e.mac.to_string(),
                 port: self
                     .ports
@@ -1370,7 +1372,7 @@ impl Daemon {
                     .get(&e.port)
                     .map(|p| p.name.clone())
                     .unwrap_or_else(|| format!("#{}", e.port)),
-                port_id: e.port,
+                port_id: e.port.0,
                 age_secs: e.age_secs,
                 is_static: e.is_static,
             })
@@ -1390,7 +1392,7 @@ impl Daemon {
                 let s = snap.ports.iter().find(|s| s.id == *id);
                 let c = snap.counters.port(*id).copied().unwrap_or_default();
                 PortInfo {
-                    id: *id,
+                    id: id.0,
                     name: p.name.clone(),
                     kind: p.kind.to_string(),
                     network: p.network.clone(),

@@ -44,7 +44,8 @@ impl Ports {
 
     /// The lowest unused port id.
     pub fn free_id(&self) -> Result<PortId> {
-        (0..PortId::MAX)
+        (0..PortId::MAX.0)
+            .map(PortId)
             .find(|id| !self.0.contains_key(id))
             .ok_or_else(|| err!("the switch has no free port"))
     }
@@ -93,7 +94,13 @@ impl Dataplane for Live<'_> {
         let ifname = format!("vsh{}", &new_port_name()[3..]);
         let tap = egress::host_port(&ifname, ip, prefix, n.mtu)?;
         let id = self.ports.free_id()?;
-        (self.worker).add_port(id, Box::new(tap), PortRole::Access { network: n.id })?;
+        (self.worker).add_port(
+            id,
+            Box::new(tap),
+            PortRole::Access {
+                network: NetworkId(n.id),
+            },
+        )?;
         self.insert(id, ifname, HOST_PORT_KIND, &n.name, HOST_PORT_OWNER);
         Ok(id)
     }

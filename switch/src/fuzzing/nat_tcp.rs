@@ -115,14 +115,14 @@ struct Check {
 
 impl Sink for Check {
     fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
-        assert_eq!(port, 1, "frames go to the container's port");
+        assert_eq!(port, PortId(1), "frames go to the container's port");
         for &i in sel {
             let frame = batch.frame(usize::from(i));
             let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
             let ip = Ipv4Packet::new_checked(eth.payload()).expect("an IPv4 packet");
             let t = TcpPacket::new_checked(ip.payload()).expect("a TCP segment");
             assert_eq!((t.src_port(), t.dst_port()), PORTS, "the flow's ports");
-            let flags = t.flags().0;
+            let flags = t.flags();
             let seq = t.seq_number();
             if flags & SYN != 0 {
                 assert_eq!(seq, ISS, "a SYN carries the initial sequence number");
@@ -172,7 +172,7 @@ thread_local! {
 
 fn path(vnet: bool) -> Path {
     Path {
-        port: 1,
+        port: PortId(1),
         vnet,
         src_mac: MacAddr([0x02, 0x42, 0, 0, 0, 1]),
         dst_mac: MacAddr([0x02, 0x42, 10, 0, 0, 2]),
@@ -287,7 +287,7 @@ fn run(data: &[u8]) -> Moved {
                     };
                     let off = t.seq_number().wrapping_sub(C_ISN.wrapping_add(1));
                     let end = off.wrapping_add(t.payload().len() as u32);
-                    if t.flags().0 & SYN == 0 && end.wrapping_sub(c_next) as i32 > 0 {
+                    if t.flags() & SYN == 0 && end.wrapping_sub(c_next) as i32 > 0 {
                         c_next = end;
                     }
                     f.segment(&t, now, out);

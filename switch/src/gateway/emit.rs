@@ -66,7 +66,7 @@ impl Out {
     pub fn new() -> Out {
         Out {
             batch: Batch::new(GSO_SLOT),
-            ports: [0; BATCH_SIZE],
+            ports: [PortId(0); BATCH_SIZE],
             ident: 1,
             tx_dropped: 0,
         }
@@ -308,7 +308,7 @@ mod tests {
 
     fn path(vnet: bool) -> Path {
         Path {
-            port: 3,
+            port: PortId(3),
             vnet,
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
@@ -401,12 +401,12 @@ mod tests {
         let mut o = Out::new();
         let mut p = path(false);
         for port in [1, 1, 2, 1] {
-            p.port = port;
+            p.port = PortId(port);
             assert!(o.icmp(&p, &[0, 0, 0, 0, 1, 2, 3, 4]));
         }
         let mut r = Rec(Vec::new());
         o.flush(&mut r);
-        assert_eq!(r.0, vec![(1, 2), (2, 1), (1, 1)]);
+        assert_eq!(r.0, vec![(PortId(1), 2), (PortId(2), 1), (PortId(1), 1)]);
         assert_eq!(o.tx_dropped, 3);
         assert!(o.is_empty());
     }

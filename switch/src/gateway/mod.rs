@@ -149,7 +149,7 @@ impl Gateway {
                 internal,
                 subnet,
             } => {
-                if let Some(Some(gw)) = self.nets.get(id as usize) {
+                if let Some(Some(gw)) = self.nets.get(id.index()) {
                     n.set_network(
                         id,
                         nat::NatNet {
@@ -238,7 +238,7 @@ impl Gateway {
 
     /// Gives the switch the address `ip` (with MAC `mac`) on network `id`.
     pub fn add_network(&mut self, id: NetworkId, mac: MacAddr, ip: Ipv4Addr) {
-        let i = id as usize;
+        let i = id.index();
         if self.nets.len() <= i {
             self.nets.resize(i + 1, None);
         }
@@ -247,7 +247,7 @@ impl Gateway {
 
     /// Forgets network `id`.
     pub fn remove_network(&mut self, id: NetworkId) {
-        if let Some(n) = self.nets.get_mut(id as usize) {
+        if let Some(n) = self.nets.get_mut(id.index()) {
             *n = None;
         }
     }
@@ -255,7 +255,7 @@ impl Gateway {
     /// Answers the frames of `batch` listed in `sel` (frame index, network) that ask the gateway
     /// something it knows. Replies accumulate in [`Gateway::replies`] until [`Gateway::clear`].
     pub fn handle(&mut self, batch: &Batch, sel: &[(u16, NetworkId)]) {
-        self.handle_from(batch, sel, 0, false, 0);
+        self.handle_from(batch, sel, PortId(0), false, 0);
     }
 
     /// [`Gateway::handle`] for frames that came in on `in_port` (`port_vnet`: it carries vnet
@@ -269,7 +269,7 @@ impl Gateway {
         now_ms: u64,
     ) {
         for &(i, net) in sel {
-            let Some(Some(gw)) = self.nets.get(net as usize).copied() else {
+            let Some(Some(gw)) = self.nets.get(net.index()).copied() else {
                 continue;
             };
             let frame = batch.frame(i as usize);
@@ -437,12 +437,14 @@ mod tests {
 
     fn run(frames: &[Vec<u8>]) -> (Gateway, Batch) {
         let mut g = Gateway::new();
-        g.add_network(3, gw_mac(), GW_IP);
+        g.add_network(NetworkId(3), gw_mac(), GW_IP);
         let mut b = Batch::new(MTU_SLOT);
         for f in frames {
             b.push(f, VnetHdr::default());
         }
-        let sel: Vec<(u16, NetworkId)> = (0..frames.len() as u16).map(|i| (i, 3)).collect();
+        let sel: Vec<(u16, NetworkId)> = (0..frames.len() as u16)
+            .map(|i| (i, NetworkId(3)))
+            .collect();
         g.handle(&b, &sel);
         (g, b)
     }
@@ -490,9 +492,9 @@ mod tests {
         let mut b = Batch::new(MTU_SLOT);
         b.push(&arp_request(GW_IP), VnetHdr::default());
         b.push(&[1, 2, 3], VnetHdr::default());
-        g.handle(&b, &[(0, 7)]);
-        g.add_network(7, gw_mac(), GW_IP);
-        g.handle(&b, &[(1, 7)]);
+        g.handle(&b, &[(0, NetworkId(7))]);
+        g.add_network(NetworkId(7), gw_mac(), GW_IP);
+        g.handle(&b, &[(1, NetworkId(7))]);
         assert!(g.replies().is_empty());
     }
 }

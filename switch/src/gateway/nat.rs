@@ -710,7 +710,7 @@ impl Nat {
             }
             return true;
         }
-        let flags = t.flags().0;
+        let flags = t.flags();
         let reset = |out: &mut Out| {
             if flags & tcp::RST != 0 {
                 return;

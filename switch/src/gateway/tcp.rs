@@ -67,11 +67,7 @@ const GSO_PAYLOAD: usize = 65000;
 /// 2 + 8 * 4 = 34 option bytes, within TCP's 40).
 pub const OOO_RANGES: usize = 4;
 
-pub const FIN: u16 = 0x01;
-pub const SYN: u16 = 0x02;
-pub const RST: u16 = 0x04;
-pub const PSH: u16 = 0x08;
-pub const ACK: u16 = 0x10;
+pub use crate::wire::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 
 #[inline]
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -346,7 +342,7 @@ impl<S: HostStream> TcpFlow<S> {
     /// A segment from the container. True when its bytes arrived past a gap and were held.
     pub fn segment(&mut self, t: &TcpPacket<&[u8]>, now: u64, out: &mut Out) -> bool {
         self.last_active = now;
-        let flags = t.flags().0;
+        let flags = t.flags();
         let seq = t.seq_number();
         if flags & RST != 0 {
             self.phase = Phase::Closed;
@@ -952,7 +948,7 @@ mod tests {
     /// The path of the tests' flows: container 10.0.0.2 behind port 1, the gateway 10.0.0.1.
     fn test_path() -> Path {
         Path {
-            port: 1,
+            port: crate::port::PortId(1),
             vnet: false,
             src_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
@@ -1045,7 +1041,7 @@ mod tests {
         let eth = EthernetFrame::new_checked(out.batch().frame(i)).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         let t = TcpPacket::new_checked(ip.payload()).unwrap();
-        (t.seq_number(), t.ack_number(), t.flags().0)
+        (t.seq_number(), t.ack_number(), t.flags())
     }
 
     #[test]

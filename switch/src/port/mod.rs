@@ -16,8 +16,8 @@ pub mod tap;
 pub mod vxlan;
 pub mod vxlan_tap;
 
-/// Index of a port in the switch (dense, reused after removal).
-pub type PortId = u16;
+/// Index of a port in the switch (dense, reused after removal): a `u16` newtype from `wire`.
+pub use crate::wire::PortId;
 
 /// What a port can carry, so the switch knows when it must finish offloads in software.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -407,7 +407,7 @@ impl VxlanPort {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.is_some())
-            .map(|(i, _)| i as PortId)
+            .map(|(i, _)| PortId(i as u16))
     }
 
     /// Sends frames `sel` of `batch` to virtual port `vport` (see the module documentation).
@@ -956,7 +956,8 @@ pub fn peer_limit(path_mtu: Option<u32>, network_mtu: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+    use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT};
+    use crate::wire::gso::testing::tcp_gso_vnet;
 
     fn frame(dst: u8, src: u8, len: usize) -> Vec<u8> {
         let mut f = vec![0u8; len];
@@ -990,18 +991,31 @@ mod tests {
         let port = 47000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(5, a.peer_here(1, Vni::new(100).unwrap(), b_ip, 1450))
-            .unwrap();
-        b.add_peer(7, b.peer_here(3, Vni::new(100).unwrap(), a_ip, 1450))
-            .unwrap();
-        b.add_peer(8, b.peer_here(4, Vni::new(200).unwrap(), a_ip, 1450))
-            .unwrap();
-        assert_eq!(b.vports().collect::<Vec<_>>(), vec![7, 8]);
+        a.add_peer(
+            PortId(5),
+            a.peer_here(NetworkId(1), Vni::new(100).unwrap(), b_ip, 1450),
+        )
+        .unwrap();
+        b.add_peer(
+            PortId(7),
+            b.peer_here(NetworkId(3), Vni::new(100).unwrap(), a_ip, 1450),
+        )
+        .unwrap();
+        b.add_peer(
+            PortId(8),
+            b.peer_here(NetworkId(4), Vni::new(200).unwrap(), a_ip, 1450),
+        )
+        .unwrap();
+        assert_eq!(b.vports().collect::<Vec<_>>(), vec![PortId(7), PortId(8)]);
 
         let mut out = Batch::new(MTU_SLOT);
         out.push(&frame(1, 2, 64), VnetHdr::default());
         out.push(&frame(1, 3, 1500), VnetHdr::default());
-        assert_eq!(a.send_to_vtep(&out, &[0, 1], 5, &mut replies()).sent, 2);
+        assert_eq!(
+            a.send_to_vtep(&out, &[0, 1], PortId(5), &mut replies())
+                .sent,
+            2
+        );
         assert_eq!(a.stats().tx_datagrams, 2);
         let mut rx = Batch::new(MTU_SLOT);
         recv_all(&mut b, &mut rx, 2);
@@ -1012,13 +1026,16 @@ mod tests {
         assert_eq!(b.stats().decap.ok, 2);
 
         // A VNI b does not serve is dropped and counted; removing a peer stops its traffic.
-        a.add_peer(6, a.peer_here(2, Vni::new(300).unwrap(), b_ip, 1450))
-            .unwrap();
-        a.send_to_vtep(&out, &[0], 6, &mut replies());
-        a.send_to_vtep(&out, &[0], 9, &mut replies()); // no such virtual port
+        a.add_peer(
+            PortId(6),
+            a.peer_here(NetworkId(2), Vni::new(300).unwrap(), b_ip, 1450),
+        )
+        .unwrap();
+        a.send_to_vtep(&out, &[0], PortId(6), &mut replies());
+        a.send_to_vtep(&out, &[0], PortId(9), &mut replies()); // no such virtual port
         assert_eq!(a.stats().tx_no_peer, 1);
-        b.remove_peer(7);
-        a.send_to_vtep(&out, &[0], 5, &mut replies());
+        b.remove_peer(PortId(7));
+        a.send_to_vtep(&out, &[0], PortId(5), &mut replies());
         std::thread::sleep(std::time::Duration::from_millis(100));
         let mut rx = Batch::new(MTU_SLOT);
         b.recv_burst(&mut rx).unwrap();
@@ -1048,10 +1065,16 @@ mod tests {
         let to = SocketAddrV4::new(b_ip, port);
         let mut b = VxlanPort::open(to).unwrap();
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
-        b.add_peer(7, b.peer_here(3, Vni::new(100).unwrap(), a_ip, 1450))
-            .unwrap();
-        a.add_peer(5, a.peer_here(1, Vni::new(100).unwrap(), b_ip, 1450))
-            .unwrap();
+        b.add_peer(
+            PortId(7),
+            b.peer_here(NetworkId(3), Vni::new(100).unwrap(), a_ip, 1450),
+        )
+        .unwrap();
+        a.add_peer(
+            PortId(5),
+            a.peer_here(NetworkId(1), Vni::new(100).unwrap(), b_ip, 1450),
+        )
+        .unwrap();
         let stranger = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 23), 0);
         // (segment size, last segment's length): the reported crash, a last segment that
         // holds a VXLAN header but not the inner headers, and segments too short for a frame.
@@ -1092,7 +1115,10 @@ mod tests {
         // The port still works: a peer's frame crosses.
         let mut out = Batch::new(MTU_SLOT);
         out.push(&frame(1, 2, 64), VnetHdr::default());
-        assert_eq!(a.send_to_vtep(&out, &[0], 5, &mut replies()).sent, 1);
+        assert_eq!(
+            a.send_to_vtep(&out, &[0], PortId(5), &mut replies()).sent,
+            1
+        );
         recv_all(&mut b, &mut rx, 1);
         assert_eq!(rx.frame(0), &frame(1, 2, 64)[..]);
     }
@@ -1118,10 +1144,16 @@ mod tests {
         let port = 48000 + (std::process::id() % 1000) as u16;
         let mut a = VxlanPort::open(SocketAddrV4::new(a_ip, port)).unwrap();
         let mut b = VxlanPort::open(SocketAddrV4::new(b_ip, port)).unwrap();
-        a.add_peer(1, a.peer_here(1, Vni::new(9).unwrap(), b_ip, 1450))
-            .unwrap();
-        b.add_peer(2, b.peer_here(1, Vni::new(9).unwrap(), a_ip, 1450))
-            .unwrap();
+        a.add_peer(
+            PortId(1),
+            a.peer_here(NetworkId(1), Vni::new(9).unwrap(), b_ip, 1450),
+        )
+        .unwrap();
+        b.add_peer(
+            PortId(2),
+            b.peer_here(NetworkId(1), Vni::new(9).unwrap(), a_ip, 1450),
+        )
+        .unwrap();
         let n = 10_000;
         let mut f = vec![0u8; 54 + n];
         f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
@@ -1135,18 +1167,11 @@ mod tests {
         f[46] = 5 << 4;
         f[47] = 0x10; // ACK
         let mut out = Batch::new(GSO_SLOT);
-        out.push(
-            &f,
-            VnetHdr {
-                flags: VNET_F_NEEDS_CSUM,
-                gso_type: VNET_GSO_TCPV4,
-                hdr_len: 54,
-                gso_size: 1448,
-                csum_start: 34,
-                csum_offset: 16,
-            },
+        out.push(&f, tcp_gso_vnet(1448));
+        assert_eq!(
+            a.send_to_vtep(&out, &[0], PortId(1), &mut replies()).sent,
+            1
         );
-        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies()).sent, 1);
         assert_eq!(a.stats().tx_datagrams, 7);
         // The receiver gets them back as one TCP GSO frame (UDP GRO + coalescing).
         let mut rx = Batch::new(GSO_SLOT);
@@ -1165,10 +1190,10 @@ mod tests {
 #[cfg(test)]
 mod tunnel_gso_tests {
     use super::*;
-    use crate::batch::{VnetHdr, GSO_SLOT, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
+    use crate::batch::{VnetHdr, GSO_SLOT, VNET_GSO_TCPV6};
     use crate::port::sys::testnet::{run, skip, uniq, NetNs};
     use crate::port::vxlan_tap::tests::tcp6_gso_frame;
-    use crate::wire::gso::tests::tcp_gso_frame;
+    use crate::wire::gso::testing::{tcp_gso_frame, tcp_gso_vnet};
 
     /// Two hosts (namespaces) on a veth underlay, a tunnel port in each, the sender with its
     /// tunnel TAP: a 10 000-byte TCP GSO frame crosses as one tunnel GSO packet (the kernel
@@ -1217,7 +1242,8 @@ mod tunnel_gso_tests {
         let tap = uniq("vsxt");
         let opened = ha.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
-            p.add_peer(1, p.peer_here(1, vni, b_ip, 1450)).unwrap();
+            p.add_peer(PortId(1), p.peer_here(NetworkId(1), vni, b_ip, 1450))
+                .unwrap();
             p.enable_tunnel_offload(&tap).map(|()| p)
         });
         // Only a kernel without the feature may skip (recorded; a failure under CI=true); on
@@ -1230,19 +1256,13 @@ mod tunnel_gso_tests {
         let mut b = hb.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
             // A network MTU below the underlay's 1500 - 50: the receiver's segment size.
-            p.add_peer(2, p.peer_here(1, vni, a_ip, 1400)).unwrap();
+            p.add_peer(PortId(2), p.peer_here(NetworkId(1), vni, a_ip, 1400))
+                .unwrap();
             p
         });
         // The neighbour entry first (a small frame through the socket), then the GSO frame.
         let f = tcp_gso_frame(10_000, 0x10);
-        let vnet = VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1410,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = tcp_gso_vnet(1410);
         let rx = cross(&mut a, &mut b, &f, vnet);
         assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
         let m = rx.meta(0);
@@ -1291,28 +1311,23 @@ mod tunnel_gso_tests {
         // The network says 1450; the underlay carries 1400 - 50.
         let mut a = ha.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(a_ip, 4789)).unwrap();
-            p.add_peer(1, p.peer_here(1, vni, b_ip, 1450)).unwrap();
+            p.add_peer(PortId(1), p.peer_here(NetworkId(1), vni, b_ip, 1450))
+                .unwrap();
             p
         });
         let mut b = hb.enter(move || {
             let mut p = VxlanPort::open(SocketAddrV4::new(b_ip, 4789)).unwrap();
-            p.add_peer(2, p.peer_here(1, vni, a_ip, 1450)).unwrap();
+            p.add_peer(PortId(2), p.peer_here(NetworkId(1), vni, a_ip, 1450))
+                .unwrap();
             p
         });
         let f = tcp_gso_frame(10_000, 0x10);
-        let vnet = |mss: u16| VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: mss,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = tcp_gso_vnet;
         let mut replies = tests::replies();
         let mut out = Batch::new(GSO_SLOT);
         out.push(&f, vnet(1410));
         assert_eq!(
-            a.send_to_vtep(&out, &[0], 1, &mut replies),
+            a.send_to_vtep(&out, &[0], PortId(1), &mut replies),
             Sent {
                 sent: 0,
                 too_big: 1
@@ -1341,7 +1356,7 @@ mod tunnel_gso_tests {
         let mut rx = Batch::new(GSO_SLOT);
         let t0 = std::time::Instant::now();
         while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies).sent, 1);
+            assert_eq!(a.send_to_vtep(&out, &[0], PortId(1), &mut replies).sent, 1);
             std::thread::sleep(std::time::Duration::from_millis(50));
             b.recv_burst(&mut rx).unwrap();
         }
@@ -1353,9 +1368,12 @@ mod tunnel_gso_tests {
         ha.exec(&["ip", "link", "set", "ul0", "mtu", "1300"]);
         let now = ha.enter(move || peer_mtu(a_ip, b_ip, 1450));
         assert_eq!(now, 1250, "the path MTU of 1300 - 50");
-        assert!(a.set_peer_mtu(1, now));
-        assert!(!a.set_peer_mtu(9, now), "no such peer");
-        assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut replies).too_big, 1);
+        assert!(a.set_peer_mtu(PortId(1), now));
+        assert!(!a.set_peer_mtu(PortId(9), now), "no such peer");
+        assert_eq!(
+            a.send_to_vtep(&out, &[0], PortId(1), &mut replies).too_big,
+            1
+        );
         assert_eq!(
             u16::from_be_bytes([replies.frame(1)[40], replies.frame(1)[41]]),
             1250
@@ -1389,7 +1407,11 @@ mod tunnel_gso_tests {
         let mut rx = Batch::new(GSO_SLOT);
         let t0 = std::time::Instant::now();
         while rx.is_empty() && t0.elapsed() < std::time::Duration::from_secs(3) {
-            assert_eq!(a.send_to_vtep(&out, &[0], 1, &mut tests::replies()).sent, 1);
+            assert_eq!(
+                a.send_to_vtep(&out, &[0], PortId(1), &mut tests::replies())
+                    .sent,
+                1
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
             b.recv_burst(&mut rx).unwrap();
         }

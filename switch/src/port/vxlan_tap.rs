@@ -272,18 +272,7 @@ impl TunnelTap {
 pub(crate) mod tests {
     use super::*;
     use crate::batch::VNET_GSO_NONE;
-    use crate::wire::gso::tests::tcp_gso_frame;
-
-    fn tcp_vnet(gso_size: u16) -> VnetHdr {
-        VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size,
-            csum_start: 34,
-            csum_offset: 16,
-        }
-    }
+    use crate::wire::gso::testing::{tcp_gso_frame, tcp_gso_vnet as tcp_vnet};
 
     /// An Ethernet/IPv6/TCP frame with `n` payload bytes (no extension headers), the TCP
     /// checksum field zero.

@@ -69,8 +69,8 @@ impl Fake {
     }
 
     fn new_id(&mut self) -> PortId {
-        self.next_id += 1;
-        100 + self.next_id
+        self.next_id.0 += 1;
+        PortId(100 + self.next_id.0)
     }
 }
 

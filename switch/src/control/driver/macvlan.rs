@@ -35,7 +35,7 @@ use crate::control::error::{bail, err, Context, Result};
 use crate::control::state::{EndpointRecord, NetworkRecord, UplinkRecord};
 use crate::control::txn::Transaction;
 use crate::netns;
-use crate::pipeline::PortRole;
+use crate::pipeline::{NetworkId, PortRole};
 use crate::port::PortId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -108,8 +108,8 @@ fn uplink_role<'a>(
     for n in networks {
         match Parent::of(n) {
             Some(p) if p.ifname == ifname => match p.vlan {
-                None => native = Some(n.id),
-                Some(v) => vlans.push((v, n.id)),
+                None => native = Some(NetworkId(n.id)),
+                Some(v) => vlans.push((v, NetworkId(n.id))),
             },
             _ => {}
         }
@@ -326,7 +326,7 @@ impl NetworkDriver for Macvlan {
         cx: &mut Ctx,
     ) {
         if let Ok(mac) = ep.mac.parse() {
-            cx.dp.add_static(net.id, mac, port);
+            cx.dp.add_static(NetworkId(net.id), mac, port);
         }
     }
 }
@@ -383,15 +383,15 @@ mod tests {
         assert_eq!(
             uplink_role("p0", &nets),
             Some(PortRole::Trunk {
-                native: Some(3),
-                vlans: vec![(10, 5), (20, 4)],
+                native: Some(NetworkId(3)),
+                vlans: vec![(10, NetworkId(5)), (20, NetworkId(4))],
             })
         );
         assert_eq!(
             uplink_role("p1", &nets),
             Some(PortRole::Trunk {
                 native: None,
-                vlans: vec![(10, 6)],
+                vlans: vec![(10, NetworkId(6))],
             })
         );
         assert_eq!(uplink_role("p2", &nets), None);
@@ -503,7 +503,7 @@ mod tests {
                 Call::OpenUplink {
                     ifname: "p0".into(),
                     role: PortRole::Trunk {
-                        native: Some(3),
+                        native: Some(NetworkId(3)),
                         vlans: vec![]
                     },
                     id
@@ -526,8 +526,8 @@ mod tests {
             [Call::SetPortRole(
                 id,
                 PortRole::Trunk {
-                    native: Some(3),
-                    vlans: vec![(20, 4)]
+                    native: Some(NetworkId(3)),
+                    vlans: vec![(20, NetworkId(4))]
                 }
             )]
         );
@@ -543,10 +543,14 @@ mod tests {
             attach: Default::default(),
         };
         fake.calls.clear();
-        d.endpoint_added(&b, &ep, 42, &mut cx(&mut state, &mut fake));
+        d.endpoint_added(&b, &ep, PortId(42), &mut cx(&mut state, &mut fake));
         assert_eq!(
             fake.calls,
-            [Call::AddStatic(4, ep.mac.parse().unwrap(), 42)]
+            [Call::AddStatic(
+                NetworkId(4),
+                ep.mac.parse().unwrap(),
+                PortId(42)
+            )]
         );
 
         // Removing one network re-roles; removing the last closes and restores the flag.
@@ -559,7 +563,7 @@ mod tests {
                 id,
                 PortRole::Trunk {
                     native: None,
-                    vlans: vec![(20, 4)]
+                    vlans: vec![(20, NetworkId(4))]
                 }
             )]
         );
@@ -644,7 +648,7 @@ mod tests {
                     ifname: "p0".into(),
                     role: PortRole::Trunk {
                         native: None,
-                        vlans: vec![(7, 3)]
+                        vlans: vec![(7, NetworkId(3))]
                     },
                     id
                 },

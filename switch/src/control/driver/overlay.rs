@@ -25,6 +25,7 @@ use crate::control::api::{AttachMode, NetworkCreate, PeerInfo};
 use crate::control::error::{bail, err, Context, Result};
 use crate::control::state::NetworkRecord;
 use crate::control::txn::Transaction;
+use crate::pipeline::NetworkId;
 use crate::port::vxlan::{peer_limit, PeerSpec};
 use crate::port::PortId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,7 +196,7 @@ impl Overlay {
         // The switch keeps this reading; refresh_mtu compares later ones with it.
         let limit = peer_limit(cx.dp.path_mtu(spec.vtep, peer), n.mtu);
         let p = PeerSpec {
-            network: n.id,
+            network: NetworkId(n.id),
             vni: spec.vni,
             remote: peer,
             mtu: n.mtu,
@@ -420,7 +421,7 @@ impl NetworkDriver for Overlay {
                 (
                     *peer,
                     PeerInfo {
-                        port_id: vport,
+                        port_id: vport.0,
                         mtu,
                     },
                 )
@@ -645,7 +646,9 @@ mod tests {
         d.reconcile(&mut cx(&mut state, &mut fake));
         let vport_b = d.peers(&b)[&ip("192.0.2.2")].port_id;
         assert_eq!(fake.calls.len(), 2, "{:?}", fake.calls);
-        assert!(fake.calls.contains(&Call::SetVtepMtu(vport_b, 1250)));
+        assert!(fake
+            .calls
+            .contains(&Call::SetVtepMtu(PortId(vport_b), 1250)));
         assert_eq!(d.peers(&b)[&ip("192.0.2.2")].mtu, 1250);
 
         // Removing a keeps the tunnel (b uses it); removing b closes it.
@@ -657,7 +660,10 @@ mod tests {
         state.networks.remove("b");
         fake.calls.clear();
         d.remove(&b, &mut cx(&mut state, &mut fake));
-        assert_eq!(fake.calls, [Call::RemoveVtep(vport_b), Call::RemovePort(t)]);
+        assert_eq!(
+            fake.calls,
+            [Call::RemoveVtep(PortId(vport_b)), Call::RemovePort(t)]
+        );
         assert!(d.peers(&b).is_empty());
     }
 

@@ -324,61 +324,6 @@ fn check_frame_in_slot(
     Ok(())
 }
 
-/// A high-level Ethernet header: addresses, payload EtherType and at most one VLAN tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EthernetRepr {
-    /// Source address.
-    pub src_addr: MacAddr,
-    /// Destination address.
-    pub dst_addr: MacAddr,
-    /// EtherType of the payload (after the tag).
-    pub ethertype: u16,
-    /// The VLAN tag, if the frame is tagged.
-    pub vlan: Option<VlanTag>,
-}
-
-impl EthernetRepr {
-    /// Reads the header of a checked frame. Double-tagged frames are refused.
-    #[inline]
-    pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<Self, WireError> {
-        if frame.vlan_count() > 1 {
-            return Err(WireError::unsupported(
-                "Ethernet header",
-                "double-tagged (QinQ) frames have no EthernetRepr; use EthernetFrame",
-            ));
-        }
-        Ok(EthernetRepr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.payload_ethertype(),
-            vlan: frame.vlan_tag(),
-        })
-    }
-
-    /// Header length when emitted: 14, or 18 with a tag.
-    #[inline]
-    pub fn header_len(&self) -> usize {
-        ETHERNET_HEADER_LEN + if self.vlan.is_some() { VLAN_TAG_LEN } else { 0 }
-    }
-
-    /// Writes the header at the start of `buf`; returns its length.
-    #[inline]
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let n = self.header_len();
-        if buf.len() < n {
-            return Err(WireError::too_small("Ethernet header", n, buf.len()));
-        }
-        buf[0..6].copy_from_slice(&self.dst_addr.0);
-        buf[6..12].copy_from_slice(&self.src_addr.0);
-        if let Some(tag) = self.vlan {
-            put16(buf, 12, tag.tpid);
-            put16(buf, 14, tag.tci);
-        }
-        put16(buf, n - 2, self.ethertype);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,7 +380,6 @@ mod tests {
         assert_eq!(e.inner_vlan_tag().unwrap().vid(), 20);
         assert_eq!(e.header_len(), 22);
         assert_eq!(e.payload_ethertype(), ethertype::IPV4);
-        assert!(EthernetRepr::parse(&e).is_err());
         // Truncated inner tag.
         assert!(matches!(
             EthernetFrame::new_checked(&f[..20]),
@@ -499,26 +443,6 @@ mod tests {
     }
 
     #[test]
-    fn repr_roundtrip() {
-        let r = EthernetRepr {
-            src_addr: MacAddr::local_from([1, 2, 3, 4]),
-            dst_addr: MacAddr::BROADCAST,
-            ethertype: ethertype::ARP,
-            vlan: Some(VlanTag::new(5, 100)),
-        };
-        let mut b = [0u8; 18];
-        assert_eq!(r.emit(&mut b).unwrap(), 18);
-        assert_eq!(
-            &b[..12],
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0x42, 1, 2, 3, 4]
-        );
-        assert_eq!(&b[12..18], &TAGGED[12..18]);
-        let f = EthernetFrame::new_checked(&b[..]).unwrap();
-        assert_eq!(EthernetRepr::parse(&f).unwrap(), r);
-        assert!(r.emit(&mut [0u8; 17]).is_err());
-    }
-
-    #[test]
     fn matches_etherparse() {
         let mut buf = Vec::new();
         etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -547,7 +471,6 @@ mod tests {
                 let _ = (e.dst_addr(), e.src_addr(), e.ethertype(), e.vlan_count());
                 let _ = (e.vlan_tag(), e.inner_vlan_tag(), e.vid(), e.pcp());
                 let _ = (e.header_len(), e.payload_ethertype(), e.payload().len());
-                let _ = EthernetRepr::parse(&e);
                 e.swap_addrs();
                 e.set_vlan_tci(7);
                 e.payload_mut();
@@ -567,5 +490,24 @@ mod tests {
             }
             let _ = strip_vlan_tag(&mut slot, off, len);
         }
+    }
+
+    #[test]
+    fn insert_and_strip_at_the_minimum_lengths() {
+        // A bare 14-byte header can be tagged, and a bare 18-byte tagged header untagged.
+        let mut frame = TAGGED[..12].to_vec();
+        frame.extend_from_slice(&[0x08, 0x06]);
+        let mut slot = vec![0u8; 4];
+        slot.extend_from_slice(&frame);
+        assert_eq!(
+            insert_vlan_tag(&mut slot, 4, 14, VlanTag::new(5, 100)).unwrap(),
+            0
+        );
+        assert_eq!(&slot[..], &TAGGED[..18]);
+        assert_eq!(
+            strip_vlan_tag(&mut slot, 0, 18).unwrap(),
+            (4, VlanTag::new(5, 100))
+        );
+        assert_eq!(&slot[4..], &frame[..]);
     }
 }

@@ -1,10 +1,9 @@
-//! ICMPv4 (RFC 792): the header, echo request/reply, and the gateway's echo-reply builders.
+//! ICMPv4 (RFC 792): the header, echo request/reply, and the gateway's in-place echo reply.
 
 use std::net::Ipv4Addr;
 
 use super::{
-    be16, checksum, ethertype, ip_proto, put16, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv4Repr,
-    MacAddr, WireError,
+    be16, checksum, ethertype, ip_proto, put16, EthernetFrame, Ipv4Packet, MacAddr, WireError,
 };
 
 /// Length of the ICMP header (type, code, checksum, 4 bytes of rest-of-header).
@@ -166,75 +165,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 }
 
-/// An ICMP echo request or reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IcmpEchoRepr {
-    /// True for a request (type 8), false for a reply (type 0).
-    pub request: bool,
-    /// Identifier.
-    pub ident: u16,
-    /// Sequence number.
-    pub seq_no: u16,
-}
-
-impl IcmpEchoRepr {
-    /// Reads an echo request or reply, verifying the checksum; the data is
-    /// [`IcmpPacket::data`]. Other ICMP messages are refused as unsupported.
-    #[inline]
-    pub fn parse<T: AsRef<[u8]>>(p: &IcmpPacket<T>) -> Result<Self, WireError> {
-        p.check_len()?;
-        let request = match (p.msg_type(), p.msg_code()) {
-            (ICMP_ECHO_REQUEST, 0) => true,
-            (ICMP_ECHO_REPLY, 0) => false,
-            _ => {
-                return Err(WireError::unsupported(
-                    "ICMP message",
-                    "not an echo request or reply",
-                ))
-            }
-        };
-        if !p.verify_checksum() {
-            return Err(WireError::Checksum { what: "ICMP" });
-        }
-        Ok(IcmpEchoRepr {
-            request,
-            ident: p.echo_ident(),
-            seq_no: p.echo_seq_no(),
-        })
-    }
-
-    /// Bytes [`IcmpEchoRepr::emit`] writes for `data_len` bytes of data.
-    #[inline]
-    pub const fn buffer_len(data_len: usize) -> usize {
-        ICMP_HEADER_LEN + data_len
-    }
-
-    /// Writes the message with `data` and its checksum into `buf`; returns its length.
-    #[inline]
-    pub fn emit(&self, buf: &mut [u8], data: &[u8]) -> Result<usize, WireError> {
-        let n = Self::buffer_len(data.len());
-        if buf.len() < n {
-            return Err(WireError::too_small("ICMP echo", n, buf.len()));
-        }
-        let mut p = IcmpPacket::new_unchecked(&mut buf[..n]);
-        p.set_msg_type(if self.request {
-            ICMP_ECHO_REQUEST
-        } else {
-            ICMP_ECHO_REPLY
-        });
-        p.set_msg_code(0);
-        p.set_echo_ident(self.ident);
-        p.set_echo_seq_no(self.seq_no);
-        p.data_mut().copy_from_slice(data);
-        p.fill_checksum();
-        Ok(n)
-    }
-}
-
-/// What the echo-reply builders learn from a validated request frame.
+/// What the echo reply learns from a validated request frame.
 struct EchoRequest {
     eth_header_len: usize,
-    ip_header_len: usize,
     ip_total_len: usize,
 }
 
@@ -267,15 +200,17 @@ fn check_echo_request(frame: &[u8]) -> Result<EchoRequest, WireError> {
         ));
     }
     let icmp = IcmpPacket::new_checked(ip.payload())?;
-    if !IcmpEchoRepr::parse(&icmp)?.request {
+    if (icmp.msg_type(), icmp.msg_code()) != (ICMP_ECHO_REQUEST, 0) {
         return Err(WireError::unsupported(
             "ICMP echo reply",
             "the message is not an echo request",
         ));
     }
+    if !icmp.verify_checksum() {
+        return Err(WireError::Checksum { what: "ICMP" });
+    }
     Ok(EchoRequest {
         eth_header_len: eth.header_len(),
-        ip_header_len: ip.header_len(),
         ip_total_len: usize::from(ip.total_len()),
     })
 }
@@ -310,52 +245,6 @@ pub fn icmp_echo_reply_in_place(
     Ok(end)
 }
 
-/// Writes into `out` the echo reply to the request `frame` from `our_mac` / `our_ip`: the same
-/// VLAN tag (if one), a fresh 20-byte IPv4 header (options dropped) with TTL 64, and the
-/// request's identifier, sequence number and data. Returns the reply's length. Errors as
-/// [`icmp_echo_reply_in_place`] does, or when `out` is too small.
-#[inline]
-pub fn emit_icmp_echo_reply(
-    frame: &[u8],
-    our_mac: MacAddr,
-    our_ip: Ipv4Addr,
-    out: &mut [u8],
-) -> Result<usize, WireError> {
-    let req = check_echo_request(frame)?;
-    let eth_in = EthernetFrame::new_unchecked(frame);
-    let eth = EthernetRepr {
-        src_addr: our_mac,
-        dst_addr: eth_in.src_addr(),
-        ethertype: ethertype::IPV4,
-        vlan: eth_in.vlan_tag().filter(|_| eth_in.vlan_count() == 1),
-    };
-    let ip_in = Ipv4Packet::new_unchecked(
-        &frame[req.eth_header_len..req.eth_header_len + req.ip_total_len],
-    );
-    let icmp_len = req.ip_total_len - req.ip_header_len;
-    let ip = Ipv4Repr {
-        src_addr: our_ip,
-        dst_addr: ip_in.src_addr(),
-        protocol: ip_proto::ICMP,
-        payload_len: icmp_len,
-        ttl: REPLY_TTL,
-    };
-    let need = eth.header_len() + ip.header_len() + icmp_len;
-    if out.len() < need {
-        return Err(WireError::too_small(
-            "ICMP echo reply frame",
-            need,
-            out.len(),
-        ));
-    }
-    let h = eth.emit(out)?;
-    let h = h + ip.emit(&mut out[h..])?;
-    out[h..need].copy_from_slice(ip_in.payload());
-    let mut icmp = IcmpPacket::new_unchecked(&mut out[h..need]);
-    icmp.set_type_code_update_checksum(ICMP_ECHO_REPLY, 0);
-    Ok(need)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,22 +274,16 @@ mod tests {
         let b = [0x08, 0x00, 0xf7, 0xfe, 0x00, 0x01, 0x00, 0x00];
         let p = IcmpPacket::new_checked(&b[..]).unwrap();
         assert!(p.verify_checksum());
+        assert_eq!((p.msg_type(), p.msg_code()), (ICMP_ECHO_REQUEST, 0));
         assert_eq!(
-            IcmpEchoRepr::parse(&p).unwrap(),
-            IcmpEchoRepr {
-                request: true,
-                ident: 1,
-                seq_no: 0
-            }
+            (p.echo_ident(), p.echo_seq_no(), p.checksum()),
+            (1, 0, 0xf7fe)
         );
         let mut out = [0u8; 8];
-        IcmpEchoRepr {
-            request: true,
-            ident: 1,
-            seq_no: 0,
-        }
-        .emit(&mut out, &[])
-        .unwrap();
+        let mut w = IcmpPacket::new_unchecked(&mut out[..]);
+        w.set_msg_type(ICMP_ECHO_REQUEST);
+        w.set_echo_ident(1);
+        w.fill_checksum();
         assert_eq!(out, b);
     }
 
@@ -414,17 +297,9 @@ mod tests {
         assert!(icmp.verify_checksum());
         let mut bad = f.clone();
         bad[40] ^= 0xff;
-        let p = IcmpPacket::new_checked(&bad[34..]).unwrap();
-        assert!(matches!(
-            IcmpEchoRepr::parse(&p),
-            Err(WireError::Checksum { .. })
-        ));
-        let unreachable = [3, 1, 0xfc, 0xfe, 0, 0, 0, 0];
-        let p = IcmpPacket::new_checked(&unreachable[..]).unwrap();
-        assert!(matches!(
-            IcmpEchoRepr::parse(&p),
-            Err(WireError::Unsupported { .. })
-        ));
+        assert!(!IcmpPacket::new_checked(&bad[34..])
+            .unwrap()
+            .verify_checksum());
     }
 
     fn assert_is_reply(f: &[u8]) {
@@ -474,39 +349,22 @@ mod tests {
     }
 
     #[test]
-    fn emit_reply_matches_in_place() {
-        let (mac, ip) = gw();
-        let req = request_frame();
-        let mut out = [0u8; 128];
-        let n = emit_icmp_echo_reply(&req, mac, ip, &mut out).unwrap();
-        assert_is_reply(&out[..n]);
-        let mut f = req.clone();
-        let m = icmp_echo_reply_in_place(&mut f, mac, ip).unwrap();
-        assert_eq!(n, m);
-        // Same except the IPv4 identification (ours is 0) and thus its checksum.
-        assert_eq!(&out[..18], &f[..18]);
-        assert_eq!(&out[22..24], &f[22..24]);
-        assert_eq!(&out[26..n], &f[26..m]);
-        assert!(emit_icmp_echo_reply(&req, mac, ip, &mut [0u8; 49]).is_err());
-    }
-
-    #[test]
     fn reply_keeps_vlan_tag() {
         let (mac, ip) = gw();
         let req = request_frame();
         let mut tagged = req[..12].to_vec();
         tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
         tagged.extend_from_slice(&req[12..]);
-        let mut out = [0u8; 128];
-        let n = emit_icmp_echo_reply(&tagged, mac, ip, &mut out).unwrap();
-        let e = EthernetFrame::new_checked(&out[..n]).unwrap();
-        assert_eq!(e.vid(), Some(42));
         let m = icmp_echo_reply_in_place(&mut tagged, mac, ip).unwrap();
-        assert_eq!(m, n);
+        assert_eq!(m, 18 + 20 + 16);
         assert_eq!(
             EthernetFrame::new_checked(&tagged[..m]).unwrap().vid(),
             Some(42)
         );
+        // Without the tag, it is the untagged reply.
+        let mut untagged = tagged[..12].to_vec();
+        untagged.extend_from_slice(&tagged[16..m]);
+        assert_is_reply(&untagged);
     }
 
     #[test]
@@ -532,6 +390,19 @@ mod tests {
         p.fill_checksum();
         assert!(icmp_echo_reply_in_place(&mut udp, mac, ip).is_err());
         assert!(icmp_echo_reply_in_place(&mut req.clone()[..40], mac, ip).is_err());
+        let mut bad_icmp = req.clone();
+        bad_icmp[40] ^= 0xff; // a data byte: the ICMP checksum no longer matches
+        assert!(matches!(
+            icmp_echo_reply_in_place(&mut bad_icmp, mac, ip),
+            Err(WireError::Checksum { what: "ICMP" })
+        ));
+        let mut unreachable = req.clone();
+        let mut p = IcmpPacket::new_checked(&mut unreachable[34..]).unwrap();
+        p.set_type_code_update_checksum(ICMP_DEST_UNREACHABLE, 1);
+        assert!(matches!(
+            icmp_echo_reply_in_place(&mut unreachable, mac, ip),
+            Err(WireError::Unsupported { .. })
+        ));
     }
 
     proptest! {
@@ -540,7 +411,6 @@ mod tests {
             if let Ok(mut p) = IcmpPacket::new_checked(&mut data[..]) {
                 let _ = (p.msg_type(), p.msg_code(), p.checksum(), p.echo_ident());
                 let _ = (p.echo_seq_no(), p.data().len(), p.verify_checksum());
-                let _ = IcmpEchoRepr::parse(&p);
                 p.fill_checksum();
                 prop_assert!(p.verify_checksum());
                 p.set_type_code_update_checksum(0, 0);
@@ -550,7 +420,7 @@ mod tests {
         }
 
         #[test]
-        fn builders_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..64),
+        fn reply_in_place_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..64),
                                 cut in 0usize..64, flip in 0usize..64) {
             let (mac, ip) = gw();
             let mut f = request_frame();
@@ -558,13 +428,25 @@ mod tests {
             let cut = cut.min(f.len());
             f.truncate(f.len() - cut);
             if let Some(b) = f.get_mut(flip) { *b ^= 0x5a; }
-            let mut out = [0u8; 256];
-            let a = emit_icmp_echo_reply(&f, mac, ip, &mut out);
             let b = icmp_echo_reply_in_place(&mut f, mac, ip);
-            prop_assert_eq!(a.is_ok(), b.is_ok());
             if let (Ok(n), false) = (b, (6..12).contains(&flip)) {
                 assert_is_reply(&f[..n]);
             }
         }
+    }
+
+    #[test]
+    fn setters_write_their_fields() {
+        let mut b = [0u8; 12];
+        let mut p = IcmpPacket::new_unchecked(&mut b[..]);
+        p.set_msg_type(ICMP_DEST_UNREACHABLE);
+        p.set_msg_code(4);
+        p.data_mut().copy_from_slice(b"abcd");
+        p.fill_checksum();
+        assert_eq!(&b[..2], &[ICMP_DEST_UNREACHABLE, 4]);
+        assert_eq!(&b[8..], b"abcd");
+        let p = IcmpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!((p.msg_code(), p.data()), (4, &b"abcd"[..]));
+        assert!(p.verify_checksum());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::tcp_flags::{ACK, FIN, RST, SYN};
 use super::{be16, be32, checksum, ip_proto, put16, put32, WireError};
 
 /// Length of the TCP header without options.
@@ -20,45 +21,6 @@ mod field {
 
 /// Offset of the checksum field inside the TCP header (the vnet header's `csum_offset`).
 pub const TCP_CHECKSUM_OFFSET: usize = field::CHECKSUM;
-
-/// The nine TCP flag bits (NS included), as in the low bits of header bytes 12..14.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TcpFlags(pub u16);
-
-impl TcpFlags {
-    /// No more data from sender.
-    pub const FIN: TcpFlags = TcpFlags(0x001);
-    /// Synchronize sequence numbers.
-    pub const SYN: TcpFlags = TcpFlags(0x002);
-    /// Reset the connection.
-    pub const RST: TcpFlags = TcpFlags(0x004);
-    /// Push.
-    pub const PSH: TcpFlags = TcpFlags(0x008);
-    /// Acknowledgment field significant.
-    pub const ACK: TcpFlags = TcpFlags(0x010);
-    /// Urgent pointer significant.
-    pub const URG: TcpFlags = TcpFlags(0x020);
-    /// ECN echo.
-    pub const ECE: TcpFlags = TcpFlags(0x040);
-    /// Congestion window reduced.
-    pub const CWR: TcpFlags = TcpFlags(0x080);
-    /// ECN nonce (historic).
-    pub const NS: TcpFlags = TcpFlags(0x100);
-
-    /// True when every bit of `other` is set.
-    #[inline]
-    pub fn contains(self, other: TcpFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl std::ops::BitOr for TcpFlags {
-    type Output = TcpFlags;
-    #[inline]
-    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
-        TcpFlags(self.0 | rhs.0)
-    }
-}
 
 /// A view over a TCP segment: the IPv4 payload, exactly (TCP has no length field, so the
 /// buffer's length is the segment's length for checksums).
@@ -135,34 +97,34 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         usize::from(self.buffer.as_ref()[field::OFF_FLAGS] >> 4) * 4
     }
 
-    /// The flag bits.
+    /// The nine flag bits (NS included; see [`tcp_flags`](crate::tcp_flags)).
     #[inline]
-    pub fn flags(&self) -> TcpFlags {
-        TcpFlags(be16(self.buffer.as_ref(), field::OFF_FLAGS) & 0x01ff)
+    pub fn flags(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::OFF_FLAGS) & 0x01ff
     }
 
     /// SYN set.
     #[inline]
     pub fn syn(&self) -> bool {
-        self.flags().contains(TcpFlags::SYN)
+        self.flags() & SYN != 0
     }
 
     /// FIN set.
     #[inline]
     pub fn fin(&self) -> bool {
-        self.flags().contains(TcpFlags::FIN)
+        self.flags() & FIN != 0
     }
 
     /// RST set.
     #[inline]
     pub fn rst(&self) -> bool {
-        self.flags().contains(TcpFlags::RST)
+        self.flags() & RST != 0
     }
 
     /// ACK set.
     #[inline]
     pub fn ack(&self) -> bool {
-        self.flags().contains(TcpFlags::ACK)
+        self.flags() & ACK != 0
     }
 
     /// Window size.
@@ -237,9 +199,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 
     /// Sets the flag bits, keeping the data offset.
     #[inline]
-    pub fn set_flags(&mut self, f: TcpFlags) {
+    pub fn set_flags(&mut self, f: u16) {
         let v = be16(self.buffer.as_ref(), field::OFF_FLAGS) & 0xf000;
-        put16(self.buffer.as_mut(), field::OFF_FLAGS, v | (f.0 & 0x01ff));
+        put16(self.buffer.as_mut(), field::OFF_FLAGS, v | (f & 0x01ff));
     }
 
     /// Sets the window size.
@@ -313,6 +275,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp_flags::{NS, PSH};
     use proptest::prelude::*;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
@@ -338,7 +301,7 @@ mod tests {
         assert_eq!(t.ack_number(), 0x0a0b0c0d);
         assert_eq!(t.header_len(), 20);
         assert!(t.syn() && t.ack() && !t.fin() && !t.rst());
-        assert_eq!(t.flags(), TcpFlags::SYN | TcpFlags::ACK);
+        assert_eq!(t.flags(), SYN | ACK);
         assert_eq!(t.window_len(), 64240);
         assert_eq!(t.urgent_at(), 0);
         assert_eq!(t.payload(), b"GET");
@@ -354,7 +317,7 @@ mod tests {
         let mut b = [0u8; 28];
         let mut t = TcpPacket::new_unchecked(&mut b[..]);
         t.set_header_len(24);
-        t.set_flags(TcpFlags::FIN | TcpFlags::PSH | TcpFlags::NS);
+        t.set_flags(FIN | PSH | NS);
         t.set_src_port(1);
         t.set_dst_port(2);
         t.set_seq_number(u32::MAX);
@@ -366,7 +329,7 @@ mod tests {
         t.fill_checksum(SRC, DST);
         let t = TcpPacket::new_checked(&b[..]).unwrap();
         assert_eq!(t.header_len(), 24);
-        assert!(t.fin() && t.flags().contains(TcpFlags::NS | TcpFlags::PSH) && !t.syn());
+        assert!(t.fin() && t.flags() & (NS | PSH) == NS | PSH && !t.syn());
         assert_eq!(
             (t.seq_number(), t.ack_number(), t.window_len()),
             (u32::MAX, 7, 100)
@@ -429,7 +392,7 @@ mod tests {
                 let _ = t.verify_checksum(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
                 t.set_src_port_update_checksum(9);
                 t.update_checksum_for_addr(Ipv4Addr::LOCALHOST, Ipv4Addr::BROADCAST);
-                t.set_flags(TcpFlags::RST);
+                t.set_flags(RST);
                 prop_assert!(t.rst());
                 t.options_mut();
                 t.payload_mut();
@@ -447,7 +410,7 @@ mod tests {
             let mut t = TcpPacket::new_unchecked(&mut b[..]);
             t.set_header_len(20);
             t.set_seq_number(seq);
-            t.set_flags(TcpFlags::ACK);
+            t.set_flags(ACK);
             t.payload_mut().copy_from_slice(&payload);
             t.fill_checksum(s, d);
             t.set_dst_port_update_checksum(dp);

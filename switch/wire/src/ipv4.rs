@@ -355,85 +355,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
-/// A high-level IPv4 header: what the gateway reads and writes (no options, no fragments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Repr {
-    /// Source address.
-    pub src_addr: Ipv4Addr,
-    /// Destination address.
-    pub dst_addr: Ipv4Addr,
-    /// Payload protocol.
-    pub protocol: u8,
-    /// Payload length in bytes.
-    pub payload_len: usize,
-    /// Time to live.
-    pub ttl: u8,
-}
-
-impl Ipv4Repr {
-    /// Reads a packet, checking its lengths and header checksum. Fragments are refused (their
-    /// payload is not a whole L4 packet); options are skipped.
-    #[inline]
-    pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Result<Self, WireError> {
-        p.check_len()?;
-        if !p.verify_checksum() {
-            return Err(WireError::Checksum {
-                what: "IPv4 header",
-            });
-        }
-        if p.is_fragment() {
-            return Err(WireError::unsupported(
-                "IPv4 packet",
-                "fragments are not reassembled",
-            ));
-        }
-        Ok(Ipv4Repr {
-            src_addr: p.src_addr(),
-            dst_addr: p.dst_addr(),
-            protocol: p.protocol(),
-            payload_len: p.payload().len(),
-            ttl: p.ttl(),
-        })
-    }
-
-    /// Header length when emitted (20).
-    #[inline]
-    pub const fn header_len(&self) -> usize {
-        IPV4_HEADER_LEN
-    }
-
-    /// Writes a 20-byte header (DF set, ident 0, DSCP 0) with its checksum at the start of
-    /// `buf`; the payload is the caller's to write after it. Returns the header length.
-    #[inline]
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        if buf.len() < IPV4_HEADER_LEN {
-            return Err(WireError::too_small(
-                "IPv4 header",
-                IPV4_HEADER_LEN,
-                buf.len(),
-            ));
-        }
-        let total = u16::try_from(IPV4_HEADER_LEN + self.payload_len)
-            .map_err(|_| WireError::malformed("IPv4 header", "payload longer than 65515 bytes"))?;
-        let mut p = Ipv4Packet::new_unchecked(&mut buf[..IPV4_HEADER_LEN]);
-        p.buffer[field::VER_IHL] = 0x45;
-        p.buffer[field::DSCP_ECN] = 0;
-        p.set_total_len(total);
-        p.set_ident(0);
-        put16(p.buffer, field::FLG_OFF, FLAG_DF);
-        p.set_ttl(self.ttl);
-        p.set_protocol(self.protocol);
-        p.set_src_addr(self.src_addr);
-        p.set_dst_addr(self.dst_addr);
-        p.fill_checksum();
-        Ok(IPV4_HEADER_LEN)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ip_proto;
+    use crate::ip_proto;
     use proptest::prelude::*;
 
     /// An ICMP echo request 172.17.0.2 -> 172.17.0.1 as Linux ping sends it (header only),
@@ -465,8 +390,6 @@ mod tests {
         assert_eq!(p.dst_addr(), Ipv4Addr::new(172, 17, 0, 1));
         assert!(p.verify_checksum());
         assert_eq!(p.payload().len(), 8, "padding excluded");
-        let r = Ipv4Repr::parse(&p).unwrap();
-        assert_eq!(r.payload_len, 8);
     }
 
     #[test]
@@ -529,10 +452,6 @@ mod tests {
         assert_eq!(p.options(), &[1, 1, 1, 0]);
         assert_eq!(p.payload().len(), 16);
         assert!(p.verify_checksum());
-        assert!(matches!(
-            Ipv4Repr::parse(&p),
-            Err(WireError::Unsupported { .. })
-        ));
         let mut b2 = b;
         let mut p = Ipv4Packet::new_checked(&mut b2[..]).unwrap();
         p.set_dont_frag(false);
@@ -557,35 +476,27 @@ mod tests {
     }
 
     #[test]
-    fn repr_emit_parse_roundtrip_and_etherparse() {
-        let r = Ipv4Repr {
-            src_addr: Ipv4Addr::new(10, 1, 2, 3),
-            dst_addr: Ipv4Addr::new(10, 3, 2, 1),
-            protocol: ip_proto::UDP,
-            payload_len: 4,
-            ttl: 64,
-        };
+    fn written_header_matches_etherparse() {
         let mut b = [0u8; 24];
-        assert_eq!(r.emit(&mut b).unwrap(), 20);
+        let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+        p.set_version(4);
+        p.set_header_len(20);
+        p.set_total_len(24);
+        p.set_dont_frag(true);
+        p.set_ttl(64);
+        p.set_protocol(ip_proto::UDP);
+        p.set_src_addr(Ipv4Addr::new(10, 1, 2, 3));
+        p.set_dst_addr(Ipv4Addr::new(10, 3, 2, 1));
+        p.fill_checksum();
         let p = Ipv4Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(Ipv4Repr::parse(&p).unwrap(), r);
         let (h, _) = etherparse::Ipv4Header::from_slice(&b).unwrap();
         assert_eq!(h.header_checksum, p.checksum());
         assert_eq!(h.calc_header_checksum(), p.checksum());
         assert_eq!(h.total_len, 24);
         assert!(h.dont_fragment);
-        let big = Ipv4Repr {
-            payload_len: 65516,
-            ..r
-        };
-        assert!(big.emit(&mut b).is_err());
-        assert!(r.emit(&mut [0u8; 19]).is_err());
+        assert_eq!(h.source, [10, 1, 2, 3]);
         b[5] ^= 1;
-        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
-        assert!(matches!(
-            Ipv4Repr::parse(&p),
-            Err(WireError::Checksum { .. })
-        ));
+        assert!(!Ipv4Packet::new_checked(&b[..]).unwrap().verify_checksum());
     }
 
     proptest! {
@@ -601,7 +512,6 @@ mod tests {
                 let _ = (p.frag_offset(), p.is_fragment(), p.ttl(), p.protocol());
                 let _ = (p.checksum(), p.src_addr(), p.dst_addr(), p.verify_checksum());
                 let _ = (p.options().len(), p.payload().len());
-                let _ = Ipv4Repr::parse(&p);
                 p.set_src_addr_update_checksum(Ipv4Addr::new(1, 2, 3, 4));
                 p.decrement_ttl();
                 p.fill_checksum();
@@ -610,5 +520,23 @@ mod tests {
                 p.payload_mut();
             }
         }
+    }
+
+    #[test]
+    fn a_header_only_packet_is_accepted() {
+        let mut h: [u8; 20] = PKT[..20].try_into().unwrap();
+        let mut p = Ipv4Packet::new_unchecked(&mut h[..]);
+        p.set_total_len(20);
+        p.fill_checksum();
+        let p = Ipv4Packet::new_checked(&h[..]).unwrap();
+        assert!(p.payload().is_empty() && p.verify_checksum());
+        assert!(matches!(
+            Ipv4Packet::new_checked(&h[..19]),
+            Err(WireError::Truncated {
+                need: 20,
+                have: 19,
+                ..
+            })
+        ));
     }
 }

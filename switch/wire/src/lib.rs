@@ -1,16 +1,21 @@
+//! The bottom of vswitch: the formats of the bytes on the wire, shared by the switch and the
+//! VXLAN crate (`encap`), with no I/O and no dependency on either.
+//!
 //! Views over frame bytes, in smoltcp's style: `new_checked` validates untrusted input once,
 //! after which no accessor panics; typed getters and setters for the fields the switch rewrites.
 //!
 //! * [`EthernetFrame`] (with 802.1Q / QinQ tag detection) and [`insert_vlan_tag`] /
-//!   [`strip_vlan_tag`] that move the MAC addresses inside a slot's headroom.
+//!   [`strip_vlan_tag`] that move the MAC addresses inside a slot's headroom; [`MacAddr`].
 //! * [`ArpPacket`] (Ethernet/IPv4 only), [`Ipv4Packet`], [`UdpPacket`], [`TcpPacket`],
 //!   [`IcmpPacket`] (ICMPv4).
 //! * [`checksum`]: the Internet checksum, the IPv4 pseudo-header, RFC 1624 incremental updates
 //!   and [`checksum::finish_partial_checksum`] for `VIRTIO_NET_HDR_F_NEEDS_CSUM` frames.
-//! * `Repr` structs ([`EthernetRepr`], [`ArpRepr`], [`Ipv4Repr`], [`UdpRepr`],
-//!   [`IcmpEchoRepr`]) with `parse` and `emit`, and the gateway's builders
-//!   ([`arp_reply_in_place`], [`emit_arp_reply`], [`icmp_echo_reply_in_place`],
-//!   [`emit_icmp_echo_reply`]).
+//! * [`vnet`]: the `virtio_net_hdr` ([`VnetHdr`]) that AF_PACKET and TAP put in front of each
+//!   frame; [`gso`]: segmentation of GSO super-frames and TCP coalescing (GRO);
+//!   [`too_big`]: the ICMP "fragmentation needed" answer to a frame over a path's MTU.
+//! * The gateway's in-place builders ([`arp_reply_in_place`], [`icmp_echo_reply_in_place`]).
+//! * [`PortId`] and [`NetworkId`]: the switch's ids as `u16` newtypes (zero cost:
+//!   `#[repr(transparent)]`).
 //!
 //! Everything here is allocation-free; accessors are `#[inline]`.
 //!
@@ -24,26 +29,29 @@ mod error;
 mod ethernet;
 pub mod gso;
 mod icmp;
+mod id;
 mod ipv4;
 mod mac;
 mod tcp;
 pub mod too_big;
 mod udp;
+pub mod vnet;
 
-pub use arp::{arp_reply_in_place, emit_arp_reply, ArpOperation, ArpPacket, ArpRepr, ARP_LEN};
+pub use arp::{arp_reply_in_place, ArpOperation, ArpPacket, ARP_LEN};
 pub use error::WireError;
 pub use ethernet::{
-    insert_vlan_tag, strip_vlan_tag, EthernetFrame, EthernetRepr, VlanTag, ETHERNET_HEADER_LEN,
-    VLAN_TAG_LEN,
+    insert_vlan_tag, strip_vlan_tag, EthernetFrame, VlanTag, ETHERNET_HEADER_LEN, VLAN_TAG_LEN,
 };
 pub use icmp::{
-    emit_icmp_echo_reply, icmp_echo_reply_in_place, IcmpEchoRepr, IcmpPacket,
-    ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED,
+    icmp_echo_reply_in_place, IcmpPacket, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_TIME_EXCEEDED,
 };
-pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
+pub use id::{NetworkId, PortId};
+pub use ipv4::{Ipv4Packet, IPV4_HEADER_LEN};
 pub use mac::{MacAddr, ParseMacError};
-pub use tcp::{TcpFlags, TcpPacket, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN};
-pub use udp::{UdpPacket, UdpRepr, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
+pub use tcp::{TcpPacket, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN};
+pub use udp::{UdpPacket, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN};
+pub use vnet::VnetHdr;
 
 /// EtherType values (IEEE 802 numbers) the switch looks at.
 pub mod ethertype {
@@ -77,6 +85,29 @@ pub mod ip_proto {
     pub const UDP: u8 = 17;
     /// ICMP for IPv6.
     pub const ICMPV6: u8 = 58;
+}
+
+/// TCP flag bits, as [`TcpPacket::flags`] returns them (the low nine bits of header bytes
+/// 12..14); the gateway's TCP engine tests and writes them as plain `u16` masks.
+pub mod tcp_flags {
+    /// No more data from sender.
+    pub const FIN: u16 = 0x001;
+    /// Synchronize sequence numbers.
+    pub const SYN: u16 = 0x002;
+    /// Reset the connection.
+    pub const RST: u16 = 0x004;
+    /// Push.
+    pub const PSH: u16 = 0x008;
+    /// Acknowledgment field significant.
+    pub const ACK: u16 = 0x010;
+    /// Urgent pointer significant.
+    pub const URG: u16 = 0x020;
+    /// ECN echo.
+    pub const ECE: u16 = 0x040;
+    /// Congestion window reduced.
+    pub const CWR: u16 = 0x080;
+    /// ECN nonce (historic).
+    pub const NS: u16 = 0x100;
 }
 
 /// Reads a big-endian u16 at `at` (panics when out of bounds: callers validated lengths).

@@ -205,6 +205,21 @@ mod tests {
     }
 
     #[test]
+    fn fold_adds_every_carry() {
+        // 0x0001_ffff folds to 0x1_0000, whose carry must be added again: 0x0001.
+        assert_eq!(fold(0x0001_ffff), 0x0001);
+        assert_eq!(fold(u64::from(u32::MAX)), 0xffff);
+        // A carry out of the low 32 bits is worth 1 as well (2^32 = 1 mod 0xffff).
+        assert_eq!(fold(0x1_0000_0000), 0x0001);
+        assert_eq!(fold(u64::MAX), 0xffff);
+        assert_eq!(fold(0x1234), 0x1234);
+        // 0x1_0001 words of 0xffff: a sum that needs more than one fold is still all ones.
+        let words = vec![0xffu8; 2 * 0x1_0001];
+        assert_eq!(sum(&words), 0xffff);
+        assert_eq!(checksum(&words), 0);
+    }
+
+    #[test]
     fn pseudo_header_known_value() {
         // 10.0.0.1 -> 10.0.0.2, UDP, length 12: 0a00+0001+0a00+0002+0011+000c = 0x1420
         let s = pseudo_header_v4(

@@ -188,58 +188,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 }
 
-/// A high-level UDP header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpRepr {
-    /// Source port.
-    pub src_port: u16,
-    /// Destination port.
-    pub dst_port: u16,
-}
-
-impl UdpRepr {
-    /// Reads a datagram, checking lengths and the checksum against the pseudo-header.
-    #[inline]
-    pub fn parse<T: AsRef<[u8]>>(
-        p: &UdpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-    ) -> Result<Self, WireError> {
-        p.check_len()?;
-        if !p.verify_checksum(src, dst) {
-            return Err(WireError::Checksum { what: "UDP" });
-        }
-        Ok(UdpRepr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-        })
-    }
-
-    /// Writes header and `payload` into `buf` with a complete checksum; returns the length.
-    #[inline]
-    pub fn emit(
-        &self,
-        buf: &mut [u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        payload: &[u8],
-    ) -> Result<usize, WireError> {
-        let n = UDP_HEADER_LEN + payload.len();
-        let len = u16::try_from(n)
-            .map_err(|_| WireError::malformed("UDP datagram", "payload longer than 65527 bytes"))?;
-        if buf.len() < n {
-            return Err(WireError::too_small("UDP datagram", n, buf.len()));
-        }
-        let mut p = UdpPacket::new_unchecked(&mut buf[..n]);
-        p.set_src_port(self.src_port);
-        p.set_dst_port(self.dst_port);
-        p.set_len(len);
-        p.payload_mut().copy_from_slice(payload);
-        p.fill_checksum(src, dst);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,14 +214,7 @@ mod tests {
         assert!(!p.is_empty());
         assert!(p.verify_checksum(SRC, DST));
         assert!(!p.verify_checksum(SRC, Ipv4Addr::new(10, 0, 0, 3)));
-        assert_eq!(
-            UdpRepr::parse(&p, SRC, DST).unwrap(),
-            UdpRepr {
-                src_port: 5353,
-                dst_port: 53
-            }
-        );
-        assert!(UdpRepr::parse(&p, DST, DST).is_err());
+        assert!(!p.verify_checksum(DST, DST));
     }
 
     #[test]
@@ -287,24 +228,6 @@ mod tests {
         let s: u32 = 0x1420 + 0x04d2 + 0x0035 + 0x000c + 0x6162 + 0x6364;
         let s = (s & 0xffff) + (s >> 16);
         assert_eq!(p.checksum(), !(s as u16));
-    }
-
-    #[test]
-    fn emit_matches_etherparse() {
-        let mut b = [0u8; 64];
-        let n = UdpRepr {
-            src_port: 5353,
-            dst_port: 53,
-        }
-        .emit(&mut b, SRC, DST, b"query")
-        .unwrap();
-        assert_eq!(&b[..n], &etherparse_udp(b"query")[..]);
-        assert!(UdpRepr {
-            src_port: 1,
-            dst_port: 2
-        }
-        .emit(&mut [0u8; 12], SRC, DST, b"query")
-        .is_err());
     }
 
     #[test]
@@ -367,7 +290,6 @@ mod tests {
                 let _ = (p.src_port(), p.dst_port(), p.len(), p.is_empty(), p.checksum());
                 let _ = p.payload().len();
                 let _ = p.verify_checksum(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
-                let _ = UdpRepr::parse(&p, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
                 p.set_src_port_update_checksum(1);
                 p.update_checksum_for_addr(Ipv4Addr::LOCALHOST, Ipv4Addr::BROADCAST);
                 p.payload_mut();
@@ -381,7 +303,12 @@ mod tests {
         ) {
             let (s, d, ns) = (Ipv4Addr::from(s), Ipv4Addr::from(d), Ipv4Addr::from(ns));
             let mut b = vec![0u8; 8 + payload.len()];
-            UdpRepr { src_port: 1, dst_port: 2 }.emit(&mut b, s, d, &payload).unwrap();
+            b[8..].copy_from_slice(&payload);
+            let mut p = UdpPacket::new_unchecked(&mut b[..]);
+            p.set_src_port(1);
+            p.set_dst_port(2);
+            p.set_len((8 + payload.len()) as u16);
+            p.fill_checksum(s, d);
             let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
             p.set_src_port_update_checksum(sp);
             p.update_checksum_for_addr(s, ns);

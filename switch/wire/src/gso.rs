@@ -11,7 +11,7 @@
 
 use super::checksum::{finish_partial_checksum, fold, pseudo_header_v4, sum};
 use super::WireError;
-use crate::batch::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
+use crate::vnet::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4};
 use std::net::Ipv4Addr;
 
 /// Where the segments of one frame were written by [`segment`].
@@ -345,7 +345,7 @@ pub fn coalesce_tcp4(buf: &mut [u8], segs: Segments, prefix: usize) -> Option<(u
     let ph = pseudo_header_v4(src, dst, 6, (20 + thl + total - 20) as u16) as u16;
     f[50..52].copy_from_slice(&ph.to_be_bytes());
     let vnet = VnetHdr {
-        flags: crate::batch::VNET_F_NEEDS_CSUM,
+        flags: crate::vnet::VNET_F_NEEDS_CSUM,
         gso_type: VNET_GSO_TCPV4,
         hdr_len: hdr as u16,
         gso_size: mss as u16,
@@ -362,15 +362,28 @@ fn ip_end(frame: &[u8]) -> Option<usize> {
     (l3 + total <= frame.len() && total >= 20).then_some(l3 + total)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::batch::VNET_F_NEEDS_CSUM;
-    use crate::wire::checksum::{ipv4_l4_verify, verify};
+/// Frames for the tests of this crate and of the switch (not `cfg(test)`: another crate's
+/// tests cannot see those).
+#[doc(hidden)]
+pub mod testing {
+    use crate::vnet::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
+
+    /// The vnet header a sender gives [`tcp_gso_frame`]: TCPv4 GSO with `mss`-byte segments,
+    /// the checksum partial from the TCP header on.
+    pub fn tcp_gso_vnet(mss: u16) -> VnetHdr {
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
 
     /// An Ethernet/IPv4/TCP frame with `n` payload bytes, its TCP checksum left partial (the
     /// pseudo-header sum over the whole length), as a GSO sender hands it over.
-    pub(crate) fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
+    pub fn tcp_gso_frame(n: usize, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20 + n];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
@@ -395,6 +408,14 @@ pub(crate) mod tests {
         }
         f
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{tcp_gso_frame, tcp_gso_vnet};
+    use super::*;
+    use crate::checksum::{ipv4_l4_verify, verify};
+    use crate::vnet::VNET_F_NEEDS_CSUM;
 
     fn check_tcp_segments(out: &[u8], s: &Segments, prefix: usize, payload: &[u8], mss: usize) {
         let mut got = Vec::new();
@@ -433,14 +454,7 @@ pub(crate) mod tests {
     fn tcp_gso_frame_is_cut_into_valid_segments() {
         for n in [1usize, 1448, 1449, 3000, 65000 - 54] {
             let f = tcp_gso_frame(n, 0x18 | 0x80 | 0x01);
-            let v = VnetHdr {
-                flags: VNET_F_NEEDS_CSUM,
-                gso_type: VNET_GSO_TCPV4,
-                hdr_len: 54,
-                gso_size: 1448,
-                csum_start: 34,
-                csum_offset: 16,
-            };
+            let v = tcp_gso_vnet(1448);
             let mut out = vec![0u8; 128 * 1024];
             let s = segment(&f, &v, 8, &mut out).unwrap();
             assert_eq!(s.count, n.div_ceil(1448));
@@ -516,14 +530,7 @@ pub(crate) mod tests {
     fn segments_coalesce_back_into_one_gso_frame() {
         let n = 10_000;
         let f = tcp_gso_frame(n, 0x18);
-        let v = VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: VNET_GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let v = tcp_gso_vnet(1448);
         let mut out = vec![0u8; 32 * 1024];
         let s = segment(&f, &v, 8, &mut out).unwrap();
         let mut bad = out.clone();
@@ -583,5 +590,109 @@ pub(crate) mod tests {
         assert!(segment(&f, &zero, 8, &mut vec![0u8; 8192]).is_err());
         let ufo = VnetHdr { gso_type: 3, ..v };
         assert!(segment(&f, &ufo, 8, &mut vec![0u8; 8192]).is_err());
+    }
+
+    #[test]
+    fn gro_split_and_single_segments() {
+        // 2,500 bytes in 1,000-byte segments: two full ones and a last of 500.
+        assert_eq!(
+            Segments::of_gro(2500, 1000),
+            Some(Segments {
+                count: 3,
+                stride: 1000,
+                last: 500
+            })
+        );
+        // One segment is nothing to coalesce: refused, the buffer untouched.
+        let f = tcp_gso_frame(100, 0x10);
+        let mut buf = f.clone();
+        let one = Segments {
+            count: 1,
+            stride: f.len(),
+            last: f.len(),
+        };
+        assert!(coalesce_tcp4(&mut buf, one, 0).is_none());
+        assert_eq!(buf, f);
+    }
+
+    #[test]
+    fn short_headers_name_what_is_missing() {
+        let v = VnetHdr {
+            gso_type: VNET_GSO_TCPV4,
+            gso_size: 1448,
+            ..Default::default()
+        };
+        let mut tagged = tcp_gso_frame(100, 0x10);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let mut out = vec![0u8; 4096];
+        assert!(matches!(
+            segment(&tagged[..17], &v, 8, &mut out),
+            Err(WireError::Truncated {
+                what: "802.1Q header",
+                need: 18,
+                have: 17
+            })
+        ));
+        assert!(matches!(
+            segment(&tagged[..18], &v, 8, &mut out),
+            Err(WireError::Truncated {
+                what: "IPv4 header",
+                need: 38,
+                have: 18
+            })
+        ));
+    }
+
+    #[test]
+    fn a_partial_checksum_with_a_bogus_ip_length_covers_the_whole_frame() {
+        // Not GSO, NEEDS_CSUM, and an IPv4 total length (0) that cannot be right: the checksum
+        // is finished over the frame to its end rather than refused.
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut f = tcp_gso_frame(100, 0x10);
+        let ph = pseudo_header_v4(src, dst, 6, 120) as u16;
+        f[50..52].copy_from_slice(&ph.to_be_bytes());
+        f[16..18].copy_from_slice(&0u16.to_be_bytes());
+        let v = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        };
+        let mut out = vec![0u8; 4096];
+        let s = segment(&f, &v, 8, &mut out).unwrap();
+        assert_eq!(s.count, 1);
+        let seg = &out[8..s.last];
+        assert!(ipv4_l4_verify(src, dst, 6, &seg[34..]));
+    }
+
+    #[test]
+    fn a_udp_segment_whose_checksum_computes_to_zero_sends_all_ones() {
+        // RFC 768: a computed UDP checksum of 0 is sent as 0xffff (0 means "none"). Two
+        // payload bytes of the first segment are chosen to make its checksum exactly 0.
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut f = tcp_gso_frame(0, 0);
+        f.truncate(34);
+        f[23] = 17;
+        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0]);
+        f.extend((0..200u32).map(|i| (i * 13 + 1) as u8));
+        f[16..18].copy_from_slice(&(20u16 + 8 + 200).to_be_bytes());
+        let v = VnetHdr {
+            gso_type: VNET_GSO_UDP_L4,
+            gso_size: 100,
+            ..Default::default()
+        };
+        let mut out = vec![0u8; 1024];
+        let first_csum = |f: &[u8], out: &mut Vec<u8>| {
+            let s = segment(f, &v, 0, out).unwrap();
+            assert_eq!(s.count, 2);
+            u16::from_be_bytes([out[40], out[41]])
+        };
+        f[42..44].copy_from_slice(&[0, 0]);
+        let c = first_csum(&f, &mut out);
+        // The segment summed to !c; one more word `c` (in bytes that were zero) makes the sum
+        // 0xffff, whose checksum is 0.
+        f[42..44].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(first_csum(&f, &mut out), 0xffff);
+        assert!(ipv4_l4_verify(src, dst, 17, &out[34..34 + 108]));
     }
 }

@@ -1,4 +1,4 @@
-//! The error type of every `new_checked`, `parse` and builder in [`crate::wire`].
+//! The error type of every `new_checked`, `parse` and builder in this crate.
 
 /// Why a frame or header could not be used. Values are small and `Copy`: building one
 /// allocates nothing, so the data path may create them freely (though it usually just counts).

@@ -10,7 +10,7 @@
 //! TCP segments vanish.
 
 use super::checksum::{checksum, fold, sum};
-use crate::batch::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
+use crate::vnet::{VnetHdr, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6};
 
 /// What to do with a frame towards a tunnel whose inner packets may be `mtu` bytes at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,8 +160,8 @@ pub fn reply(frame: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::VNET_F_NEEDS_CSUM;
-    use crate::wire::checksum::verify;
+    use crate::checksum::verify;
+    use crate::vnet::VNET_F_NEEDS_CSUM;
 
     const SRC_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 2];
     const DST_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 3];
