@@ -68,7 +68,13 @@ fn cni(c: &Call, conf: &Value) -> (i32, Value) {
 /// Runs a call that must succeed; returns its output.
 fn cni_ok(d: &Daemon, c: &Call, conf: &Value) -> Value {
     let (st, v) = cni(c, conf);
-    assert_eq!(st, 0, "{} failed: {v}\n--- daemon log ---\n{}", c.cmd, d.log());
+    assert_eq!(
+        st,
+        0,
+        "{} failed: {v}\n--- daemon log ---\n{}",
+        c.cmd,
+        d.log()
+    );
     v
 }
 
@@ -141,7 +147,12 @@ fn add_check_del_twice_with_the_runtime_id_in_ps_and_ports() {
     let net = unique("cn");
     let (sub, pre) = subnet(213);
     // The network does not exist yet: the configuration creates it on first use.
-    let cf = conf(&d, "1.0.0", "podnet", json!({ "network": net, "subnet": sub }));
+    let cf = conf(
+        &d,
+        "1.0.0",
+        "podnet",
+        json!({ "network": net, "subnet": sub }),
+    );
     let call = |cmd| Call {
         cmd,
         id: &id,
@@ -188,7 +199,10 @@ fn add_check_del_twice_with_the_runtime_id_in_ps_and_ports() {
         "{ports}"
     );
     let fdb = d.ok(&["fdb", &net]);
-    assert!(fdb.contains(port), "the container's MAC is learned on its port: {fdb}");
+    assert!(
+        fdb.contains(port),
+        "the container's MAC is learned on its port: {fdb}"
+    );
 
     // CHECK agrees with the ADD's result, and fails when it does not.
     let mut with_prev = cf.clone();
@@ -207,7 +221,10 @@ fn add_check_del_twice_with_the_runtime_id_in_ps_and_ports() {
     // ADD with an interface name that already exists is an error, and leaves nothing.
     let msg = cni_err(&call("ADD"), &cf, 100);
     assert!(msg.contains("net1"), "{msg}");
-    assert_eq!(cni_containers(&d)[0]["endpoints"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cni_containers(&d)[0]["endpoints"].as_array().unwrap().len(),
+        1
+    );
 
     // DEL removes it all; a second DEL is fine; CHECK then says the container is unknown.
     let mut del = cf.clone();
@@ -256,7 +273,10 @@ fn a_cni_container_and_a_vswitch_run_container_ping_each_other() {
     };
     let cf = conf(&d, "0.4.0", &net, json!({}));
     let r = cni_ok(&d, &call("ADD"), &cf);
-    assert_eq!(r["ips"][0]["version"], "4", "0.4.0 results carry the version: {r}");
+    assert_eq!(
+        r["ips"][0]["version"], "4",
+        "0.4.0 results carry the version: {r}"
+    );
     let cni_ip = r["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -269,10 +289,12 @@ fn a_cni_container_and_a_vswitch_run_container_ping_each_other() {
     let run_ip = d.ip_of(&other);
     assert!(ping(&ns, &run_ip), "cni -> run\n{}", d.log());
     assert!(d.ping(&other, &cni_ip), "run -> cni");
-    let inspect: Value =
-        serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    let inspect: Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
     let members = inspect[0]["containers"].as_object().unwrap();
-    assert!(members.contains_key(&id[..12]) && members.contains_key(&other), "{inspect}");
+    assert!(
+        members.contains_key(&id[..12]) && members.contains_key(&other),
+        "{inspect}"
+    );
     cni_ok(&d, &call("DEL"), &cf);
 }
 
@@ -316,30 +338,58 @@ fn static_address_mac_mtu_and_a_published_port() {
     let r = cni_ok(&d, &call("ADD"), &cf);
     assert_eq!(r["ips"][0]["address"], format!("{ip}/24").as_str(), "{r}");
     assert_eq!(r["interfaces"][0]["mac"], mac, "{r}");
-    assert_eq!(r["interfaces"][0]["mtu"], 1400, "1.1.0 reports the MTU: {r}");
+    assert_eq!(
+        r["interfaces"][0]["mtu"], 1400,
+        "1.1.0 reports the MTU: {r}"
+    );
     let link = in_ns(&ns, &["ip", "link", "show", "eth0"]);
     assert!(link.contains(mac) && link.contains("mtu 1400"), "{link}");
     let cs = cni_containers(&d);
     assert!(
-        cs[0]["ports"][0].as_str().unwrap().contains(&format!(":{host_port}->8000/tcp")),
+        cs[0]["ports"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!(":{host_port}->8000/tcp")),
         "{cs:?}"
     );
 
     // The published port answers from the host, through the gateway stage.
     let log = std::fs::File::create(d.dir.join("http.log")).unwrap();
     let mut srv = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server", "8000"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
     let _kill = KillOnDrop(srv.id());
-    wait_until("the HTTP server in the namespace", Duration::from_secs(20), || {
-        tcp_listening(&path, 8000)
-    });
+    wait_until(
+        "the HTTP server in the namespace",
+        Duration::from_secs(20),
+        || tcp_listening(&path, 8000),
+    );
     let url = format!("http://127.0.0.1:{host_port}/");
-    let o = sh("curl", &["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+    let o = sh(
+        "curl",
+        &[
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "200",
@@ -362,7 +412,11 @@ fn static_address_mac_mtu_and_a_published_port() {
     };
     let msg = cni_err(&c2, &cf2, 100);
     assert!(msg.contains(&ip), "{msg}");
-    assert_eq!(cni_containers(&d).len(), 1, "the refused ADD left no container");
+    assert_eq!(
+        cni_containers(&d).len(),
+        1,
+        "the refused ADD left no container"
+    );
     assert!(!ns2.exec(&["ip", "link", "show", "eth0"]).status.success());
     // An MTU above the network's is refused.
     cf2["runtimeConfig"] = json!({"mtu": 9000});
@@ -374,7 +428,10 @@ fn static_address_mac_mtu_and_a_published_port() {
     let _ = srv.wait();
     // The port is no longer published.
     let o = sh("curl", &["-s", "-m", "2", "-o", "/dev/null", &url]);
-    assert!(!o.status.success(), "port {host_port} still answers after DEL");
+    assert!(
+        !o.status.success(),
+        "port {host_port} still answers after DEL"
+    );
 }
 
 /// Kills a process this test started, by its pid, when dropped.
@@ -456,13 +513,25 @@ fn gc_removes_the_attachments_the_runtime_no_longer_lists() {
         .map(|c| c["runtime"]["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(left, [ids[0].clone()]);
-    assert!(!nss[1].exec(&["ip", "link", "show", "eth0"]).status.success());
-    assert!(!nss[2].exec(&["ip", "link", "show", "eth0"]).status.success());
-    assert!(nss[0].exec(&["ip", "link", "show", "eth0"]).status.success());
+    assert!(!nss[1]
+        .exec(&["ip", "link", "show", "eth0"])
+        .status
+        .success());
+    assert!(!nss[2]
+        .exec(&["ip", "link", "show", "eth0"])
+        .status
+        .success());
+    assert!(nss[0]
+        .exec(&["ip", "link", "show", "eth0"])
+        .status
+        .success());
     // An empty list removes every CNI attachment on the network, never a `vswitch run` one.
     assert_eq!(gc(json!([])).0, 0);
     assert!(cni_containers(&d).is_empty());
-    assert!(!d.container(&keep_run).is_null(), "GC left {keep_run} alone");
+    assert!(
+        !d.container(&keep_run).is_null(),
+        "GC left {keep_run} alone"
+    );
 }
 
 #[test]
@@ -501,13 +570,19 @@ fn status_errors_and_del_after_the_namespace_is_gone() {
     let other = conf(&d, "1.0.0", &unique("no"), json!({}));
     let msg = cni_err(&call("ADD", Some(&path)), &other, 7);
     assert!(msg.contains("vswitch network create"), "{msg}");
-    cni_err(&call("ADD", Some(&path)), &conf(&d, "0.2.0", &net, json!({})), 1);
+    cni_err(
+        &call("ADD", Some(&path)),
+        &conf(&d, "0.2.0", &net, json!({})),
+        1,
+    );
     cni_err(&call("ADD", None), &cf, 4);
     let msg = cni_err(&call("ADD", Some("/tmp")), &cf, 100);
     assert!(msg.contains("not a network namespace"), "{msg}");
     // An interface of that name already in the namespace: refused, nothing left.
     // (a veth pair inside: this kernel has no dummy module)
-    let o = ns.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+    let o = ns.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
     assert!(o.status.success(), "{o:?}");
     let msg = cni_err(&call("ADD", Some(&path)), &cf, 100);
     assert!(msg.contains("already exists"), "{msg}");

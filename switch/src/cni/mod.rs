@@ -145,7 +145,9 @@ impl Env {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
                 fail(
                     code::INVALID_ENV,
-                    format!("invalid CNI_ARGS entry {kv:?}: expected KEY=VALUE pairs separated by ';'"),
+                    format!(
+                        "invalid CNI_ARGS entry {kv:?}: expected KEY=VALUE pairs separated by ';'"
+                    ),
                 )
             })?;
             out.insert(k.to_string(), v.to_string());
@@ -169,7 +171,11 @@ pub struct PortMapping {
 impl PortMapping {
     /// As `vswitch run -p` spells it.
     fn spec(&self) -> Result<String> {
-        let proto = self.protocol.as_deref().unwrap_or("tcp").to_ascii_lowercase();
+        let proto = self
+            .protocol
+            .as_deref()
+            .unwrap_or("tcp")
+            .to_ascii_lowercase();
         if proto != "tcp" && proto != "udp" {
             return Err(fail(
                 code::UNSUPPORTED_FIELD,
@@ -332,7 +338,11 @@ pub fn main_with(env: &Env, stdin: std::io::Result<Vec<u8>>) -> Outcome {
         .as_ref()
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST.to_string());
     let r = match stdin {
@@ -397,7 +407,11 @@ fn dispatch(env: &Env, stdin: &[u8]) -> Result<Option<Value>> {
 fn version(stdin: &[u8]) -> Value {
     let asked = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST.to_string());
     json!({ "cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS })
@@ -473,7 +487,10 @@ fn check_network(conf: &NetConf, n: NetworkInfo) -> Result<NetworkInfo> {
     }
     if let Some(s) = &conf.subnet {
         let have = n.subnet.as_deref().unwrap_or("none");
-        let same = match (ipam::parse_subnet(s), n.subnet.as_deref().map(ipam::parse_subnet)) {
+        let same = match (
+            ipam::parse_subnet(s),
+            n.subnet.as_deref().map(ipam::parse_subnet),
+        ) {
             (Ok(a), Some(Ok(b))) => a == b,
             _ => false,
         };

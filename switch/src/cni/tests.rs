@@ -41,14 +41,20 @@ fn version_lists_the_supported_versions_and_echoes_the_asked_one() {
 #[test]
 fn errors_carry_the_spec_codes() {
     // Unsupported version: 1.
-    let (v, st) = run(&env("ADD"), r#"{"cniVersion":"0.2.0","name":"n","type":"vswitch-cni"}"#);
+    let (v, st) = run(
+        &env("ADD"),
+        r#"{"cniVersion":"0.2.0","name":"n","type":"vswitch-cni"}"#,
+    );
     assert_eq!((st, v["code"].as_u64()), (1, Some(1)), "{v}");
     assert!(v["msg"].as_str().unwrap().contains("1.1.0"));
     // Not JSON: 6.
     let (v, _) = run(&env("ADD"), "{not json");
     assert_eq!(v["code"], 6, "{v}");
     // No name: 7.
-    let (v, _) = run(&env("DEL"), r#"{"cniVersion":"1.0.0","type":"vswitch-cni"}"#);
+    let (v, _) = run(
+        &env("DEL"),
+        r#"{"cniVersion":"1.0.0","type":"vswitch-cni"}"#,
+    );
     assert_eq!(v["code"], 7, "{v}");
     // Missing variables: 4, naming them.
     let mut e = env("ADD");
@@ -57,8 +63,14 @@ fn errors_carry_the_spec_codes() {
     let (v, _) = run(&e, r#"{"cniVersion":"1.0.0","name":"n"}"#);
     assert_eq!(v["code"], 4, "{v}");
     let msg = v["msg"].as_str().unwrap();
-    assert!(msg.contains("CNI_NETNS") && msg.contains("CNI_IFNAME"), "{msg}");
-    assert_eq!(v["cniVersion"], "1.0.0", "the error echoes the request's version");
+    assert!(
+        msg.contains("CNI_NETNS") && msg.contains("CNI_IFNAME"),
+        "{msg}"
+    );
+    assert_eq!(
+        v["cniVersion"], "1.0.0",
+        "the error echoes the request's version"
+    );
     // Unknown command: 4.
     let (v, _) = run(&env("FROB"), "{}");
     assert_eq!(v["code"], 4, "{v}");
@@ -76,7 +88,10 @@ fn an_unreachable_daemon_is_try_again_for_add_and_not_available_for_status() {
     let conf = r#"{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni","socket":"/nonexistent/vswitch.sock"}"#;
     let (v, _) = run(&env("ADD"), conf);
     assert_eq!(v["code"], 11, "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("/nonexistent/vswitch.sock"));
+    assert!(v["msg"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/vswitch.sock"));
     let (v, _) = run(&env("STATUS"), conf);
     assert_eq!(v["code"], 50, "{v}");
 }

@@ -1280,12 +1280,11 @@ impl Daemon {
     /// shortens ids), longer when that is taken, `FRONTEND-XXXXXX` when the id has no usable
     /// characters.
     fn runtime_container_name(&self, r: &RuntimeRef) -> String {
-        let clean: String = r
-            .id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-            .skip_while(|c| !c.is_ascii_alphanumeric())
-            .collect();
+        let clean: String =
+            r.id.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                .skip_while(|c| !c.is_ascii_alphanumeric())
+                .collect();
         for len in [12, 16, 24, 32, 64] {
             let n: String = clean.chars().take(len).collect();
             if !n.is_empty() && !self.state.containers.contains_key(&n) {
