@@ -613,3 +613,73 @@ fn status_errors_and_del_after_the_namespace_is_gone() {
     cni_err(&call("ADD", Some(&path)), &cf, 11);
     cni_err(&call("DEL", Some(&path)), &cf, 11);
 }
+
+#[test]
+fn a_macvlan_network_created_by_the_configuration() {
+    if !need_root("cni_macvlan") || !require_tools(&["ping"]) {
+        return;
+    }
+    let n = std::process::id() % 250;
+    let lan = e2e::lan::Lan::new(&format!("10.96.{n}.1/24"));
+    let d = Daemon::start("cnimv");
+    let net = unique("mv");
+    let cf = conf(
+        &d,
+        "1.0.0",
+        &net,
+        json!({
+            "driver": "macvlan",
+            "subnet": format!("10.96.{n}.0/24"),
+            "gateway": format!("10.96.{n}.1"),
+            "ipRange": format!("10.96.{n}.64/26"),
+            "options": {"parent": lan.parent},
+        }),
+    );
+    let ns = Netns::new(&unique("cnimv"));
+    let path = format!("/run/netns/{}", ns.name);
+    let id = long_id("mv");
+    let call = |cmd| Call {
+        cmd,
+        id: &id,
+        netns: Some(&path),
+        ifname: "eth0",
+        args: None,
+    };
+    let r = cni_ok(&d, &call("ADD"), &cf);
+    let gw = format!("10.96.{n}.1");
+    // The LAN's router is the gateway and the default route; the switch answers no DNS there.
+    assert_eq!(r["ips"][0]["gateway"], gw.as_str(), "{r}");
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": gw}]), "{r}");
+    assert!(r.get("dns").is_none(), "{r}");
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        ip.split('.').nth(3).unwrap().parse::<u8>().unwrap() >= 64,
+        "{ip} from the ip-range"
+    );
+    // The LAN machine and the container reach each other through the parent.
+    assert!(ping(&ns, &gw), "container -> LAN machine {gw}\n{}", d.log());
+    let o = lan.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip]);
+    assert!(o.status.success(), "LAN machine -> container {ip}");
+    let inspect: Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(inspect[0]["driver"], "macvlan");
+    // A configuration that contradicts the existing network is refused (7).
+    let mut other = cf.clone();
+    other["subnet"] = json!("10.95.0.0/24");
+    let msg = cni_err(
+        &Call {
+            id: "x2",
+            ..call("ADD")
+        },
+        &other,
+        7,
+    );
+    assert!(msg.contains("subnet"), "{msg}");
+    cni_ok(&d, &call("DEL"), &cf);
+    assert!(cni_containers(&d).is_empty());
+}

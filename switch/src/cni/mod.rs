@@ -585,8 +585,8 @@ pub fn result(conf: &NetConf, sandbox: &str, a: &RuntimeAttached) -> Value {
     if let (true, Some(gw)) = (a.default_route, a.gateway) {
         out["routes"] = json!([{ "dst": "0.0.0.0/0", "gw": gw.to_string() }]);
     }
-    if let Some(gw) = a.gateway {
-        out["dns"] = json!({ "nameservers": [gw.to_string()] });
+    if let Some(ns) = a.dns {
+        out["dns"] = json!({ "nameservers": [ns.to_string()] });
     }
     out
 }

@@ -163,6 +163,7 @@ fn attached(default_route: bool) -> RuntimeAttached {
         },
         gateway: Some("10.7.0.1".parse().unwrap()),
         default_route,
+        dns: Some("10.7.0.1".parse().unwrap()),
         mtu: 1500,
     }
 }

@@ -90,10 +90,12 @@ pub struct RuntimeAttached {
     /// The vswitch name given to the container (`vswitch ps`).
     pub container: String,
     pub endpoint: EndpointInfo,
-    /// The network's gateway, when the switch is it (not on macvlan networks).
+    /// The network's gateway: the switch's address, or the LAN's router on a macvlan network.
     pub gateway: Option<Ipv4Addr>,
     /// Whether the endpoint got the namespace's default route (via `gateway`).
     pub default_route: bool,
+    /// The switch's own address on the network, which answers DNS (none on macvlan networks).
+    pub dns: Option<Ipv4Addr>,
     /// MTU of the interface.
     pub mtu: u32,
 }

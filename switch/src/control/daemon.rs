@@ -1428,8 +1428,9 @@ impl Daemon {
             Ok(RuntimeAttached {
                 container: name.clone(),
                 endpoint: d.endpoint_info(ep),
-                gateway: d.gateway_of(&net).map(|(_, g)| g),
+                gateway: net.gateway,
                 default_route: !earlier_default && d.default_gateway(ep).is_some(),
+                dns: d.gateway_of(&net).map(|(_, g)| g),
                 mtu: ep.mtu.unwrap_or(net.mtu),
             })
         })
