@@ -683,3 +683,47 @@ fn a_macvlan_network_created_by_the_configuration() {
     cni_ok(&d, &call("DEL"), &cf);
     assert!(cni_containers(&d).is_empty());
 }
+
+#[test]
+fn a_cni_attachment_survives_a_kill_9_of_the_daemon() {
+    if !need_root("cni_restart") || !require_tools(&["ping"]) {
+        return;
+    }
+    let mut d = Daemon::start("cnirs");
+    let net = unique("rs");
+    d.ok(&["network", "create", &net]);
+    let ns = Netns::new(&unique("cnir"));
+    let path = format!("/run/netns/{}", ns.name);
+    let id = long_id("rs");
+    let call = |cmd| Call {
+        cmd,
+        id: &id,
+        netns: Some(&path),
+        ifname: "ens5",
+        args: Some("MAC=02:aa:00:00:00:09"),
+    };
+    let cf = conf(&d, "1.0.0", &net, json!({}));
+    let r = cni_ok(&d, &call("ADD"), &cf);
+    let gw = r["ips"][0]["gateway"].as_str().unwrap().to_string();
+    assert_eq!(
+        r["interfaces"][0]["mac"], "02:aa:00:00:00:09",
+        "CNI_ARGS MAC=: {r}"
+    );
+    d.restart(true);
+    // The record, with the runtime's id, came back, and the interface works through the new
+    // switch; CHECK and DEL find it.
+    let cs = cni_containers(&d);
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0]["runtime"]["id"], id.as_str());
+    assert_eq!(cs[0]["endpoints"][0]["ifname"], "ens5");
+    assert!(
+        ping(&ns, &gw),
+        "container -> gateway after the restart\n{}",
+        d.log()
+    );
+    let mut with_prev = cf.clone();
+    with_prev["prevResult"] = r;
+    cni_ok(&d, &call("CHECK"), &with_prev);
+    cni_ok(&d, &call("DEL"), &with_prev);
+    assert!(cni_containers(&d).is_empty());
+}
