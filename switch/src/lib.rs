@@ -24,11 +24,14 @@
 //!   the `NetworkDriver` trait, acting through the narrow `Dataplane` trait
 //!   ([`control::dataplane`] is the real one); [`control::txn`] is the one transactional
 //!   helper (steps with undos). [`netns`]: container attachment over netlink.
+//! * [`cni`]: `vswitch-cni`, the CNI plugin: a front end that translates CNI calls into
+//!   control requests to the daemon.
 //! * `fuzzing` (hidden): one harness per untrusted-input surface, shared by the libFuzzer
 //!   targets in `switch/fuzz`, the property tests and the corpus replay in `cargo test`;
 //!   `testing` (hidden): the tests' precondition helper.
 
 pub mod batch;
+pub mod cni;
 pub mod control;
 pub mod fdb;
 #[doc(hidden)]

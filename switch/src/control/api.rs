@@ -47,6 +47,59 @@ pub struct RunRequest {
     pub publish: Vec<String>,
 }
 
+/// A container attached for a container runtime (CNI, ...): which front end attached it and
+/// the runtime's own id for it (a CNI container id can be longer than a vswitch name).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeRef {
+    /// The front end: `cni`, ...
+    pub frontend: String,
+    /// The runtime's id of the container (`CNI_CONTAINERID`), as given.
+    pub id: String,
+}
+
+/// `Request::RuntimeAttach`: attaches a namespace made by a container runtime to a network as
+/// one endpoint, and publishes ports on it, or does nothing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeAttach {
+    /// The front end (`cni`, ...).
+    pub frontend: String,
+    /// The runtime's container id: the key of the container for later calls.
+    pub id: String,
+    /// Path of the container's network namespace.
+    pub netns: String,
+    pub network: String,
+    /// Interface name inside the namespace; an existing one is an error.
+    pub ifname: String,
+    /// A static address (else the network's pool picks one).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The interface's MAC (else the one derived from the address).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// The interface's MTU, at most the network's (else the network's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// `[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`, published by the gateway as `-p` is.
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// The reply to `Request::RuntimeAttach`: what a runtime reports about the new endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeAttached {
+    /// The vswitch name given to the container (`vswitch ps`).
+    pub container: String,
+    pub endpoint: EndpointInfo,
+    /// The network's gateway: the switch's address, or the LAN's router on a macvlan network.
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether the endpoint got the namespace's default route (via `gateway`).
+    pub default_route: bool,
+    /// The switch's own address on the network, which answers DNS (none on macvlan networks).
+    pub dns: Option<Ipv4Addr>,
+    /// MTU of the interface.
+    pub mtu: u32,
+}
+
 /// A request to the daemon.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -77,6 +130,18 @@ pub enum Request {
         netns: String,
         network: String,
         ip: Option<String>,
+    },
+    /// Attaches a runtime's namespace ([`RuntimeAttach`]); replies [`RuntimeAttached`].
+    RuntimeAttach(RuntimeAttach),
+    /// Removes the endpoint of a runtime's container on `network` (named `ifname` inside,
+    /// when given), and the container once it has none. Succeeds when there is nothing to
+    /// remove; replies whether something was.
+    RuntimeDetach {
+        frontend: String,
+        id: String,
+        network: String,
+        #[serde(default)]
+        ifname: Option<String>,
     },
     Ps,
     ContainerInspect {
@@ -165,6 +230,9 @@ pub struct ContainerInfo {
     /// Published ports, as `HOST_IP:HOST_PORT->PORT/PROTO`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The container runtime that attached it and its id there (CNI, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRef>,
 }
 
 /// One MAC table entry.

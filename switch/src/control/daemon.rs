@@ -40,6 +40,19 @@ pub mod supervise;
 pub use super::driver::bridge::DEFAULT_MTU;
 pub use super::driver::macvlan::{Parent, MACVLAN};
 
+/// How a new endpoint is made, beyond its network and address.
+#[derive(Clone, Debug, Default)]
+struct EndpointOpts {
+    /// veth or TAP (else the daemon's or the driver's default).
+    attach: Option<AttachMode>,
+    /// Name inside the container (else the lowest free `ethN`).
+    ifname: Option<String>,
+    /// MAC of the interface (else the one derived from the address).
+    mac: Option<MacAddr>,
+    /// MTU of the interface, at most the network's (else the network's).
+    mtu: Option<u32>,
+}
+
 /// The default network, created on first start like Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
@@ -532,6 +545,15 @@ impl Daemon {
             } => self
                 .attach(&name, &netns, &network, ip.as_deref())
                 .map(to_json),
+            Request::RuntimeAttach(r) => self.runtime_attach(r).map(to_json),
+            Request::RuntimeDetach {
+                frontend,
+                id,
+                network,
+                ifname,
+            } => self
+                .runtime_detach(&RuntimeRef { frontend, id }, &network, ifname.as_deref())
+                .map(|removed| serde_json::json!({ "removed": removed })),
             Request::Ps => Ok(to_json(self.ps())),
             Request::ContainerInspect { name } => self.container_info(&name).map(to_json),
             Request::Rm { name, force } => self.rm(&name, force).map(|_| serde_json::Value::Null),
@@ -848,6 +870,7 @@ impl Daemon {
             },
             command: c.command.clone(),
             ports: c.ports.iter().map(|m| m.label()).collect(),
+            runtime: c.runtime.clone(),
         })
     }
 
@@ -925,6 +948,7 @@ impl Daemon {
             command: r.detach_cmd.clone(),
             created: unix_now(),
             ports: Vec::new(),
+            runtime: None,
         };
         Transaction::run(self, |tx, d| {
             d.state.containers.insert(name.clone(), rec);
@@ -998,6 +1022,7 @@ impl Daemon {
             command: Vec::new(),
             created: unix_now(),
             ports: Vec::new(),
+            runtime: None,
         };
         Transaction::run(self, |tx, d| {
             d.state.containers.insert(name.to_string(), rec);
@@ -1016,6 +1041,21 @@ impl Daemon {
         container: &str,
         ip: Option<&str>,
         attach: Option<AttachMode>,
+    ) -> Result<ContainerInfo> {
+        let opts = EndpointOpts {
+            attach,
+            ..Default::default()
+        };
+        self.connect_with(network, container, ip, opts)
+    }
+
+    /// `network_connect` with the interface's name, MAC and MTU as a runtime asks for them.
+    fn connect_with(
+        &mut self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        opts: EndpointOpts,
     ) -> Result<ContainerInfo> {
         let net = self.network(network)?.clone();
         let c = self.container(container)?.clone();
@@ -1042,7 +1082,7 @@ impl Daemon {
                 d.release(network, ip);
                 Ok(())
             });
-            d.new_endpoint(&c, &net, ip, attach)
+            d.new_endpoint(&c, &net, ip, opts)
         })?;
         self.container_info(container)
     }
@@ -1053,25 +1093,29 @@ impl Daemon {
         c: &ContainerRecord,
         net: &NetworkRecord,
         ip: Ipv4Addr,
-        attach: Option<AttachMode>,
+        opts: EndpointOpts,
     ) -> Result<()> {
         let (network, container) = (&net.name, &c.name);
         let prefix = net.subnet.map(|s| s.prefix_len()).unwrap_or(24);
         // The lowest free ethN: after a disconnect the count no longer names a free one.
-        let ifname = (0..)
-            .map(|i| format!("eth{i}"))
-            .find(|n| c.endpoints.iter().all(|e| &e.ifname != n))
-            .expect("an unused interface name");
+        let ifname = opts.ifname.unwrap_or_else(|| {
+            (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| c.endpoints.iter().all(|e| &e.ifname != n))
+                .expect("an unused interface name")
+        });
         let ep = EndpointRecord {
             network: network.to_string(),
             ip,
             prefix,
-            mac: mac_for(ip).to_string(),
+            mac: opts.mac.unwrap_or_else(|| mac_for(ip)).to_string(),
             ifname,
             port_name: new_port_name(),
-            attach: attach
+            attach: opts
+                .attach
                 .or(self.cfg.default_attach)
                 .unwrap_or_else(|| self.default_attach(net)),
+            mtu: opts.mtu,
         };
         self.create_endpoint(c, net, &ep)?;
         self.state
@@ -1110,7 +1154,7 @@ impl Daemon {
             ip: ep.ip,
             prefix: ep.prefix,
             gateway: gw,
-            mtu: Some(net.mtu),
+            mtu: Some(ep.mtu.unwrap_or(net.mtu)),
             gso_max_segs: self.driver(net).and_then(|d| d.gso_max_segs(net)),
         };
         Transaction::run(self, |tx, d| {
@@ -1243,6 +1287,225 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    // ----- containers of container runtimes (CNI, ...) -----
+
+    /// The container a runtime attached under its id `r`.
+    fn runtime_container(&self, r: &RuntimeRef) -> Option<&ContainerRecord> {
+        self.state
+            .containers
+            .values()
+            .find(|c| c.runtime.as_ref() == Some(r))
+    }
+
+    /// A vswitch name for a runtime's container: the first 12 characters of its id (as Docker
+    /// shortens ids), longer when that is taken, `FRONTEND-XXXXXX` when the id has no usable
+    /// characters.
+    fn runtime_container_name(&self, r: &RuntimeRef) -> String {
+        let clean: String =
+            r.id.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                .skip_while(|c| !c.is_ascii_alphanumeric())
+                .collect();
+        for len in [12, 16, 24, 32, 64] {
+            let n: String = clean.chars().take(len).collect();
+            if !n.is_empty() && !self.state.containers.contains_key(&n) {
+                return n;
+            }
+        }
+        let prefix = if check_name("container", &r.frontend).is_ok() && r.frontend.len() < 32 {
+            r.frontend.as_str()
+        } else {
+            "rt"
+        };
+        loop {
+            let n = format!("{prefix}-{}", &new_port_name()[3..9]);
+            if !self.state.containers.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    /// Attaches the namespace of a runtime's container to a network as one endpoint with the
+    /// interface name, address, MAC and MTU it asks for, and publishes its ports; on failure
+    /// nothing of it stays. The container is found by the runtime's id: its first attachment
+    /// records it (external: its namespace is never deleted by vswitch), later ones add
+    /// endpoints to it.
+    pub fn runtime_attach(&mut self, r: RuntimeAttach) -> Result<RuntimeAttached> {
+        let rt = RuntimeRef {
+            frontend: r.frontend.clone(),
+            id: r.id.clone(),
+        };
+        if rt.id.is_empty() || rt.frontend.is_empty() {
+            bail!("a runtime attachment needs the front end and the runtime's container id");
+        }
+        netns::validate_ifname(&r.ifname).map_err(|e| err!("{e}"))?;
+        let net = self.network(&r.network)?.clone();
+        let mac = r
+            .mac
+            .as_deref()
+            .map(|m| {
+                m.parse::<MacAddr>()
+                    .ok()
+                    .filter(|m| m.is_learnable())
+                    .ok_or_else(|| {
+                        err!("invalid MAC address {m:?}: expected a unicast address like 02:42:ac:11:00:05")
+                    })
+            })
+            .transpose()?;
+        if let Some(mtu) = r.mtu {
+            if !(68..=net.mtu).contains(&mtu) {
+                bail!(
+                    "invalid mtu {mtu}: network {} carries at most {} bytes; ask for 68 to {}",
+                    net.name,
+                    net.mtu,
+                    net.mtu
+                );
+            }
+        }
+        let path = PathBuf::from(&r.netns);
+        if netns::open_netns_path(&path).is_err() {
+            bail!(
+                "{} is not a network namespace (expected a path like /run/netns/NAME or /proc/PID/ns/net)",
+                r.netns
+            );
+        }
+        let existing = self.runtime_container(&rt).cloned();
+        if let Some(c) = &existing {
+            if c.netns != path {
+                bail!(
+                    "container {} is attached in namespace {}, not {}; remove its attachments first",
+                    rt.id,
+                    c.netns.display(),
+                    r.netns
+                );
+            }
+            if let Some(e) = c.endpoints.iter().find(|e| e.ifname == r.ifname) {
+                bail!(
+                    "container {} already has an interface {} (on network {}); remove that attachment first or choose another interface name",
+                    rt.id,
+                    r.ifname,
+                    e.network
+                );
+            }
+        }
+        let taken = netns::Netlink::in_netns(&path)
+            .and_then(|nl| nl.link_exists(&r.ifname))
+            .with_context(|| format!("cannot look at the interfaces of {}", r.netns))?;
+        if taken {
+            bail!(
+                "an interface named {} already exists in {}; choose another interface name or remove it",
+                r.ifname,
+                r.netns
+            );
+        }
+        let name = match &existing {
+            Some(c) => c.name.clone(),
+            None => self.runtime_container_name(&rt),
+        };
+        let opts = EndpointOpts {
+            attach: None,
+            ifname: Some(r.ifname.clone()),
+            mac,
+            mtu: r.mtu,
+        };
+        Transaction::run(self, |tx, d| {
+            if existing.is_none() {
+                let rec = ContainerRecord {
+                    name: name.clone(),
+                    mode: Mode::Bridge,
+                    netns: path.clone(),
+                    external: true,
+                    endpoints: Vec::new(),
+                    pid: None,
+                    pid_start: None,
+                    command: Vec::new(),
+                    created: unix_now(),
+                    ports: Vec::new(),
+                    runtime: Some(rt.clone()),
+                };
+                d.state.containers.insert(name.clone(), rec);
+                tx.undo(format!("forget container {name}"), |d: &mut Daemon| {
+                    d.state.containers.remove(&name);
+                    d.save()
+                });
+            }
+            d.connect_with(&r.network, &name, r.ip.as_deref(), opts)?;
+            tx.undo(
+                format!("disconnect {name} from {}", r.network),
+                |d: &mut Daemon| d.network_disconnect(&r.network, &name),
+            );
+            d.publish(&name, &r.network, &r.publish)?;
+            let c = d.container(&name)?;
+            let ep = c
+                .endpoints
+                .iter()
+                .find(|e| e.network == r.network)
+                .ok_or_else(|| err!("the endpoint of {name} on {} is gone", r.network))?;
+            let earlier_default = c
+                .endpoints
+                .iter()
+                .take_while(|e| e.port_name != ep.port_name)
+                .any(|e| d.default_gateway(e).is_some());
+            Ok(RuntimeAttached {
+                container: name.clone(),
+                endpoint: d.endpoint_info(ep),
+                gateway: net.gateway,
+                default_route: !earlier_default && d.default_gateway(ep).is_some(),
+                dns: d.gateway_of(&net).map(|(_, g)| g),
+                mtu: ep.mtu.unwrap_or(net.mtu),
+            })
+        })
+    }
+
+    /// Removes the endpoint of a runtime's container on `network` (named `ifname`, when given)
+    /// and the container once it has no endpoint left. Nothing to remove (the container, the
+    /// endpoint or its namespace already gone) is not an error: returns whether something was.
+    pub fn runtime_detach(
+        &mut self,
+        rt: &RuntimeRef,
+        network: &str,
+        ifname: Option<&str>,
+    ) -> Result<bool> {
+        let Some(c) = self.runtime_container(rt).cloned() else {
+            return Ok(false);
+        };
+        let name = c.name.clone();
+        let found = c
+            .endpoints
+            .iter()
+            .position(|e| e.network == network && ifname.is_none_or(|i| e.ifname == i));
+        if let Some(pos) = found {
+            if self.namespace_alive(&c) && self.state.networks.contains_key(network) {
+                // The link and the default route's hand-over go as for `network disconnect`;
+                // a hand-over that fails leaves the endpoint removed all the same.
+                if let Err(e) = self.network_disconnect(network, &name) {
+                    tracing::warn!("container {name}: {e:#}");
+                }
+            } else {
+                self.unpublish_container(&name, Some(network));
+                let ep = self
+                    .state
+                    .containers
+                    .get_mut(&name)
+                    .expect("exists")
+                    .endpoints
+                    .remove(pos);
+                self.remove_endpoint(&c.netns, &ep);
+            }
+        }
+        if self
+            .state
+            .containers
+            .get(&name)
+            .is_some_and(|c| c.endpoints.is_empty())
+        {
+            self.unpublish_container(&name, None);
+            self.state.containers.remove(&name);
+        }
+        self.save()?;
+        Ok(found.is_some())
     }
 
     /// The gateway an endpoint's network offers as a default route (none when internal).

@@ -113,6 +113,10 @@ pub struct EndpointRecord {
     pub ifname: String,
     pub port_name: String,
     pub attach: AttachMode,
+    /// MTU of the container's interface when a runtime asked for one below the network's
+    /// (CNI's `mtu` capability); `None`: the network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// A container: a network namespace (plus the process `run -d` started in it).
@@ -133,6 +137,9 @@ pub struct ContainerRecord {
     /// Published ports (`-p`).
     #[serde(default)]
     pub ports: Vec<super::egress::PortMapping>,
+    /// The container runtime that attached it (CNI, ...) and its own id for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<super::api::RuntimeRef>,
 }
 
 /// Everything the daemon persists.
@@ -363,12 +370,14 @@ mod tests {
                 ifname: "eth0".into(),
                 port_name: "vsw00000001".into(),
                 attach: AttachMode::Veth,
+                mtu: None,
             }],
             pid: Some(42),
             pid_start: Some(7),
             command: vec!["sleep".into(), "inf".into()],
             created: 2,
             ports: Vec::new(),
+            runtime: None,
         }
     }
 

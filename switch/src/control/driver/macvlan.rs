@@ -541,6 +541,7 @@ mod tests {
             ifname: "eth0".into(),
             port_name: "vsw1".into(),
             attach: Default::default(),
+            mtu: None,
         };
         fake.calls.clear();
         d.endpoint_added(&b, &ep, PortId(42), &mut cx(&mut state, &mut fake));
