@@ -339,7 +339,7 @@ impl Store {
             .iter()
             .filter_map(|kv| self.rel(&kv.key)?.strip_prefix("vnis/")?.parse().ok())
             .collect();
-        (4096..0xff_ffff)
+        (4096..=0xff_ffff)
             .find(|v| !used.contains(v))
             .ok_or_else(|| err!("every vni is taken"))
     }
@@ -755,7 +755,7 @@ impl Store {
             ip == s.network()
                 || ip == s.broadcast()
                 || Some(ip) == spec.gateway
-                || u32::from(ip) == u32::from(s.network()) + 1
+                || Some(ip) == u32::from(s.network()).checked_add(1).map(Ipv4Addr::from)
         };
         if let Some(w) = want {
             let ip: Ipv4Addr = w
