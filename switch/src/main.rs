@@ -84,6 +84,25 @@ enum Cmd {
         /// from the previous reply), else it gets an error and is closed.
         #[arg(long, default_value = "30", value_parser = parse_secs)]
         request_timeout: std::time::Duration,
+        /// Keep global overlay networks, VTEP membership and addresses in etcd:
+        /// etcd://HOST:PORT[,HOST:PORT...] (several endpoints: failover). Without it, every
+        /// network is this host's own.
+        #[arg(long, env = "VSWITCH_STORE")]
+        store: Option<String>,
+        /// Prefix of every key in the store.
+        #[arg(long, default_value = switch::control::store::DEFAULT_PREFIX, requires = "store")]
+        store_prefix: String,
+        /// This host's name in the store (unique per host; default: the host name).
+        #[arg(long, requires = "store")]
+        store_host: Option<String>,
+        /// This host's VTEP (underlay) address (default: the address it reaches the store from).
+        #[arg(long, requires = "store")]
+        store_vtep: Option<std::net::Ipv4Addr>,
+        /// Lease TTL of this host's keys in the store, in seconds: a host gone this long leaves
+        /// the other hosts' peers.
+        #[arg(long, default_value_t = switch::control::store::DEFAULT_TTL, requires = "store",
+              value_parser = clap::value_parser!(i64).range(2..=3600))]
+        store_ttl: i64,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -163,6 +182,10 @@ enum NetCmd {
         /// unlimited), flood_burst=N; macvlan: parent=IFACE or parent=IFACE.VLAN.
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
+        /// `local` (default): this host's network; `global`: an overlay network kept in the
+        /// daemon's store (`vswitch daemon --store`) and served by every host on it.
+        #[arg(long, default_value = "local", value_parser = ["local", "global"])]
+        scope: String,
         name: String,
     },
     /// List networks.
@@ -300,7 +323,32 @@ fn run(cli: Cli) -> Result<i32> {
             test_hooks,
             max_clients,
             request_timeout,
+            store,
+            store_prefix,
+            store_host,
+            store_vtep,
+            store_ttl,
         } => {
+            let store = match store {
+                Some(url) => {
+                    let endpoints = switch::control::store::etcd::parse_endpoints(&url)
+                        .map_err(anyhow::Error::msg)?;
+                    let host = match store_host {
+                        Some(h) => h,
+                        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map(|h| h.trim().to_string())
+                            .context("cannot read the host name; give --store-host NAME")?,
+                    };
+                    Some(switch::control::store::StoreConfig {
+                        endpoints,
+                        prefix: store_prefix,
+                        host,
+                        vtep: store_vtep,
+                        ttl: store_ttl,
+                    })
+                }
+                None => None,
+            };
             let listener = server::bind(&socket)?;
             let d = PipelineConfig::default();
             let pipeline = PipelineConfig {
@@ -340,7 +388,20 @@ fn run(cli: Cli) -> Result<i32> {
                 timeout: request_timeout,
                 ..Default::default()
             };
-            server::serve(listener, daemon, limits)?;
+            match store {
+                None => server::serve(listener, daemon, limits)?,
+                Some(cfg) => {
+                    use switch::control::store::{Store, StoreFront};
+                    let daemon = std::sync::Arc::new(std::sync::Mutex::new(daemon));
+                    let store = Store::new(cfg, std::sync::Arc::clone(&daemon))?;
+                    tracing::info!(
+                        "store: this host's vtep is {}; following the store",
+                        store.vtep()
+                    );
+                    store.spawn(std::time::Duration::from_secs(5))?;
+                    server::serve_front(listener, daemon, StoreFront::new(store), limits)?
+                }
+            }
             Ok(0)
         }
         Cmd::Network(n) => network(client()?, n),
@@ -544,9 +605,13 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
             ip_range,
             aux_address,
             internal,
-            opt,
+            mut opt,
+            scope,
             name,
         } => {
+            if scope == "global" {
+                opt.push("scope=global".into());
+            }
             let v = c.call(&Request::NetworkCreate(NetworkCreate {
                 name,
                 driver,

@@ -8,6 +8,8 @@
 //!   [`driver::NetworkDriver`]; they act through [`driver::Dataplane`], which
 //!   [`dataplane::Live`] implements over the real worker and netlink.
 //! * [`txn`]: the transactional helper every multi-step change runs in.
+//! * [`store`]: `--store etcd://...`, global overlay networks, VTEP membership and address
+//!   claims kept in etcd (a front end over the daemon's API).
 //! * [`state`]: the persisted records; [`api`]: the request and reply types; [`error`]: the
 //!   error type; [`egress`], [`policy`]: NAT/publishing and port security options.
 
@@ -20,4 +22,5 @@ pub mod error;
 pub mod policy;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod txn;

@@ -98,6 +98,23 @@ pub fn serve(listener: UnixListener, daemon: Daemon, limits: Limits) -> Result<(
     serve_shared(listener, daemon, limits, Some(RECONCILE_EVERY))
 }
 
+/// [`serve`] with another front end in front of the daemon (the store's,
+/// [`super::store::StoreFront`]): `front` handles the requests, `daemon` is supervised.
+pub fn serve_front<H: Handler>(
+    listener: UnixListener,
+    daemon: Arc<Mutex<Daemon>>,
+    front: H,
+    limits: Limits,
+) -> Result<()> {
+    super::daemon::supervise::supervise(daemon)?;
+    serve_shared(
+        listener,
+        Arc::new(Mutex::new(front)),
+        limits,
+        Some(RECONCILE_EVERY),
+    )
+}
+
 /// [`serve`] for any [`Handler`]; `reconcile_every: None` runs no reconcile pass.
 pub fn serve_with<H: Handler>(
     listener: UnixListener,

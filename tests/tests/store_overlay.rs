@@ -1,0 +1,439 @@
+//! Many hosts, one network: daemons on the same etcd store (`vswitch daemon --store`) serve
+//! global overlay networks with no `-o peers=` anywhere. Each "host" is a namespace of its own
+//! on a veth underlay with its own daemon; the three-member etcd cluster runs in the
+//! underlay's own namespace on the bridge's address (tests/src/etcd.rs).
+
+use e2e::etcd::Cluster;
+use e2e::*;
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/vswitch/v1";
+
+/// A daemon on host `k` (1-based) of `ul`, on the store of `cl`.
+fn store_daemon(ul: &Underlay, cl: &Cluster, tag: &str, k: usize, extra: &[&str]) -> Daemon {
+    let url = cl.url();
+    let host = format!("host{k}");
+    let mut args = vec!["--store", &url, "--store-host", &host];
+    args.extend_from_slice(extra);
+    Daemon::start_in_netns(&format!("{tag}{k}"), &ul.hosts[k - 1].name, &args)
+}
+
+/// The overlay peers (VTEP addresses) daemon `d` has on network `net` now.
+fn peers(d: &Daemon, net: &str) -> BTreeSet<String> {
+    let o = d.cli(&["network", "inspect", net]);
+    if !o.status.success() {
+        return BTreeSet::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v[0]["peers"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn set(ips: &[&str]) -> BTreeSet<String> {
+    ips.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until `f` holds and returns how long it took.
+fn converge(what: &str, deadline: Duration, f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    wait_until(what, deadline, f);
+    t0.elapsed()
+}
+
+#[test]
+fn global_overlay_three_hosts_without_peers_a_fourth_joins_and_a_killed_host_leaves() {
+    if !need_root("global_overlay") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gs", 4);
+    let cl = Cluster::on_underlay("gs", &ul);
+    let mut ds: Vec<Daemon> = (1..=3)
+        .map(|k| store_daemon(&ul, &cl, "gs", k, &[]))
+        .collect();
+    ds[0].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.61.0.0/16",
+        "ov",
+    ]);
+    // In the store: the network and its VNI; every host's VTEP on its lease.
+    let keys = cl.keys(&format!("{PREFIX}/"));
+    assert!(keys.contains(&format!("{PREFIX}/networks/ov")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{PREFIX}/vnis/"))),
+        "{keys:?}"
+    );
+    // Every host serves it, each with the two others as peers.
+    let all = [ul.ip(1), ul.ip(2), ul.ip(3)];
+    let t = converge(
+        "every host serving ov with the two others as peers",
+        Duration::from_secs(10),
+        || {
+            (0..3).all(|k| {
+                let want: Vec<&str> = all
+                    .iter()
+                    .filter(|ip| **ip != ul.ip(k + 1))
+                    .map(String::as_str)
+                    .collect();
+                peers(&ds[k], "ov") == set(&want)
+            })
+        },
+    );
+    eprintln!("measured: network on three hosts with full membership {t:?} after create");
+    let net: serde_json::Value =
+        serde_json::from_str(&ds[1].ok(&["network", "inspect", "ov"])).unwrap();
+    assert_eq!(
+        net[0]["options"]["vtep"],
+        ul.ip(2),
+        "each host its own vtep"
+    );
+    assert_eq!(net[0]["options"]["scope"], "global");
+    // A second create of the name fails on any host: the store has it.
+    let e = ds[2].fails(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.62.0.0/16",
+        "ov",
+    ]);
+    assert!(e.contains("already exists"), "{e}");
+    // Containers on every host reach each other.
+    let names: Vec<String> = (0..3).map(|k| unique(&format!("gc{k}"))).collect();
+    for (k, d) in ds.iter().enumerate() {
+        d.run(&names[k], &["--network", "ov"]);
+    }
+    let ips: Vec<String> = (0..3).map(|k| ds[k].ip_of(&names[k])).collect();
+    assert_eq!(ips.iter().collect::<BTreeSet<_>>().len(), 3, "{ips:?}");
+    for a in 0..3 {
+        for (b, ip) in ips.iter().enumerate() {
+            if a != b {
+                assert!(
+                    ds[a].ping(&names[a], ip),
+                    "host {a} -> host {b} ({ip})\n{}",
+                    ds[a].log()
+                );
+            }
+        }
+    }
+    // A new container is reachable from another host right after it is created.
+    let late = unique("gl");
+    let t0 = Instant::now();
+    ds[1].run(&late, &["--network", "ov"]);
+    let late_ip = ds[1].ip_of(&late);
+    wait_until(
+        "the new container reachable from host 1",
+        Duration::from_secs(10),
+        || {
+            ds[0]
+                .exec(&names[0], &["ping", "-c", "1", "-W", "1", &late_ip])
+                .status
+                .success()
+        },
+    );
+    eprintln!(
+        "measured: container reachable from another host {:?} after `run` began",
+        t0.elapsed()
+    );
+    // A fourth host joins: it serves ov and the others add it.
+    let t0 = Instant::now();
+    let d4 = store_daemon(&ul, &cl, "gs", 4, &[]);
+    let ip4 = ul.ip(4);
+    wait_until(
+        "host 4 in every other host's peers",
+        Duration::from_secs(10),
+        || (0..3).all(|k| peers(&ds[k], "ov").contains(&ip4)) && peers(&d4, "ov").len() == 3,
+    );
+    eprintln!(
+        "measured: host join visible on the others {:?} after its daemon started",
+        t0.elapsed()
+    );
+    let n4 = unique("gc4");
+    d4.run(&n4, &["--network", "ov"]);
+    let ip4c = d4.ip_of(&n4);
+    assert!(
+        ds[0].ping(&names[0], &ip4c),
+        "host 1 -> host 4 ({ip4c})\n{}",
+        d4.log()
+    );
+    assert!(d4.ping(&n4, &ips[2]), "host 4 -> host 3");
+    // Host 4 dies: its vtep leaves the others within the lease TTL (15 s).
+    let mut d4 = d4;
+    let t0 = Instant::now();
+    d4.stop(true);
+    wait_until(
+        "host 4 gone from every peer list",
+        Duration::from_secs(25),
+        || (0..3).all(|k| !peers(&ds[k], "ov").contains(&ip4)),
+    );
+    let left = t0.elapsed();
+    eprintln!(
+        "measured: killed host gone from the others' peers {left:?} after SIGKILL (TTL 15 s)"
+    );
+    assert!(
+        left >= Duration::from_secs(5),
+        "gone before its lease could expire: {left:?}"
+    );
+    // Its address claim stands (not reused) while its container's record is there.
+    let claims = cl.keys(&format!("{PREFIX}/ips/ov/"));
+    assert!(
+        claims.contains(&format!("{PREFIX}/ips/ov/{ip4c}")),
+        "{claims:?}"
+    );
+    // Still everyone else reaches everyone.
+    assert!(ds[2].ping(&names[2], &ips[0]));
+    // Restarted, a daemon rebuilds its networks and tunnels from the store; its containers
+    // keep their addresses.
+    ds[2].restart(false);
+    wait_until(
+        "host 3 with its peers again after a restart",
+        Duration::from_secs(10),
+        || peers(&ds[2], "ov") == set(&[&ul.ip(1), &ul.ip(2)]),
+    );
+    assert_eq!(ds[2].ip_of(&names[2]), ips[2]);
+    assert!(
+        ds[0].ping(&names[0], &ips[2]),
+        "host 1 -> host 3 after its restart"
+    );
+    drop(d4);
+}
+
+#[test]
+fn global_ipam_three_hosts_thirty_containers_each_at_once_get_distinct_addresses() {
+    if !need_root("global_ipam") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gi", 3);
+    let cl = Cluster::on_underlay("gi", &ul);
+    let ds: Vec<Daemon> = (1..=3)
+        .map(|k| store_daemon(&ul, &cl, "gi", k, &[]))
+        .collect();
+    ds[1].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.63.0.0/24",
+        "-o",
+        "vni=6363",
+        "ipn",
+    ]);
+    wait_until("ipn on every host", Duration::from_secs(10), || {
+        ds.iter()
+            .all(|d| d.cli(&["network", "inspect", "ipn"]).status.success())
+    });
+    let per_host = 30;
+    let names: Vec<Vec<String>> = (0..3)
+        .map(|k| {
+            (0..per_host)
+                .map(|i| unique(&format!("g{k}i{i}_")))
+                .collect()
+        })
+        .collect();
+    for (k, d) in ds.iter().enumerate() {
+        for n in &names[k] {
+            d.track(n);
+        }
+    }
+    // Every container of every host at once: 90 clients, three daemons racing for blocks.
+    let t0 = Instant::now();
+    let mut children = Vec::new();
+    for (k, d) in ds.iter().enumerate() {
+        for n in &names[k] {
+            let c = Command::new(vswitch_bin())
+                .arg("--socket")
+                .arg(&d.socket)
+                .args(["run", "--name", n, "--network", "ipn", "--attach", "veth"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn vswitch run");
+            children.push((n.clone(), c));
+        }
+    }
+    for (n, c) in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "run {n}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    eprintln!(
+        "measured: 90 containers on three hosts created at once in {:?}",
+        t0.elapsed()
+    );
+    let mut ips = BTreeSet::new();
+    for (k, d) in ds.iter().enumerate() {
+        for n in &names[k] {
+            assert!(ips.insert(d.ip_of(n)), "address of {n} handed out twice");
+        }
+    }
+    assert_eq!(ips.len(), 90);
+    let claims = cl.keys(&format!("{PREFIX}/ips/ipn/"));
+    assert_eq!(claims.len(), 90, "one claim per container");
+    // Each host allocated from blocks of its own: /26 blocks of a /24 are 4 (62 usable + 2
+    // edge addresses each); 90 addresses over three hosts need at least two.
+    let blocks = cl.keys(&format!("{PREFIX}/blocks/ipn/"));
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    // Removing the containers gives the claims back, and empty blocks are released.
+    for (k, d) in ds.iter().enumerate() {
+        for n in &names[k] {
+            d.ok(&["rm", "-f", n]);
+        }
+    }
+    assert!(cl.keys(&format!("{PREFIX}/ips/ipn/")).is_empty());
+    assert!(cl.keys(&format!("{PREFIX}/blocks/ipn/")).is_empty());
+}
+
+#[test]
+fn store_failures_a_member_dies_quorum_is_lost_and_comes_back_a_lease_is_lost() {
+    if !need_root("store_failures") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gf", 2);
+    let mut cl = Cluster::on_underlay("gf", &ul);
+    let ds: Vec<Daemon> = (1..=2)
+        .map(|k| store_daemon(&ul, &cl, "gf", k, &[]))
+        .collect();
+    ds[0].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.64.0.0/16",
+        "fo",
+    ]);
+    wait_until("both hosts peered on fo", Duration::from_secs(10), || {
+        peers(&ds[0], "fo") == set(&[&ul.ip(2)]) && peers(&ds[1], "fo") == set(&[&ul.ip(1)])
+    });
+    let (a, b) = (unique("gfa"), unique("gfb"));
+    ds[0].run(&a, &["--network", "fo"]);
+    ds[1].run(&b, &["--network", "fo"]);
+    let ip_b = ds[1].ip_of(&b);
+    assert!(ds[0].ping(&a, &ip_b));
+
+    // One member of three killed: traffic is untouched, a new container waits for at most the
+    // election and is made.
+    cl.kill(0);
+    assert!(ds[0].ping(&a, &ip_b), "traffic with one etcd member down");
+    let c1 = unique("gfc");
+    ds[1].track(&c1);
+    let t0 = Instant::now();
+    loop {
+        let o = ds[1].cli(&["run", "--name", &c1, "--network", "fo"]);
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "run with one member down: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    eprintln!(
+        "measured: run with one member of three killed took {:?}",
+        t0.elapsed()
+    );
+
+    // Quorum lost: the dataplane forwards on its last state; new containers and networks get a
+    // clear error.
+    cl.kill(1);
+    assert!(ds[0].ping(&a, &ip_b), "traffic without quorum");
+    let c2 = unique("gfd");
+    ds[0].track(&c2);
+    let e = ds[0].fails(&["run", "--name", &c2, "--network", "fo"]);
+    assert!(e.contains("the store has no quorum; try again"), "{e}");
+    assert!(
+        ds[0].container(&c2).is_null(),
+        "nothing of the failed run stays"
+    );
+    let e = ds[1].fails(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.65.0.0/16",
+        "fo2",
+    ]);
+    assert!(e.contains("the store has no quorum; try again"), "{e}");
+    // Local networks do not need the store.
+    ds[1].ok(&["network", "create", "--subnet", "10.66.0.0/24", "loc"]);
+    assert!(ds[0].ping(&a, &ip_b), "traffic without quorum, later");
+
+    // Quorum back: everything converges; the refused run goes through.
+    cl.restart(0);
+    cl.restart(1);
+    cl.wait_healthy(Duration::from_secs(20));
+    let t0 = Instant::now();
+    wait_until("a run once quorum is back", Duration::from_secs(20), || {
+        ds[0]
+            .cli(&["run", "--name", &c2, "--network", "fo"])
+            .status
+            .success()
+    });
+    eprintln!(
+        "measured: run succeeded {:?} after the cluster was healthy again",
+        t0.elapsed()
+    );
+    let ip_c2 = ds[0].ip_of(&c2);
+    assert!(
+        ds[1].ping(&b, &ip_c2),
+        "host 2 -> the container made after quorum came back"
+    );
+
+    // Host 2's lease lost (revoked behind its back): its vtep leaves host 1, then it
+    // registers again and is back.
+    let leases = cl.ctl(&["lease", "list"]);
+    let ids: Vec<&str> = leases
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(ids.len(), 2, "{leases}");
+    let host2 = format!("{PREFIX}/hosts/host2");
+    let lease2 = ids
+        .iter()
+        .find(|id| {
+            cl.ctl(&["lease", "timetolive", "--keys", id])
+                .contains(&host2)
+        })
+        .expect("host 2's lease")
+        .to_string();
+    let t0 = Instant::now();
+    cl.ctl(&["lease", "revoke", &lease2]);
+    wait_until("host 2 registered again", Duration::from_secs(20), || {
+        cl.keys(&host2).len() == 1
+            && cl.keys(&format!("{PREFIX}/vteps/fo/host2")).len() == 1
+            && peers(&ds[0], "fo") == set(&[&ul.ip(2)])
+    });
+    eprintln!("measured: a lost lease re-registered in {:?}", t0.elapsed());
+    assert!(
+        ds[0].ping(&a, &ip_b),
+        "traffic after host 2 registered again"
+    );
+}
