@@ -695,4 +695,13 @@ mod tests {
         assert_eq!(first_csum(&f, &mut out), 0xffff);
         assert!(ipv4_l4_verify(src, dst, 17, &out[34..34 + 108]));
     }
+
+    #[test]
+    fn ranges_lists_every_segment() {
+        let s = Segments::of_gro(2500, 1000).unwrap();
+        assert_eq!(
+            s.ranges().collect::<Vec<_>>(),
+            [0..1000, 1000..2000, 2000..2500]
+        );
+    }
 }
