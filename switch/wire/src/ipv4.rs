@@ -557,4 +557,16 @@ mod tests {
         assert_eq!(p.dst_addr(), new_dst);
         assert!(p.verify_checksum());
     }
+
+    #[test]
+    fn setting_a_flag_twice_keeps_it_set() {
+        let mut b = PKT;
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        assert!(p.dont_frag());
+        p.set_dont_frag(true);
+        assert!(p.dont_frag());
+        p.set_more_frags(true);
+        p.set_more_frags(true);
+        assert!(p.more_frags() && p.dont_frag());
+    }
 }
