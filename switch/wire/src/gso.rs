@@ -644,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_checksum_with_a_bogus_ip_length_covers_the_whole_frame() {
+    fn a_partial_checksum_ends_where_the_ip_packet_ends() {
         // Not GSO, NEEDS_CSUM, and an IPv4 total length (0) that cannot be right: the checksum
         // is finished over the frame to its end rather than refused.
         let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
@@ -663,6 +663,13 @@ mod tests {
         assert_eq!(s.count, 1);
         let seg = &out[8..s.last];
         assert!(ipv4_l4_verify(src, dst, 6, &seg[34..]));
+        // With the right length and Ethernet padding behind the packet, the checksum covers
+        // the packet only.
+        f[16..18].copy_from_slice(&140u16.to_be_bytes());
+        f.extend_from_slice(&[0xee; 6]);
+        let s = segment(&f, &v, 8, &mut out).unwrap();
+        assert!(ipv4_l4_verify(src, dst, 6, &out[8 + 34..8 + 154]));
+        assert_eq!(s.last, 8 + f.len(), "the padding is kept");
     }
 
     #[test]
@@ -694,5 +701,14 @@ mod tests {
         f[42..44].copy_from_slice(&c.to_be_bytes());
         assert_eq!(first_csum(&f, &mut out), 0xffff);
         assert!(ipv4_l4_verify(src, dst, 17, &out[34..34 + 108]));
+    }
+
+    #[test]
+    fn ranges_lists_every_segment() {
+        let s = Segments::of_gro(2500, 1000).unwrap();
+        assert_eq!(
+            s.ranges().collect::<Vec<_>>(),
+            [0..1000, 1000..2000, 2000..2500]
+        );
     }
 }

@@ -441,9 +441,12 @@ mod tests {
         let mut p = IcmpPacket::new_unchecked(&mut b[..]);
         p.set_msg_type(ICMP_DEST_UNREACHABLE);
         p.set_msg_code(4);
+        p.set_echo_ident(0x1234);
+        p.set_echo_seq_no(0x5678);
         p.data_mut().copy_from_slice(b"abcd");
         p.fill_checksum();
         assert_eq!(&b[..2], &[ICMP_DEST_UNREACHABLE, 4]);
+        assert_eq!(&b[4..8], &[0x12, 0x34, 0x56, 0x78]);
         assert_eq!(&b[8..], b"abcd");
         let p = IcmpPacket::new_checked(&b[..]).unwrap();
         assert_eq!((p.msg_code(), p.data()), (4, &b"abcd"[..]));

@@ -539,4 +539,34 @@ mod tests {
             })
         ));
     }
+
+    #[test]
+    fn fragment_offset_and_incremental_destination_leave_the_rest() {
+        let mut b = PKT;
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        p.set_dont_frag(false);
+        p.set_frag_offset(1480);
+        assert_eq!(p.frag_offset(), 1480);
+        assert!(
+            !p.dont_frag() && !p.more_frags(),
+            "the flags are not touched"
+        );
+        p.fill_checksum();
+        let new_dst = Ipv4Addr::new(8, 8, 4, 4);
+        p.set_dst_addr_update_checksum(new_dst);
+        assert_eq!(p.dst_addr(), new_dst);
+        assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn setting_a_flag_twice_keeps_it_set() {
+        let mut b = PKT;
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        assert!(p.dont_frag());
+        p.set_dont_frag(true);
+        assert!(p.dont_frag());
+        p.set_more_frags(true);
+        p.set_more_frags(true);
+        assert!(p.more_frags() && p.dont_frag());
+    }
 }

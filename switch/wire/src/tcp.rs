@@ -421,4 +421,15 @@ mod tests {
             prop_assert_eq!(inc, t.checksum());
         }
     }
+
+    #[test]
+    fn a_bare_header_is_a_segment_and_ack_is_read_from_its_bit() {
+        let s = etherparse_syn();
+        let mut h = s[..20].to_vec();
+        let t = TcpPacket::new_checked(&h[..]).unwrap();
+        assert!(t.payload().is_empty() && t.ack());
+        let mut t = TcpPacket::new_checked(&mut h[..]).unwrap();
+        t.set_flags(SYN);
+        assert!(t.syn() && !t.ack());
+    }
 }

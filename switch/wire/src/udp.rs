@@ -318,4 +318,12 @@ mod tests {
             prop_assert_eq!(inc, p.checksum());
         }
     }
+
+    #[test]
+    fn payload_mut_writes_the_payload() {
+        let mut d = etherparse_udp(b"query");
+        let mut p = UdpPacket::new_checked(&mut d[..]).unwrap();
+        p.payload_mut().copy_from_slice(b"reply");
+        assert_eq!(&d[8..], b"reply");
+    }
 }

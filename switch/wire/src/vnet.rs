@@ -90,4 +90,17 @@ mod tests {
         assert_eq!(VnetHdr::from_bytes(&v.to_bytes()), v);
         assert!(v.needs_csum() && v.is_gso());
     }
+
+    #[test]
+    fn gso_is_the_type_without_the_ecn_bit() {
+        let v = |gso_type| VnetHdr {
+            gso_type,
+            ..Default::default()
+        };
+        assert!(!v(VNET_GSO_NONE).is_gso());
+        assert!(!v(VNET_GSO_ECN).is_gso(), "ECN alone is not a GSO type");
+        assert!(v(VNET_GSO_TCPV4 | VNET_GSO_ECN).is_gso());
+        assert!(v(VNET_GSO_UDP_L4).is_gso());
+        assert!(!VnetHdr::default().needs_csum());
+    }
 }
