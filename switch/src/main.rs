@@ -80,6 +80,13 @@ enum Cmd {
         /// from the previous reply), else it gets an error and is closed.
         #[arg(long, default_value = "30", value_parser = parse_secs)]
         request_timeout: std::time::Duration,
+        /// Serve Docker's network and IPAM plugin protocol as this plugin name
+        /// (`docker network create -d NAME --ipam-driver NAME`), on DIR/NAME.sock; `off`: not.
+        #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", default_value = switch::control::docker::DEFAULT_PLUGIN_NAME)]
+        docker_plugin: String,
+        /// Where dockerd looks for plugin sockets.
+        #[arg(long, default_value = switch::control::docker::DEFAULT_PLUGIN_DIR)]
+        docker_plugin_dir: PathBuf,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -293,6 +300,8 @@ fn run(cli: Cli) -> Result<i32> {
             test_hooks,
             max_clients,
             request_timeout,
+            docker_plugin,
+            docker_plugin_dir,
         } => {
             let listener = server::bind(&socket)?;
             let d = PipelineConfig::default();
@@ -333,7 +342,22 @@ fn run(cli: Cli) -> Result<i32> {
                 timeout: request_timeout,
                 ..Default::default()
             };
-            server::serve(listener, daemon, limits)?;
+            let daemon = std::sync::Arc::new(std::sync::Mutex::new(daemon));
+            if docker_plugin != "off" && !docker_plugin.is_empty() {
+                use switch::control::docker;
+                // Docker is optional: without its plugin directory the daemon serves on.
+                match docker::bind(&docker_plugin_dir, &docker_plugin) {
+                    Ok((l, path)) => {
+                        docker::serve(l, std::sync::Arc::clone(&daemon), limits.clone())?;
+                        tracing::info!(
+                            "Docker plugin {docker_plugin} on {} (docker network create -d {docker_plugin} --ipam-driver {docker_plugin})",
+                            path.display()
+                        );
+                    }
+                    Err(e) => tracing::warn!("no Docker plugin: {e:#}"),
+                }
+            }
+            server::serve_shared_daemon(listener, daemon, limits)?;
             Ok(0)
         }
         Cmd::Network(n) => network(client()?, n),
@@ -417,9 +441,18 @@ fn run(cli: Cli) -> Result<i32> {
                 (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
                 (None, None) => bail!("give --netns PATH or --pid PID"),
             };
-            let ns = ns
-                .canonicalize()
-                .with_context(|| format!("no such namespace {}", ns.display()))?;
+            // Not canonicalized: /proc/PID/ns/net is a magic link to `net:[INODE]`, which is
+            // no path. A relative path is made absolute (the daemon has another working
+            // directory), and the file is checked to be a network namespace here, so the
+            // message names what the user typed.
+            let ns = if ns.is_absolute() {
+                ns
+            } else {
+                std::env::current_dir()?.join(ns)
+            };
+            if let Err(e) = switch::netns::open_netns_path(&ns) {
+                bail!("cannot attach {name}: {e}; give --pid PID of a running process, or --netns /proc/PID/ns/net or /run/netns/NAME");
+            }
             client()?.call(&Request::Attach {
                 name: name.clone(),
                 netns: ns.display().to_string(),

@@ -140,6 +140,16 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(rest)
+            // The Docker plugin only where a test asks for it (with a name of its own): the
+            // default name would be shared by every test's daemon.
+            .args(
+                (!rest
+                    .iter()
+                    .any(|a| a == "--docker-plugin" || a.starts_with("--docker-plugin=")))
+                .then_some(["--docker-plugin", "off"])
+                .into_iter()
+                .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
