@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod dockerd;
 pub mod lan;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -280,6 +281,12 @@ impl Drop for Daemon {
             }
         }
         self.stop(false);
+        // The Docker plugin socket it leaves in dockerd's directory when it stops.
+        if let Some(i) = self.extra_args.iter().position(|a| a == "--docker-plugin") {
+            if let Some(name) = self.extra_args.get(i + 1).filter(|n| *n != "off") {
+                let _ = std::fs::remove_file(format!("/run/docker/plugins/{name}.sock"));
+            }
+        }
         // Whatever the daemon could not remove: namespaces named after our containers.
         for c in self.containers.borrow().iter() {
             if Path::new("/run/netns").join(c).exists() {

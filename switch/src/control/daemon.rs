@@ -263,9 +263,15 @@ impl Daemon {
         match &rec.mode {
             Mode::Host => true,
             Mode::Container(other) => self.state.containers.contains_key(other),
-            // An endpoint left in the host's namespace for someone else to move
-            // ([`Daemon::attach_unplaced`]) has no namespace yet: it lives until removed.
-            Mode::Bridge if rec.external && rec.netns.as_os_str().is_empty() => true,
+            // Endpoints left in the host's namespace for someone else to move
+            // ([`Daemon::attach_unplaced`]): whether and where they were moved is not ours to
+            // know (Docker's sandbox file appears only as the container starts). They live as
+            // long as their veth pairs: the kernel deletes a pair with the namespace that
+            // holds one end.
+            Mode::Bridge if rec.external && rec.netns.as_os_str().is_empty() => rec
+                .endpoints
+                .iter()
+                .all(|e| e.attach == AttachMode::Veth && link_exists(&e.port_name)),
             Mode::Bridge | Mode::None => netns::open_netns_path(&rec.netns).is_ok(),
         }
     }
@@ -1499,8 +1505,8 @@ impl Daemon {
     /// someone else to move into a namespace and configure (Docker does, after its plugin's
     /// `Join`). Its address `ip` is leased to `name` (taken over from `reserved_by`, a
     /// reservation of [`Daemon::reserve_address`], when that holds it). The container is
-    /// external and has no namespace until [`Daemon::set_netns`]. Returns the container and
-    /// the name of the veth end to move. On failure nothing of it stays.
+    /// external and has no namespace path: it lives as long as its veth pair does. Returns the
+    /// container and the name of the veth end to move. On failure nothing of it stays.
     pub fn attach_unplaced(
         &mut self,
         name: &str,
@@ -1597,19 +1603,6 @@ impl Daemon {
             Ok(())
         })?;
         Ok((self.container_info(name)?, peer))
-    }
-
-    /// Records (or, with `None`, forgets) the namespace an external container's links were
-    /// moved into by someone else (Docker's sandbox after `Join`), so that the container is
-    /// dropped when that namespace goes away.
-    pub fn set_netns(&mut self, name: &str, netns: Option<&Path>) -> Result<()> {
-        let c = (self.state.containers.get_mut(name))
-            .ok_or_else(|| err!("container {name} not found; `vswitch ps` lists the containers"))?;
-        if !c.external {
-            bail!("container {name} was made by vswitch; its namespace is its own");
-        }
-        c.netns = netns.map(Path::to_path_buf).unwrap_or_default();
-        self.save()
     }
 
     /// Stops the ports `container` publishes on `network`.

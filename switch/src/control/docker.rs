@@ -292,8 +292,6 @@ struct EndpointReq {
     endpoint_id: String,
     #[serde(rename = "Interface")]
     interface: Option<Iface>,
-    #[serde(rename = "SandboxKey")]
-    sandbox_key: String,
     #[serde(rename = "Options")]
     options: Option<BTreeMap<String, Value>>,
 }
@@ -727,9 +725,6 @@ fn join(d: &mut Daemon, b: &[u8]) -> Result<Value> {
         .first()
         .ok_or_else(|| err!("endpoint {name} has no link"))?;
     let peer = unplaced_peer_name(&ep.port_name);
-    if !r.sandbox_key.is_empty() {
-        d.set_netns(&name, Some(Path::new(&r.sandbox_key)))?;
-    }
     let net = d.network_inspect(&network)?;
     let mut out = json!({
         "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
@@ -746,7 +741,6 @@ fn leave(d: &mut Daemon, b: &[u8]) -> Result<()> {
     let (network, name) = r.names()?;
     if has_container(d, &name) {
         d.unpublish_network(&name, &network)?;
-        d.set_netns(&name, None)?;
     }
     Ok(())
 }
