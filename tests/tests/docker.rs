@@ -481,3 +481,41 @@ fn attach_by_pid_and_by_netns_of_a_docker_container() {
     let e = d.fails(&["attach", "--name", &unique("x"), "--pid", "999999999", &net]);
     assert!(e.contains("/proc/999999999/ns/net"), "{e}");
 }
+
+#[test]
+fn a_macvlan_network_through_docker_puts_containers_on_the_lan() {
+    let Some((d, dk, plugin)) = ready("dkmvl") else {
+        return;
+    };
+    let p = prefix(6);
+    let lan = e2e::lan::Lan::new(&format!("{p}.1/24"));
+    let net = create_network(
+        &dk,
+        &plugin,
+        "lan",
+        &[
+            "-o",
+            "vswitch.driver=macvlan",
+            "-o",
+            &format!("parent={}", lan.parent),
+            "--subnet",
+            &format!("{p}.0/24"),
+            "--gateway",
+            &format!("{p}.1"),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(v[0]["driver"], "macvlan", "{v}");
+    run_sleeper(&dk, "m1", &["--network", "lan"]);
+    let ip = dk.ip_on("m1", "lan");
+    // The LAN machine reaches the container directly, and the container its router.
+    assert!(
+        lan.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip])
+            .status
+            .success(),
+        "the LAN cannot reach {ip}"
+    );
+    assert!(dk.ping("m1", &format!("{p}.1")));
+    let routes = dk.ok(&["exec", "m1", "ip", "route"]);
+    assert!(routes.contains(&format!("default via {p}.1")), "{routes}");
+}

@@ -442,6 +442,41 @@ fn network_request(
     })
 }
 
+/// Reads a call's body the way the plugin does before it reaches the daemon: the requests of
+/// every kind, a `CreateNetwork`'s translation into a vswitch network and an endpoint's port
+/// map. For the fuzz target `docker_request` and the "never panics" tests: untrusted bytes
+/// give a result or an error, never a panic.
+pub fn translate_untrusted(path: &str, b: &[u8]) {
+    match path.trim_start_matches('/') {
+        "NetworkDriver.CreateNetwork" => {
+            if let Ok(r) = body::<CreateNetwork>(b) {
+                if let Ok(name) = short_id("network", &r.network_id) {
+                    let _ = network_request(&name, &r, None);
+                }
+            }
+        }
+        "IpamDriver.RequestPool" => {
+            let _ = body::<RequestPool>(b);
+        }
+        "IpamDriver.RequestAddress" | "IpamDriver.ReleaseAddress" => {
+            if let Ok(r) = body::<PoolAddress>(b) {
+                let _ = parse_cidr_addr("address", &r.address);
+                let _ = r.pool_id.parse::<Ipv4Net>();
+            }
+        }
+        _ => {
+            if let Ok(r) = body::<EndpointReq>(b) {
+                let _ = r.names();
+                let _ = publish_specs(r.options.as_ref());
+                if let Some(i) = r.interface {
+                    let _ = parse_cidr_addr("address", &i.address);
+                    let _ = i.mac.parse::<MacAddr>();
+                }
+            }
+        }
+    }
+}
+
 impl Plugin {
     /// Answers one call of the plugin protocol (`path` is `/Plugin.Activate`,
     /// `/NetworkDriver.Join`, ...).
@@ -595,9 +630,7 @@ impl Plugin {
                 ));
             }
             let owner = format!("{IPAM_OWNER}{}", &super::dataplane::new_port_name()[3..]);
-            let ip = d.reserve_address(&net, want, &owner).map_err(|e| {
-                err!("{e:#}; pick another --ip, or a network with a larger --subnet")
-            })?;
+            let ip = d.reserve_address(&net, want, &owner)?;
             return Ok(with_prefix(ip));
         }
         let Some(p) = self.pending.get_mut(&subnet) else {
