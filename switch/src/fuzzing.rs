@@ -476,6 +476,27 @@ pub fn control_request(data: &[u8]) {
     }
 }
 
+/// The Docker plugin socket: requests parsed one after another from the bytes of one
+/// connection (a kept-alive client sends several) by the bounded HTTP parser, each body read
+/// as the plugin reads it ([`crate::control::docker::translate_untrusted`]). A parsed request
+/// uses at least one byte and no more than there are, and its body stays within the limit.
+pub fn docker_request(data: &[u8]) {
+    let mut rest = data;
+    for _ in 0..16 {
+        let Ok(Some((req, used))) = crate::control::http::parse(rest) else {
+            return;
+        };
+        assert!(
+            used > 0 && used <= rest.len(),
+            "used {used} of {}",
+            rest.len()
+        );
+        assert!(req.body.len() <= crate::control::http::MAX_BODY);
+        crate::control::docker::translate_untrusted(&req.path, &req.body);
+        rest = rest.get(used..).unwrap_or_default();
+    }
+}
+
 /// The daemon's state file, loaded from arbitrary bytes; a state that loads has an IPAM store
 /// the daemon then uses: every pool is allocated from and released as the daemon would.
 pub fn state_file(data: &[u8]) {
@@ -691,7 +712,7 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
 }
 
 /// The names of the harnesses, as the fuzz targets are named.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "worker_round",
     "tunnel_rx",
     "tunnel_tx",
@@ -701,6 +722,7 @@ pub const TARGETS: [&str; 9] = [
     "state_file",
     "ipam_store",
     "nat_tcp",
+    "docker_request",
 ];
 
 /// Runs harness `target` on `data`; false if there is no such harness.
@@ -715,6 +737,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "state_file" => state_file(data),
         "ipam_store" => ipam_store(data),
         "nat_tcp" => nat_tcp(data),
+        "docker_request" => docker_request(data),
         _ => return false,
     }
     true
@@ -816,6 +839,7 @@ pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
         "state_file" => vec![seed_state().into_bytes()],
         "ipam_store" => vec![serde_json::to_vec(&seed_ipam()).unwrap_or_default()],
         "nat_tcp" => nat_tcp::seeds(),
+        "docker_request" => docker_seeds(),
         _ => Vec::new(),
     }
 }
@@ -848,6 +872,45 @@ fn seed_state() -> String {
 
 fn gw_mac() -> [u8; 6] {
     GW1
+}
+
+/// Seeds of `docker_request`: the calls dockerd makes, as it sends them.
+fn docker_seeds() -> Vec<Vec<u8>> {
+    let nid = "82be9d0ab9b0373eb81999f2f8e5ab9b1067dc4080ecdaf83c0e7773ab25e298";
+    let bodies = [
+        ("/Plugin.Activate", String::new()),
+        (
+            "/IpamDriver.RequestPool",
+            r#"{"AddressSpace":"vswitch","Pool":"10.70.0.0/24","SubPool":"10.70.0.128/25","Options":{},"V6":false}"#.to_string(),
+        ),
+        (
+            "/IpamDriver.RequestAddress",
+            r#"{"PoolID":"10.70.0.0/24","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}"#.to_string(),
+        ),
+        (
+            "/NetworkDriver.CreateNetwork",
+            format!(r#"{{"NetworkID":"{nid}","Options":{{"com.docker.network.enable_ipv6":false,"com.docker.network.internal":true,"com.docker.network.generic":{{"mtu":"1400"}}}},"IPv4Data":[{{"AddressSpace":"vswitch","Pool":"10.70.0.0/24","Gateway":"10.70.0.1/24","AuxAddresses":{{"r":"10.70.0.9/24"}}}}],"IPv6Data":[]}}"#),
+        ),
+        (
+            "/NetworkDriver.CreateEndpoint",
+            format!(r#"{{"NetworkID":"{nid}","EndpointID":"{nid}","Interface":{{"Address":"10.70.0.2/24","AddressIPv6":"","MacAddress":""}},"Options":{{}}}}"#),
+        ),
+        (
+            "/NetworkDriver.ProgramExternalConnectivity",
+            format!(r#"{{"NetworkID":"{nid}","EndpointID":"{nid}","Options":{{"com.docker.network.portmap":[{{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}}]}}}}"#),
+        ),
+    ];
+    let one = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: plugin\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: {}\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nAccept-Encoding: gzip\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let mut seeds: Vec<Vec<u8>> = bodies.iter().map(|(p, b)| one(p, b)).collect();
+    // A kept-alive connection: all of them in a row.
+    seeds.push(seeds.concat());
+    seeds
 }
 
 #[cfg(test)]

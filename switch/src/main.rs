@@ -103,6 +103,13 @@ enum Cmd {
         #[arg(long, default_value_t = switch::control::store::DEFAULT_TTL, requires = "store",
               value_parser = clap::value_parser!(i64).range(2..=3600))]
         store_ttl: i64,
+        /// Serve Docker's network and IPAM plugin protocol as this plugin name
+        /// (`docker network create -d NAME --ipam-driver NAME`), on DIR/NAME.sock; `off`: not.
+        #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", default_value = switch::control::docker::DEFAULT_PLUGIN_NAME)]
+        docker_plugin: String,
+        /// Where dockerd looks for plugin sockets.
+        #[arg(long, default_value = switch::control::docker::DEFAULT_PLUGIN_DIR)]
+        docker_plugin_dir: PathBuf,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -328,6 +335,8 @@ fn run(cli: Cli) -> Result<i32> {
             store_host,
             store_vtep,
             store_ttl,
+            docker_plugin,
+            docker_plugin_dir,
         } => {
             let store = match store {
                 Some(url) => {
@@ -388,11 +397,25 @@ fn run(cli: Cli) -> Result<i32> {
                 timeout: request_timeout,
                 ..Default::default()
             };
+            let daemon = std::sync::Arc::new(std::sync::Mutex::new(daemon));
+            if docker_plugin != "off" && !docker_plugin.is_empty() {
+                use switch::control::docker;
+                // Docker is optional: without its plugin directory the daemon serves on.
+                match docker::bind(&docker_plugin_dir, &docker_plugin) {
+                    Ok((l, path)) => {
+                        docker::serve(l, std::sync::Arc::clone(&daemon), limits.clone())?;
+                        tracing::info!(
+                            "Docker plugin {docker_plugin} on {} (docker network create -d {docker_plugin} --ipam-driver {docker_plugin})",
+                            path.display()
+                        );
+                    }
+                    Err(e) => tracing::warn!("no Docker plugin: {e:#}"),
+                }
+            }
             match store {
-                None => server::serve(listener, daemon, limits)?,
+                None => server::serve_shared_daemon(listener, daemon, limits)?,
                 Some(cfg) => {
                     use switch::control::store::{Store, StoreFront};
-                    let daemon = std::sync::Arc::new(std::sync::Mutex::new(daemon));
                     let store = Store::new(cfg, std::sync::Arc::clone(&daemon))?;
                     tracing::info!(
                         "store: this host's vtep is {}; following the store",
@@ -485,9 +508,18 @@ fn run(cli: Cli) -> Result<i32> {
                 (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
                 (None, None) => bail!("give --netns PATH or --pid PID"),
             };
-            let ns = ns
-                .canonicalize()
-                .with_context(|| format!("no such namespace {}", ns.display()))?;
+            // Not canonicalized: /proc/PID/ns/net is a magic link to `net:[INODE]`, which is
+            // no path. A relative path is made absolute (the daemon has another working
+            // directory), and the file is checked to be a network namespace here, so the
+            // message names what the user typed.
+            let ns = if ns.is_absolute() {
+                ns
+            } else {
+                std::env::current_dir()?.join(ns)
+            };
+            if let Err(e) = switch::netns::open_netns_path(&ns) {
+                bail!("cannot attach {name}: {e}; give --pid PID of a running process, or --netns /proc/PID/ns/net or /run/netns/NAME");
+            }
             client()?.call(&Request::Attach {
                 name: name.clone(),
                 netns: ns.display().to_string(),

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod dockerd;
 pub mod etcd;
 pub mod lan;
 
@@ -141,6 +142,16 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(rest)
+            // The Docker plugin only where a test asks for it (with a name of its own): the
+            // default name would be shared by every test's daemon.
+            .args(
+                (!rest
+                    .iter()
+                    .any(|a| a == "--docker-plugin" || a.starts_with("--docker-plugin=")))
+                .then_some(["--docker-plugin", "off"])
+                .into_iter()
+                .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -271,6 +282,12 @@ impl Drop for Daemon {
             }
         }
         self.stop(false);
+        // The Docker plugin socket it leaves in dockerd's directory when it stops.
+        if let Some(i) = self.extra_args.iter().position(|a| a == "--docker-plugin") {
+            if let Some(name) = self.extra_args.get(i + 1).filter(|n| *n != "off") {
+                let _ = std::fs::remove_file(format!("/run/docker/plugins/{name}.sock"));
+            }
+        }
         // Whatever the daemon could not remove: namespaces named after our containers.
         for c in self.containers.borrow().iter() {
             if Path::new("/run/netns").join(c).exists() {

@@ -297,6 +297,15 @@ impl Daemon {
         match &rec.mode {
             Mode::Host => true,
             Mode::Container(other) => self.state.containers.contains_key(other),
+            // Endpoints left in the host's namespace for someone else to move
+            // ([`Daemon::attach_unplaced`]): whether and where they were moved is not ours to
+            // know (Docker's sandbox file appears only as the container starts). They live as
+            // long as their veth pairs: the kernel deletes a pair with the namespace that
+            // holds one end.
+            Mode::Bridge if rec.external && rec.netns.as_os_str().is_empty() => rec
+                .endpoints
+                .iter()
+                .all(|e| e.attach == AttachMode::Veth && link_exists(&e.port_name)),
             Mode::Bridge | Mode::None => netns::open_netns_path(&rec.netns).is_ok(),
         }
     }
@@ -1718,6 +1727,180 @@ impl Daemon {
             .map_or(AttachMode::Veth, |d| d.default_attach())
     }
 
+    // ----- for front ends that place the container end themselves (Docker's plugin) -----
+
+    /// A free subnet for a new network: the first of Docker's default pools that overlaps no
+    /// network, no host route and none of `also_taken` (subnets promised but not yet made).
+    pub fn free_subnet(&self, also_taken: &[ipnet::Ipv4Net]) -> Result<ipnet::Ipv4Net> {
+        let routes = host_routes();
+        let mut taken: Vec<ipnet::Ipv4Net> = (self.state.networks.values())
+            .filter_map(|n| n.subnet)
+            .collect();
+        taken.extend_from_slice(also_taken);
+        ipam::next_default_subnet(&taken, &routes).ok_or_else(|| {
+            err!("every default address pool overlaps a host route or another network; give one with --subnet")
+        })
+    }
+
+    /// Leases an address of `network` (exactly `ip` when given) to `owner`, for a front end
+    /// whose address management comes before the endpoint (Docker's IPAM calls).
+    pub fn reserve_address(
+        &mut self,
+        network: &str,
+        ip: Option<Ipv4Addr>,
+        owner: &str,
+    ) -> Result<Ipv4Addr> {
+        self.network(network)?;
+        let pool = self.state.ipam.pool_mut(network).map_err(|e| err!("{e}"))?;
+        let ip = match ip {
+            Some(a) => pool.allocate_static(a, owner).map(|_| a),
+            None => pool.allocate(owner),
+        }
+        .map_err(|e| err!("{e}"))?;
+        self.save()?;
+        Ok(ip)
+    }
+
+    /// Gives back `ip` on `network` if `owns(holder)` says the lease is the caller's (a
+    /// reservation of [`Daemon::reserve_address`]); returns whether it did.
+    pub fn release_reserved(
+        &mut self,
+        network: &str,
+        ip: Ipv4Addr,
+        owns: impl Fn(&str) -> bool,
+    ) -> Result<bool> {
+        let Ok(pool) = self.state.ipam.pool_mut(network) else {
+            return Ok(false);
+        };
+        if !pool.owner_of(ip).is_some_and(owns) {
+            return Ok(false);
+        }
+        let _ = pool.release(ip);
+        self.save()?;
+        Ok(true)
+    }
+
+    /// Who holds the lease on `ip` in `network`.
+    pub fn address_owner(&self, network: &str, ip: Ipv4Addr) -> Option<String> {
+        let pool = self.state.ipam.pool(network).ok()?;
+        pool.owner_of(ip).map(str::to_string)
+    }
+
+    /// Adds container `name` with one endpoint on `network` whose container end is a veth
+    /// left in the host's namespace, down and unconfigured apart from its MAC and MTU, for
+    /// someone else to move into a namespace and configure (Docker does, after its plugin's
+    /// `Join`). Its address `ip` is leased to `name` (taken over from `reserved_by`, a
+    /// reservation of [`Daemon::reserve_address`], when that holds it). The container is
+    /// external and has no namespace path: it lives as long as its veth pair does. Returns the
+    /// container and the name of the veth end to move. On failure nothing of it stays.
+    pub fn attach_unplaced(
+        &mut self,
+        name: &str,
+        network: &str,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        reserved_by: Option<&str>,
+    ) -> Result<(ContainerInfo, String)> {
+        check_name("container", name)?;
+        if self.state.containers.contains_key(name) {
+            bail!("container name {name} is already in use");
+        }
+        let net = self.network(network)?.clone();
+        let mac = mac.unwrap_or_else(|| mac_for(ip));
+        if !mac.is_learnable() {
+            bail!("MAC address {mac} cannot be a container's: use a unicast, non-zero address");
+        }
+        let port_name = new_port_name();
+        let peer = unplaced_peer_name(&port_name);
+        let ep = EndpointRecord {
+            network: network.to_string(),
+            ip,
+            prefix: net.subnet.map(|s| s.prefix_len()).unwrap_or(24),
+            mac: mac.to_string(),
+            ifname: peer.clone(),
+            port_name: port_name.clone(),
+            attach: AttachMode::Veth,
+            // Docker sets the container end's MTU itself, from the network's.
+            mtu: None,
+        };
+        let rec = ContainerRecord {
+            name: name.to_string(),
+            mode: Mode::Bridge,
+            netns: PathBuf::new(),
+            external: true,
+            endpoints: vec![ep.clone()],
+            pid: None,
+            pid_start: None,
+            command: Vec::new(),
+            created: unix_now(),
+            ports: Vec::new(),
+            runtime: None,
+        };
+        let gso = self.driver(&net).and_then(|d| d.gso_max_segs(&net));
+        Transaction::run(self, |tx, d| {
+            let pool = d.state.ipam.pool_mut(network).map_err(|e| err!("{e}"))?;
+            if let Some(r) = reserved_by.filter(|r| pool.owner_of(ip) == Some(*r)) {
+                let _ = pool.release(ip);
+                let r = r.to_string();
+                tx.undo(format!("give {ip} back to {r}"), move |d: &mut Daemon| {
+                    if let Ok(p) = d.state.ipam.pool_mut(network) {
+                        let _ = p.allocate_static(ip, &r);
+                    }
+                    Ok(())
+                });
+            }
+            let pool = d.state.ipam.pool_mut(network).map_err(|e| err!("{e}"))?;
+            pool.allocate_static(ip, name).map_err(|e| err!("{e}"))?;
+            tx.undo(format!("release {ip}"), move |d: &mut Daemon| {
+                d.release(network, ip);
+                Ok(())
+            });
+            tx.undo("delete the veth pair", |_: &mut Daemon| {
+                let _ = netns::detach(&port_name);
+                Ok(())
+            });
+            let host = netns::Netlink::new()?;
+            host.create_veth_pair(&netns::VethPair {
+                host_name: &port_name,
+                peer_name: &peer,
+                peer_netns: None,
+                peer_mac: Some(mac),
+                mtu: Some(net.mtu),
+            })
+            .with_context(|| format!("cannot create the veth pair of {name}"))?;
+            if let Some(segs) = gso {
+                host.set_gso_max_segs(&peer, segs)?;
+            }
+            host.set_link_up(&port_name)?;
+            let port = AfPacketPort::open_with(&port_name, d.afpacket_config())
+                .with_context(|| format!("cannot open port {port_name}"))?;
+            let policy = policy::port_policy(&net, &ep);
+            let id = d.add_port(Box::new(port), ep.attach, network, net.id, name, policy)?;
+            tx.undo("take the port out of the switch", move |d: &mut Daemon| {
+                d.worker.remove_port(id);
+                d.ports.0.remove(&id);
+                Ok(())
+            });
+            d.state.containers.insert(name.to_string(), rec.clone());
+            tx.undo(format!("forget container {name}"), |d: &mut Daemon| {
+                d.state.containers.remove(name);
+                Ok(())
+            });
+            d.save()?;
+            d.endpoint_added(&net, &ep, id);
+            d.announce_endpoint(&rec, &ep, id);
+            Ok(())
+        })?;
+        Ok((self.container_info(name)?, peer))
+    }
+
+    /// Stops the ports `container` publishes on `network`.
+    pub fn unpublish_network(&mut self, container: &str, network: &str) -> Result<()> {
+        self.container(container)?;
+        self.unpublish_container(container, Some(network));
+        self.save()
+    }
+
     /// Path of the state directory.
     pub fn state_dir(&self) -> &Path {
         &self.cfg.state_dir
@@ -1803,6 +1986,12 @@ fn delete_tap(ns: &Path, ep: &EndpointRecord) {
         }
     }
     let _ = netns::detach(&ep.port_name);
+}
+
+/// The container end of an endpoint made by [`Daemon::attach_unplaced`]: `vsp` and the hex
+/// digits of its switch end `vswXXXXXXXX`.
+pub fn unplaced_peer_name(port_name: &str) -> String {
+    format!("vsp{}", port_name.get(3..).unwrap_or_default())
 }
 
 fn link_exists(name: &str) -> bool {

@@ -12,13 +12,17 @@
 //!   claims kept in etcd (a front end over the daemon's API).
 //! * [`state`]: the persisted records; [`api`]: the request and reply types; [`error`]: the
 //!   error type; [`egress`], [`policy`]: NAT/publishing and port security options.
+//! * [`docker`]: a second front end, Docker's network and IPAM plugin protocol (over the
+//!   bounded HTTP parser [`http`]), calling the same daemon API.
 
 pub mod api;
 pub mod daemon;
 pub mod dataplane;
+pub mod docker;
 pub mod driver;
 pub mod egress;
 pub mod error;
+pub mod http;
 pub mod policy;
 pub mod server;
 pub mod state;

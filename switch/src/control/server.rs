@@ -93,7 +93,16 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 /// (every 2 s) that drops containers whose namespace was deleted behind the daemon's back and
 /// follows the overlay peers' path MTU.
 pub fn serve(listener: UnixListener, daemon: Daemon, limits: Limits) -> Result<()> {
-    let daemon = Arc::new(Mutex::new(daemon));
+    serve_shared_daemon(listener, Arc::new(Mutex::new(daemon)), limits)
+}
+
+/// [`serve`] on a daemon other front ends share (the Docker plugin socket,
+/// [`super::docker`]); every front end locks it for one call at a time.
+pub fn serve_shared_daemon(
+    listener: UnixListener,
+    daemon: Arc<Mutex<Daemon>>,
+    limits: Limits,
+) -> Result<()> {
     super::daemon::supervise::supervise(Arc::clone(&daemon))?;
     serve_shared(listener, daemon, limits, Some(RECONCILE_EVERY))
 }
@@ -203,7 +212,7 @@ fn serve_shared<H: Handler>(
 }
 
 /// One client's place among [`Limits::max_clients`], given back when its thread ends.
-struct Slot(Arc<AtomicUsize>);
+pub(crate) struct Slot(pub(crate) Arc<AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -213,7 +222,7 @@ impl Drop for Slot {
 
 /// Locks the handler. A panic is caught inside the lock (see [`respond`]), so the lock is not
 /// poisoned by a request; should it be anyway, serving on beats answering "bad state" forever.
-fn lock<H>(h: &Mutex<H>) -> MutexGuard<'_, H> {
+pub(crate) fn lock<H>(h: &Mutex<H>) -> MutexGuard<'_, H> {
     h.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -334,7 +343,7 @@ fn respond<H: Handler>(h: &Mutex<H>, line: &[u8]) -> Reply {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
