@@ -1020,19 +1020,7 @@ impl Daemon {
             bail!("{ns} is not a network namespace (expected a path like /run/netns/NAME or /proc/PID/ns/net)");
         }
         self.network(network)?;
-        let rec = ContainerRecord {
-            name: name.to_string(),
-            mode: Mode::Bridge,
-            netns: path,
-            external: true,
-            endpoints: Vec::new(),
-            pid: None,
-            pid_start: None,
-            command: Vec::new(),
-            created: unix_now(),
-            ports: Vec::new(),
-            runtime: None,
-        };
+        let rec = ContainerRecord::external(name, path, None, unix_now());
         Transaction::run(self, |tx, d| {
             d.state.containers.insert(name.to_string(), rec);
             tx.undo(format!("forget container {name}"), |d: &mut Daemon| {
@@ -1421,19 +1409,8 @@ impl Daemon {
         };
         Transaction::run(self, |tx, d| {
             if existing.is_none() {
-                let rec = ContainerRecord {
-                    name: name.clone(),
-                    mode: Mode::Bridge,
-                    netns: path.clone(),
-                    external: true,
-                    endpoints: Vec::new(),
-                    pid: None,
-                    pid_start: None,
-                    command: Vec::new(),
-                    created: unix_now(),
-                    ports: Vec::new(),
-                    runtime: Some(rt.clone()),
-                };
+                let rec =
+                    ContainerRecord::external(&name, path.clone(), Some(rt.clone()), unix_now());
                 d.state.containers.insert(name.clone(), rec);
                 tx.undo(format!("forget container {name}"), |d: &mut Daemon| {
                     d.state.containers.remove(&name);
@@ -1824,17 +1801,8 @@ impl Daemon {
             mtu: None,
         };
         let rec = ContainerRecord {
-            name: name.to_string(),
-            mode: Mode::Bridge,
-            netns: PathBuf::new(),
-            external: true,
             endpoints: vec![ep.clone()],
-            pid: None,
-            pid_start: None,
-            command: Vec::new(),
-            created: unix_now(),
-            ports: Vec::new(),
-            runtime: None,
+            ..ContainerRecord::external(name, PathBuf::new(), None, unix_now())
         };
         let gso = self.driver(&net).and_then(|d| d.gso_max_segs(&net));
         Transaction::run(self, |tx, d| {

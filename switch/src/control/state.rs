@@ -142,6 +142,32 @@ pub struct ContainerRecord {
     pub runtime: Option<super::api::RuntimeRef>,
 }
 
+impl ContainerRecord {
+    /// A container in a namespace someone else made (`vswitch attach`, a CNI runtime, Docker's
+    /// sandbox: `netns` empty until the runtime places the endpoint), created now, with no
+    /// endpoint yet and no process of ours.
+    pub fn external(
+        name: &str,
+        netns: PathBuf,
+        runtime: Option<super::api::RuntimeRef>,
+        created: u64,
+    ) -> ContainerRecord {
+        ContainerRecord {
+            name: name.to_string(),
+            mode: Mode::Bridge,
+            netns,
+            external: true,
+            endpoints: Vec::new(),
+            pid: None,
+            pid_start: None,
+            command: Vec::new(),
+            created,
+            ports: Vec::new(),
+            runtime,
+        }
+    }
+}
+
 /// Everything the daemon persists.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {

@@ -689,30 +689,29 @@ impl Store {
     // ----- addresses -----
 
     fn claims(&self, net: &str) -> Result<BTreeMap<Ipv4Addr, ClaimRecord>> {
-        let r = self
-            .client
-            .range_prefix(&self.prefix(&["ips", net]))
-            .map_err(no_quorum)?;
-        Ok(r.kvs
-            .iter()
-            .filter_map(|kv| {
-                let ip = self.rel(&kv.key)?.rsplit('/').next()?.parse().ok()?;
-                let c = serde_json::from_slice(&kv.value).ok()?;
-                Some((ip, c))
-            })
-            .collect())
+        self.records(&["ips", net], |last| last.parse().ok())
     }
 
     fn blocks(&self, net: &str) -> Result<BTreeMap<Ipv4Net, BlockRecord>> {
+        self.records(&["blocks", net], |last| last.replace('-', "/").parse().ok())
+    }
+
+    /// The JSON records under `parts`, keyed by the last part of their keys as `key` reads it;
+    /// a key or value that does not parse is left out (the store is written by other hosts).
+    fn records<K: Ord, V: serde::de::DeserializeOwned>(
+        &self,
+        parts: &[&str],
+        key: impl Fn(&str) -> Option<K>,
+    ) -> Result<BTreeMap<K, V>> {
         let r = self
             .client
-            .range_prefix(&self.prefix(&["blocks", net]))
+            .range_prefix(&self.prefix(parts))
             .map_err(no_quorum)?;
         Ok(r.kvs
             .iter()
             .filter_map(|kv| {
-                let b = self.rel(&kv.key)?.rsplit('/').next()?.replace('-', "/");
-                Some((b.parse().ok()?, serde_json::from_slice(&kv.value).ok()?))
+                let k = key(self.rel(&kv.key)?.rsplit('/').next()?)?;
+                Some((k, serde_json::from_slice(&kv.value).ok()?))
             })
             .collect())
     }
