@@ -1365,6 +1365,27 @@ mod tests {
         }
     }
 
+    /// The names are a contract: `vswitch stats` prints `drop_NAME` and scripts and tests read
+    /// those keys. Each is distinct, snake_case, and says its reason.
+    #[test]
+    fn drop_reason_names_are_distinct_snake_case_and_stable() {
+        let names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for n in &names {
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+        assert_eq!(DropReason::Runt.name(), "runt");
+        assert_eq!(DropReason::FloodLimited.name(), "flood_limited");
+        assert_eq!(DropReason::SpoofedIp.name(), "spoofed_ip");
+        assert_eq!(DropReason::SplitHorizon.name(), "split_horizon");
+    }
+
     #[test]
     fn the_shortest_tagged_frame_is_switched() {
         // 18 bytes (addresses, the 802.1Q tag, the inner EtherType) is a whole tagged header:
