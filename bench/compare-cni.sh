@@ -68,7 +68,12 @@ cat >$WORK/net.d/${TAG}br.conflist <<EOF
                            "dataDir": "$WORK/ipam" } } ] }
 EOF
 
+# The bridge plugin with isGateway turns on the host's IPv4 forwarding (and leaves it on): the
+# cleanup puts back what it was, so the benchmark changes nothing on the host (new namespaces
+# inherit it, and a host that forwards answers for addresses it should not).
+OLDFWD=$(sysctl -n net.ipv4.ip_forward)
 cleanup() {
+  sysctl -qw net.ipv4.ip_forward="$OLDFWD"
   stop_servers
   podman rm -f -a -t 0 >/dev/null 2>&1
   podman rmi -a -f >/dev/null 2>&1
