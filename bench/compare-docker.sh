@@ -43,6 +43,8 @@ cleanup() {
     kill "$DPID" 2>/dev/null; wait "$DPID" 2>/dev/null
   fi
   if [ -n "$VPID" ]; then kill "$VPID" 2>/dev/null; wait "$VPID" 2>/dev/null; fi
+  # The daemon does not remove its plugin socket when it is stopped: this run's own one goes.
+  rm -f "/run/docker/plugins/$PLUGIN.sock"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -25,7 +25,8 @@ fi
 
 mkdir -p "$DIR"
 if ! "$BIN" network ls >/dev/null 2>&1; then
-  "$BIN" daemon --state-dir "$DIR/state" >"$DIR/daemon.log" 2>&1 &
+  # --docker-plugin off: the demo leaves Docker's plugin directory to a real daemon.
+  "$BIN" daemon --state-dir "$DIR/state" --docker-plugin off >"$DIR/daemon.log" 2>&1 &
   echo $! >"$DIR/daemon.pid"
   for _ in $(seq 100); do "$BIN" network ls >/dev/null 2>&1 && break; sleep 0.1; done
 fi
