@@ -207,3 +207,29 @@ fn check_without_prev_result_and_gc_without_valid_attachments_are_config_errors(
     assert_eq!(v["code"], 7, "{v}");
     assert!(v["msg"].as_str().unwrap().contains("valid-attachments"));
 }
+
+proptest::proptest! {
+    /// What a runtime hands the plugin (the configuration on stdin, `CNI_ARGS`, a
+    /// `prevResult`) is untrusted: parsing it gives a CNI error, never a panic. VERSION and an
+    /// unknown command go through `main_with` whole (the others would reach a daemon).
+    #[test]
+    fn runtime_input_never_panics(
+        stdin in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        args in "[ -~]{0,64}",
+        ifname in "[ -~]{0,16}",
+        cmd in proptest::sample::select(vec!["VERSION", "FROB", ""]),
+    ) {
+        let _ = NetConf::parse(&stdin);
+        let mut e = env(cmd);
+        e.args = Some(args);
+        let _ = e.cni_args();
+        if let Ok(prev) = serde_json::from_slice::<Value>(&stdin) {
+            let _ = expected(&prev, &ifname);
+        }
+        let o = main_with(&e, Ok(stdin.clone()));
+        // Whatever the input, the plugin answers with JSON (a result or a CNI error).
+        if !o.stdout.is_empty() {
+            proptest::prop_assert!(serde_json::from_str::<Value>(&o.stdout).is_ok());
+        }
+    }
+}
