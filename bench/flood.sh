@@ -8,7 +8,8 @@
 # trafgen at FLOOD_PPS frames per second, half broadcast, half to random unknown unicast
 # addresses, every frame from a new random (locally administered, unicast) source MAC. Per
 # round it prints both throughputs and their ratio, the frames c3 sent and the switch read, the
-# drop counters, the MAC table's size and the daemon's RSS, beside /proc/loadavg; the summary
+# drop counters (storm control's refusals and holds), the MAC table's size and the daemon's
+# RSS, beside /proc/loadavg; the summary
 # is the median of the per-round ratios (goal: >= 0.9), the largest MAC table seen and the RSS
 # before the first round and after the last. Writes bench/results/flood.json.
 #
@@ -134,7 +135,8 @@ try:
 except (OSError, ValueError, KeyError):
     prev = {}
 totals = {"flooder_rx": c3["rx_frames"], "flooder_kernel_drops": c3["rx_dropped"],
-          "flood_limited": c3["flood_limited"],
+          "flood_limited": c3["flood_limited"], "storm_holds": c3.get("storm_holds", 0),
+          "storm_held": c3.get("storm_held", 0),
           "drops": {k[5:]: v for k, v in c.items() if k.startswith("drop_")}}
 delta = lambda k: totals[k] - prev.get(k, 0)
 row = {
@@ -143,7 +145,8 @@ row = {
     "flood_sent": int(sent), "flood_secs": float(secs),
     "flood_sent_fps": int(sent) / float(secs), "offered_fps": int(pps),
     "flooder_rx": delta("flooder_rx"), "flooder_kernel_drops": delta("flooder_kernel_drops"),
-    "flood_limited": delta("flood_limited"), "fdb_entries": stats["fdb_entries"],
+    "flood_limited": delta("flood_limited"), "storm_holds": delta("storm_holds"),
+    "storm_held": delta("storm_held"), "fdb_entries": stats["fdb_entries"],
     "drops": {k: v - prev.get("drops", {}).get(k, 0) for k, v in totals["drops"].items()
               if v - prev.get("drops", {}).get(k, 0)},
     "totals": totals,
@@ -158,7 +161,8 @@ ratio = "n/a" if row["ratio"] is None else "%.2f" % row["ratio"]
 print(f"round {r}: alone {row['alone_gbps']:.2f} Gbps, flooded {row['flooded_gbps']:.2f} Gbps, "
       f"ratio {ratio} | c3 sent {row['flood_sent']} ({row['flood_sent_fps'] / 1e3:.0f} kfps), "
       f"switch read {row['flooder_rx']}, kernel dropped {row['flooder_kernel_drops']}, "
-      f"flood_limited {row['flood_limited']} | worker cpu {row['worker_cpu_alone']:.0f}% -> "
+      f"flood_limited {row['flood_limited']}, held {row['storm_held']} in {row['storm_holds']} holds"
+      f" | worker cpu {row['worker_cpu_alone']:.0f}% -> "
       f"{row['worker_cpu_flooded']:.0f}% | fdb {row['fdb_entries']} | "
       f"rss {row['rss_kib_after_alone'] / 1024:.1f} -> {row['rss_kib'] / 1024:.1f} MiB | load {load}")
 print(f"  drops: {row['drops']}")

@@ -588,7 +588,7 @@ fn run(cli: Cli) -> Result<i32> {
                     p.tx_dropped,
                     p.spoofed_mac,
                     p.spoofed_ip,
-                    p.flood_limited
+                    p.flood_limited + p.storm_held
                 );
             }
             Ok(0)

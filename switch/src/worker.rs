@@ -48,6 +48,17 @@ const AGING_BUDGET: usize = 4096;
 const TICK: Duration = Duration::from_millis(500);
 /// Longest sleep while the gateway has flows (their retransmission timers).
 const NAT_TICK: Duration = Duration::from_millis(50);
+/// Storm hold: a port whose floods storm control refused this many times within
+/// [`STORM_WINDOW_MS`] is held for [`STORM_HOLD`]: the kernel drops its frames before they are
+/// queued ([`Port::set_rx_hold`]), so a storm far over the port's rate stops costing the worker
+/// a read and a copy per frame. A port flooding at a little over its rate never gets there
+/// (2,560 refusals a second over its rate are needed); the bucket alone bounds what it floods.
+const STORM_REFUSALS: u32 = 256;
+/// The window [`STORM_REFUSALS`] are counted in, milliseconds.
+const STORM_WINDOW_MS: u64 = 100;
+/// How long a storm hold lasts. The bucket refills meanwhile, so the port gets its rate's
+/// worth of floods after each hold; its unicast waits out the hold too.
+const STORM_HOLD: Duration = Duration::from_millis(50);
 /// Name of the worker thread (the panic hook recognises the worker's panics by it).
 pub const WORKER_THREAD: &str = "vswitch-worker";
 /// What [`Command::InjectPanic`] panics with.
@@ -117,6 +128,12 @@ pub struct PortStats {
     /// GSO super-frames sent whole (AF_PACKET ports with vnet headers; 0 otherwise).
     #[serde(default)]
     pub tx_gso_frames: u64,
+    /// Storm holds of the port (see [`STORM_REFUSALS`]).
+    #[serde(default)]
+    pub storm_holds: u64,
+    /// Frames the kernel dropped while the port was held.
+    #[serde(default)]
+    pub storm_held: u64,
 }
 
 /// A published snapshot of the worker's state.
@@ -393,6 +410,12 @@ struct PortSlot {
     port: Box<dyn Port>,
     stats: PortStats,
     ready: bool,
+    /// Held for a storm: not read until its entry in `Worker::holds` expires.
+    held: bool,
+    /// Frames storm control refused since `refused_since` (see [`STORM_REFUSALS`]).
+    refused: u32,
+    /// Start of the window `refused` counts in, worker milliseconds.
+    refused_since: u64,
 }
 
 struct Worker {
@@ -402,6 +425,8 @@ struct Worker {
     gateway: Gateway,
     ports: Vec<Option<PortSlot>>,
     ready: Vec<PortId>,
+    /// Ports held for a storm, and when each hold ends.
+    holds: Vec<(PortId, Instant)>,
     batch: Batch,
     /// Scratch batch for copies that get an 802.1Q tag on egress (trunk ports).
     tagged: Batch,
@@ -621,6 +646,7 @@ impl Worker {
             gateway,
             ports: Vec::new(),
             ready: Vec::with_capacity(64),
+            holds: Vec::new(),
             batch: Batch::new(GSO_SLOT),
             tagged: Batch::new(GSO_SLOT),
             too_big: Batch::new(TOO_BIG_SLOT),
@@ -651,10 +677,14 @@ impl Worker {
         while self.running {
             let timeout = if self.ready.is_empty() {
                 let t = next_age.saturating_duration_since(Instant::now());
-                if self.gateway.wants_timer() {
+                let t = if self.gateway.wants_timer() {
                     t.min(NAT_TICK)
                 } else {
                     t
+                };
+                match self.holds.iter().map(|h| h.1).min() {
+                    Some(end) => t.min(end.saturating_duration_since(Instant::now())),
+                    None => t,
                 }
             } else {
                 Duration::ZERO
@@ -680,11 +710,14 @@ impl Worker {
                 }
                 let id = PortId(ev.token().0 as u16);
                 if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
-                    if !slot.ready {
+                    if !slot.ready && !slot.held {
                         slot.ready = true;
                         self.ready.push(id);
                     }
                 }
+            }
+            if !self.holds.is_empty() {
+                self.end_holds(Instant::now());
             }
             self.commands();
             self.round();
@@ -715,6 +748,54 @@ impl Worker {
         }
     }
 
+    /// Ends the storm holds due by `now`; their ports are read again (what they queued before
+    /// the hold is still there).
+    fn end_holds(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.holds.len() {
+            let (id, end) = self.holds[i];
+            if end > now {
+                i += 1;
+                continue;
+            }
+            self.holds.swap_remove(i);
+            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                slot.port.set_rx_hold(false);
+                slot.held = false;
+                if !slot.ready {
+                    slot.ready = true;
+                    self.ready.push(id);
+                }
+            }
+        }
+    }
+
+    /// After a batch from `id` in which storm control refused `refused` frames at `now_ms`:
+    /// holds the port if that makes [`STORM_REFUSALS`] within [`STORM_WINDOW_MS`]. Returns true
+    /// if it did.
+    fn storm_check(&mut self, id: PortId, refused: u64, now_ms: u64) -> bool {
+        if refused == 0 {
+            return false;
+        }
+        let Some(Some(slot)) = self.ports.get_mut(id.index()) else {
+            return false;
+        };
+        if now_ms.saturating_sub(slot.refused_since) >= STORM_WINDOW_MS {
+            slot.refused_since = now_ms;
+            slot.refused = 0;
+        }
+        slot.refused = slot
+            .refused
+            .saturating_add(refused.min(u64::from(u32::MAX)) as u32);
+        if slot.refused < STORM_REFUSALS || !slot.port.set_rx_hold(true) {
+            return false;
+        }
+        slot.refused = 0;
+        slot.held = true;
+        self.holds.push((id, Instant::now() + STORM_HOLD));
+        true
+    }
+
     /// Receives one batch from `id` and forwards it. Returns true if the port may have more.
     fn service(&mut self, id: PortId) -> bool {
         let now_ms = self.now_ms();
@@ -735,6 +816,7 @@ impl Worker {
             return false;
         }
         slot.stats.rx_frames += n as u64;
+        let refused_before = self.flood_limited(id);
         self.dispatch.clear();
         self.pipeline.set_clock_ms(now_ms);
         self.pipeline
@@ -838,7 +920,19 @@ impl Worker {
             }
             self.gateway.clear();
         }
+        let refused = self.flood_limited(id) - refused_before;
+        if self.storm_check(id, refused, now_ms) {
+            return false;
+        }
         n == BATCH_SIZE
+    }
+
+    /// Storm control's refusals of `id`'s floods so far.
+    fn flood_limited(&self, id: PortId) -> u64 {
+        self.pipeline
+            .counters()
+            .port(id)
+            .map_or(0, |c| c.flood_limited)
     }
 
     fn commands(&mut self) {
@@ -949,6 +1043,9 @@ impl Worker {
             port,
             stats,
             ready: true,
+            held: false,
+            refused: 0,
+            refused_since: 0,
         });
         self.ready.push(id);
         Ok(())
@@ -1024,6 +1121,7 @@ impl Worker {
             self.pipeline.remove_port(id);
             self.gateway.remove_port(id);
             self.ready.retain(|p| *p != id);
+            self.holds.retain(|h| h.0 != id);
         }
     }
 
@@ -1048,6 +1146,8 @@ impl Worker {
                     let k = s.port.kind_stats();
                     s.stats.rx_ring_blocks = k.rx_ring_blocks;
                     s.stats.tx_gso_frames = k.tx_gso_frames;
+                    s.stats.storm_holds = k.storm_holds;
+                    s.stats.storm_held = k.storm_held;
                     s.stats.clone()
                 })
                 .collect(),

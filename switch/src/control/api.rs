@@ -269,6 +269,13 @@ pub struct PortInfo {
     /// Frames the port would have flooded beyond its storm-control rate.
     #[serde(default)]
     pub flood_limited: u64,
+    /// Times the port was held for a storm (storm control refused its floods many times in a
+    /// row; while held the kernel drops its frames before the switch reads them).
+    #[serde(default)]
+    pub storm_holds: u64,
+    /// Frames the kernel dropped while the port was held.
+    #[serde(default)]
+    pub storm_held: u64,
 }
 
 /// A reply from the daemon.

@@ -1653,6 +1653,8 @@ impl Daemon {
                     spoofed_mac: c.spoofed_mac,
                     spoofed_ip: c.spoofed_ip,
                     flood_limited: c.flood_limited,
+                    storm_holds: s.map_or(0, |s| s.storm_holds),
+                    storm_held: s.map_or(0, |s| s.storm_held),
                 }
             })
             .collect())

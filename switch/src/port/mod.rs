@@ -59,6 +59,15 @@ pub trait Port: Send {
         0
     }
 
+    /// Storm hold, storm control's second stage: while `on`, the kernel drops every frame that
+    /// arrives for this port before it is queued for the switch, so a port flooding far over its
+    /// rate costs no read, no copy and no wakeup. Returns whether the port can be held; a port
+    /// that cannot is read as usual (its refused floods are still counted one by one). Called
+    /// on a change of state, never per frame.
+    fn set_rx_hold(&mut self, _on: bool) -> bool {
+        false
+    }
+
     /// Counters only some kinds of port keep (read for listings, never on the hot path).
     fn kind_stats(&self) -> KindStats {
         KindStats::default()
@@ -72,4 +81,9 @@ pub struct KindStats {
     pub rx_ring_blocks: u64,
     /// GSO super-frames sent whole (an AF_PACKET port with vnet headers).
     pub tx_gso_frames: u64,
+    /// Times the port was held for a storm ([`Port::set_rx_hold`]).
+    pub storm_holds: u64,
+    /// Frames the kernel dropped while the port was held (the interface's receive counter over
+    /// the holds).
+    pub storm_held: u64,
 }
