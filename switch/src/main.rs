@@ -110,6 +110,11 @@ enum Cmd {
         /// Where dockerd looks for plugin sockets.
         #[arg(long, default_value = switch::control::docker::DEFAULT_PLUGIN_DIR)]
         docker_plugin_dir: PathBuf,
+        /// dockerd's API socket (`unix:///PATH`), asked for Docker's names of the networks and
+        /// containers the plugin makes; default: DOCKER_HOST if it is a unix socket, else
+        /// /var/run/docker.sock; `off`: not asked.
+        #[arg(long)]
+        docker_host: Option<String>,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -310,6 +315,53 @@ fn main() {
     }
 }
 
+/// Front ends' names (Docker's) of networks and containers, for the tables: a network or
+/// container made through Docker's plugin is listed by Docker's name once the daemon has looked
+/// it up (`--json` keeps vswitch's names, with Docker's beside them).
+#[derive(Default)]
+struct Aliases {
+    networks: std::collections::HashMap<String, String>,
+    containers: std::collections::HashMap<String, String>,
+}
+
+impl Aliases {
+    /// Asks the daemon; a failure only costs the aliases.
+    fn fetch(c: &mut Client, containers: bool) -> Aliases {
+        let mut a = Aliases::default();
+        if let Ok(list) = c
+            .call(&Request::NetworkLs)
+            .and_then(|v| Ok(serde_json::from_value::<Vec<NetworkInfo>>(v)?))
+        {
+            for n in list {
+                if let Some(alias) = n.frontend.and_then(|f| f.name) {
+                    a.networks.insert(n.name, alias);
+                }
+            }
+        }
+        if containers {
+            if let Ok(list) = c
+                .call(&Request::Ps)
+                .and_then(|v| Ok(serde_json::from_value::<Vec<ContainerInfo>>(v)?))
+            {
+                for ct in list {
+                    if let Some(alias) = ct.runtime.and_then(|r| r.name) {
+                        a.containers.insert(ct.name, alias);
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    fn network<'a>(&'a self, name: &'a str) -> &'a str {
+        self.networks.get(name).map_or(name, String::as_str)
+    }
+
+    fn container<'a>(&'a self, name: &'a str) -> &'a str {
+        self.containers.get(name).map_or(name, String::as_str)
+    }
+}
+
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -337,6 +389,7 @@ fn run(cli: Cli) -> Result<i32> {
             store_ttl,
             docker_plugin,
             docker_plugin_dir,
+            docker_host,
         } => {
             let store = match store {
                 Some(url) => {
@@ -403,7 +456,15 @@ fn run(cli: Cli) -> Result<i32> {
                 // Docker is optional: without its plugin directory the daemon serves on.
                 match docker::bind(&docker_plugin_dir, &docker_plugin) {
                     Ok((l, path)) => {
-                        docker::serve(l, std::sync::Arc::clone(&daemon), limits.clone())?;
+                        let api = match docker_host.as_deref() {
+                            Some("off") => None,
+                            Some(h) => Some(
+                                switch::control::docker_names::parse_api_socket(h)
+                                    .map_err(anyhow::Error::msg)?,
+                            ),
+                            None => Some(switch::control::docker_names::default_api_socket()),
+                        };
+                        docker::serve(l, std::sync::Arc::clone(&daemon), limits.clone(), api)?;
                         tracing::info!(
                             "Docker plugin {docker_plugin} on {} (docker network create -d {docker_plugin} --ipam-driver {docker_plugin})",
                             path.display()
@@ -435,18 +496,24 @@ fn run(cli: Cli) -> Result<i32> {
             exec_in(&info, &cmd)
         }
         Cmd::Ps { json } => {
-            let v = client()?.call(&Request::Ps)?;
+            let mut c = client()?;
+            let v = c.call(&Request::Ps)?;
             if json {
                 print_json(&v);
                 return Ok(0);
             }
             let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
+            let aliases = Aliases::fetch(&mut c, false);
             println!(
                 "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} COMMAND",
                 "NAME", "STATUS", "NETWORK", "IP", "PID", "PORTS"
             );
             for c in list {
-                let nets: Vec<String> = c.endpoints.iter().map(|e| e.network.clone()).collect();
+                let nets: Vec<&str> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| aliases.network(&e.network))
+                    .collect();
                 let ips: Vec<String> = c
                     .endpoints
                     .iter()
@@ -457,6 +524,7 @@ fn run(cli: Cli) -> Result<i32> {
                 } else {
                     nets.join(",")
                 };
+                let name = c.runtime.as_ref().and_then(|r| r.name.as_deref());
                 let ports = if c.ports.is_empty() {
                     "-".to_string()
                 } else {
@@ -464,7 +532,7 @@ fn run(cli: Cli) -> Result<i32> {
                 };
                 println!(
                     "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} {}",
-                    c.name,
+                    name.unwrap_or(&c.name),
                     c.status,
                     net,
                     if ips.is_empty() {
@@ -530,12 +598,14 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Fdb { network, json } => {
-            let v = client()?.call(&Request::Fdb { network })?;
+            let mut c = client()?;
+            let v = c.call(&Request::Fdb { network })?;
             if json {
                 print_json(&v);
                 return Ok(0);
             }
             let list: Vec<FdbInfo> = serde_json::from_value(v)?;
+            let aliases = Aliases::fetch(&mut c, false);
             println!(
                 "{:<14} {:<18} {:<14} {:>6} {:>8}",
                 "NETWORK", "MAC", "PORT", "AGE", "STATIC"
@@ -543,7 +613,7 @@ fn run(cli: Cli) -> Result<i32> {
             for e in list {
                 println!(
                     "{:<14} {:<18} {:<14} {:>6} {:>8}",
-                    e.network,
+                    aliases.network(&e.network),
                     e.mac,
                     e.port,
                     e.age_secs,
@@ -553,12 +623,14 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Ports { json } => {
-            let v = client()?.call(&Request::Ports)?;
+            let mut c = client()?;
+            let v = c.call(&Request::Ports)?;
             if json {
                 print_json(&v);
                 return Ok(0);
             }
             let list: Vec<PortInfo> = serde_json::from_value(v)?;
+            let aliases = Aliases::fetch(&mut c, true);
             println!(
                 "{:>4} {:<14} {:<20} {:<12} {:<14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 "ID",
@@ -580,8 +652,8 @@ fn run(cli: Cli) -> Result<i32> {
                     p.id,
                     p.name,
                     p.kind,
-                    p.network,
-                    p.container,
+                    aliases.network(&p.network),
+                    aliases.container(&p.container),
                     p.rx_frames,
                     p.tx_frames,
                     p.rx_dropped,
@@ -674,10 +746,11 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
                 } else {
                     n.id.to_string()
                 };
+                let name = n.frontend.as_ref().and_then(|f| f.name.as_deref());
                 println!(
                     "{:<6} {:<16} {:<8} {:<18} {:<15} {:>5}",
                     id,
-                    n.name,
+                    name.unwrap_or(&n.name),
                     n.driver,
                     n.subnet.unwrap_or_else(|| "-".into()),
                     n.gateway.unwrap_or_else(|| "-".into()),

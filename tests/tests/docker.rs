@@ -22,8 +22,11 @@ fn ready(tag: &str) -> Option<(Daemon, Dockerd, String)> {
         return None;
     }
     let plugin = unique("vst");
-    let d = Daemon::start_with(tag, &["--docker-plugin", &plugin]);
+    // dockerd first: vswitch asks its API for Docker's names (dockerd finds the plugin's
+    // socket when a network first names the driver).
     let dk = Dockerd::start(tag);
+    let api = format!("unix://{}", dk.sock.display());
+    let d = Daemon::start_with(tag, &["--docker-plugin", &plugin, "--docker-host", &api]);
     Some((d, dk, plugin))
 }
 
@@ -72,7 +75,7 @@ fn two_containers_talk_through_vswitch_by_name_and_publish_a_port() {
     let p = prefix(0);
     let net = create_network(&dk, &plugin, "app", &["--subnet", &format!("{p}.0/24")]);
     // An ordinary vswitch network, named by Docker's short id.
-    assert!(d.ok(&["network", "ls"]).contains(&net));
+    assert!(d.ok(&["network", "ls", "--json"]).contains(&net));
     let host_port = 20000 + std::process::id() % 20000;
     dk.ok(&[
         "run",
@@ -96,6 +99,49 @@ fn two_containers_talk_through_vswitch_by_name_and_publish_a_port() {
     assert!(web.starts_with(&format!("{p}.")) && cli.starts_with(&format!("{p}.")));
     // Each container's eth0 is a vswitch port.
     assert_eq!(container_ports(&d, &net).len(), 2, "{:?}", ports(&d));
+    // vswitch's listings show Docker's names (looked up in dockerd's API after Join); the
+    // JSON keeps vswitch's names, with Docker's beside them.
+    let docker_names = |d: &Daemon| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).unwrap();
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["runtime"]["name"].as_str().map(String::from))
+            .collect();
+        n.sort();
+        n
+    };
+    wait_until(
+        "Docker's names in vswitch ps",
+        Duration::from_secs(15),
+        || docker_names(&d) == ["cli", "web"],
+    );
+    let ps = d.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("web ") && l.contains(" app ")),
+        "{ps}"
+    );
+    let ls = d.ok(&["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("app")),
+        "{ls}"
+    );
+    let table = d.ok(&["ports"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(" app ") && l.contains(" web ")),
+        "{table}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(inspect[0]["frontend"]["name"], "app", "{inspect}");
+    // Docker's name is not vswitch's key, and the error says which is.
+    let e = d.fails(&["network", "inspect", "app"]);
+    assert!(e.contains(&net), "{e}");
     // Docker's embedded DNS names them; they ping each other and the gateway.
     assert!(dk.ping("cli", "web"), "cli cannot ping web by name");
     assert!(dk.ping("web", &cli));

@@ -53,8 +53,22 @@ pub struct RunRequest {
 pub struct RuntimeRef {
     /// The front end: `cni`, ...
     pub frontend: String,
-    /// The runtime's id of the container (`CNI_CONTAINERID`), as given.
+    /// The runtime's id of the container (`CNI_CONTAINERID`, Docker's endpoint id), as given.
     pub id: String,
+    /// The runtime's name for it (Docker's container or network name), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl RuntimeRef {
+    /// A reference by the runtime's id, with no name yet.
+    pub fn new(frontend: &str, id: &str) -> RuntimeRef {
+        RuntimeRef {
+            frontend: frontend.to_string(),
+            id: id.to_string(),
+            name: None,
+        }
+    }
 }
 
 /// `Request::RuntimeAttach`: attaches a namespace made by a container runtime to a network as
@@ -186,6 +200,9 @@ pub struct NetworkInfo {
     /// An overlay network's peers (remote VTEPs), by address.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub peers: BTreeMap<Ipv4Addr, PeerInfo>,
+    /// The front end that made the network and its name for it (Docker's network name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<RuntimeRef>,
 }
 
 /// A peer of an overlay network, as the switch sees it now.

@@ -561,7 +561,11 @@ impl Daemon {
                 network,
                 ifname,
             } => self
-                .runtime_detach(&RuntimeRef { frontend, id }, &network, ifname.as_deref())
+                .runtime_detach(
+                    &RuntimeRef::new(&frontend, &id),
+                    &network,
+                    ifname.as_deref(),
+                )
                 .map(|removed| serde_json::json!({ "removed": removed })),
             Request::Ps => Ok(to_json(self.ps())),
             Request::ContainerInspect { name } => self.container_info(&name).map(to_json),
@@ -745,6 +749,7 @@ impl Daemon {
                 containers: BTreeMap::new(),
                 created: 0,
                 peers: BTreeMap::new(),
+                frontend: None,
             });
         }
         v
@@ -752,7 +757,19 @@ impl Daemon {
 
     fn network(&self, name: &str) -> Result<&NetworkRecord> {
         self.state.networks.get(name).ok_or_else(|| {
-            err!("network {name} not found; `vswitch network ls` lists the networks")
+            let by_frontend = self
+                .state
+                .network_frontends
+                .iter()
+                .find(|(_, f)| f.name.as_deref() == Some(name));
+            match by_frontend {
+                Some((ours, f)) => err!(
+                    "{name} is {}'s name for the network vswitch calls {ours}; use that name, or {}'s own commands",
+                    f.frontend,
+                    f.frontend
+                ),
+                None => err!("network {name} not found; `vswitch network ls` lists the networks"),
+            }
         })
     }
 
@@ -782,6 +799,7 @@ impl Daemon {
             containers,
             created: n.created,
             peers: (self.driver(n).map(|d| d.peers(n))).unwrap_or_default(),
+            frontend: self.state.network_frontends.get(name).cloned(),
         })
     }
 
@@ -804,6 +822,7 @@ impl Daemon {
             );
         }
         let rec = self.state.networks.remove(name).expect("exists");
+        self.state.network_frontends.remove(name);
         self.with_driver(&rec, |d, cx| d.remove(&rec, cx));
         self.state.ipam.remove_pool(name).map_err(|e| err!("{e}"))?;
         self.save()?;
@@ -828,10 +847,50 @@ impl Daemon {
     // ----- containers -----
 
     fn container(&self, name: &str) -> Result<&ContainerRecord> {
-        self.state
-            .containers
-            .get(name)
-            .ok_or_else(|| err!("container {name} not found; `vswitch ps` lists the containers"))
+        self.state.containers.get(name).ok_or_else(|| {
+            let by_runtime = self.state.containers.values().find(|c| {
+                c.runtime
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+            });
+            match by_runtime.and_then(|c| Some((c, c.runtime.as_ref()?))) {
+                Some((c, r)) => err!(
+                    "{name} is {}'s name for the container vswitch calls {}; use that name, or {}'s own commands",
+                    r.frontend,
+                    c.name,
+                    r.frontend
+                ),
+                None => err!("container {name} not found; `vswitch ps` lists the containers"),
+            }
+        })
+    }
+
+    /// Records the front end's names for a container and its network, as the front end tells
+    /// them (Docker's container and network names, looked up after `Join`).
+    pub fn set_frontend_names(
+        &mut self,
+        container: &str,
+        container_name: Option<&str>,
+        network: &str,
+        network_ref: Option<RuntimeRef>,
+    ) -> Result<()> {
+        let mut changed = false;
+        if let (Some(n), Some(c)) = (container_name, self.state.containers.get_mut(container)) {
+            if let Some(r) = c.runtime.as_mut().filter(|r| r.name.as_deref() != Some(n)) {
+                r.name = Some(n.to_string());
+                changed = true;
+            }
+        }
+        if let Some(r) = network_ref.filter(|_| self.state.networks.contains_key(network)) {
+            if self.state.network_frontends.get(network) != Some(&r) {
+                self.state.network_frontends.insert(network.to_string(), r);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save()?;
+        }
+        Ok(())
     }
 
     fn endpoint_info(&self, ep: &EndpointRecord) -> EndpointInfo {
@@ -1290,10 +1349,11 @@ impl Daemon {
 
     /// The container a runtime attached under its id `r`.
     fn runtime_container(&self, r: &RuntimeRef) -> Option<&ContainerRecord> {
-        self.state
-            .containers
-            .values()
-            .find(|c| c.runtime.as_ref() == Some(r))
+        self.state.containers.values().find(|c| {
+            c.runtime
+                .as_ref()
+                .is_some_and(|o| o.frontend == r.frontend && o.id == r.id)
+        })
     }
 
     /// A vswitch name for a runtime's container: the first 12 characters of its id (as Docker
@@ -1330,10 +1390,7 @@ impl Daemon {
     /// records it (external: its namespace is never deleted by vswitch), later ones add
     /// endpoints to it.
     pub fn runtime_attach(&mut self, r: RuntimeAttach) -> Result<RuntimeAttached> {
-        let rt = RuntimeRef {
-            frontend: r.frontend.clone(),
-            id: r.id.clone(),
-        };
+        let rt = RuntimeRef::new(&r.frontend, &r.id);
         if rt.id.is_empty() || rt.frontend.is_empty() {
             bail!("a runtime attachment needs the front end and the runtime's container id");
         }
@@ -1779,6 +1836,7 @@ impl Daemon {
         ip: Ipv4Addr,
         mac: Option<MacAddr>,
         reserved_by: Option<&str>,
+        runtime: Option<RuntimeRef>,
     ) -> Result<(ContainerInfo, String)> {
         check_name("container", name)?;
         if self.state.containers.contains_key(name) {
@@ -1804,7 +1862,7 @@ impl Daemon {
         };
         let rec = ContainerRecord {
             endpoints: vec![ep.clone()],
-            ..ContainerRecord::external(name, PathBuf::new(), None, unix_now())
+            ..ContainerRecord::external(name, PathBuf::new(), runtime, unix_now())
         };
         let gso = self.driver(&net).and_then(|d| d.gso_max_segs(&net));
         Transaction::run(self, |tx, d| {

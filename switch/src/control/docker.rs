@@ -20,7 +20,9 @@
 //! Errors are answered as Docker reads them: `{"Err": "..."}` (network driver) or
 //! `{"Error": "..."}` (IPAM), with status 200; `docker` prints the message.
 
+use super::api::RuntimeRef;
 use super::daemon::{unplaced_peer_name, Daemon};
+use super::docker_names::{Lookup, FRONTEND};
 use super::error::{bail, err, Context, Result};
 use super::http;
 use super::server::{lock, panic_message, Limits, Slot};
@@ -87,9 +89,23 @@ pub fn bind(dir: &Path, name: &str) -> Result<(UnixListener, PathBuf)> {
 }
 
 /// Serves the plugin socket on a thread of its own: one thread per connection, at most
-/// `limits.max_clients` at once, each request within `limits.timeout`.
-pub fn serve(listener: UnixListener, daemon: Arc<Mutex<Daemon>>, limits: Limits) -> Result<()> {
-    let plugin = Arc::new(Mutex::new(Plugin::default()));
+/// `limits.max_clients` at once, each request within `limits.timeout`. With `docker_api`
+/// (dockerd's API socket), Docker's names of the networks and containers are looked up and
+/// recorded ([`super::docker_names`]).
+pub fn serve(
+    listener: UnixListener,
+    daemon: Arc<Mutex<Daemon>>,
+    limits: Limits,
+    docker_api: Option<PathBuf>,
+) -> Result<()> {
+    let names = match docker_api {
+        Some(api) => Some(super::docker_names::spawn(api, Arc::clone(&daemon))?),
+        None => None,
+    };
+    let plugin = Arc::new(Mutex::new(Plugin {
+        names,
+        ..Plugin::default()
+    }));
     std::thread::Builder::new()
         .name("vswitch-docker".into())
         .spawn(move || {
@@ -185,6 +201,20 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct Plugin {
     pending: BTreeMap<Ipv4Net, Pending>,
+    /// Where Docker's names are looked up, if they are.
+    names: Option<crossbeam_channel::Sender<Lookup>>,
+}
+
+impl Plugin {
+    fn look_up(&self, network_id: &str, network: &str, endpoint: Option<(&str, &str)>) {
+        if let Some(tx) = &self.names {
+            let _ = tx.send(Lookup {
+                network_id: network_id.to_string(),
+                network: network.to_string(),
+                endpoint: endpoint.map(|(e, c)| (e.to_string(), c.to_string())),
+            });
+        }
+    }
 }
 
 /// Which error field a reply carries.
@@ -499,7 +529,15 @@ impl Plugin {
                 return answer(Api::Network, delete_endpoint(d, b).map(|_| json!({})))
             }
             "NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
-            "NetworkDriver.Join" => return answer(Api::Network, join(d, b)),
+            "NetworkDriver.Join" => {
+                let r = join(d, b);
+                if let (Ok(_), Ok(req)) = (&r, body::<EndpointReq>(b)) {
+                    if let Ok((network, name)) = req.names() {
+                        self.look_up(&req.network_id, &network, Some((&req.endpoint_id, &name)));
+                    }
+                }
+                return answer(Api::Network, r);
+            }
             "NetworkDriver.Leave" => return answer(Api::Network, leave(d, b).map(|_| json!({}))),
             "NetworkDriver.ProgramExternalConnectivity" => {
                 return answer(Api::Network, program(d, b).map(|_| json!({})))
@@ -659,6 +697,7 @@ impl Plugin {
             .and_then(|p| p.ip_range);
         let req = network_request(&name, &r, ip_range)?;
         d.network_create(req)?;
+        self.look_up(&r.network_id, &name, None);
         if let Some(s) = subnet {
             self.pending.remove(&s);
         }
@@ -721,7 +760,8 @@ fn create_endpoint(d: &mut Daemon, b: &[u8]) -> Result<Value> {
     };
     let owner = d.address_owner(&network, ip);
     let reserved_by = owner.as_deref().filter(|o| o.starts_with(IPAM_OWNER));
-    let (info, _peer) = d.attach_unplaced(&name, &network, ip, mac, reserved_by)?;
+    let runtime = Some(RuntimeRef::new(FRONTEND, &r.endpoint_id));
+    let (info, _peer) = d.attach_unplaced(&name, &network, ip, mac, reserved_by, runtime)?;
     let ours = info
         .endpoints
         .first()

@@ -19,6 +19,7 @@ pub mod api;
 pub mod daemon;
 pub mod dataplane;
 pub mod docker;
+pub mod docker_names;
 pub mod driver;
 pub mod egress;
 pub mod error;

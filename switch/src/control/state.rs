@@ -178,6 +178,9 @@ pub struct State {
     /// Host interfaces serving as macvlan parents (uplink ports), by name.
     #[serde(default)]
     pub uplinks: BTreeMap<String, UplinkRecord>,
+    /// Networks made through a front end (Docker), by network name: its id and name there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_frontends: BTreeMap<String, super::api::RuntimeRef>,
 }
 
 /// A host interface the switch uses as an uplink (a macvlan parent), and what to restore on it
