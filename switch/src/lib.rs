@@ -45,6 +45,7 @@ pub mod process;
 pub mod sys;
 #[doc(hidden)]
 pub mod testing;
+pub mod trace;
 pub mod worker;
 
 /// The frame formats, checksums, virtio-net header and id types: the `wire` crate

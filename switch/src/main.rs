@@ -165,6 +165,40 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show what the switch decides for the next frames that match (ingress, network, learning,
+    /// lookup, decision or drop reason, outputs): the answer to "why can't A reach B".
+    Trace {
+        /// How many frames to trace.
+        #[arg(long, short = 'c', default_value_t = 1)]
+        count: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Frames entering by this port (name or number; repeatable).
+        #[arg(long)]
+        port: Vec<String>,
+        /// Frames entering by this container's ports (repeatable).
+        #[arg(long)]
+        container: Vec<String>,
+        /// Frames entering by the ports of this network (repeatable).
+        #[arg(long)]
+        network: Vec<String>,
+        /// Frames from or to this MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Frames from or to this IPv4 address (ARP: sender or target).
+        #[arg(long)]
+        host: Option<std::net::Ipv4Addr>,
+        /// arp, ipv4, icmp, tcp or udp.
+        #[arg(long)]
+        proto: Option<String>,
+        /// TCP or UDP source or destination port.
+        #[arg(long)]
+        l4_port: Option<u16>,
+        /// One JSON object per frame.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the pipeline's counters (drops by reason, floods, ...).
     Stats {
         #[arg(long)]
@@ -621,6 +655,57 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             }
             Ok(0)
+        }
+        Cmd::Trace {
+            count,
+            timeout,
+            port,
+            container,
+            network,
+            mac,
+            host,
+            proto,
+            l4_port,
+            json,
+        } => {
+            let mut c = client()?;
+            let v = c.call(&Request::TraceStart(TraceStart {
+                count,
+                ports: port,
+                containers: container,
+                networks: network,
+                mac,
+                host,
+                proto,
+                l4_port,
+            }))?;
+            let id = v["id"].as_u64().unwrap_or(0);
+            // On stderr, also with --json: the trace is armed from here on.
+            eprintln!("tracing the next {count} matching frame(s) (at most {timeout} s)");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let mut got = 0u32;
+            loop {
+                let v = c.call(&Request::TraceRead { id })?;
+                let records: Vec<switch::trace::TraceRecord> =
+                    serde_json::from_value(v["records"].clone())?;
+                for r in &records {
+                    if json {
+                        println!("{}", serde_json::to_string(r)?);
+                    } else {
+                        print!("{}", r.text());
+                    }
+                }
+                got += records.len() as u32;
+                if v["done"].as_bool().unwrap_or(false) {
+                    return Ok(0);
+                }
+                if std::time::Instant::now() >= deadline {
+                    let _ = c.call(&Request::TraceStop { id });
+                    eprintln!("{got} of {count} frame(s) traced in {timeout} s; no more matched");
+                    return Ok(if got > 0 { 0 } else { 1 });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
         Cmd::Ports { json } => {
             let mut c = client()?;

@@ -743,6 +743,25 @@ impl Pipeline {
         self.fdb.age(now, budget)
     }
 
+    /// The network a frame received on `in_port` belongs to (`tag`: its metadata tag, the
+    /// virtual ingress port of a tunnel's frame), as classification decides it; `None` when
+    /// classification would drop it. For tracing, never on the hot path.
+    pub fn frame_network(&self, in_port: PortId, frame: &[u8], tag: u32) -> Option<NetworkId> {
+        let tpid = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        let vid = if tpid == TPID_8021Q {
+            u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]) & 0x0fff
+        } else {
+            NO_VLAN
+        };
+        let port = self.ports.get(in_port.index())?.as_ref()?;
+        let port = if matches!(port.role, PortRole::Tunnel) {
+            self.ports.get(tag as usize)?.as_ref()?
+        } else {
+            port
+        };
+        port.classify(vid).ok()
+    }
+
     /// The MAC table.
     pub fn fdb(&self) -> &Fdb {
         &self.fdb

@@ -373,6 +373,7 @@ fn serve_fake(
             Command::AddStatic { .. } => s.log.push("add_static"),
             Command::SetVtepMtu { .. } => s.log.push("set_vtep_mtu"),
             Command::InjectPanic => s.log.push("inject_panic"),
+            Command::Trace(_) => s.log.push("trace"),
         }
     }
 }

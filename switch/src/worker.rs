@@ -205,8 +205,29 @@ pub enum Command {
     /// Panics the worker thread: a test hook for supervision. The daemon sends it only when
     /// started with test hooks on (`vswitch daemon --test-hooks`, `VSWITCH_TEST_HOOKS=1`).
     InjectPanic,
+    /// Arms a trace ([`crate::trace`]): the next `count` frames matching `filter` are traced
+    /// and their records sent to `tx` (a bounded channel: records that do not fit are lost and
+    /// counted by the receiver's gap in `seq`). `None` disarms.
+    Trace(Option<TraceArm>),
     /// Ends the loop.
     Shutdown,
+}
+
+/// What [`Command::Trace`] arms.
+#[derive(Debug)]
+pub struct TraceArm {
+    pub filter: crate::trace::TraceFilter,
+    pub count: u32,
+    pub tx: Sender<crate::trace::TraceRecord>,
+}
+
+/// An armed trace, in the worker.
+struct Tracer {
+    arm: TraceArm,
+    /// Records made so far.
+    seq: u32,
+    /// The received batch while it is forwarded in pieces.
+    whole: Batch,
 }
 
 /// The control plane's handle on a running worker.
@@ -427,6 +448,10 @@ struct Worker {
     ready: Vec<PortId>,
     /// Ports held for a storm, and when each hold ends.
     holds: Vec<(PortId, Instant)>,
+    /// The armed trace, if any (one branch per batch when none).
+    tracer: Option<Box<Tracer>>,
+    /// Frames the gateway answered the last batch with (read by tracing).
+    gateway_replies_last: usize,
     batch: Batch,
     /// Scratch batch for copies that get an 802.1Q tag on egress (trunk ports).
     tagged: Batch,
@@ -647,6 +672,8 @@ impl Worker {
             ports: Vec::new(),
             ready: Vec::with_capacity(64),
             holds: Vec::new(),
+            tracer: None,
+            gateway_replies_last: 0,
             batch: Batch::new(GSO_SLOT),
             tagged: Batch::new(GSO_SLOT),
             too_big: Batch::new(TOO_BIG_SLOT),
@@ -799,7 +826,6 @@ impl Worker {
     /// Receives one batch from `id` and forwards it. Returns true if the port may have more.
     fn service(&mut self, id: PortId) -> bool {
         let now_ms = self.now_ms();
-        let now = (now_ms / 1000) as u32;
         let Some(Some(slot)) = self.ports.get_mut(id.index()) else {
             return false;
         };
@@ -817,6 +843,22 @@ impl Worker {
         }
         slot.stats.rx_frames += n as u64;
         let refused_before = self.flood_limited(id);
+        if self.tracer.is_some() {
+            self.forward_traced(id, now_ms);
+        } else {
+            self.forward(id, now_ms);
+        }
+        let refused = self.flood_limited(id) - refused_before;
+        if self.storm_check(id, refused, now_ms) {
+            return false;
+        }
+        n == BATCH_SIZE
+    }
+
+    /// Forwards the batch in `self.batch`, received on `id`: the pipeline's decisions, one
+    /// `send_burst` per output list, the gateway's answers.
+    fn forward(&mut self, id: PortId, now_ms: u64) {
+        let now = (now_ms / 1000) as u32;
         self.dispatch.clear();
         self.pipeline.set_clock_ms(now_ms);
         self.pipeline
@@ -912,6 +954,7 @@ impl Worker {
             }
             if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
                 let replies = self.gateway.replies();
+                self.gateway_replies_last = replies.len();
                 if !replies.is_empty() {
                     let sel = self.gateway.reply_sel();
                     let sent = slot.port.send_burst(replies, sel).unwrap_or(0);
@@ -920,11 +963,151 @@ impl Worker {
             }
             self.gateway.clear();
         }
-        let refused = self.flood_limited(id) - refused_before;
-        if self.storm_check(id, refused, now_ms) {
-            return false;
+    }
+
+    /// [`Self::forward`] with a trace armed: runs of frames that do not match go through as
+    /// they are, each matching frame alone, with what the switch did to it recorded (see
+    /// [`crate::trace`]). Order is kept.
+    #[cold]
+    fn forward_traced(&mut self, id: PortId, now_ms: u64) {
+        let Some(mut t) = self.tracer.take() else {
+            return self.forward(id, now_ms);
+        };
+        let n = self.batch.len();
+        let matching: Vec<bool> = (0..n)
+            .map(|i| {
+                let ing = self.trace_ingress(id, i);
+                t.arm.filter.matches(ing, self.batch.frame(i))
+            })
+            .collect();
+        if !matching.contains(&true) {
+            self.tracer = Some(t);
+            return self.forward(id, now_ms);
         }
-        n == BATCH_SIZE
+        std::mem::swap(&mut t.whole, &mut self.batch);
+        let mut i = 0;
+        while i < n {
+            self.batch.clear();
+            let traced = matching[i] && t.seq < t.arm.count;
+            let mut j = i;
+            while j < n && (j == i || !(matching[j] && t.seq < t.arm.count)) {
+                let m = *t.whole.meta(j);
+                if self.batch.push(t.whole.frame(j), m.vnet) {
+                    self.batch.meta_mut(self.batch.len() - 1).tag = m.tag;
+                }
+                j += 1;
+                if traced {
+                    break;
+                }
+            }
+            if traced {
+                t.seq += 1;
+                let rec = self.trace_one(id, t.seq, now_ms);
+                if let Err(crossbeam_channel::TrySendError::Disconnected(_)) =
+                    t.arm.tx.try_send(rec)
+                {
+                    // Nobody reads the trace any more: it ends.
+                    t.seq = t.arm.count;
+                }
+            } else {
+                self.forward(id, now_ms);
+            }
+            i = j;
+        }
+        std::mem::swap(&mut t.whole, &mut self.batch);
+        if t.seq < t.arm.count {
+            self.tracer = Some(t);
+        }
+    }
+
+    /// The port frame `i` of the batch from `id` entered by: the VTEP it was decapsulated
+    /// for on a tunnel port, `id` otherwise.
+    fn trace_ingress(&self, id: PortId, i: usize) -> PortId {
+        if self.vtep_tunnel.contains(&id) {
+            PortId(self.batch.meta(i).tag as u16)
+        } else {
+            id
+        }
+    }
+
+    /// Forwards the one frame in `self.batch` and says what happened to it.
+    fn trace_one(&mut self, id: PortId, seq: u32, now_ms: u64) -> crate::trace::TraceRecord {
+        use crate::trace::{parse, summary, TraceRecord};
+        let frame = self.batch.frame(0);
+        let h = parse(frame);
+        let ing = self.trace_ingress(id, 0);
+        let tag = self.batch.meta(0).tag;
+        let net = self.pipeline.frame_network(id, frame, tag);
+        let (src, dst) = h
+            .as_ref()
+            .map_or((None, None), |h| (Some(h.src), Some(h.dst)));
+        let fdb_at = |w: &Worker, mac: Option<[u8; 6]>| match (net, mac) {
+            (Some(n), Some(m)) => w.pipeline.fdb().lookup(n, MacAddr(m)),
+            _ => None,
+        };
+        let src_before = fdb_at(self, src);
+        let dst_before = fdb_at(self, dst);
+        let before = self.pipeline.counters().clone();
+        self.gateway_replies_last = 0;
+        let mut rec = TraceRecord {
+            seq,
+            time_ms: now_ms,
+            ingress: ing.0,
+            network: net.map(|n| n.0),
+            vlan: h.as_ref().and_then(|h| h.vlan),
+            src: src.map_or("-".into(), |m| MacAddr(m).to_string()),
+            dst: dst.map_or("-".into(), |m| MacAddr(m).to_string()),
+            len: frame.len(),
+            summary: h.as_ref().map_or("runt".into(), summary),
+            ..Default::default()
+        };
+        self.forward(id, now_ms);
+        let after = self.pipeline.counters();
+        let reason = DropReason::ALL
+            .iter()
+            .find(|r| after.drop_count(**r) > before.drop_count(**r))
+            .copied();
+        let learned = reason.is_none_or(|r| r == DropReason::TxFull);
+        rec.learn = match (learned, src.map(MacAddr), fdb_at(self, src)) {
+            (true, Some(m), after_port) if m.is_learnable() => match (src_before, after_port) {
+                (None, Some(_)) => "new".into(),
+                (Some(a), Some(b)) if a == b => "refreshed".into(),
+                (Some(a), Some(_)) => format!("moved from port {}", a.0),
+                _ => "not learned (a limit or a static entry)".into(),
+            },
+            _ => "-".into(),
+        };
+        rec.lookup = match dst {
+            _ if reason.is_some_and(|r| r != DropReason::TxFull) && net.is_none() => "-".into(),
+            Some([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) => "broadcast".into(),
+            Some(d) if d[0] & 1 == 1 => "multicast".into(),
+            Some(_) => match dst_before {
+                Some(p) => format!("hit port {}", p.0),
+                None => "miss".into(),
+            },
+            None => "-".into(),
+        };
+        let unicast = after.unicast > before.unicast;
+        let flood = after.flood > before.flood;
+        let gateway = after.gateway > before.gateway;
+        rec.decision = match (unicast, flood, gateway) {
+            (true, _, _) => "unicast".into(),
+            (_, true, true) => "flood+gateway".into(),
+            (_, true, false) => "flood".into(),
+            (_, false, true) => "gateway".into(),
+            _ => "drop".into(),
+        };
+        rec.drop_reason = reason.map(|r| r.name().to_string());
+        if rec.drop_reason.is_some() && !unicast && !flood && !gateway {
+            rec.decision = "drop".into();
+        }
+        rec.outputs = self
+            .dispatch
+            .outputs()
+            .map(|(p, _, _)| p.0)
+            .collect::<Vec<u16>>();
+        rec.gateway_replies = self.gateway_replies_last;
+        rec
     }
 
     /// Storm control's refusals of `id`'s floods so far.
@@ -1012,6 +1195,15 @@ impl Worker {
                         *vnet = slot_vnet(&self.ports, *port);
                     }
                     self.gateway.command(c);
+                }
+                Command::Trace(arm) => {
+                    self.tracer = arm.filter(|a| a.count > 0).map(|arm| {
+                        Box::new(Tracer {
+                            arm,
+                            seq: 0,
+                            whole: Batch::new(GSO_SLOT),
+                        })
+                    });
                 }
                 Command::InjectPanic => panic!("{INJECTED_PANIC}"),
                 Command::Shutdown => self.running = false,
@@ -1233,6 +1425,90 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         h.sent()
+    }
+
+    /// A trace records what the switch really did: a flood to an unknown MAC, a unicast to a
+    /// learned one (with the source learned new, then refreshed), a drop and its reason; frames
+    /// that do not match are forwarded untraced, in order, and the trace ends after `count`.
+    #[test]
+    fn a_trace_records_flood_unicast_and_drop_and_keeps_order() {
+        use crate::trace::{TraceFilter, TraceRecord};
+        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
+        w.command(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: None,
+        });
+        let access = PortRole::Access {
+            network: NetworkId(1),
+        };
+        let (p1, p2, p3) = (
+            MemPort::new("a", 64),
+            MemPort::new("b", 64),
+            MemPort::new("c", 64),
+        );
+        let (h1, h2, h3) = (p1.handle(), p2.handle(), p3.handle());
+        w.add_port(PortId(1), Box::new(p1), access.clone()).unwrap();
+        w.add_port(PortId(2), Box::new(p2), access.clone()).unwrap();
+        w.add_port(PortId(3), Box::new(p3), access).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded::<TraceRecord>(16);
+        w.command(Command::Trace(Some(TraceArm {
+            filter: TraceFilter {
+                ports: vec![PortId(1)],
+                ..Default::default()
+            },
+            count: 3,
+            tx,
+        })));
+        // From a: to b while b is unknown (flood), a runt (drop), then b speaks, then a to b
+        // (unicast) twice: the trace ends after three.
+        let unknown = frame(mac(2), mac(1), None);
+        h1.push_rx(&unknown);
+        h1.push_rx(&[1, 2, 3]);
+        w.run_until_idle(4);
+        h2.push_rx(&frame(mac(1), mac(2), None));
+        w.run_until_idle(4);
+        let known = frame(mac(2), mac(1), Some(7)); // tagged: an access port refuses it
+        let good = {
+            let mut f = frame(mac(2), mac(1), None);
+            f[20] = 0x55; // tell it from the first
+            f
+        };
+        h1.push_rx(&good);
+        h1.push_rx(&known);
+        w.run_until_idle(4);
+        let recs: Vec<TraceRecord> = rx.try_iter().collect();
+        assert_eq!(recs.len(), 3, "{recs:#?}");
+        let (flood, runt, uni) = (&recs[0], &recs[1], &recs[2]);
+        assert_eq!((flood.seq, flood.ingress, flood.network), (1, 1, Some(1)));
+        assert_eq!(flood.learn, "new");
+        assert_eq!(flood.lookup, "miss");
+        assert_eq!(flood.decision, "flood");
+        let mut outs = flood.outputs.clone();
+        outs.sort();
+        assert_eq!(outs, vec![2, 3]);
+        assert_eq!(runt.decision, "drop");
+        assert_eq!(runt.drop_reason.as_deref(), Some("runt"));
+        assert_eq!(runt.learn, "-");
+        assert_eq!(uni.lookup, "hit port 2");
+        assert_eq!(uni.decision, "unicast");
+        assert_eq!(uni.outputs, vec![2]);
+        assert!(
+            uni.learn == "refreshed" || uni.learn == "new",
+            "{}",
+            uni.learn
+        );
+        assert!(
+            uni.text().contains("decision unicast -> port 2"),
+            "{}",
+            uni.text()
+        );
+        // Everything was forwarded as without a trace: b got the flood and the unicast, in
+        // order; c only the flood; the tagged frame after the trace ended was dropped.
+        assert_eq!(h2.sent(), vec![unknown.clone(), good]);
+        assert_eq!(h3.sent(), vec![unknown]);
+        assert_eq!(h1.sent(), vec![frame(mac(1), mac(2), None)]);
+        let snap = w.snapshot();
+        assert_eq!(snap.counters.drop_count(DropReason::Filtered), 1);
     }
 
     /// A container port added with a policy: the worker hands it to the pipeline, so a frame

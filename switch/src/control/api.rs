@@ -170,6 +170,16 @@ pub enum Request {
     },
     Ports,
     Stats,
+    /// Arms a trace of the next frames matching a filter (`vswitch trace`); answers its id.
+    TraceStart(TraceStart),
+    /// The records of trace `id` made since the last read, and whether it is complete.
+    TraceRead {
+        id: u64,
+    },
+    /// Ends trace `id`.
+    TraceStop {
+        id: u64,
+    },
     /// Adds (or removes) a peer VTEP of an overlay network.
     NetworkPeer {
         network: String,
@@ -293,6 +303,30 @@ pub struct PortInfo {
     /// Frames the kernel dropped while the port was held.
     #[serde(default)]
     pub storm_held: u64,
+}
+
+/// `Request::TraceStart`: which frames to trace, by vswitch's names (empty lists: any).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceStart {
+    /// How many frames (1 to 10000).
+    pub count: u32,
+    /// Ingress ports, by name or number.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Containers: their ports.
+    #[serde(default)]
+    pub containers: Vec<String>,
+    /// Networks: every port on them.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub host: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub proto: Option<String>,
+    #[serde(default)]
+    pub l4_port: Option<u16>,
 }
 
 /// A reply from the daemon.

@@ -105,6 +105,17 @@ pub struct Daemon {
     health: supervise::Health,
     /// Starts a worker: at start, and again after one panicked.
     spawner: Spawner,
+    /// The trace being read (`vswitch trace`), if any.
+    trace: Option<TraceSession>,
+}
+
+/// A trace armed in the worker and read by a client.
+#[derive(Debug)]
+struct TraceSession {
+    id: u64,
+    count: u32,
+    got: u32,
+    rx: crossbeam_channel::Receiver<crate::trace::TraceRecord>,
 }
 
 /// What starts the daemon's worker: given the configuration, the worker's generation and the
@@ -204,6 +215,7 @@ impl Daemon {
             exits,
             health: Default::default(),
             spawner,
+            trace: None,
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -573,6 +585,17 @@ impl Daemon {
             Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
             Request::Ports => self.port_list().map(to_json),
             Request::Stats => self.stats(),
+            Request::TraceStart(t) => self
+                .trace_start(t)
+                .map(|id| serde_json::json!({ "id": id })),
+            Request::TraceRead { id } => self.trace_read(id),
+            Request::TraceStop { id } => {
+                if self.trace.as_ref().is_some_and(|t| t.id == id) {
+                    self.trace = None;
+                    self.worker.send(crate::worker::Command::Trace(None));
+                }
+                Ok(serde_json::Value::Null)
+            }
             Request::NetworkPeer {
                 network,
                 peer,
@@ -1686,6 +1709,107 @@ impl Daemon {
             .collect();
         v.sort_by(|a, b| (&a.network, &a.port, &a.mac).cmp(&(&b.network, &b.port, &b.mac)));
         Ok(v)
+    }
+
+    /// Arms a trace (replacing one that runs): the filter's names become port ids here.
+    pub fn trace_start(&mut self, t: TraceStart) -> Result<u64> {
+        use crate::trace::{TraceFilter, PROTOS};
+        if !(1..=10_000).contains(&t.count) {
+            bail!("--count {}: trace 1 to 10000 frames", t.count);
+        }
+        let mut ports = Vec::new();
+        for p in &t.ports {
+            let id = match p.parse::<u16>() {
+                Ok(n) if self.ports.0.contains_key(&PortId(n)) => Some(PortId(n)),
+                _ => self.ports.by_name(p),
+            };
+            ports.push(id.ok_or_else(|| {
+                err!("no port {p}; `vswitch ports` lists them (by number and name)")
+            })?);
+        }
+        for c in &t.containers {
+            let rec = self.container(c)?;
+            for e in &rec.endpoints {
+                ports.extend(self.ports.by_name(&e.port_name));
+            }
+        }
+        for n in &t.networks {
+            self.network(n)?;
+            ports.extend(
+                (self.ports.0.iter())
+                    .filter(|(_, p)| p.network == *n)
+                    .map(|(id, _)| *id),
+            );
+        }
+        if ports.is_empty()
+            && !(t.ports.is_empty() && t.containers.is_empty() && t.networks.is_empty())
+        {
+            bail!("the trace's containers and networks have no ports");
+        }
+        let mac = match t.mac.as_deref() {
+            Some(m) => Some(
+                m.parse::<MacAddr>()
+                    .map_err(|_| err!("--mac {m:?} is not a MAC address"))?
+                    .0,
+            ),
+            None => None,
+        };
+        if let Some(p) = t.proto.as_deref().filter(|p| !PROTOS.contains(p)) {
+            bail!("--proto {p}: one of {}", PROTOS.join(", "));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(t.count.min(1000) as usize);
+        let filter = TraceFilter {
+            ports,
+            mac,
+            host: t.host,
+            proto: t.proto,
+            l4_port: t.l4_port,
+        };
+        self.worker.send(crate::worker::Command::Trace(Some(
+            crate::worker::TraceArm {
+                filter,
+                count: t.count,
+                tx,
+            },
+        )));
+        let id = self.trace.as_ref().map_or(1, |s| s.id + 1);
+        self.trace = Some(TraceSession {
+            id,
+            count: t.count,
+            got: 0,
+            rx,
+        });
+        Ok(id)
+    }
+
+    /// The records of the running trace made since the last read, with the daemon's names.
+    pub fn trace_read(&mut self, id: u64) -> Result<serde_json::Value> {
+        let Some(t) = self.trace.as_mut().filter(|t| t.id == id) else {
+            bail!("trace {id} is over (another trace replaced it, or the daemon restarted)");
+        };
+        let mut records: Vec<crate::trace::TraceRecord> = t.rx.try_iter().collect();
+        t.got += records.len() as u32;
+        let done = t.got >= t.count;
+        let name = |id: u16| {
+            self.ports
+                .0
+                .get(&PortId(id))
+                .map(|p| match p.container.as_str() {
+                    "" => p.name.clone(),
+                    c if c.starts_with('(') => format!("{} {c}", p.name),
+                    c => format!("{} ({c})", p.name),
+                })
+                .unwrap_or_default()
+        };
+        for r in &mut records {
+            r.ingress_name = name(r.ingress);
+            r.network_name = r.network.map(|n| self.net_name(n)).unwrap_or_default();
+            r.output_names = r.outputs.iter().map(|&p| name(p)).collect();
+        }
+        if done {
+            self.trace = None;
+        }
+        Ok(serde_json::json!({ "records": records, "done": done }))
     }
 
     pub fn port_list(&self) -> Result<Vec<PortInfo>> {
