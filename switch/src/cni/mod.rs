@@ -13,9 +13,10 @@
 //! The network configuration names a vswitch network with `"network"` (else the
 //! configuration's `"name"`) and the daemon's socket with `"socket"` (else
 //! [`DEFAULT_SOCKET`]); `"subnet"`, `"driver"`, `"gateway"`, `"ipRange"`, `"internal"`, `"mtu"`
-//! and `"options"` create the network on first use. Addresses come from vswitch's IPAM; a
-//! static one from `runtimeConfig.ips` or `CNI_ARGS` `IP=`. Capabilities: `portMappings`,
-//! `mac`, `ips`, `mtu` (others are ignored, as the spec says).
+//! and `"options"` (the driver's `-o` options: strings, numbers, lists joined by commas)
+//! create the network on first use. Addresses come from vswitch's IPAM; a static one from
+//! `runtimeConfig.ips` or `CNI_ARGS` `IP=`. Capabilities: `portMappings`, `mac`, `ips`, `mtu`
+//! (others are ignored, as the spec says).
 
 use crate::control::api::{
     ContainerInfo, NetworkCreate, NetworkInfo, Request, RuntimeAttach, RuntimeAttached,
@@ -291,10 +292,7 @@ impl NetConf {
         let mut options: Vec<String> = self
             .options
             .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                v => format!("{k}={v}"),
-            })
+            .map(|(k, v)| format!("{k}={}", option_value(v)))
             .collect();
         if let Some(m) = self.mtu {
             options.push(format!("mtu={m}"));
@@ -309,6 +307,17 @@ impl NetConf {
             internal: self.internal,
             options,
         }
+    }
+}
+
+/// An `options` value as `-o KEY=VALUE` spells it: strings as they are, numbers and booleans
+/// as JSON writes them, a list joined by commas (`"peers": ["192.168.1.11", "192.168.1.12"]`
+/// is `peers=192.168.1.11,192.168.1.12`).
+fn option_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(option_value).collect::<Vec<_>>().join(","),
+        v => v.to_string(),
     }
 }
 

@@ -143,6 +143,21 @@ fn network_options_create_the_network() {
     assert_eq!(c.driver, "bridge");
     assert_eq!(c.subnet.as_deref(), Some("10.7.0.0/24"));
     assert_eq!(c.options, ["parent=eth9", "mtu=1400"]);
+    let ov = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"ov","driver":"overlay","subnet":"10.90.0.0/16","options":{"vni":4242,"vtep":"192.168.1.10","peers":["192.168.1.11","192.168.1.12"],"port":4789}}"#,
+    )
+    .unwrap();
+    let c = ov.create_request();
+    assert_eq!(c.driver, "overlay");
+    assert_eq!(
+        c.options,
+        [
+            "peers=192.168.1.11,192.168.1.12",
+            "port=4789",
+            "vni=4242",
+            "vtep=192.168.1.10"
+        ]
+    );
     let plain = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podnet"}"#).unwrap();
     assert_eq!(plain.network(), "podnet");
     assert!(!plain.creates());
