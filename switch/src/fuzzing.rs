@@ -497,6 +497,123 @@ pub fn docker_request(data: &[u8]) {
     }
 }
 
+/// The environment variables of `vswitch-cni`, in the order [`cni_input`] reads them.
+const CNI_VARS: [&str; 5] = [
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
+];
+
+/// The commands [`cni_input`]'s first byte picks from (6: a command string from the input, 7:
+/// `CNI_COMMAND` unset).
+const CNI_COMMANDS: [&str; 6] = ["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"];
+
+/// The error codes the plugin answers before it talks to the daemon.
+const CNI_PARSE_CODES: [u32; 5] = [
+    crate::cni::code::INCOMPATIBLE_VERSION,
+    crate::cni::code::UNSUPPORTED_FIELD,
+    crate::cni::code::INVALID_ENV,
+    crate::cni::code::DECODE,
+    crate::cni::code::INVALID_CONFIG,
+];
+
+/// What a container runtime hands `vswitch-cni`: `CNI_COMMAND` and the other `CNI_*`
+/// variables (read through [`crate::cni::Env::from_vars`], as the binary reads its
+/// environment; a value that is not UTF-8 is unset, as `std::env::var` makes it), and the
+/// network configuration on stdin, through the plugin's whole parse path
+/// ([`crate::cni::parse_invocation`]: the configuration, `CNI_ARGS`, `runtimeConfig`,
+/// `prevResult`, `cni.dev/valid-attachments`, the network to create) and the answer it would
+/// print ([`crate::cni::outcome`]). Everything except talking to the daemon.
+///
+/// Input: a command byte (`% 8`: the six commands, 6 a length-prefixed command string, 7
+/// unset); five variables, each a length byte (255: unset) and that many bytes; the rest is
+/// stdin. Checked: a refusal is a CNI error object in a version this plugin speaks, with one of
+/// the codes of parsing (1, 2, 4, 6, 7: never one that needs the daemon) and a message; an
+/// ADD carries the runtime's ids and creates its network exactly when the configuration says
+/// how; a success prints nothing or JSON. Returns the error code, `None` when the invocation
+/// parsed.
+pub fn cni_input(data: &[u8]) -> Option<u32> {
+    use crate::cni::{self, Invocation};
+    let mut input = Input::new(data);
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let sel = input.u8() % 8;
+    let command = match CNI_COMMANDS.get(usize::from(sel)) {
+        Some(c) => Some((*c).to_string()),
+        None if sel == 6 => {
+            let n = usize::from(input.u8());
+            text(input.bytes(n))
+        }
+        None => None,
+    };
+    let mut vars: Vec<(&str, String)> = Vec::new();
+    for name in CNI_VARS {
+        let n = input.u8();
+        if n != 255 {
+            if let Some(v) = text(input.bytes(usize::from(n))) {
+                vars.push((name, v));
+            }
+        }
+    }
+    if let Some(c) = command {
+        vars.push(("CNI_COMMAND", c));
+    }
+    let env = cni::Env::from_vars(|k| {
+        vars.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+    });
+    let stdin = input.bytes(usize::MAX);
+    let version = cni::request_version(stdin);
+    let r = cni::parse_invocation(&env, stdin);
+    if let Ok(Invocation::Add {
+        conf,
+        create,
+        attach,
+    }) = &r
+    {
+        assert_eq!(attach.network, conf.network());
+        assert_eq!(Some(&attach.id), env.container_id.as_ref());
+        assert_eq!(Some(&attach.netns), env.netns.as_ref());
+        assert_eq!(Some(&attach.ifname), env.ifname.as_ref());
+        assert_eq!(
+            create.is_some(),
+            conf.subnet.is_some() || conf.driver.is_some()
+        );
+        if let Some(c) = create {
+            assert_eq!(c.name, conf.network());
+        }
+    }
+    let shown = r.map(|inv| match inv {
+        Invocation::Version(v) => Some(v),
+        _ => None,
+    });
+    let o = cni::outcome(version, shown);
+    if o.status == 0 {
+        if !o.stdout.is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("a result is JSON");
+            assert_eq!(v["cniVersion"], version, "VERSION echoes the version");
+        }
+        return None;
+    }
+    assert_eq!(o.status, 1);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("an error is JSON");
+    assert!(
+        cni::SUPPORTED_VERSIONS
+            .iter()
+            .any(|s| v["cniVersion"] == *s),
+        "{v}"
+    );
+    let code = v["code"].as_u64().expect("an error has a code");
+    assert!(
+        CNI_PARSE_CODES.iter().any(|c| u64::from(*c) == code),
+        "parsing answered code {code}: {v}"
+    );
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    u32::try_from(code).ok()
+}
+
 /// The daemon's state file, loaded from arbitrary bytes; a state that loads has an IPAM store
 /// the daemon then uses: every pool is allocated from and released as the daemon would.
 pub fn state_file(data: &[u8]) {
@@ -712,7 +829,7 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
 }
 
 /// The names of the harnesses, as the fuzz targets are named.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "worker_round",
     "tunnel_rx",
     "tunnel_tx",
@@ -723,6 +840,7 @@ pub const TARGETS: [&str; 10] = [
     "ipam_store",
     "nat_tcp",
     "docker_request",
+    "cni_input",
 ];
 
 /// Runs harness `target` on `data`; false if there is no such harness.
@@ -738,6 +856,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "ipam_store" => ipam_store(data),
         "nat_tcp" => nat_tcp(data),
         "docker_request" => docker_request(data),
+        "cni_input" => drop(cni_input(data)),
         _ => return false,
     }
     true
@@ -840,6 +959,7 @@ pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
         "ipam_store" => vec![serde_json::to_vec(&seed_ipam()).unwrap_or_default()],
         "nat_tcp" => nat_tcp::seeds(),
         "docker_request" => docker_seeds(),
+        "cni_input" => cni_seeds(),
         _ => Vec::new(),
     }
 }
@@ -872,6 +992,64 @@ fn seed_state() -> String {
 
 fn gw_mac() -> [u8; 6] {
     GW1
+}
+
+/// One `cni_input` input: the command byte, the five variables of [`CNI_VARS`] (`None`:
+/// unset), stdin.
+fn cni_seed(command: u8, vars: [Option<&str>; 5], stdin: &str) -> Vec<u8> {
+    let mut out = vec![command];
+    for v in vars {
+        match v {
+            Some(v) => {
+                out.push(v.len().min(254) as u8);
+                out.extend_from_slice(&v.as_bytes()[..v.len().min(254)]);
+            }
+            None => out.push(255),
+        }
+    }
+    out.extend_from_slice(stdin.as_bytes());
+    out
+}
+
+/// Seeds of `cni_input`: the calls a runtime makes (podman's ADD/CHECK/DEL, GC, STATUS,
+/// VERSION) with configurations for each driver.
+fn cni_seeds() -> Vec<Vec<u8>> {
+    let id = "8b3bd6a9e40f2c1a4e0b8c4d9f6a2e1b7c3d5f8a9b0c1d2e3f4a5b6c7d8e9f0a";
+    let ns = Some("/run/netns/cni-8b3bd6a9");
+    let full = |args: &'static str| [Some(id), ns, Some("eth0"), Some(args), Some("/opt/cni/bin")];
+    let add_bridge = r#"{"cniVersion":"1.0.0","name":"app","type":"vswitch-cni","socket":"/nonexistent/vswitch.sock","subnet":"10.88.0.0/24","gateway":"10.88.0.1","ipRange":"10.88.0.128/25","mtu":1400,"capabilities":{"portMappings":true,"ips":true,"mac":true,"mtu":true},"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"127.0.0.1"}],"ips":["10.88.0.130/24","fd00::5/64"],"mac":"02:aa:bb:cc:dd:07","mtu":1400,"bandwidth":{"ingressRate":1}}}"#;
+    let add_overlay = r#"{"cniVersion":"1.1.0","name":"ov","type":"vswitch-cni","network":"ov","driver":"overlay","subnet":"10.90.0.0/16","ipRange":"10.90.1.0/24","options":{"vni":4242,"vtep":"192.168.1.10","peers":["192.168.1.11","192.168.1.12"],"port":4789}}"#;
+    let add_macvlan = r#"{"cniVersion":"0.4.0","name":"lan","type":"vswitch-cni","driver":"macvlan","subnet":"192.168.1.0/24","gateway":"192.168.1.1","internal":false,"options":{"parent":"eth0"}}"#;
+    let prev = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"02:aa:bb:cc:dd:07","sandbox":"/run/netns/cni-8b3bd6a9"}],"ips":[{"address":"10.88.0.130/24","gateway":"10.88.0.1","interface":0}],"routes":[{"dst":"0.0.0.0/0","gw":"10.88.0.1"}],"dns":{"nameservers":["10.88.0.1"]}}"#;
+    let with_prev = format!(
+        r#"{{"cniVersion":"1.0.0","name":"app","type":"vswitch-cni","network":"app","prevResult":{prev}}}"#
+    );
+    let gc = format!(
+        r#"{{"cniVersion":"1.1.0","name":"app","type":"vswitch-cni","cni.dev/valid-attachments":[{{"containerID":"{id}","ifname":"eth0"}}]}}"#
+    );
+    let status = r#"{"cniVersion":"1.1.0","name":"app","type":"vswitch-cni"}"#;
+    vec![
+        cni_seed(
+            0,
+            full("IgnoreUnknown=1;K8S_POD_NAME=web;K8S_POD_NAMESPACE=default"),
+            add_bridge,
+        ),
+        cni_seed(
+            0,
+            full("IgnoreUnknown=1;IP=10.90.1.7;MAC=02:00:00:00:00:07"),
+            add_overlay,
+        ),
+        cni_seed(0, full(""), add_macvlan),
+        cni_seed(2, full("IgnoreUnknown=1"), &with_prev),
+        cni_seed(1, [Some(id), None, Some("eth0"), None, None], &with_prev),
+        cni_seed(5, [None, None, None, None, Some("/opt/cni/bin")], &gc),
+        cni_seed(4, [None; 5], status),
+        cni_seed(3, [None; 5], r#"{"cniVersion":"0.3.1"}"#),
+        cni_seed(3, [None; 5], ""),
+        // An unknown command string, and CNI_COMMAND unset.
+        [&[6, 4][..], b"FROB", &[255; 5], status.as_bytes()].concat(),
+        cni_seed(7, [None; 5], status),
+    ]
 }
 
 /// Seeds of `docker_request`: the calls dockerd makes, as it sends them.

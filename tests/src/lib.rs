@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod dockerd;
 pub mod etcd;
 pub mod lan;
+pub mod vxlan;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -727,3 +727,120 @@ fn a_cni_attachment_survives_a_kill_9_of_the_daemon() {
     cni_ok(&d, &call("DEL"), &with_prev);
     assert!(cni_containers(&d).is_empty());
 }
+
+#[test]
+fn an_overlay_network_created_by_the_configuration_reaches_a_linux_vxlan_peer() {
+    if !need_root("cni_overlay") || !require_tools(&["ping", "iperf3"]) {
+        return;
+    }
+    let (sub, pre) = subnet(215);
+    let (_, ul) = subnet(216);
+    // Another host: Linux's own vxlan device (VNI 4343, a UDP port of this test) in a
+    // namespace behind an underlay veth, with the overlay address .200.
+    let port = (5300 + std::process::id() % 400) as u16;
+    let peer = e2e::vxlan::VxlanPeer::new(&ul, 4343, port, &format!("{pre}.200/24"));
+    let d = Daemon::start("cniov");
+    let net = unique("ov");
+    let cf = conf(
+        &d,
+        "1.1.0",
+        &net,
+        json!({
+            "driver": "overlay",
+            "subnet": sub,
+            "ipRange": format!("{pre}.0/25"),
+            // A number, a string, a list (joined by commas: `-o peers=A,B`).
+            "options": {"vni": 4343, "vtep": peer.local, "peers": [peer.remote], "port": port},
+        }),
+    );
+    let ns = Netns::new(&unique("cniov"));
+    let path = format!("/run/netns/{}", ns.name);
+    let id = long_id("ov");
+    let call = |cmd| Call {
+        cmd,
+        id: &id,
+        netns: Some(&path),
+        ifname: "eth0",
+        args: Some("IgnoreUnknown=1;K8S_POD_NAME=ov"),
+    };
+    let r = cni_ok(&d, &call("ADD"), &cf);
+    let inspect: Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(inspect[0]["driver"], "overlay", "{inspect}");
+    assert_eq!(inspect[0]["options"]["vni"], "4343", "{inspect}");
+    assert_eq!(inspect[0]["options"]["peers"], peer.remote.as_str());
+    // Overlay endpoints attach by TAP, as `vswitch run` ones do.
+    let cs = cni_containers(&d);
+    assert_eq!(cs[0]["endpoints"][0]["attach"], "tap", "{cs:?}");
+    // An overlay without "gateway" has none: no gateway, default route or DNS in the result.
+    assert!(
+        r["ips"][0].get("gateway").is_none() && r.get("routes").is_none(),
+        "{r}"
+    );
+    assert!(r.get("dns").is_none(), "{r}");
+    // The overlay's MTU (the underlay's 1500 minus 50), on the interface and in the result.
+    assert_eq!(r["interfaces"][0]["mtu"], 1450, "{r}");
+    let link = in_ns(&ns, &["ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450"), "{link}");
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        ip.starts_with(&format!("{pre}."))
+            && ip.split('.').nth(3).unwrap().parse::<u8>().unwrap() < 128,
+        "{ip} from the ip-range"
+    );
+    // Across the tunnel both ways, full-sized packets included, and TCP.
+    let remote = format!("{pre}.200");
+    assert!(
+        ping(&ns, &remote),
+        "container -> Linux vxlan peer\n{}",
+        d.log()
+    );
+    assert!(peer.ping(&ip), "Linux vxlan peer -> container");
+    let big = ns.exec(&[
+        "ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1422", &remote,
+    ]);
+    assert!(
+        big.status.success(),
+        "1450-byte packets: {}",
+        String::from_utf8_lossy(&big.stdout)
+    );
+    let log = d.dir.join("iperf3.log");
+    let srv = Iperf3Server::start(&format!("/run/netns/{}", peer.ns.name), &log);
+    let o = ns.exec(&["iperf3", "-c", &remote, "-t", "2", "-J"]);
+    drop(srv);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    eprintln!("cni overlay: iperf3 {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "iperf3 moved only {bps} bit/s");
+    // The peer's MAC is learned against its VTEP.
+    let mac = sh_ok(
+        "ip",
+        &["-n", &peer.ns.name, "-br", "link", "show", "vxlan0"],
+    );
+    let mac = mac
+        .split_whitespace()
+        .nth(2)
+        .expect("vxlan0's MAC")
+        .to_string();
+    let fdb = d.ok(&["fdb", &net]);
+    let line = fdb
+        .lines()
+        .find(|l| l.contains(&mac))
+        .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
+    assert!(line.contains(&format!("vtep:{}", peer.remote)), "{line}");
+    // CHECK agrees; DEL removes the endpoint (the network stays, as with every driver).
+    let mut with_prev = cf.clone();
+    with_prev["prevResult"] = r.clone();
+    cni_ok(&d, &call("CHECK"), &with_prev);
+    cni_ok(&d, &call("DEL"), &with_prev);
+    assert!(cni_containers(&d).is_empty());
+    assert!(!ns.exec(&["ip", "link", "show", "eth0"]).status.success());
+    cni_ok(&d, &call("DEL"), &with_prev);
+}

@@ -565,3 +565,177 @@ fn a_macvlan_network_through_docker_puts_containers_on_the_lan() {
     let routes = dk.ok(&["exec", "m1", "ip", "route"]);
     assert!(routes.contains(&format!("default via {p}.1")), "{routes}");
 }
+
+/// A /24 of this test process outside [`prefix`]'s (its third octets stop at 239): `10.A.C`
+/// with C in 240..=255 (k < 2).
+fn spare(k: u32) -> String {
+    let pid = std::process::id();
+    format!("10.{}.{}", 70 + pid % 8, 240 + (pid / 8 % 8) * 2 + k)
+}
+
+#[test]
+fn an_overlay_network_through_docker_reaches_a_linux_vxlan_peer() {
+    let Some((mut d, dk, plugin)) = ready("dkovl") else {
+        return;
+    };
+    let (p, ul) = (spare(0), spare(1));
+    // Another host: Linux's own vxlan device (VNI 4242, a UDP port of this test) in a
+    // namespace behind an underlay veth, with the overlay address .200.
+    let port = (4800 + std::process::id() % 400) as u16;
+    let peer = e2e::vxlan::VxlanPeer::new(&ul, 4242, port, &format!("{p}.200/24"));
+    let net = create_network(
+        &dk,
+        &plugin,
+        "ov",
+        &[
+            "-o",
+            "vswitch.driver=overlay",
+            "-o",
+            "vni=4242",
+            "-o",
+            &format!("vtep={}", peer.local),
+            "-o",
+            &format!("peers={}", peer.remote),
+            "-o",
+            &format!("port={port}"),
+            "--subnet",
+            &format!("{p}.0/24"),
+            "--ip-range",
+            &format!("{p}.0/25"),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(v[0]["driver"], "overlay", "{v}");
+    assert_eq!(v[0]["mtu"], 1450, "the underlay's 1500 minus 50: {v}");
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "o1",
+        "--network",
+        "ov",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let ip = dk.ip_on("o1", "ov");
+    assert!(ip.starts_with(&format!("{p}.")), "{ip}");
+    // The container got the overlay's MTU: full-sized packets fit in the tunnel.
+    assert_eq!(
+        dk.ok(&["exec", "o1", "cat", "/sys/class/net/eth0/mtu"]),
+        "1450"
+    );
+    // Across the tunnel both ways, full-sized packets included.
+    let remote = format!("{p}.200");
+    assert!(
+        dk.ping("o1", &remote),
+        "container -> Linux vxlan peer\n{}",
+        d.ok(&["stats", "--json"])
+    );
+    assert!(peer.ping(&ip), "Linux vxlan peer -> container");
+    // (The host's ping in the container's namespace: busybox's has no -M.)
+    let big = sh(
+        "nsenter",
+        &[
+            &format!("--net={}", netns_of(&dk, "o1")),
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            "-s",
+            "1422",
+            "-M",
+            "do",
+            &remote,
+        ],
+    );
+    assert!(
+        big.status.success(),
+        "1450-byte packets do not cross: {}{}",
+        String::from_utf8_lossy(&big.stdout),
+        String::from_utf8_lossy(&big.stderr)
+    );
+    // The peer's MAC is learned against its VTEP, and the frames went through vswitch's
+    // tunnel.
+    let mac = sh_ok(
+        "ip",
+        &["-n", &peer.ns.name, "-br", "link", "show", "vxlan0"],
+    );
+    let mac = mac
+        .split_whitespace()
+        .nth(2)
+        .expect("vxlan0's MAC")
+        .to_string();
+    let fdb = d.ok(&["fdb", &net]);
+    let line = fdb
+        .lines()
+        .find(|l| l.contains(&mac))
+        .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
+    assert!(line.contains(&format!("vtep:{}", peer.remote)), "{line}");
+    let s: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
+    let t = &s["tunnels"][0];
+    assert!(
+        t["rx_datagrams"].as_u64() >= Some(4) && t["tx_datagrams"].as_u64() >= Some(4),
+        "{t}"
+    );
+    // TCP both ways across the tunnel: iperf3 between the container's namespace and the peer.
+    let log = dk.dir.join("iperf3-ov.log");
+    for rev in [false, true] {
+        let srv = Iperf3Server::start(&format!("/run/netns/{}", peer.ns.name), &log);
+        let mut a = vec![format!("--net={}", netns_of(&dk, "o1"))];
+        a.extend(["iperf3", "-c", &remote, "-t", "2", "-J"].map(String::from));
+        if rev {
+            a.push("-R".into());
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = sh("nsenter", &a);
+        drop(srv);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        eprintln!(
+            "docker overlay (reverse {rev}): iperf3 {:.2} Gbit/s",
+            bps / 1e9
+        );
+        assert!(
+            bps > 10e6,
+            "iperf3 (reverse {rev}) moved only {bps} bit/s: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let page = sh_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &peer.ns.name,
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            &format!("http://{ip}/index.html"),
+        ],
+    );
+    assert!(page.contains("hello from vswitch"), "{page}");
+    // A kill -9 of vswitch: the tunnel comes back with the network from the state file.
+    d.restart(true);
+    assert!(
+        dk.ping("o1", &remote),
+        "no tunnel after vswitch restarted\n{}",
+        d.log()
+    );
+    assert!(
+        peer.ping(&ip),
+        "Linux vxlan peer -> container after the restart"
+    );
+    // Removing the container and the network closes the tunnel.
+    dk.ok(&["rm", "-f", "o1"]);
+    dk.ok(&["network", "rm", "ov"]);
+    assert!(!d.ok(&["ports"]).contains("vxlan"), "{}", d.ok(&["ports"]));
+}

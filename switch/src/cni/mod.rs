@@ -13,9 +13,10 @@
 //! The network configuration names a vswitch network with `"network"` (else the
 //! configuration's `"name"`) and the daemon's socket with `"socket"` (else
 //! [`DEFAULT_SOCKET`]); `"subnet"`, `"driver"`, `"gateway"`, `"ipRange"`, `"internal"`, `"mtu"`
-//! and `"options"` create the network on first use. Addresses come from vswitch's IPAM; a
-//! static one from `runtimeConfig.ips` or `CNI_ARGS` `IP=`. Capabilities: `portMappings`,
-//! `mac`, `ips`, `mtu` (others are ignored, as the spec says).
+//! and `"options"` (the driver's `-o` options: strings, numbers, lists joined by commas)
+//! create the network on first use. Addresses come from vswitch's IPAM; a static one from
+//! `runtimeConfig.ips` or `CNI_ARGS` `IP=`. Capabilities: `portMappings`, `mac`, `ips`, `mtu`
+//! (others are ignored, as the spec says).
 
 use crate::control::api::{
     ContainerInfo, NetworkCreate, NetworkInfo, Request, RuntimeAttach, RuntimeAttached,
@@ -291,10 +292,7 @@ impl NetConf {
         let mut options: Vec<String> = self
             .options
             .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                v => format!("{k}={v}"),
-            })
+            .map(|(k, v)| format!("{k}={}", option_value(v)))
             .collect();
         if let Some(m) = self.mtu {
             options.push(format!("mtu={m}"));
@@ -309,6 +307,17 @@ impl NetConf {
             internal: self.internal,
             options,
         }
+    }
+}
+
+/// An `options` value as `-o KEY=VALUE` spells it: strings as they are, numbers and booleans
+/// as JSON writes them, a list joined by commas (`"peers": ["192.168.1.11", "192.168.1.12"]`
+/// is `peers=192.168.1.11,192.168.1.12`).
+fn option_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(option_value).collect::<Vec<_>>().join(","),
+        v => v.to_string(),
     }
 }
 
@@ -332,26 +341,39 @@ pub struct Outcome {
     pub status: i32,
 }
 
-/// Runs one plugin invocation: the environment and stdin in, stdout and status out.
+/// Runs one plugin invocation: the environment and stdin in, stdout and status out. Everything
+/// the runtime hands over is parsed and checked first ([`parse_invocation`]); only then is the
+/// daemon asked ([`execute`]).
 pub fn main_with(env: &Env, stdin: std::io::Result<Vec<u8>>) -> Outcome {
-    let version = stdin
-        .as_ref()
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_string());
+    let version = stdin.as_ref().map(|b| request_version(b)).unwrap_or(LATEST);
     let r = match stdin {
-        Ok(bytes) => dispatch(env, &bytes),
+        Ok(bytes) => parse_invocation(env, &bytes).and_then(execute),
         Err(e) => Err(fail(
             code::IO_FAILURE,
             format!("cannot read the network configuration from stdin: {e}"),
         )),
     };
+    outcome(version, r)
+}
+
+/// The `cniVersion` of the request if this plugin speaks it, else the latest: the version of
+/// an error object.
+pub fn request_version(stdin: &[u8]) -> &'static str {
+    let asked = serde_json::from_slice::<Value>(stdin).ok().and_then(|v| {
+        v.get("cniVersion")
+            .and_then(Value::as_str)
+            .map(String::from)
+    });
+    SUPPORTED_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| asked.as_deref() == Some(*v))
+        .unwrap_or(LATEST)
+}
+
+/// What the plugin prints for the answer `r` (a result, nothing, or a CNI error object in
+/// `version`) and its exit status.
+pub fn outcome(version: &str, r: Result<Option<Value>>) -> Outcome {
     match r {
         Ok(Some(v)) => Outcome {
             stdout: v.to_string(),
@@ -374,47 +396,121 @@ pub fn main_with(env: &Env, stdin: std::io::Result<Vec<u8>>) -> Outcome {
     }
 }
 
-fn dispatch(env: &Env, stdin: &[u8]) -> Result<Option<Value>> {
+/// One invocation, parsed and checked before anything talks to the daemon: a configuration
+/// the plugin would refuse is refused here, so a failing ADD never creates its network first.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// VERSION's answer (it needs no daemon).
+    Version(Value),
+    /// ADD: the network to create if it does not exist, and the attachment to ask for.
+    Add {
+        conf: NetConf,
+        create: Option<NetworkCreate>,
+        attach: RuntimeAttach,
+    },
+    Del {
+        env: Env,
+        conf: NetConf,
+    },
+    /// CHECK, with what `prevResult` says about the interface.
+    Check {
+        env: Env,
+        conf: NetConf,
+        want: Expected,
+    },
+    Status {
+        conf: NetConf,
+    },
+    /// GC, with the runtime's `cni.dev/valid-attachments`.
+    Gc {
+        conf: NetConf,
+        valid: Vec<Attachment>,
+    },
+}
+
+/// Parses the environment and the configuration on stdin into an [`Invocation`], or the CNI
+/// error the plugin answers. No I/O: the fuzz target `cni_input` runs exactly this.
+pub fn parse_invocation(env: &Env, stdin: &[u8]) -> Result<Invocation> {
     let Some(cmd) = env.command.as_deref() else {
         return Err(fail(
             code::INVALID_ENV,
             "CNI_COMMAND is not set: vswitch-cni is a CNI plugin, run by a container runtime with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC and the network configuration on stdin",
         ));
     };
-    match cmd {
-        "VERSION" => Ok(Some(version(stdin))),
+    Ok(match cmd {
+        "VERSION" => Invocation::Version(version(stdin)),
         "ADD" => {
             env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"])?;
-            add(env, &NetConf::parse(stdin)?).map(Some)
+            let conf = NetConf::parse(stdin)?;
+            let attach = attach_request(env, &conf)?;
+            let create = conf.creates().then(|| conf.create_request());
+            Invocation::Add {
+                conf,
+                create,
+                attach,
+            }
         }
         "DEL" => {
             env.require(&["CNI_CONTAINERID", "CNI_IFNAME"])?;
-            del(env, &NetConf::parse(stdin)?).map(|_| None)
+            Invocation::Del {
+                env: env.clone(),
+                conf: NetConf::parse(stdin)?,
+            }
         }
         "CHECK" => {
             env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"])?;
-            check(env, &NetConf::parse(stdin)?).map(|_| None)
+            let conf = NetConf::parse(stdin)?;
+            let prev = conf.prev_result.as_ref().ok_or_else(|| {
+                fail(
+                    code::INVALID_CONFIG,
+                    "CHECK needs the prevResult of the ADD in the network configuration",
+                )
+            })?;
+            let want = expected(prev, env.ifname.as_deref().unwrap_or(""))?;
+            Invocation::Check {
+                env: env.clone(),
+                conf,
+                want,
+            }
         }
-        "STATUS" => status(&NetConf::parse(stdin)?).map(|_| None),
-        "GC" => gc(&NetConf::parse(stdin)?).map(|_| None),
-        other => Err(fail(
+        "STATUS" => Invocation::Status {
+            conf: NetConf::parse(stdin)?,
+        },
+        "GC" => {
+            let conf = NetConf::parse(stdin)?;
+            let valid = conf.valid_attachments.clone().ok_or_else(|| {
+                fail(
+                    code::INVALID_CONFIG,
+                    "GC needs \"cni.dev/valid-attachments\" in the network configuration",
+                )
+            })?;
+            Invocation::Gc { conf, valid }
+        }
+        other => return Err(fail(
             code::INVALID_ENV,
             format!("CNI_COMMAND={other:?} is not a CNI command: expected ADD, DEL, CHECK, VERSION, STATUS or GC"),
         )),
+    })
+}
+
+/// Carries out a parsed invocation against the daemon; the result to print, if any.
+pub fn execute(inv: Invocation) -> Result<Option<Value>> {
+    match inv {
+        Invocation::Version(v) => Ok(Some(v)),
+        Invocation::Add {
+            conf,
+            create,
+            attach,
+        } => add(&conf, create, attach).map(Some),
+        Invocation::Del { env, conf } => del(&env, &conf).map(|_| None),
+        Invocation::Check { env, conf, want } => check(&env, &conf, &want).map(|_| None),
+        Invocation::Status { conf } => status(&conf).map(|_| None),
+        Invocation::Gc { conf, valid } => gc(&conf, &valid).map(|_| None),
     }
 }
 
 fn version(stdin: &[u8]) -> Value {
-    let asked = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_string());
-    json!({ "cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS })
+    json!({ "cniVersion": request_version(stdin), "supportedVersions": SUPPORTED_VERSIONS })
 }
 
 /// A connection to the daemon; error `unreachable` when it cannot be opened.
@@ -443,7 +539,11 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
 
 /// The configuration's network, created first if it does not exist and the configuration
 /// says how.
-fn ensure_network(c: &mut Client, conf: &NetConf) -> Result<NetworkInfo> {
+fn ensure_network(
+    c: &mut Client,
+    conf: &NetConf,
+    create: Option<NetworkCreate>,
+) -> Result<NetworkInfo> {
     let name = conf.network();
     let find = |c: &mut Client| -> Result<Option<NetworkInfo>> {
         let nets: Vec<NetworkInfo> = decode(call(c, &Request::NetworkLs)?)?;
@@ -452,13 +552,13 @@ fn ensure_network(c: &mut Client, conf: &NetConf) -> Result<NetworkInfo> {
     if let Some(n) = find(c)? {
         return check_network(conf, n);
     }
-    if !conf.creates() {
+    let Some(create) = create else {
         return Err(fail(
             code::INVALID_CONFIG,
             format!("vswitch network {name} does not exist: create it with `vswitch network create {name}`, or give \"subnet\" (and \"driver\") in the network configuration to create it on first use"),
         ));
-    }
-    match call(c, &Request::NetworkCreate(conf.create_request())) {
+    };
+    match call(c, &Request::NetworkCreate(create)) {
         Ok(v) => decode(v),
         // Another ADD may have created it at the same time.
         Err(e) => match find(c)? {
@@ -526,9 +626,9 @@ fn static_ip(env: &Env, conf: &NetConf) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn add(env: &Env, conf: &NetConf) -> Result<Value> {
-    let mut c = connect(conf, code::TRY_AGAIN)?;
-    let net = ensure_network(&mut c, conf)?;
+/// The attachment ADD asks for: the runtime's ids, a static address, MAC, MTU and published
+/// ports from `runtimeConfig` or `CNI_ARGS`, each checked.
+fn attach_request(env: &Env, conf: &NetConf) -> Result<RuntimeAttach> {
     let ip = static_ip(env, conf)?;
     let mac = match &conf.runtime_config.mac {
         Some(m) => Some(m.clone()),
@@ -540,19 +640,29 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value> {
         .iter()
         .map(PortMapping::spec)
         .collect::<Result<Vec<_>>>()?;
-    let req = RuntimeAttach {
+    Ok(RuntimeAttach {
         frontend: FRONTEND.into(),
         id: env.container_id.clone().unwrap_or_default(),
         netns: env.netns.clone().unwrap_or_default(),
-        network: net.name.clone(),
+        network: conf.network().to_string(),
         ifname: env.ifname.clone().unwrap_or_default(),
         ip,
         mac,
         mtu: conf.runtime_config.mtu,
         publish,
+    })
+}
+
+fn add(conf: &NetConf, create: Option<NetworkCreate>, attach: RuntimeAttach) -> Result<Value> {
+    let mut c = connect(conf, code::TRY_AGAIN)?;
+    let net = ensure_network(&mut c, conf, create)?;
+    let sandbox = attach.netns.clone();
+    let req = RuntimeAttach {
+        network: net.name,
+        ..attach
     };
     let done: RuntimeAttached = decode(call(&mut c, &Request::RuntimeAttach(req))?)?;
-    Ok(result(conf, env.netns.as_deref().unwrap_or(""), &done))
+    Ok(result(conf, &sandbox, &done))
 }
 
 /// The ADD result in the configuration's version.
@@ -684,17 +794,10 @@ pub fn expected(prev: &Value, ifname: &str) -> Result<Expected> {
     Ok(e)
 }
 
-fn check(env: &Env, conf: &NetConf) -> Result<()> {
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        fail(
-            code::INVALID_CONFIG,
-            "CHECK needs the prevResult of the ADD in the network configuration",
-        )
-    })?;
+fn check(env: &Env, conf: &NetConf, want: &Expected) -> Result<()> {
     let id = env.container_id.as_deref().unwrap_or("");
     let ifname = env.ifname.as_deref().unwrap_or("");
     let ns = env.netns.as_deref().unwrap_or("");
-    let want = expected(prev, ifname)?;
     let mismatch = |what: String| fail(code::CHECK_FAILED, what);
     let mut c = connect(conf, code::TRY_AGAIN)?;
     let ctr = cni_containers(&mut c)?
@@ -797,13 +900,7 @@ fn status(conf: &NetConf) -> Result<()> {
     Ok(())
 }
 
-fn gc(conf: &NetConf) -> Result<()> {
-    let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
-        fail(
-            code::INVALID_CONFIG,
-            "GC needs \"cni.dev/valid-attachments\" in the network configuration",
-        )
-    })?;
+fn gc(conf: &NetConf, valid: &[Attachment]) -> Result<()> {
     let mut c = connect(conf, code::TRY_AGAIN)?;
     let mut errors = Vec::new();
     for ctr in cni_containers(&mut c)? {

@@ -143,6 +143,21 @@ fn network_options_create_the_network() {
     assert_eq!(c.driver, "bridge");
     assert_eq!(c.subnet.as_deref(), Some("10.7.0.0/24"));
     assert_eq!(c.options, ["parent=eth9", "mtu=1400"]);
+    let ov = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"ov","driver":"overlay","subnet":"10.90.0.0/16","options":{"vni":4242,"vtep":"192.168.1.10","peers":["192.168.1.11","192.168.1.12"],"port":4789}}"#,
+    )
+    .unwrap();
+    let c = ov.create_request();
+    assert_eq!(c.driver, "overlay");
+    assert_eq!(
+        c.options,
+        [
+            "peers=192.168.1.11,192.168.1.12",
+            "port=4789",
+            "vni=4242",
+            "vtep=192.168.1.10"
+        ]
+    );
     let plain = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podnet"}"#).unwrap();
     assert_eq!(plain.network(), "podnet");
     assert!(!plain.creates());
@@ -208,6 +223,25 @@ fn check_without_prev_result_and_gc_without_valid_attachments_are_config_errors(
     assert!(v["msg"].as_str().unwrap().contains("valid-attachments"));
 }
 
+#[test]
+fn the_fuzz_seeds_get_past_parsing_as_a_runtime_sends_them() {
+    let seeds = crate::fuzzing::seed_inputs("cni_input");
+    let codes: Vec<Option<u32>> = seeds.iter().map(|s| crate::fuzzing::cni_input(s)).collect();
+    // ADD (bridge, overlay, macvlan), CHECK, DEL, GC, STATUS, VERSION twice; then an unknown
+    // command and none.
+    let mut want = vec![None; 9];
+    want.extend([Some(code::INVALID_ENV), Some(code::INVALID_ENV)]);
+    assert_eq!(codes, want);
+    // A bad static address is refused while parsing, before the network would be created.
+    let mut bad = seeds[0].clone();
+    let at = bad
+        .windows(14)
+        .position(|w| w == b"10.88.0.130/24")
+        .unwrap();
+    bad[at..at + 14].copy_from_slice(b"10.88.0.999/24");
+    assert_eq!(crate::fuzzing::cni_input(&bad), Some(code::INVALID_CONFIG));
+}
+
 proptest::proptest! {
     /// What a runtime hands the plugin (the configuration on stdin, `CNI_ARGS`, a
     /// `prevResult`) is untrusted: parsing it gives a CNI error, never a panic. VERSION and an
@@ -226,6 +260,8 @@ proptest::proptest! {
         if let Ok(prev) = serde_json::from_slice::<Value>(&stdin) {
             let _ = expected(&prev, &ifname);
         }
+        // The whole parse path of every command, as the fuzz target `cni_input` runs it.
+        let _ = crate::fuzzing::cni_input(&stdin);
         let o = main_with(&e, Ok(stdin.clone()));
         // Whatever the input, the plugin answers with JSON (a result or a CNI error).
         if !o.stdout.is_empty() {
