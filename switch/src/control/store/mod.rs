@@ -24,6 +24,12 @@
 //! | `vteps/NET/HOST` | [`HostRecord`] | the host's |
 //! | `blocks/NET/A.B.C.D-LEN` | [`BlockRecord`] (owning host) | none |
 //! | `ips/NET/IP` | [`ClaimRecord`] (host, container) | none |
+//! | `endpoints/NET/MAC` | [`EndpointEntry`] (IP, host, container) | the host's |
+//!
+//! Endpoints: each host publishes its containers on global networks; every other host
+//! programs a static MAC entry towards the owner's VTEP and answers ARP for the address itself
+//! ([`Daemon::remote_endpoint`]), so a first ping across hosts floods nothing. They live on
+//! the owner's lease: a dead host's endpoints leave with its VTEP.
 
 pub mod etcd;
 
@@ -31,6 +37,7 @@ use super::api::{NetworkCreate, NetworkInfo, Reply, Request, RunRequest};
 use super::daemon::Daemon;
 use super::error::{bail, err, Result};
 use super::server::Handler;
+use crate::wire::MacAddr;
 use etcd::{Client, Compare, EtcdError, Event, KeyValue, Op};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -99,6 +106,15 @@ pub struct BlockRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClaimRecord {
     pub host: String,
+    pub container: String,
+}
+
+/// `endpoints/NET/MAC`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointEntry {
+    pub ip: Ipv4Addr,
+    pub host: String,
+    #[serde(default)]
     pub container: String,
 }
 
@@ -467,6 +483,13 @@ impl Store {
                 lease,
             });
         }
+        for (net, mac, ip, container) in self.local_endpoints() {
+            ops.push(Op::Put {
+                key: self.key(&["endpoints", &net, &mac.to_string()]),
+                value: self.endpoint_value(ip, &container),
+                lease,
+            });
+        }
         self.client.txn(&[], &ops)?;
         tracing::info!(
             "store: registered host {} (vtep {}) with lease {lease:x}",
@@ -474,6 +497,58 @@ impl Store {
             self.vtep
         );
         Ok(())
+    }
+
+    fn endpoint_value(&self, ip: Ipv4Addr, container: &str) -> Vec<u8> {
+        serde_json::to_vec(&EndpointEntry {
+            ip,
+            host: self.cfg.host.clone(),
+            container: container.to_string(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// This host's containers' endpoints on global networks: (network, MAC, IP, container).
+    fn local_endpoints(&self) -> Vec<(String, MacAddr, Ipv4Addr, String)> {
+        let mut d = self.daemon();
+        let globals: BTreeSet<String> = d
+            .network_ls()
+            .into_iter()
+            .filter(is_global)
+            .map(|n| n.name)
+            .collect();
+        let mut out = Vec::new();
+        for c in d.ps() {
+            for e in &c.endpoints {
+                if let (true, Ok(mac)) = (globals.contains(&e.network), e.mac.parse()) {
+                    out.push((e.network.clone(), mac, e.ip, c.name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts `endpoints/NET/MAC` of `container` on the lease (logged on failure: the next
+    /// registration puts it again).
+    fn publish_endpoint(&self, net: &str, mac: MacAddr, ip: Ipv4Addr, container: &str) {
+        let lease = self.lease.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let k = self.key(&["endpoints", net, &mac.to_string()]);
+        if let Err(e) = self
+            .client
+            .put(&k, &self.endpoint_value(ip, container), lease)
+        {
+            tracing::warn!("store: cannot publish endpoint {ip} ({mac}) on {net}: {e}");
+        }
+    }
+
+    fn unpublish_endpoint(&self, net: &str, mac: MacAddr) {
+        let k = self.key(&["endpoints", net, &mac.to_string()]);
+        if let Err(e) = self.client.delete(&k, false) {
+            tracing::warn!("store: cannot withdraw endpoint {mac} on {net}: {e}");
+        }
     }
 
     fn global_networks(&self) -> Vec<String> {
@@ -492,6 +567,9 @@ impl Store {
     fn apply(&self, keys: &BTreeMap<String, Vec<u8>>) {
         let mut specs = BTreeMap::new();
         let mut vteps: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        // Each network's hosts' VTEPs, and the endpoints of other hosts.
+        let mut host_vtep: BTreeMap<(&str, &str), Ipv4Addr> = BTreeMap::new();
+        let mut endpoints: Vec<(&str, MacAddr, EndpointEntry)> = Vec::new();
         for (k, v) in keys {
             if let Some(name) = k.strip_prefix("networks/") {
                 match serde_json::from_slice::<NetworkSpec>(v) {
@@ -510,9 +588,20 @@ impl Store {
                 match serde_json::from_slice::<HostRecord>(v) {
                     Ok(h) if h.vtep != self.vtep => {
                         vteps.entry(net.to_string()).or_default().insert(h.vtep);
+                        host_vtep.insert((net, host), h.vtep);
                     }
                     Ok(_) => {}
                     Err(_) => tracing::warn!("store: ignoring {k}: not a vtep record"),
+                }
+            } else if let Some(rest) = k.strip_prefix("endpoints/") {
+                let parsed = rest.split_once('/').and_then(|(net, mac)| {
+                    let e = serde_json::from_slice::<EndpointEntry>(v).ok()?;
+                    Some((net, mac.parse::<MacAddr>().ok()?, e))
+                });
+                match parsed {
+                    Some((_, _, e)) if e.host == self.cfg.host => {}
+                    Some(ep) => endpoints.push(ep),
+                    None => tracing::warn!("store: ignoring {k}: not an endpoint record"),
                 }
             }
         }
@@ -558,6 +647,33 @@ impl Store {
                 match d.network_peer(name, &p.to_string(), true) {
                     Ok(()) => tracing::info!("store: {name}: peer {p} left"),
                     Err(e) => tracing::warn!("store: {name}: cannot remove peer {p}: {e:#}"),
+                }
+            }
+            // Endpoints: exactly the other hosts' on this network (whose VTEP is known).
+            let want: BTreeMap<[u8; 6], (Ipv4Addr, Ipv4Addr)> = endpoints
+                .iter()
+                .filter(|(net, _, _)| net == name)
+                .filter_map(|(_, mac, e)| {
+                    let vtep = host_vtep.get(&(name.as_str(), e.host.as_str()))?;
+                    Some((mac.0, (e.ip, *vtep)))
+                })
+                .collect();
+            let have: BTreeMap<[u8; 6], (Ipv4Addr, Ipv4Addr)> = d
+                .remote_endpoints(name)
+                .into_iter()
+                .map(|(m, ip, v)| (m.0, (ip, v)))
+                .collect();
+            for (m, (ip, _)) in &have {
+                if !want.contains_key(m) {
+                    let _ = d.remote_endpoint(name, MacAddr(*m), *ip, None);
+                }
+            }
+            for (m, (ip, vtep)) in &want {
+                if have.get(m) != Some(&(*ip, *vtep)) {
+                    match d.remote_endpoint(name, MacAddr(*m), *ip, Some(*vtep)) {
+                        Ok(()) => tracing::debug!("store: {name}: endpoint {ip} behind {vtep}"),
+                        Err(e) => tracing::warn!("store: {name}: endpoint {ip}: {e:#}"),
+                    }
                 }
             }
         }
@@ -631,7 +747,10 @@ impl Store {
                             let Some(k) = self.rel(&kv.key).map(str::to_string) else {
                                 continue;
                             };
-                            if !(k.starts_with("networks/") || k.starts_with("vteps/")) {
+                            if !(k.starts_with("networks/")
+                                || k.starts_with("vteps/")
+                                || k.starts_with("endpoints/"))
+                            {
                                 continue;
                             }
                             changed = true;
@@ -890,8 +1009,8 @@ impl StoreFront {
             .unwrap_or(false)
     }
 
-    /// The addresses `container` holds on global networks.
-    fn global_ips(&self, container: &str) -> Vec<(String, Ipv4Addr)> {
+    /// The addresses (and MACs) `container` holds on global networks.
+    fn global_ips(&self, container: &str) -> Vec<(String, Ipv4Addr, Option<MacAddr>)> {
         let d = self.store.daemon();
         let Ok(c) = d.container_info(container) else {
             return Vec::new();
@@ -903,8 +1022,17 @@ impl StoreFront {
                     .map(|n| is_global(&n))
                     .unwrap_or(false)
             })
-            .map(|e| (e.network.clone(), e.ip))
+            .map(|e| (e.network.clone(), e.ip, e.mac.parse().ok()))
             .collect()
+    }
+
+    /// Publishes `container`'s endpoint on global network `net` (after it was made).
+    fn publish(&self, net: &str, container: &str) {
+        for (n, ip, mac) in self.global_ips(container) {
+            if let (true, Some(mac)) = (n == net, mac) {
+                self.store.publish_endpoint(net, mac, ip, container);
+            }
+        }
     }
 
     /// Claims an address, runs `f` with it, and gives it back if `f` fails.
@@ -921,6 +1049,8 @@ impl StoreFront {
             if let Err(e) = self.store.release(net, ip) {
                 tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
             }
+        } else {
+            self.publish(net, container);
         }
         r
     }
@@ -977,7 +1107,10 @@ impl StoreFront {
                 let held = self.global_ips(&name);
                 let r = self.store.daemon().rm(&name, force);
                 if r.is_ok() {
-                    for (net, ip) in held {
+                    for (net, ip, mac) in held {
+                        if let Some(mac) = mac {
+                            self.store.unpublish_endpoint(&net, mac);
+                        }
                         if let Err(e) = self.store.release(&net, ip) {
                             tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
                         }
@@ -989,11 +1122,14 @@ impl StoreFront {
                 let held: Vec<_> = self
                     .global_ips(&container)
                     .into_iter()
-                    .filter(|(n, _)| *n == network)
+                    .filter(|(n, _, _)| *n == network)
                     .collect();
                 let r = self.store.daemon().network_disconnect(&network, &container);
                 if r.is_ok() {
-                    for (net, ip) in held {
+                    for (net, ip, mac) in held {
+                        if let Some(mac) = mac {
+                            self.store.unpublish_endpoint(&net, mac);
+                        }
                         if let Err(e) = self.store.release(&net, ip) {
                             tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
                         }
