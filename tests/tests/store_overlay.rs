@@ -728,3 +728,51 @@ fn store_endpoints_program_remote_macs_and_a_first_ping_sends_no_arp_across_host
     );
     assert!(bytes > 10e6, "iperf3 moved {bytes} bytes in 3 s");
 }
+
+#[test]
+fn store_watch_stuck_on_a_frozen_member_is_noticed_and_replaced() {
+    if !need_root("store_watch_frozen") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gw", 2);
+    let cl = Cluster::on_underlay("gw", &ul);
+    let ds: Vec<Daemon> = (1..=2)
+        .map(|k| store_daemon(&ul, &cl, "gw", k, &[]))
+        .collect();
+    ds[0].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.69.0.0/16",
+        "wv",
+    ]);
+    wait_until("both hosts peered on wv", Duration::from_secs(10), || {
+        peers(&ds[0], "wv") == set(&[&ul.ip(2)]) && peers(&ds[1], "wv") == set(&[&ul.ip(1)])
+    });
+    let (a, b) = (unique("gwa"), unique("gwb"));
+    ds[0].run(&a, &["--network", "wv"]);
+    // Both daemons talk to (and watch on) the first member. Frozen, it keeps their
+    // connections open and says nothing: the cluster has quorum without it, requests fail
+    // over after their timeout, but a watch on it would wait forever.
+    cl.freeze(0);
+    let t0 = Instant::now();
+    ds[1].run(&b, &["--network", "wv"]);
+    let mac_b = mac_of(&ds[1], &b);
+    wait_until(
+        "host 1 programming host 2's new container although its watch sat on a frozen member",
+        Duration::from_secs(30),
+        || has_static(&ds[0], "wv", &mac_b),
+    );
+    eprintln!(
+        "measured: a watch on a frozen member replaced, and the change seen, {:?} after `run` began",
+        t0.elapsed()
+    );
+    let log = ds[0].log();
+    assert!(log.contains("missed changes"), "{log}");
+    assert!(ds[0].ping(&a, &ds[1].ip_of(&b)), "host 1 -> host 2");
+    cl.thaw(0);
+}

@@ -679,13 +679,15 @@ impl Store {
         }
     }
 
-    /// Lists everything under the prefix; returns the keys and the revision.
+    /// Lists the keys the daemon follows (networks, VTEPs, endpoints) under the prefix;
+    /// returns them and the revision.
     fn list(&self) -> Result<(BTreeMap<String, Vec<u8>>, i64), EtcdError> {
         let r = self.client.range_prefix(&self.prefix(&[]))?;
         let keys = r
             .kvs
             .into_iter()
             .filter_map(|kv| Some((self.rel(&kv.key)?.to_string(), kv.value)))
+            .filter(|(k, _)| followed(k))
             .collect();
         Ok((keys, r.revision))
     }
@@ -705,6 +707,7 @@ impl Store {
 
     fn follow(&self, first: std::sync::mpsc::Sender<()>) {
         let keepalive_every = Duration::from_secs((self.cfg.ttl / 3).max(1) as u64);
+        let idle = keepalive_every;
         let mut backoff = Duration::from_millis(200);
         loop {
             if self.lease.load(Ordering::SeqCst) == 0 {
@@ -737,20 +740,21 @@ impl Store {
             backoff = Duration::from_millis(200);
             let mut next_keepalive = Instant::now() + keepalive_every;
             let mut quorum_lost = false;
+            // When the stream last said something: a stream silent for `idle` is checked
+            // against a fresh list (it may sit on a member that froze or was cut off).
+            let mut heard = Instant::now();
             // Until the stream breaks (or quorum comes back: re-list, to be sure).
             loop {
                 match watch.next(Duration::from_millis(250)) {
                     Ok(Some(b)) => {
+                        heard = Instant::now();
                         let mut changed = false;
                         for ev in b.events {
                             let (Event::Put(kv) | Event::Delete(kv)) = &ev;
                             let Some(k) = self.rel(&kv.key).map(str::to_string) else {
                                 continue;
                             };
-                            if !(k.starts_with("networks/")
-                                || k.starts_with("vteps/")
-                                || k.starts_with("endpoints/"))
-                            {
+                            if !followed(&k) {
                                 continue;
                             }
                             changed = true;
@@ -765,6 +769,26 @@ impl Store {
                         }
                         if changed {
                             self.apply(&keys);
+                        }
+                    }
+                    Ok(None) if heard.elapsed() >= idle => {
+                        heard = Instant::now();
+                        match self.list() {
+                            Ok((fresh, _)) if fresh != keys => {
+                                tracing::warn!(
+                                    "store: the watch on {} missed changes (silent for {} s); listing and watching again",
+                                    watch.endpoint(),
+                                    idle.as_secs()
+                                );
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if !quorum_lost {
+                                    tracing::warn!("store: the watch is silent and the store does not answer ({e}); forwarding on the last state");
+                                }
+                                quorum_lost = true;
+                            }
                         }
                     }
                     Ok(None) => {}
@@ -976,6 +1000,11 @@ impl Store {
             .map_err(no_quorum)?;
         Ok(())
     }
+}
+
+/// Whether the store thread follows key `k` (relative to the prefix).
+fn followed(k: &str) -> bool {
+    k.starts_with("networks/") || k.starts_with("vteps/") || k.starts_with("endpoints/")
 }
 
 /// Checks a part of a key (host name).
