@@ -776,3 +776,101 @@ fn store_watch_stuck_on_a_frozen_member_is_noticed_and_replaced() {
     assert!(ds[0].ping(&a, &ds[1].ip_of(&b)), "host 1 -> host 2");
     cl.thaw(0);
 }
+
+#[test]
+fn store_claims_of_a_dead_host_are_released_after_the_grace_period_never_before() {
+    if !need_root("store_claims_gc") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gg", 2);
+    let cl = Cluster::on_underlay("gg", &ul);
+    // Host 1 releases claims of hosts gone for 4 s; host 2's lease lives 3 s.
+    let d1 = store_daemon(&ul, &cl, "gg", 1, &["--store-claim-grace", "4"]);
+    let mut d2 = store_daemon(&ul, &cl, "gg", 2, &["--store-ttl", "3"]);
+    d1.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.70.0.0/24",
+        "cg",
+    ]);
+    wait_until("cg on host 2", Duration::from_secs(10), || {
+        d2.cli(&["network", "inspect", "cg"]).status.success()
+    });
+    let (keep, lost) = (unique("ggk"), unique("ggl"));
+    d2.run(&keep, &["--network", "cg"]);
+    d2.run(&lost, &["--network", "cg"]);
+    let (ip_keep, ip_lost) = (d2.ip_of(&keep), d2.ip_of(&lost));
+    let claim = |ip: &str| cl.keys(&format!("{PREFIX}/ips/cg/{ip}")).len() == 1;
+    assert!(claim(&ip_keep) && claim(&ip_lost));
+    // A claim of a host that never had a lease here: released once host 1 saw it for 4 s.
+    // Host 2's claims, on a live host, stand all the while.
+    let ghost = format!("{PREFIX}/ips/cg/10.70.0.250");
+    cl.ctl(&["put", &ghost, r#"{"host":"ghost","container":"x"}"#]);
+    let t0 = Instant::now();
+    wait_until(
+        "the ghost host's claim released",
+        Duration::from_secs(30),
+        || cl.keys(&ghost).is_empty(),
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "measured: a lease-less host's claim released {took:?} after it appeared (grace 4 s)"
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "released within the grace: {took:?}"
+    );
+    assert!(
+        claim(&ip_keep) && claim(&ip_lost),
+        "a live host's claims were released"
+    );
+    // Host 2 restarts after one of its containers was removed while it was away: that
+    // container's claim is released on its start, the other one stands.
+    d2.stop(true);
+    sh_ok("ip", &["netns", "del", &lost]);
+    d2.restart(false);
+    wait_until(
+        "the gone container's claim released by its host's restart",
+        Duration::from_secs(10),
+        || !claim(&ip_lost),
+    );
+    assert!(claim(&ip_keep), "the running container's claim stands");
+    assert_eq!(d2.ip_of(&keep), ip_keep);
+    // Host 2 dies: its claim stands through its lease and the grace, then goes; so does
+    // its block, now empty.
+    d2.stop(true);
+    let t0 = Instant::now();
+    assert!(claim(&ip_keep));
+    wait_until(
+        "the dead host's claim released",
+        Duration::from_secs(40),
+        || !claim(&ip_keep),
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "measured: a killed host's claims released {took:?} after SIGKILL (TTL 3 s, grace 4 s)"
+    );
+    assert!(
+        took >= Duration::from_secs(6),
+        "released too soon: {took:?}\n{}",
+        d1.log()
+    );
+    assert!(
+        cl.keys(&format!("{PREFIX}/blocks/cg/")).is_empty(),
+        "{:?}",
+        cl.keys(&format!("{PREFIX}/blocks/cg/"))
+    );
+    // The address is free again: host 1 gets it (the first of the block).
+    let n1 = unique("gg1");
+    d1.run(&n1, &["--network", "cg"]);
+    assert_eq!(
+        d1.ip_of(&n1),
+        ip_keep,
+        "the released address is handed out again"
+    );
+}

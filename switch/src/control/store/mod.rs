@@ -54,6 +54,8 @@ pub const GLOBAL: &str = "global";
 pub const DEFAULT_PREFIX: &str = "/vswitch/v1";
 /// The lease TTL of a host's keys, in seconds.
 pub const DEFAULT_TTL: i64 = 15;
+/// Seconds a dead host's address claims stand before they are released (`--store-claim-grace`).
+pub const DEFAULT_CLAIM_GRACE: u64 = 3600;
 /// Address blocks a host takes at a time (Calico's default size).
 pub const DEFAULT_BLOCK: u8 = 26;
 /// Options a host sets for itself, never stored.
@@ -70,6 +72,9 @@ pub struct StoreConfig {
     /// from).
     pub vtep: Option<Ipv4Addr>,
     pub ttl: i64,
+    /// How long the address claims of a host whose lease is gone stand before another host
+    /// releases them.
+    pub claim_grace: Duration,
 }
 
 /// `networks/NAME`.
@@ -132,6 +137,8 @@ pub struct Store {
     vtep: Ipv4Addr,
     lease: AtomicI64,
     daemon: Arc<Mutex<Daemon>>,
+    /// Hosts holding claims without a lease (`hosts/HOST` gone), since when this host saw it.
+    dead_since: Mutex<BTreeMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -171,6 +178,7 @@ impl Store {
             vtep,
             lease: AtomicI64::new(0),
             daemon,
+            dead_since: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -709,6 +717,10 @@ impl Store {
         let keepalive_every = Duration::from_secs((self.cfg.ttl / 3).max(1) as u64);
         let idle = keepalive_every;
         let mut backoff = Duration::from_millis(200);
+        // Before the control socket serves (see `spawn`), no claim is in the making: this
+        // host's claims without a container can go.
+        let startup_until = Instant::now() + Duration::from_secs(4);
+        let mut started = true;
         loop {
             if self.lease.load(Ordering::SeqCst) == 0 {
                 if let Err(e) = self.register() {
@@ -717,6 +729,8 @@ impl Store {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
+                self.assert_claims(started && Instant::now() < startup_until);
+                started = false;
             }
             let (mut keys, rev) = match self.list() {
                 Ok(l) => l,
@@ -809,6 +823,7 @@ impl Store {
                                 tracing::info!("store: quorum is back; listing again");
                                 break;
                             }
+                            self.collect_claims();
                         }
                         Ok(_) => {
                             tracing::warn!("store: lease {lease:x} was lost; registering again");
@@ -825,6 +840,164 @@ impl Store {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    // ----- claims of hosts that are gone -----
+
+    /// After (re)registering: claims this host's containers' addresses again where the store
+    /// lost them (create-if-absent; another host's claim on one is logged as a conflict), and
+    /// at `startup` (no request is being served yet) releases this host's claims whose
+    /// containers are gone (removed while the daemon was away).
+    fn assert_claims(&self, startup: bool) {
+        let local = self.local_endpoints();
+        let mut nets: BTreeSet<String> = local.iter().map(|(n, ..)| n.clone()).collect();
+        if startup {
+            nets.extend(self.global_networks());
+        }
+        for net in nets {
+            let Ok(claims) = self.claim_kvs(&net) else {
+                return;
+            };
+            let mine: BTreeSet<Ipv4Addr> = local
+                .iter()
+                .filter(|(n, ..)| *n == net)
+                .map(|(_, _, ip, _)| *ip)
+                .collect();
+            for (_, _, ip, container) in local.iter().filter(|(n, ..)| *n == net) {
+                match claims.get(ip) {
+                    Some((c, _)) if c.host != self.cfg.host => tracing::error!(
+                        "store: {ip} on {net} of container {container} is claimed by {} on host {} in the store; remove one of them",
+                        c.container,
+                        c.host
+                    ),
+                    Some(_) => {}
+                    None => match self.claim_ip(&net, *ip, container) {
+                        Ok(true) => tracing::info!("store: claimed {ip} on {net} again for {container}"),
+                        Ok(false) => tracing::warn!("store: {ip} on {net} was claimed meanwhile"),
+                        Err(e) => tracing::warn!("store: cannot claim {ip} on {net} again: {e:#}"),
+                    },
+                }
+            }
+            if !startup {
+                continue;
+            }
+            for (ip, (c, rev)) in &claims {
+                if c.host == self.cfg.host && !mine.contains(ip) {
+                    self.release_claim(&net, *ip, *rev, "its container is gone");
+                }
+            }
+        }
+    }
+
+    /// The claims on `net` with their modification revisions.
+    fn claim_kvs(&self, net: &str) -> Result<BTreeMap<Ipv4Addr, (ClaimRecord, i64)>> {
+        let r = self
+            .client
+            .range_prefix(&self.prefix(&["ips", net]))
+            .map_err(no_quorum)?;
+        Ok(r.kvs
+            .iter()
+            .filter_map(|kv| {
+                let ip = self.rel(&kv.key)?.rsplit('/').next()?.parse().ok()?;
+                let c = serde_json::from_slice(&kv.value).ok()?;
+                Some((ip, (c, kv.mod_revision)))
+            })
+            .collect())
+    }
+
+    /// Deletes the claim of `ip` on `net` if it is still the one of revision `rev`, then its
+    /// block if that is empty.
+    fn release_claim(&self, net: &str, ip: Ipv4Addr, rev: i64, why: &str) {
+        let k = self.key(&["ips", net, &ip.to_string()]);
+        match self.client.txn(
+            &[Compare::ModRevisionIs(k.clone(), rev)],
+            &[Op::Delete {
+                key: k,
+                prefix: false,
+            }],
+        ) {
+            Ok((true, _)) => {
+                tracing::info!("store: released {ip} on {net}: {why}");
+                self.release_empty_block(net, ip);
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::warn!("store: cannot release {ip} on {net}: {e}"),
+        }
+    }
+
+    /// Removes the block holding `ip` on `net` if no claim is left in it (whoever owns it).
+    fn release_empty_block(&self, net: &str, ip: Ipv4Addr) {
+        let (Ok(blocks), Ok(claims)) = (self.blocks(net), self.claims(net)) else {
+            return;
+        };
+        let Some((b, rec)) = blocks.iter().find(|(b, _)| b.contains(&ip)) else {
+            return;
+        };
+        if claims.keys().any(|i| b.contains(i)) {
+            return;
+        }
+        let k = self.block_key(net, b);
+        let v = serde_json::to_vec(rec).unwrap_or_default();
+        let _ = self.client.txn(
+            &[Compare::ValueIs(k.clone(), v)],
+            &[Op::Delete {
+                key: k,
+                prefix: false,
+            }],
+        );
+    }
+
+    /// Releases the claims of hosts whose lease has been gone for the grace period (seen
+    /// from here: each live host counts on its own; the first to see the period out
+    /// releases, by compare-and-delete). A host alive (its `hosts/HOST` on its lease) or back
+    /// within the period keeps every claim.
+    fn collect_claims(&self) {
+        let Ok(hosts) = self.client.range_prefix(&self.prefix(&["hosts"])) else {
+            return;
+        };
+        let live: BTreeSet<&str> = hosts
+            .kvs
+            .iter()
+            .filter_map(|kv| self.rel(&kv.key)?.strip_prefix("hosts/"))
+            .collect();
+        let Ok(ips) = self.client.range_prefix(&self.prefix(&["ips"])) else {
+            return;
+        };
+        let claims: Vec<(String, Ipv4Addr, ClaimRecord, i64)> = ips
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let (net, ip) = self.rel(&kv.key)?.strip_prefix("ips/")?.split_once('/')?;
+                let c: ClaimRecord = serde_json::from_slice(&kv.value).ok()?;
+                Some((net.to_string(), ip.parse().ok()?, c, kv.mod_revision))
+            })
+            .filter(|(_, _, c, _)| c.host != self.cfg.host && !live.contains(c.host.as_str()))
+            .collect();
+        let now = Instant::now();
+        let expired: BTreeSet<String> = {
+            let mut dead = lock(&self.dead_since);
+            let owners: BTreeSet<&str> =
+                claims.iter().map(|(_, _, c, _)| c.host.as_str()).collect();
+            dead.retain(|h, _| owners.contains(h.as_str()));
+            for h in owners {
+                dead.entry(h.to_string()).or_insert(now);
+            }
+            dead.iter()
+                .filter(|(_, t)| now.duration_since(**t) >= self.cfg.claim_grace)
+                .map(|(h, _)| h.clone())
+                .collect()
+        };
+        for (net, ip, c, rev) in &claims {
+            if expired.contains(&c.host) {
+                let why = format!(
+                    "container {} of host {}, whose lease has been gone for {} s",
+                    c.container,
+                    c.host,
+                    self.cfg.claim_grace.as_secs()
+                );
+                self.release_claim(net, *ip, *rev, &why);
             }
         }
     }
