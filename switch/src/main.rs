@@ -103,6 +103,10 @@ enum Cmd {
         #[arg(long, default_value_t = switch::control::store::DEFAULT_TTL, requires = "store",
               value_parser = clap::value_parser!(i64).range(2..=3600))]
         store_ttl: i64,
+        /// Seconds a host's address claims outlive its lease before another host releases
+        /// them (a host back within this keeps its containers' addresses).
+        #[arg(long, default_value_t = switch::control::store::DEFAULT_CLAIM_GRACE, requires = "store")]
+        store_claim_grace: u64,
         /// Serve Docker's network and IPAM plugin protocol as this plugin name
         /// (`docker network create -d NAME --ipam-driver NAME`), on DIR/NAME.sock; `off`: not.
         #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", default_value = switch::control::docker::DEFAULT_PLUGIN_NAME)]
@@ -421,6 +425,7 @@ fn run(cli: Cli) -> Result<i32> {
             store_host,
             store_vtep,
             store_ttl,
+            store_claim_grace,
             docker_plugin,
             docker_plugin_dir,
             docker_host,
@@ -441,6 +446,7 @@ fn run(cli: Cli) -> Result<i32> {
                         host,
                         vtep: store_vtep,
                         ttl: store_ttl,
+                        claim_grace: std::time::Duration::from_secs(store_claim_grace),
                     })
                 }
                 None => None,

@@ -259,6 +259,10 @@ pub struct Counters {
     pub flood: u64,
     /// Frames delivered to the gateway.
     pub gateway: u64,
+    /// ARP requests for a remote endpoint the store told about, answered here instead of
+    /// flooded (ARP suppression, see [`Pipeline::set_proxy_arp`]).
+    #[serde(default)]
+    pub arp_suppressed: u64,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
     /// Per-port counters, indexed by port id.
@@ -321,6 +325,8 @@ pub struct Dispatch {
     /// usually share their output.
     last: usize,
     gateway: Vec<(u16, NetworkId)>,
+    /// ARP requests to answer on the ingress port with the MAC the table knows.
+    proxied: Vec<(u16, MacAddr)>,
     frame_vlan: [u16; BATCH_SIZE],
 }
 
@@ -339,6 +345,7 @@ impl Dispatch {
             by_port: vec![0; 64],
             last: 0,
             gateway: Vec::with_capacity(BATCH_SIZE),
+            proxied: Vec::with_capacity(BATCH_SIZE),
             frame_vlan: [NO_VLAN; BATCH_SIZE],
         }
     }
@@ -351,6 +358,7 @@ impl Dispatch {
         self.active = 0;
         self.last = 0;
         self.gateway.clear();
+        self.proxied.clear();
     }
 
     /// Queues frame `frame` of the batch for `port` with egress tag `vlan`. A list holds at
@@ -421,6 +429,12 @@ impl Dispatch {
         &self.gateway
     }
 
+    /// ARP requests of this batch the switch answers itself (frame index, the MAC the asked
+    /// address is at): they were not flooded. See [`Pipeline::set_proxy_arp`].
+    pub fn proxy_arp(&self) -> &[(u16, MacAddr)] {
+        &self.proxied
+    }
+
     /// The VLAN tag frame `i` carried on arrival (`Some(0)`: priority tag; `None`: untagged).
     /// Compare with the output's tag to know whether the frame must be re-tagged on egress.
     #[inline]
@@ -450,6 +464,8 @@ struct Network {
     /// The gateway MAC as a u64, or u64::MAX (never a frame's 48-bit address) when none.
     gateway: u64,
     members: Vec<Member>,
+    /// Entries of [`Pipeline::proxy`] for this network (0: no ARP frame is looked at).
+    proxies: u32,
 }
 
 #[derive(Debug)]
@@ -536,6 +552,9 @@ pub struct Pipeline {
     guards: Vec<Guard>,
     /// The time storm-control buckets refill to, in milliseconds ([`Pipeline::set_clock_ms`]).
     now_ms: u64,
+    /// ARP suppression: (network << 32 | IPv4 address) -> the MAC it is at, for remote
+    /// endpoints of overlay networks ([`Pipeline::set_proxy_arp`]).
+    proxy: std::collections::HashMap<u64, MacAddr>,
 }
 
 impl Pipeline {
@@ -567,6 +586,7 @@ impl Pipeline {
             ing: [PortId(0); BATCH_SIZE],
             guards: Vec::new(),
             now_ms: 0,
+            proxy: std::collections::HashMap::new(),
         }
     }
 
@@ -592,6 +612,10 @@ impl Pipeline {
         if let Some(n) = self.networks.get_mut(id.index()) {
             n.present = false;
             n.gateway = u64::MAX;
+            if n.proxies != 0 {
+                n.proxies = 0;
+                self.proxy.retain(|k, _| (k >> 32) != u64::from(id.0));
+            }
         }
         self.fdb.flush_network(id);
     }
@@ -738,6 +762,42 @@ impl Pipeline {
         self.fdb.add_static(network, mac, port, 0)
     }
 
+    /// Removes the entry of `mac` in `network` (static or learned); true if there was one.
+    pub fn remove_static(&mut self, network: NetworkId, mac: MacAddr) -> bool {
+        self.fdb.remove(network, mac)
+    }
+
+    /// ARP suppression: an ARP request (broadcast, from a local port) for `ip` on `network`
+    /// is answered by the switch with `mac` on the port it came from, and not flooded
+    /// (`None` forgets `ip`). The store's endpoints of remote hosts go here, so that finding
+    /// a container on another host floods nothing across hosts. Networks without an entry
+    /// never have their frames looked into.
+    pub fn set_proxy_arp(
+        &mut self,
+        network: NetworkId,
+        ip: std::net::Ipv4Addr,
+        mac: Option<MacAddr>,
+    ) {
+        let key = (u64::from(network.0) << 32) | u64::from(u32::from(ip));
+        let had = match mac {
+            Some(m) if m.is_learnable() => self.proxy.insert(key, m).is_some(),
+            Some(_) => return,
+            None => self.proxy.remove(&key).is_some(),
+        };
+        let n = self.network_mut(network);
+        match (mac.is_some(), had) {
+            (true, false) => n.proxies += 1,
+            (false, true) => n.proxies = n.proxies.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// The MAC ARP suppression answers for `ip` on `network`, if any.
+    pub fn proxy_arp(&self, network: NetworkId, ip: std::net::Ipv4Addr) -> Option<MacAddr> {
+        let key = (u64::from(network.0) << 32) | u64::from(u32::from(ip));
+        self.proxy.get(&key).copied()
+    }
+
     /// One aging slice of the MAC table (see [`Fdb::age`]).
     pub fn age(&mut self, now: u32, budget: usize) -> usize {
         self.fdb.age(now, budget)
@@ -851,8 +911,15 @@ impl Pipeline {
         self.prefetch(nvalid);
         self.learn::<TUNNEL>(in_port, nvalid, now);
         let limited = guard.limited();
-        let (tally, tokens) =
-            self.decide::<TUNNEL>(in_port, from_uplink, nvalid, limited, guard.tokens, out);
+        let (tally, tokens) = self.decide::<TUNNEL>(
+            in_port,
+            batch,
+            from_uplink,
+            nvalid,
+            limited,
+            guard.tokens,
+            out,
+        );
         if limited {
             if let Some(g) = self.guards.get_mut(in_idx) {
                 g.tokens = tokens;
@@ -1023,9 +1090,11 @@ impl Pipeline {
     /// `limited` storm control's bucket of `tokens`, returned with what is left); or drop,
     /// counted by reason.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn decide<const TUNNEL: bool>(
         &mut self,
         in_port: PortId,
+        batch: &Batch,
         from_uplink: bool,
         nvalid: usize,
         limited: bool,
@@ -1098,6 +1167,22 @@ impl Pipeline {
                 Self::drop_frame(&mut self.counters, in_idx, DropReason::Reserved);
                 continue;
             }
+            // ARP suppression: a request for a remote endpoint the store told about is
+            // answered here (by the worker, from the table) instead of flooded.
+            if !TUNNEL && dst == BROADCAST && nw.proxies != 0 {
+                let l3 = if out.frame_vlan[i as usize] == NO_VLAN {
+                    ETH_HDR
+                } else {
+                    VLAN_HDR
+                };
+                if let Some(mac) = arp_request_target(batch.frame(i as usize), l3)
+                    .and_then(|ip| self.proxy.get(&((u64::from(net.0) << 32) | u64::from(ip))))
+                {
+                    out.proxied.push((i, *mac));
+                    t.proxied += 1;
+                    continue;
+                }
+            }
             if limited {
                 if tokens < crate::guard::TOKEN {
                     Self::drop_guarded(&mut self.counters, in_idx, DropReason::FloodLimited);
@@ -1147,6 +1232,7 @@ impl Pipeline {
         c.unicast += t.unicast;
         c.flood += t.flood;
         c.gateway += t.gateway;
+        c.arp_suppressed += t.proxied;
         if let Some(pc) = c.ports.get_mut(in_idx) {
             pc.unicast += t.unicast;
             pc.flood += t.flood;
@@ -1161,6 +1247,23 @@ struct Tally {
     unicast: u64,
     flood: u64,
     gateway: u64,
+    proxied: u64,
+}
+
+/// The target address of an Ethernet/IPv4 ARP request whose ARP header starts at `l3`, read
+/// from untrusted bytes (checked, never panics).
+#[inline]
+fn arp_request_target(f: &[u8], l3: usize) -> Option<u32> {
+    let et = f.get(l3 - 2..l3)?;
+    if et != [0x08, 0x06] {
+        return None;
+    }
+    let arp: &[u8; 28] = f.get(l3..l3 + 28)?.try_into().ok()?;
+    // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, operation 1 (request).
+    if arp[..8] != [0, 1, 0x08, 0, 6, 4, 0, 1] {
+        return None;
+    }
+    Some(u32::from_be_bytes([arp[24], arp[25], arp[26], arp[27]]))
 }
 
 #[cfg(test)]
@@ -1606,6 +1709,89 @@ mod tests {
             vec![(2, vec![0], None), (11, vec![0], None), (12, vec![0], None)],
             "head-end replication to both VTEPs of network 1, not to network 2's"
         );
+    }
+
+    #[test]
+    fn arp_for_a_remote_endpoint_is_answered_not_flooded_and_static_entries_come_and_go() {
+        let mut p = overlay();
+        let remote = std::net::Ipv4Addr::new(10, 0, 0, 9);
+        // The store's endpoint 10.0.0.9 at mac 50 behind VTEP 12.
+        p.add_static(NetworkId(1), mac(50), PortId(12)).unwrap();
+        p.set_proxy_arp(NetworkId(1), remote, Some(mac(50)));
+        assert_eq!(p.proxy_arp(NetworkId(1), remote), Some(mac(50)));
+        // `arp_from` asks for 10.0.0.9: answered, flooded nowhere (not even locally).
+        let d = run(
+            &mut p,
+            PortId(1),
+            &[arp_from(MacAddr::BROADCAST, mac(1), 1, 1)],
+        );
+        assert_eq!(
+            outs(&d),
+            vec![],
+            "an ARP request for a known remote floods nothing"
+        );
+        assert_eq!(d.proxy_arp(), &[(0, mac(50))]);
+        assert_eq!(p.counters().arp_suppressed, 1);
+        // The same request on network 2 (no entry there), a reply, and a request from the
+        // tunnel are flooded as before.
+        let d = run(
+            &mut p,
+            PortId(1),
+            &[arp_from(MacAddr::BROADCAST, mac(1), 2, 1)],
+        );
+        assert!(d.proxy_arp().is_empty());
+        assert_eq!(outs(&d).len(), 3, "{:?}", outs(&d));
+        let d = run(
+            &mut p,
+            PortId(3),
+            &[arp_from(MacAddr::BROADCAST, mac(3), 1, 3)],
+        );
+        assert!(d.proxy_arp().is_empty());
+        assert_eq!(outs(&d), vec![(13, vec![0], None)]);
+        let d = run_tunnel(
+            &mut p,
+            PortId(10),
+            &[(arp_from(MacAddr::BROADCAST, mac(60), 1, 60), PortId(11))],
+        );
+        assert!(d.proxy_arp().is_empty());
+        // Unicast to the remote MAC goes to its VTEP only.
+        let d = run(&mut p, PortId(1), &[frame(mac(50), mac(1), None)]);
+        assert_eq!(outs(&d), vec![(12, vec![0], None)]);
+        // The endpoint leaves: flooded again, and its MAC is unknown.
+        p.set_proxy_arp(NetworkId(1), remote, None);
+        assert!(p.remove_static(NetworkId(1), mac(50)));
+        assert_eq!(p.fdb().lookup(NetworkId(1), mac(50)), None);
+        let d = run(
+            &mut p,
+            PortId(1),
+            &[arp_from(MacAddr::BROADCAST, mac(1), 1, 1)],
+        );
+        assert!(d.proxy_arp().is_empty());
+        assert_eq!(
+            outs(&d),
+            vec![(2, vec![0], None), (11, vec![0], None), (12, vec![0], None)]
+        );
+        assert_eq!(p.counters().arp_suppressed, 1);
+    }
+
+    #[test]
+    fn arp_request_target_reads_untrusted_bytes_safely() {
+        let f = arp_from(MacAddr::BROADCAST, mac(1), 1, 1);
+        assert_eq!(
+            arp_request_target(&f, ETH_HDR),
+            Some(u32::from_be_bytes([10, 0, 0, 9]))
+        );
+        assert_eq!(arp_request_target(&f[..40], ETH_HDR), None, "truncated");
+        assert_eq!(
+            arp_request_target(&f, VLAN_HDR),
+            None,
+            "not where the tag puts it"
+        );
+        let reply = arp_from(MacAddr::BROADCAST, mac(1), 2, 1);
+        assert_eq!(arp_request_target(&reply, ETH_HDR), None, "a reply");
+        for n in 0..f.len() {
+            let _ = arp_request_target(&f[..n], VLAN_HDR);
+        }
     }
 
     #[test]

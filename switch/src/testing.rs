@@ -371,6 +371,8 @@ fn serve_fake(
             Command::Shutdown => break,
             Command::SetPortRole { .. } => s.log.push("set_port_role"),
             Command::AddStatic { .. } => s.log.push("add_static"),
+            Command::RemoveStatic { .. } => s.log.push("remove_static"),
+            Command::ProxyArp { .. } => s.log.push("proxy_arp"),
             Command::SetVtepMtu { .. } => s.log.push("set_vtep_mtu"),
             Command::InjectPanic => s.log.push("inject_panic"),
             Command::Trace(_) => s.log.push("trace"),

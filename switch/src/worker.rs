@@ -185,6 +185,15 @@ pub enum Command {
         mac: MacAddr,
         port: PortId,
     },
+    /// Removes the MAC table entry of `mac` in `network` (static or learned).
+    RemoveStatic { network: NetworkId, mac: MacAddr },
+    /// ARP suppression: answer ARP requests for `ip` on `network` with `mac` instead of
+    /// flooding them (`None`: stop). See [`Pipeline::set_proxy_arp`].
+    ProxyArp {
+        network: NetworkId,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+    },
     /// Adds remote VTEP `peer` as virtual port `vport` of the tunnel port `tunnel`. Running
     /// traffic of other ports and peers is not disturbed.
     AddVtep {
@@ -944,11 +953,13 @@ impl Worker {
                     .add_drop(DropReason::TxFull, lost);
             }
         }
-        if !self.dispatch.to_gateway().is_empty() {
+        if !self.dispatch.to_gateway().is_empty() || !self.dispatch.proxy_arp().is_empty() {
             let vnet = slot_vnet(&self.ports, id);
             let now_ms = self.now_ms();
             self.gateway
                 .handle_from(&self.batch, self.dispatch.to_gateway(), id, vnet, now_ms);
+            self.gateway
+                .proxy_arp(&self.batch, self.dispatch.proxy_arp());
             if !self.gateway.out.is_empty() {
                 self.gateway.out.flush(&mut PortSink(&mut self.ports));
             }
@@ -1169,6 +1180,12 @@ impl Worker {
                     if let Err(e) = self.pipeline.add_static(network, mac, port) {
                         tracing::warn!("static MAC {mac} on port {port}: {e}");
                     }
+                }
+                Command::RemoveStatic { network, mac } => {
+                    self.pipeline.remove_static(network, mac);
+                }
+                Command::ProxyArp { network, ip, mac } => {
+                    self.pipeline.set_proxy_arp(network, ip, mac);
                 }
                 Command::AddVtep {
                     vport,

@@ -219,6 +219,23 @@ impl Cluster {
         }
     }
 
+    /// Freezes member `k` (SIGSTOP by PID): its sockets stay open and silent, as a member
+    /// behind a partition or a stalled disk looks to its clients.
+    pub fn freeze(&self, k: usize) {
+        self.signal(k, "-STOP");
+    }
+
+    /// Lets a frozen member run again (SIGCONT).
+    pub fn thaw(&self, k: usize) {
+        self.signal(k, "-CONT");
+    }
+
+    fn signal(&self, k: usize, sig: &str) {
+        if let Some(c) = &self.members[k].child {
+            crate::sh_ok("kill", &[sig, &c.id().to_string()]);
+        }
+    }
+
     /// Starts member `k` again on its data directory.
     pub fn restart(&mut self, k: usize) {
         self.kill(k);

@@ -170,6 +170,15 @@ fn global_overlay_three_hosts_without_peers_a_fourth_joins_and_a_killed_host_lea
         d4.log()
     );
     assert!(d4.ping(&n4, &ips[2]), "host 4 -> host 3");
+    // Its container's endpoint is in the store on host 4's lease, and programmed on host 1.
+    let mac4 = mac_of(&d4, &n4);
+    let ep4 = format!("{PREFIX}/endpoints/ov/{mac4}");
+    assert_eq!(cl.keys(&ep4), vec![ep4.clone()]);
+    wait_until(
+        "host 4's endpoint on host 1",
+        Duration::from_secs(10),
+        || has_static(&ds[0], "ov", &mac4),
+    );
     // Host 4 dies: its vtep leaves the others within the lease TTL (15 s).
     let mut d4 = d4;
     let t0 = Instant::now();
@@ -187,6 +196,12 @@ fn global_overlay_three_hosts_without_peers_a_fourth_joins_and_a_killed_host_lea
         left >= Duration::from_secs(5),
         "gone before its lease could expire: {left:?}"
     );
+    // Its endpoints went with its lease, and the other hosts forgot them.
+    assert!(
+        cl.keys(&ep4).is_empty(),
+        "host 4's endpoint outlived its lease"
+    );
+    assert!(!has_static(&ds[0], "ov", &mac4));
     // Its address claim stands (not reused) while its container's record is there.
     let claims = cl.keys(&format!("{PREFIX}/ips/ov/"));
     assert!(
@@ -435,5 +450,427 @@ fn store_failures_a_member_dies_quorum_is_lost_and_comes_back_a_lease_is_lost() 
     assert!(
         ds[0].ping(&a, &ip_b),
         "traffic after host 2 registered again"
+    );
+}
+
+/// The MAC of container `name`'s first endpoint.
+fn mac_of(d: &Daemon, name: &str) -> String {
+    d.container(name)["endpoints"][0]["mac"]
+        .as_str()
+        .expect("container has a MAC")
+        .to_string()
+}
+
+/// Whether daemon `d` has a static MAC table entry for `mac` on `net` (on a VTEP's port).
+fn has_static(d: &Daemon, net: &str, mac: &str) -> bool {
+    let o = d.cli(&["fdb", net, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array().is_some_and(|l| {
+        l.iter().any(|e| {
+            e["mac"]
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+                && e["is_static"] == true
+                && e["port"].as_str().is_some_and(|p| p.starts_with("vtep:"))
+        })
+    })
+}
+
+/// A live tshark on the underlay's bridge printing one line per ARP packet carried in VXLAN
+/// (opcode, sender IP, target IP): every host's tunnel traffic crosses that bridge.
+struct ArpWatch {
+    child: std::process::Child,
+    out: StreamLines,
+    _err: StreamLines,
+}
+
+impl ArpWatch {
+    fn start(ul: &Underlay) -> ArpWatch {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ul.sw.name,
+                "tshark",
+                "-l",
+                "-n",
+                "-i",
+                "br0",
+            ])
+            .args([
+                "-f",
+                "udp port 4789",
+                "-d",
+                "udp.port==4789,vxlan",
+                "-Y",
+                "arp",
+            ])
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "arp.opcode",
+                "-e",
+                "arp.src.proto_ipv4",
+            ])
+            .args(["-e", "arp.dst.proto_ipv4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tshark (apt-get install tshark)");
+        let err = StreamLines::take(&mut child);
+        err.wait_for("Capturing on", "tshark on br0", Duration::from_secs(20));
+        let out = StreamLines::of(child.stdout.take().expect("stdout piped"));
+        ArpWatch {
+            child,
+            out,
+            _err: err,
+        }
+    }
+
+    /// Pings `mark`, an address nobody has on a network without the store, from `from` on
+    /// daemon `d` until the capture shows the ARP request flooded for it: proof that the
+    /// capture has shown everything that crossed before (tshark prints in capture order, and
+    /// late: a marker is what tells its output is complete up to a point). Each call needs
+    /// a fresh `mark`; a retry takes the next address.
+    fn mark(&self, d: &Daemon, from: &str, mark: [u8; 4]) {
+        let t0 = Instant::now();
+        for k in 0u8.. {
+            let ip = std::net::Ipv4Addr::from([mark[0], mark[1], mark[2], mark[3] + k]);
+            let _ = d.exec(from, &["ping", "-c", "1", "-W", "1", &ip.to_string()]);
+            let needle = format!("\t{ip}");
+            let seen = Instant::now();
+            while seen.elapsed() < Duration::from_secs(2) {
+                if self.out.text().lines().any(|l| l.ends_with(&needle)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the capture never showed the marker ARP for {ip}:\n{}",
+                self.out.text()
+            );
+        }
+    }
+
+    /// ARP packets seen so far whose sender or target starts with `prefix` (e.g. "10.67.").
+    fn count(&self, prefix: &str) -> usize {
+        self.out
+            .text()
+            .lines()
+            .filter(|l| l.split('\t').skip(1).any(|ip| ip.starts_with(prefix)))
+            .count()
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn store_endpoints_program_remote_macs_and_a_first_ping_sends_no_arp_across_hosts() {
+    if !need_root("store_endpoints")
+        || !e2e::etcd::available()
+        || !require_tools(&["tshark", "iperf3"])
+    {
+        return;
+    }
+    let ul = Underlay::new("ge", 3);
+    let cl = Cluster::on_underlay("ge", &ul);
+    let ds: Vec<Daemon> = (1..=3)
+        .map(|k| store_daemon(&ul, &cl, "ge", k, &[]))
+        .collect();
+    ds[0].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.67.0.0/16",
+        "ev",
+    ]);
+    wait_until(
+        "every host serving ev with both others as peers",
+        Duration::from_secs(10),
+        || (0..3).all(|k| peers(&ds[k], "ev").len() == 2),
+    );
+    // Before: an overlay without the store (static peers, local to each daemon) on the same
+    // hosts and tunnels: its first ping floods an ARP request to every other host.
+    ul.overlay(&ds, 68, 6868);
+    let (s1, s2) = (unique("ges1"), unique("ges2"));
+    ds[0].run(&s1, &["--network", "ov"]);
+    ds[1].run(&s2, &["--network", "ov"]);
+    let s2_ip = ds[1].ip_of(&s2);
+    let watch = ArpWatch::start(&ul);
+    watch.mark(&ds[0], &s1, [10, 68, 3, 1]);
+    assert!(ds[0]
+        .exec(&s1, &["ping", "-c", "1", "-W", "2", &s2_ip])
+        .status
+        .success());
+    watch.mark(&ds[0], &s1, [10, 68, 4, 1]);
+    let before = watch.count(&s2_ip);
+    assert!(before >= 1, "{}", watch.out.text());
+
+    // The store's endpoints: each container is programmed on the other hosts, as a static
+    // MAC entry towards its host's VTEP.
+    let names: Vec<String> = (0..3).map(|k| unique(&format!("geg{k}"))).collect();
+    let mut took = Vec::new();
+    for (k, d) in ds.iter().enumerate() {
+        d.run(&names[k], &["--network", "ev"]);
+        let mac = mac_of(d, &names[k]);
+        let t0 = Instant::now();
+        wait_until(
+            "the new endpoint programmed on both other hosts",
+            Duration::from_secs(10),
+            || {
+                (0..3)
+                    .filter(|&j| j != k)
+                    .all(|j| has_static(&ds[j], "ev", &mac))
+            },
+        );
+        took.push(t0.elapsed());
+    }
+    let ips: Vec<String> = (0..3).map(|k| ds[k].ip_of(&names[k])).collect();
+    // First pings across hosts, every direction: no ARP crosses the underlay.
+    for a in 0..3 {
+        for (b, ip) in ips.iter().enumerate() {
+            if a != b {
+                assert!(
+                    ds[a]
+                        .exec(&names[a], &["ping", "-c", "1", "-W", "2", ip])
+                        .status
+                        .success(),
+                    "first ping host {a} -> host {b} ({ip})\n{}",
+                    ds[a].log()
+                );
+            }
+        }
+    }
+    // Everything before this marker was captured.
+    watch.mark(&ds[0], &s1, [10, 68, 5, 1]);
+    let after = watch.count("10.67.");
+    eprintln!(
+        "measured: ARP packets across the underlay for a first ping: {before} without the store's endpoints, {after} for 6 first pings with them"
+    );
+    assert_eq!(after, 0, "ARP crossed the underlay:\n{}", watch.out.text());
+    let stats: serde_json::Value = serde_json::from_str(&ds[0].ok(&["stats", "--json"])).unwrap();
+    assert!(
+        stats["counters"]["arp_suppressed"].as_u64() >= Some(2),
+        "host 1 answered its container's ARP requests itself: {stats}"
+    );
+    // A few more, to measure how soon a new endpoint is programmed elsewhere.
+    let mut late = Vec::new();
+    for i in 0..4 {
+        let n = unique(&format!("gel{i}"));
+        ds[1].run(&n, &["--network", "ev"]);
+        let mac = mac_of(&ds[1], &n);
+        let t0 = Instant::now();
+        wait_until(
+            "a new endpoint on hosts 1 and 3",
+            Duration::from_secs(10),
+            || has_static(&ds[0], "ev", &mac) && has_static(&ds[2], "ev", &mac),
+        );
+        took.push(t0.elapsed());
+        late.push((n, mac));
+    }
+    eprintln!(
+        "measured: a new endpoint programmed on the other hosts {:?} (median of {}) after `run` returned",
+        median(took.clone()),
+        took.len()
+    );
+    // A removed container's entry leaves the other hosts, and its address is asked for again
+    // (and no longer answered) there.
+    let (gone, gone_mac) = late.pop().unwrap();
+    let gone_ip = ds[1].ip_of(&gone);
+    ds[1].ok(&["rm", "-f", &gone]);
+    let t0 = Instant::now();
+    wait_until(
+        "the removed endpoint gone from hosts 1 and 3",
+        Duration::from_secs(10),
+        || !has_static(&ds[0], "ev", &gone_mac) && !has_static(&ds[2], "ev", &gone_mac),
+    );
+    eprintln!(
+        "measured: a removed endpoint left the other hosts in {:?}",
+        t0.elapsed()
+    );
+    assert!(!ds[0].ping(&names[0], &gone_ip), "nobody answers for it");
+    // iperf3 across hosts on the store's network.
+    let log = ds[1].dir.join("iperf-ge.log");
+    let srv = e2e::Iperf3Server::start(ds[1].container(&names[1])["netns"].as_str().unwrap(), &log);
+    let out = ds[0].exec(&names[0], &["iperf3", "-c", &ips[1], "-t", "3", "-J"]);
+    drop(srv);
+    assert!(
+        out.status.success(),
+        "iperf3 host 1 -> host 2: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
+    eprintln!(
+        "measured: iperf3 across hosts on the store's network: {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bytes > 10e6, "iperf3 moved {bytes} bytes in 3 s");
+}
+
+#[test]
+fn store_watch_stuck_on_a_frozen_member_is_noticed_and_replaced() {
+    if !need_root("store_watch_frozen") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gw", 2);
+    let cl = Cluster::on_underlay("gw", &ul);
+    let ds: Vec<Daemon> = (1..=2)
+        .map(|k| store_daemon(&ul, &cl, "gw", k, &[]))
+        .collect();
+    ds[0].ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.69.0.0/16",
+        "wv",
+    ]);
+    wait_until("both hosts peered on wv", Duration::from_secs(10), || {
+        peers(&ds[0], "wv") == set(&[&ul.ip(2)]) && peers(&ds[1], "wv") == set(&[&ul.ip(1)])
+    });
+    let (a, b) = (unique("gwa"), unique("gwb"));
+    ds[0].run(&a, &["--network", "wv"]);
+    // Both daemons talk to (and watch on) the first member. Frozen, it keeps their
+    // connections open and says nothing: the cluster has quorum without it, requests fail
+    // over after their timeout, but a watch on it would wait forever.
+    cl.freeze(0);
+    let t0 = Instant::now();
+    ds[1].run(&b, &["--network", "wv"]);
+    let mac_b = mac_of(&ds[1], &b);
+    wait_until(
+        "host 1 programming host 2's new container although its watch sat on a frozen member",
+        Duration::from_secs(30),
+        || has_static(&ds[0], "wv", &mac_b),
+    );
+    eprintln!(
+        "measured: a watch on a frozen member replaced, and the change seen, {:?} after `run` began",
+        t0.elapsed()
+    );
+    let log = ds[0].log();
+    assert!(log.contains("missed changes"), "{log}");
+    assert!(ds[0].ping(&a, &ds[1].ip_of(&b)), "host 1 -> host 2");
+    cl.thaw(0);
+}
+
+#[test]
+fn store_claims_of_a_dead_host_are_released_after_the_grace_period_never_before() {
+    if !need_root("store_claims_gc") || !e2e::etcd::available() {
+        return;
+    }
+    let ul = Underlay::new("gg", 2);
+    let cl = Cluster::on_underlay("gg", &ul);
+    // Host 1 releases claims of hosts gone for 4 s; host 2's lease lives 3 s.
+    let d1 = store_daemon(&ul, &cl, "gg", 1, &["--store-claim-grace", "4"]);
+    let mut d2 = store_daemon(&ul, &cl, "gg", 2, &["--store-ttl", "3"]);
+    d1.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--scope",
+        "global",
+        "--subnet",
+        "10.70.0.0/24",
+        "cg",
+    ]);
+    wait_until("cg on host 2", Duration::from_secs(10), || {
+        d2.cli(&["network", "inspect", "cg"]).status.success()
+    });
+    let (keep, lost) = (unique("ggk"), unique("ggl"));
+    d2.run(&keep, &["--network", "cg"]);
+    d2.run(&lost, &["--network", "cg"]);
+    let (ip_keep, ip_lost) = (d2.ip_of(&keep), d2.ip_of(&lost));
+    let claim = |ip: &str| cl.keys(&format!("{PREFIX}/ips/cg/{ip}")).len() == 1;
+    assert!(claim(&ip_keep) && claim(&ip_lost));
+    // A claim of a host that never had a lease here: released once host 1 saw it for 4 s.
+    // Host 2's claims, on a live host, stand all the while.
+    let ghost = format!("{PREFIX}/ips/cg/10.70.0.250");
+    cl.ctl(&["put", &ghost, r#"{"host":"ghost","container":"x"}"#]);
+    let t0 = Instant::now();
+    wait_until(
+        "the ghost host's claim released",
+        Duration::from_secs(30),
+        || cl.keys(&ghost).is_empty(),
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "measured: a lease-less host's claim released {took:?} after it appeared (grace 4 s)"
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "released within the grace: {took:?}"
+    );
+    assert!(
+        claim(&ip_keep) && claim(&ip_lost),
+        "a live host's claims were released"
+    );
+    // Host 2 restarts after one of its containers was removed while it was away: that
+    // container's claim is released on its start, the other one stands.
+    d2.stop(true);
+    sh_ok("ip", &["netns", "del", &lost]);
+    d2.restart(false);
+    wait_until(
+        "the gone container's claim released by its host's restart",
+        Duration::from_secs(10),
+        || !claim(&ip_lost),
+    );
+    assert!(claim(&ip_keep), "the running container's claim stands");
+    assert_eq!(d2.ip_of(&keep), ip_keep);
+    // Host 2 dies: its claim stands through its lease and the grace, then goes; so does
+    // its block, now empty.
+    d2.stop(true);
+    let t0 = Instant::now();
+    assert!(claim(&ip_keep));
+    wait_until(
+        "the dead host's claim released",
+        Duration::from_secs(40),
+        || !claim(&ip_keep),
+    );
+    let took = t0.elapsed();
+    eprintln!(
+        "measured: a killed host's claims released {took:?} after SIGKILL (TTL 3 s, grace 4 s)"
+    );
+    assert!(
+        took >= Duration::from_secs(6),
+        "released too soon: {took:?}\n{}",
+        d1.log()
+    );
+    assert!(
+        cl.keys(&format!("{PREFIX}/blocks/cg/")).is_empty(),
+        "{:?}",
+        cl.keys(&format!("{PREFIX}/blocks/cg/"))
+    );
+    // The address is free again: host 1 gets it (the first of the block).
+    let n1 = unique("gg1");
+    d1.run(&n1, &["--network", "cg"]);
+    assert_eq!(
+        d1.ip_of(&n1),
+        ip_keep,
+        "the released address is handed out again"
     );
 }

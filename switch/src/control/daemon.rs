@@ -28,7 +28,7 @@ use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapConfig, TapPort};
 use crate::port::{Port, PortId};
 use crate::wire::MacAddr;
-use crate::worker::WorkerHandle;
+use crate::worker::{Command, WorkerHandle};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -107,6 +107,11 @@ pub struct Daemon {
     spawner: Spawner,
     /// The trace being read (`vswitch trace`), if any.
     trace: Option<TraceSession>,
+    /// Endpoints of other hosts on overlay networks, as a store told them
+    /// ([`Daemon::remote_endpoint`]): (network, MAC) -> (IP, the remote VTEP). Not persisted
+    /// (the store tells them again); programmed again into a new worker and whenever their
+    /// VTEP becomes a peer.
+    remotes: BTreeMap<(String, [u8; 6]), (Ipv4Addr, Ipv4Addr)>,
 }
 
 /// A trace armed in the worker and read by a client.
@@ -216,6 +221,7 @@ impl Daemon {
             health: Default::default(),
             spawner,
             trace: None,
+            remotes: BTreeMap::new(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -301,6 +307,10 @@ impl Daemon {
                 }
             }
             self.republish(&name);
+        }
+        let remotes: Vec<String> = self.remotes.keys().map(|(n, _)| n.clone()).collect();
+        for n in remotes {
+            self.program_remotes(&n, None);
         }
         self.save()
     }
@@ -849,6 +859,7 @@ impl Daemon {
         self.with_driver(&rec, |d, cx| d.remove(&rec, cx));
         self.state.ipam.remove_pool(name).map_err(|e| err!("{e}"))?;
         self.save()?;
+        self.remotes.retain(|(n, _), _| n != name);
         self.worker
             .send(crate::worker::Command::RemoveNetwork { id: NetworkId(id) });
         Ok(())
@@ -864,7 +875,97 @@ impl Daemon {
                 n.driver
             );
         }
-        self.with_drivers(|drivers, cx| drivers.overlay.peer(&n, peer, remove, cx))
+        self.with_drivers(|drivers, cx| drivers.overlay.peer(&n, peer, remove, cx))?;
+        if !remove {
+            self.program_remotes(network, None);
+        }
+        Ok(())
+    }
+
+    /// A store's endpoint of another host on overlay network `network`: `mac` (address `ip`)
+    /// is behind the VTEP `vtep` (`None`: it is gone). While that VTEP is a peer of the
+    /// network, the switch has a static MAC entry towards it and answers ARP for `ip` itself
+    /// (ARP suppression: finding the container floods nothing across hosts). An endpoint whose
+    /// VTEP is not a peer yet is kept and programmed when the peer is added.
+    pub fn remote_endpoint(
+        &mut self,
+        network: &str,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        vtep: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let n = self.network(network)?;
+        if n.driver != OVERLAY {
+            bail!(
+                "network {network} is a {} network; remote endpoints belong to overlay networks",
+                n.driver
+            );
+        }
+        let id = NetworkId(n.id);
+        let key = (network.to_string(), mac.0);
+        match vtep {
+            Some(v) => {
+                if let Some((old_ip, _)) = self.remotes.insert(key, (ip, v)) {
+                    if old_ip != ip {
+                        self.worker.send(Command::ProxyArp {
+                            network: id,
+                            ip: old_ip,
+                            mac: None,
+                        });
+                    }
+                }
+                self.program_remotes(network, Some(mac));
+            }
+            None => {
+                if let Some((ip, _)) = self.remotes.remove(&key) {
+                    self.worker.send(Command::ProxyArp {
+                        network: id,
+                        ip,
+                        mac: None,
+                    });
+                    self.worker.send(Command::RemoveStatic { network: id, mac });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote endpoints the daemon knows on `network` (MAC, IP, VTEP).
+    pub fn remote_endpoints(&self, network: &str) -> Vec<(MacAddr, Ipv4Addr, Ipv4Addr)> {
+        self.remotes
+            .iter()
+            .filter(|((n, _), _)| n == network)
+            .map(|((_, m), (ip, v))| (MacAddr(*m), *ip, *v))
+            .collect()
+    }
+
+    /// Sends the worker the remote endpoints of `network` (only `only`, if given) whose VTEP
+    /// is a peer now: a static entry on the peer's virtual port and the ARP answer.
+    fn program_remotes(&mut self, network: &str, only: Option<MacAddr>) {
+        let Ok(n) = self.network(network).cloned() else {
+            return;
+        };
+        let peers = self.driver(&n).map(|d| d.peers(&n)).unwrap_or_default();
+        let id = NetworkId(n.id);
+        for ((net, m), (ip, vtep)) in &self.remotes {
+            if net != network || only.is_some_and(|o| o.0 != *m) {
+                continue;
+            }
+            let Some(p) = peers.get(vtep) else {
+                continue;
+            };
+            let mac = MacAddr(*m);
+            self.worker.send(Command::AddStatic {
+                network: id,
+                mac,
+                port: PortId(p.port_id),
+            });
+            self.worker.send(Command::ProxyArp {
+                network: id,
+                ip: *ip,
+                mac: Some(mac),
+            });
+        }
     }
 
     // ----- containers -----
@@ -2075,6 +2176,7 @@ fn counters_map(c: &crate::pipeline::Counters) -> serde_json::Map<String, serde_
         ("unicast", c.unicast),
         ("flood", c.flood),
         ("gateway", c.gateway),
+        ("arp_suppressed", c.arp_suppressed),
     ] {
         m.insert(k.into(), v.into());
     }

@@ -29,6 +29,8 @@ use std::net::Ipv4Addr;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GatewayCounters {
     pub arp_replies: u64,
+    /// ARP requests for remote endpoints answered on their behalf (ARP suppression).
+    pub arp_proxied: u64,
     pub echo_replies: u64,
     /// Frames for the gateway it does not answer (yet): other protocols, other addresses.
     pub ignored: u64,
@@ -307,6 +309,17 @@ impl Gateway {
                     }
                 }
                 Ask::Nothing => self.counters.ignored += 1,
+            }
+        }
+    }
+
+    /// Answers the ARP requests of `batch` listed in `sel` (frame index, the MAC the asked
+    /// address is at: the pipeline's ARP suppression found it), as the asked address. Replies
+    /// accumulate with the others until [`Gateway::clear`].
+    pub fn proxy_arp(&mut self, batch: &Batch, sel: &[(u16, MacAddr)]) {
+        for &(i, mac) in sel {
+            if self.reply_with(batch.frame(i as usize), |f| arp_reply_in_place(f, mac).ok()) {
+                self.counters.arp_proxied += 1;
             }
         }
     }

@@ -534,6 +534,18 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
 
 // ----- the client -----
 
+/// Extra headers of a watch request: the gRPC metadata `hasleader` (etcd's
+/// `WithRequireLeader`), so that a member cut off from its leader ends the stream.
+pub const WATCH_HEADERS: &str = "Grpc-Metadata-hasleader: true\r\n";
+
+/// An HTTP/1.1 POST of JSON `body` to `path` with `extra` headers (each ending in CRLF).
+pub fn request(ep: SocketAddr, path: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {ep}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// A blocking etcd v3 client over several endpoints.
 #[derive(Debug)]
 pub struct Client {
@@ -632,11 +644,7 @@ impl Client {
     }
 
     fn send(s: &mut TcpStream, ep: SocketAddr, path: &str, body: &str) -> io::Result<()> {
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {ep}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes())
+        s.write_all(request(ep, path, body, "").as_bytes())
     }
 
     /// POSTs `body` to `path`, failing over between endpoints; returns the 200 reply's body.
@@ -805,7 +813,9 @@ impl Client {
             self.skip(k);
             e
         };
-        Self::send(&mut s, ep, "/v3/watch", &body)
+        // Without `hasleader`, a watch on a member that lost its leader stays open and silent;
+        // with it, etcd ends the watch with "no leader" (and the caller lists again).
+        s.write_all(request(ep, "/v3/watch", &body, WATCH_HEADERS).as_bytes())
             .map_err(io_err)
             .map_err(fail)?;
         let mut r = BufReader::new(s.try_clone().map_err(io_err)?);

@@ -24,6 +24,12 @@
 //! | `vteps/NET/HOST` | [`HostRecord`] | the host's |
 //! | `blocks/NET/A.B.C.D-LEN` | [`BlockRecord`] (owning host) | none |
 //! | `ips/NET/IP` | [`ClaimRecord`] (host, container) | none |
+//! | `endpoints/NET/MAC` | [`EndpointEntry`] (IP, host, container) | the host's |
+//!
+//! Endpoints: each host publishes its containers on global networks; every other host
+//! programs a static MAC entry towards the owner's VTEP and answers ARP for the address itself
+//! ([`Daemon::remote_endpoint`]), so a first ping across hosts floods nothing. They live on
+//! the owner's lease: a dead host's endpoints leave with its VTEP.
 
 pub mod etcd;
 
@@ -31,6 +37,7 @@ use super::api::{NetworkCreate, NetworkInfo, Reply, Request, RunRequest};
 use super::daemon::Daemon;
 use super::error::{bail, err, Result};
 use super::server::Handler;
+use crate::wire::MacAddr;
 use etcd::{Client, Compare, EtcdError, Event, KeyValue, Op};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -47,6 +54,8 @@ pub const GLOBAL: &str = "global";
 pub const DEFAULT_PREFIX: &str = "/vswitch/v1";
 /// The lease TTL of a host's keys, in seconds.
 pub const DEFAULT_TTL: i64 = 15;
+/// Seconds a dead host's address claims stand before they are released (`--store-claim-grace`).
+pub const DEFAULT_CLAIM_GRACE: u64 = 3600;
 /// Address blocks a host takes at a time (Calico's default size).
 pub const DEFAULT_BLOCK: u8 = 26;
 /// Options a host sets for itself, never stored.
@@ -63,6 +72,9 @@ pub struct StoreConfig {
     /// from).
     pub vtep: Option<Ipv4Addr>,
     pub ttl: i64,
+    /// How long the address claims of a host whose lease is gone stand before another host
+    /// releases them.
+    pub claim_grace: Duration,
 }
 
 /// `networks/NAME`.
@@ -102,6 +114,15 @@ pub struct ClaimRecord {
     pub container: String,
 }
 
+/// `endpoints/NET/MAC`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointEntry {
+    pub ip: Ipv4Addr,
+    pub host: String,
+    #[serde(default)]
+    pub container: String,
+}
+
 fn no_quorum(e: EtcdError) -> super::error::Error {
     match e {
         EtcdError::NoQuorum(_) => err!("the store has no quorum; try again"),
@@ -116,6 +137,8 @@ pub struct Store {
     vtep: Ipv4Addr,
     lease: AtomicI64,
     daemon: Arc<Mutex<Daemon>>,
+    /// Hosts holding claims without a lease (`hosts/HOST` gone), since when this host saw it.
+    dead_since: Mutex<BTreeMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,6 +178,7 @@ impl Store {
             vtep,
             lease: AtomicI64::new(0),
             daemon,
+            dead_since: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -467,6 +491,13 @@ impl Store {
                 lease,
             });
         }
+        for (net, mac, ip, container) in self.local_endpoints() {
+            ops.push(Op::Put {
+                key: self.key(&["endpoints", &net, &mac.to_string()]),
+                value: self.endpoint_value(ip, &container),
+                lease,
+            });
+        }
         self.client.txn(&[], &ops)?;
         tracing::info!(
             "store: registered host {} (vtep {}) with lease {lease:x}",
@@ -474,6 +505,58 @@ impl Store {
             self.vtep
         );
         Ok(())
+    }
+
+    fn endpoint_value(&self, ip: Ipv4Addr, container: &str) -> Vec<u8> {
+        serde_json::to_vec(&EndpointEntry {
+            ip,
+            host: self.cfg.host.clone(),
+            container: container.to_string(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// This host's containers' endpoints on global networks: (network, MAC, IP, container).
+    fn local_endpoints(&self) -> Vec<(String, MacAddr, Ipv4Addr, String)> {
+        let mut d = self.daemon();
+        let globals: BTreeSet<String> = d
+            .network_ls()
+            .into_iter()
+            .filter(is_global)
+            .map(|n| n.name)
+            .collect();
+        let mut out = Vec::new();
+        for c in d.ps() {
+            for e in &c.endpoints {
+                if let (true, Ok(mac)) = (globals.contains(&e.network), e.mac.parse()) {
+                    out.push((e.network.clone(), mac, e.ip, c.name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts `endpoints/NET/MAC` of `container` on the lease (logged on failure: the next
+    /// registration puts it again).
+    fn publish_endpoint(&self, net: &str, mac: MacAddr, ip: Ipv4Addr, container: &str) {
+        let lease = self.lease.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let k = self.key(&["endpoints", net, &mac.to_string()]);
+        if let Err(e) = self
+            .client
+            .put(&k, &self.endpoint_value(ip, container), lease)
+        {
+            tracing::warn!("store: cannot publish endpoint {ip} ({mac}) on {net}: {e}");
+        }
+    }
+
+    fn unpublish_endpoint(&self, net: &str, mac: MacAddr) {
+        let k = self.key(&["endpoints", net, &mac.to_string()]);
+        if let Err(e) = self.client.delete(&k, false) {
+            tracing::warn!("store: cannot withdraw endpoint {mac} on {net}: {e}");
+        }
     }
 
     fn global_networks(&self) -> Vec<String> {
@@ -492,6 +575,9 @@ impl Store {
     fn apply(&self, keys: &BTreeMap<String, Vec<u8>>) {
         let mut specs = BTreeMap::new();
         let mut vteps: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        // Each network's hosts' VTEPs, and the endpoints of other hosts.
+        let mut host_vtep: BTreeMap<(&str, &str), Ipv4Addr> = BTreeMap::new();
+        let mut endpoints: Vec<(&str, MacAddr, EndpointEntry)> = Vec::new();
         for (k, v) in keys {
             if let Some(name) = k.strip_prefix("networks/") {
                 match serde_json::from_slice::<NetworkSpec>(v) {
@@ -510,9 +596,20 @@ impl Store {
                 match serde_json::from_slice::<HostRecord>(v) {
                     Ok(h) if h.vtep != self.vtep => {
                         vteps.entry(net.to_string()).or_default().insert(h.vtep);
+                        host_vtep.insert((net, host), h.vtep);
                     }
                     Ok(_) => {}
                     Err(_) => tracing::warn!("store: ignoring {k}: not a vtep record"),
+                }
+            } else if let Some(rest) = k.strip_prefix("endpoints/") {
+                let parsed = rest.split_once('/').and_then(|(net, mac)| {
+                    let e = serde_json::from_slice::<EndpointEntry>(v).ok()?;
+                    Some((net, mac.parse::<MacAddr>().ok()?, e))
+                });
+                match parsed {
+                    Some((_, _, e)) if e.host == self.cfg.host => {}
+                    Some(ep) => endpoints.push(ep),
+                    None => tracing::warn!("store: ignoring {k}: not an endpoint record"),
                 }
             }
         }
@@ -560,16 +657,45 @@ impl Store {
                     Err(e) => tracing::warn!("store: {name}: cannot remove peer {p}: {e:#}"),
                 }
             }
+            // Endpoints: exactly the other hosts' on this network (whose VTEP is known).
+            let want: BTreeMap<[u8; 6], (Ipv4Addr, Ipv4Addr)> = endpoints
+                .iter()
+                .filter(|(net, _, _)| net == name)
+                .filter_map(|(_, mac, e)| {
+                    let vtep = host_vtep.get(&(name.as_str(), e.host.as_str()))?;
+                    Some((mac.0, (e.ip, *vtep)))
+                })
+                .collect();
+            let have: BTreeMap<[u8; 6], (Ipv4Addr, Ipv4Addr)> = d
+                .remote_endpoints(name)
+                .into_iter()
+                .map(|(m, ip, v)| (m.0, (ip, v)))
+                .collect();
+            for (m, (ip, _)) in &have {
+                if !want.contains_key(m) {
+                    let _ = d.remote_endpoint(name, MacAddr(*m), *ip, None);
+                }
+            }
+            for (m, (ip, vtep)) in &want {
+                if have.get(m) != Some(&(*ip, *vtep)) {
+                    match d.remote_endpoint(name, MacAddr(*m), *ip, Some(*vtep)) {
+                        Ok(()) => tracing::debug!("store: {name}: endpoint {ip} behind {vtep}"),
+                        Err(e) => tracing::warn!("store: {name}: endpoint {ip}: {e:#}"),
+                    }
+                }
+            }
         }
     }
 
-    /// Lists everything under the prefix; returns the keys and the revision.
+    /// Lists the keys the daemon follows (networks, VTEPs, endpoints) under the prefix;
+    /// returns them and the revision.
     fn list(&self) -> Result<(BTreeMap<String, Vec<u8>>, i64), EtcdError> {
         let r = self.client.range_prefix(&self.prefix(&[]))?;
         let keys = r
             .kvs
             .into_iter()
             .filter_map(|kv| Some((self.rel(&kv.key)?.to_string(), kv.value)))
+            .filter(|(k, _)| followed(k))
             .collect();
         Ok((keys, r.revision))
     }
@@ -589,7 +715,12 @@ impl Store {
 
     fn follow(&self, first: std::sync::mpsc::Sender<()>) {
         let keepalive_every = Duration::from_secs((self.cfg.ttl / 3).max(1) as u64);
+        let idle = keepalive_every;
         let mut backoff = Duration::from_millis(200);
+        // Before the control socket serves (see `spawn`), no claim is in the making: this
+        // host's claims without a container can go.
+        let startup_until = Instant::now() + Duration::from_secs(4);
+        let mut started = true;
         loop {
             if self.lease.load(Ordering::SeqCst) == 0 {
                 if let Err(e) = self.register() {
@@ -598,6 +729,8 @@ impl Store {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
+                self.assert_claims(started && Instant::now() < startup_until);
+                started = false;
             }
             let (mut keys, rev) = match self.list() {
                 Ok(l) => l,
@@ -621,17 +754,21 @@ impl Store {
             backoff = Duration::from_millis(200);
             let mut next_keepalive = Instant::now() + keepalive_every;
             let mut quorum_lost = false;
+            // When the stream last said something: a stream silent for `idle` is checked
+            // against a fresh list (it may sit on a member that froze or was cut off).
+            let mut heard = Instant::now();
             // Until the stream breaks (or quorum comes back: re-list, to be sure).
             loop {
                 match watch.next(Duration::from_millis(250)) {
                     Ok(Some(b)) => {
+                        heard = Instant::now();
                         let mut changed = false;
                         for ev in b.events {
                             let (Event::Put(kv) | Event::Delete(kv)) = &ev;
                             let Some(k) = self.rel(&kv.key).map(str::to_string) else {
                                 continue;
                             };
-                            if !(k.starts_with("networks/") || k.starts_with("vteps/")) {
+                            if !followed(&k) {
                                 continue;
                             }
                             changed = true;
@@ -646,6 +783,26 @@ impl Store {
                         }
                         if changed {
                             self.apply(&keys);
+                        }
+                    }
+                    Ok(None) if heard.elapsed() >= idle => {
+                        heard = Instant::now();
+                        match self.list() {
+                            Ok((fresh, _)) if fresh != keys => {
+                                tracing::warn!(
+                                    "store: the watch on {} missed changes (silent for {} s); listing and watching again",
+                                    watch.endpoint(),
+                                    idle.as_secs()
+                                );
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if !quorum_lost {
+                                    tracing::warn!("store: the watch is silent and the store does not answer ({e}); forwarding on the last state");
+                                }
+                                quorum_lost = true;
+                            }
                         }
                     }
                     Ok(None) => {}
@@ -666,6 +823,7 @@ impl Store {
                                 tracing::info!("store: quorum is back; listing again");
                                 break;
                             }
+                            self.collect_claims();
                         }
                         Ok(_) => {
                             tracing::warn!("store: lease {lease:x} was lost; registering again");
@@ -682,6 +840,164 @@ impl Store {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    // ----- claims of hosts that are gone -----
+
+    /// After (re)registering: claims this host's containers' addresses again where the store
+    /// lost them (create-if-absent; another host's claim on one is logged as a conflict), and
+    /// at `startup` (no request is being served yet) releases this host's claims whose
+    /// containers are gone (removed while the daemon was away).
+    fn assert_claims(&self, startup: bool) {
+        let local = self.local_endpoints();
+        let mut nets: BTreeSet<String> = local.iter().map(|(n, ..)| n.clone()).collect();
+        if startup {
+            nets.extend(self.global_networks());
+        }
+        for net in nets {
+            let Ok(claims) = self.claim_kvs(&net) else {
+                return;
+            };
+            let mine: BTreeSet<Ipv4Addr> = local
+                .iter()
+                .filter(|(n, ..)| *n == net)
+                .map(|(_, _, ip, _)| *ip)
+                .collect();
+            for (_, _, ip, container) in local.iter().filter(|(n, ..)| *n == net) {
+                match claims.get(ip) {
+                    Some((c, _)) if c.host != self.cfg.host => tracing::error!(
+                        "store: {ip} on {net} of container {container} is claimed by {} on host {} in the store; remove one of them",
+                        c.container,
+                        c.host
+                    ),
+                    Some(_) => {}
+                    None => match self.claim_ip(&net, *ip, container) {
+                        Ok(true) => tracing::info!("store: claimed {ip} on {net} again for {container}"),
+                        Ok(false) => tracing::warn!("store: {ip} on {net} was claimed meanwhile"),
+                        Err(e) => tracing::warn!("store: cannot claim {ip} on {net} again: {e:#}"),
+                    },
+                }
+            }
+            if !startup {
+                continue;
+            }
+            for (ip, (c, rev)) in &claims {
+                if c.host == self.cfg.host && !mine.contains(ip) {
+                    self.release_claim(&net, *ip, *rev, "its container is gone");
+                }
+            }
+        }
+    }
+
+    /// The claims on `net` with their modification revisions.
+    fn claim_kvs(&self, net: &str) -> Result<BTreeMap<Ipv4Addr, (ClaimRecord, i64)>> {
+        let r = self
+            .client
+            .range_prefix(&self.prefix(&["ips", net]))
+            .map_err(no_quorum)?;
+        Ok(r.kvs
+            .iter()
+            .filter_map(|kv| {
+                let ip = self.rel(&kv.key)?.rsplit('/').next()?.parse().ok()?;
+                let c = serde_json::from_slice(&kv.value).ok()?;
+                Some((ip, (c, kv.mod_revision)))
+            })
+            .collect())
+    }
+
+    /// Deletes the claim of `ip` on `net` if it is still the one of revision `rev`, then its
+    /// block if that is empty.
+    fn release_claim(&self, net: &str, ip: Ipv4Addr, rev: i64, why: &str) {
+        let k = self.key(&["ips", net, &ip.to_string()]);
+        match self.client.txn(
+            &[Compare::ModRevisionIs(k.clone(), rev)],
+            &[Op::Delete {
+                key: k,
+                prefix: false,
+            }],
+        ) {
+            Ok((true, _)) => {
+                tracing::info!("store: released {ip} on {net}: {why}");
+                self.release_empty_block(net, ip);
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::warn!("store: cannot release {ip} on {net}: {e}"),
+        }
+    }
+
+    /// Removes the block holding `ip` on `net` if no claim is left in it (whoever owns it).
+    fn release_empty_block(&self, net: &str, ip: Ipv4Addr) {
+        let (Ok(blocks), Ok(claims)) = (self.blocks(net), self.claims(net)) else {
+            return;
+        };
+        let Some((b, rec)) = blocks.iter().find(|(b, _)| b.contains(&ip)) else {
+            return;
+        };
+        if claims.keys().any(|i| b.contains(i)) {
+            return;
+        }
+        let k = self.block_key(net, b);
+        let v = serde_json::to_vec(rec).unwrap_or_default();
+        let _ = self.client.txn(
+            &[Compare::ValueIs(k.clone(), v)],
+            &[Op::Delete {
+                key: k,
+                prefix: false,
+            }],
+        );
+    }
+
+    /// Releases the claims of hosts whose lease has been gone for the grace period (seen
+    /// from here: each live host counts on its own; the first to see the period out
+    /// releases, by compare-and-delete). A host alive (its `hosts/HOST` on its lease) or back
+    /// within the period keeps every claim.
+    fn collect_claims(&self) {
+        let Ok(hosts) = self.client.range_prefix(&self.prefix(&["hosts"])) else {
+            return;
+        };
+        let live: BTreeSet<&str> = hosts
+            .kvs
+            .iter()
+            .filter_map(|kv| self.rel(&kv.key)?.strip_prefix("hosts/"))
+            .collect();
+        let Ok(ips) = self.client.range_prefix(&self.prefix(&["ips"])) else {
+            return;
+        };
+        let claims: Vec<(String, Ipv4Addr, ClaimRecord, i64)> = ips
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let (net, ip) = self.rel(&kv.key)?.strip_prefix("ips/")?.split_once('/')?;
+                let c: ClaimRecord = serde_json::from_slice(&kv.value).ok()?;
+                Some((net.to_string(), ip.parse().ok()?, c, kv.mod_revision))
+            })
+            .filter(|(_, _, c, _)| c.host != self.cfg.host && !live.contains(c.host.as_str()))
+            .collect();
+        let now = Instant::now();
+        let expired: BTreeSet<String> = {
+            let mut dead = lock(&self.dead_since);
+            let owners: BTreeSet<&str> =
+                claims.iter().map(|(_, _, c, _)| c.host.as_str()).collect();
+            dead.retain(|h, _| owners.contains(h.as_str()));
+            for h in owners {
+                dead.entry(h.to_string()).or_insert(now);
+            }
+            dead.iter()
+                .filter(|(_, t)| now.duration_since(**t) >= self.cfg.claim_grace)
+                .map(|(h, _)| h.clone())
+                .collect()
+        };
+        for (net, ip, c, rev) in &claims {
+            if expired.contains(&c.host) {
+                let why = format!(
+                    "container {} of host {}, whose lease has been gone for {} s",
+                    c.container,
+                    c.host,
+                    self.cfg.claim_grace.as_secs()
+                );
+                self.release_claim(net, *ip, *rev, &why);
             }
         }
     }
@@ -859,6 +1175,11 @@ impl Store {
     }
 }
 
+/// Whether the store thread follows key `k` (relative to the prefix).
+fn followed(k: &str) -> bool {
+    k.starts_with("networks/") || k.starts_with("vteps/") || k.starts_with("endpoints/")
+}
+
 /// Checks a part of a key (host name).
 fn check_key_part(what: &str, s: &str) -> Result<()> {
     if s.is_empty()
@@ -890,8 +1211,8 @@ impl StoreFront {
             .unwrap_or(false)
     }
 
-    /// The addresses `container` holds on global networks.
-    fn global_ips(&self, container: &str) -> Vec<(String, Ipv4Addr)> {
+    /// The addresses (and MACs) `container` holds on global networks.
+    fn global_ips(&self, container: &str) -> Vec<(String, Ipv4Addr, Option<MacAddr>)> {
         let d = self.store.daemon();
         let Ok(c) = d.container_info(container) else {
             return Vec::new();
@@ -903,8 +1224,17 @@ impl StoreFront {
                     .map(|n| is_global(&n))
                     .unwrap_or(false)
             })
-            .map(|e| (e.network.clone(), e.ip))
+            .map(|e| (e.network.clone(), e.ip, e.mac.parse().ok()))
             .collect()
+    }
+
+    /// Publishes `container`'s endpoint on global network `net` (after it was made).
+    fn publish(&self, net: &str, container: &str) {
+        for (n, ip, mac) in self.global_ips(container) {
+            if let (true, Some(mac)) = (n == net, mac) {
+                self.store.publish_endpoint(net, mac, ip, container);
+            }
+        }
     }
 
     /// Claims an address, runs `f` with it, and gives it back if `f` fails.
@@ -921,6 +1251,8 @@ impl StoreFront {
             if let Err(e) = self.store.release(net, ip) {
                 tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
             }
+        } else {
+            self.publish(net, container);
         }
         r
     }
@@ -977,7 +1309,10 @@ impl StoreFront {
                 let held = self.global_ips(&name);
                 let r = self.store.daemon().rm(&name, force);
                 if r.is_ok() {
-                    for (net, ip) in held {
+                    for (net, ip, mac) in held {
+                        if let Some(mac) = mac {
+                            self.store.unpublish_endpoint(&net, mac);
+                        }
                         if let Err(e) = self.store.release(&net, ip) {
                             tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
                         }
@@ -989,11 +1324,14 @@ impl StoreFront {
                 let held: Vec<_> = self
                     .global_ips(&container)
                     .into_iter()
-                    .filter(|(n, _)| *n == network)
+                    .filter(|(n, _, _)| *n == network)
                     .collect();
                 let r = self.store.daemon().network_disconnect(&network, &container);
                 if r.is_ok() {
-                    for (net, ip) in held {
+                    for (net, ip, mac) in held {
+                        if let Some(mac) = mac {
+                            self.store.unpublish_endpoint(&net, mac);
+                        }
                         if let Err(e) = self.store.release(&net, ip) {
                             tracing::warn!("store: cannot give back {ip} on {net}: {e:#}");
                         }
