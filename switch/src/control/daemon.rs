@@ -37,6 +37,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[path = "supervise.rs"]
 pub mod supervise;
 
+#[path = "metrics.rs"]
+pub mod metrics;
+
 pub use super::driver::bridge::DEFAULT_MTU;
 pub use super::driver::macvlan::{Parent, MACVLAN};
 
@@ -569,6 +572,7 @@ impl Daemon {
             Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
             Request::Ports => self.port_list().map(to_json),
             Request::Stats => self.stats(),
+            Request::Metrics => Ok(serde_json::json!({ "text": self.metrics() })),
             Request::NetworkPeer {
                 network,
                 peer,
