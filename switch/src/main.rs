@@ -9,6 +9,8 @@ use switch::control::server::{self, Client};
 use switch::pipeline::PipelineConfig;
 use switch::port::afpacket::RxMode;
 
+mod top;
+
 const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
 const DEFAULT_STATE: &str = "/var/lib/vswitch";
 /// `-p` / `--publish` help (an attribute: in a doc comment rustdoc reads the brackets as links).
@@ -119,6 +121,10 @@ enum Cmd {
         /// /var/run/docker.sock; `off`: not asked.
         #[arg(long)]
         docker_host: Option<String>,
+        /// Serve Prometheus metrics (`GET /metrics`, text format 0.0.4) on this TCP address,
+        /// e.g. 127.0.0.1:9180 (port 0: any free port, logged). Without it: no TCP listener.
+        #[arg(long, env = "VSWITCH_METRICS")]
+        metrics: Option<String>,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -208,6 +214,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print every metric in the Prometheus text format (what `daemon --metrics` serves).
+    Metrics,
+    /// Live per-port and per-network rates (frames/s, bits/s, drops/s), refreshed every
+    /// interval; a plain listing when the output is not a terminal.
+    Top(top::TopArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -429,6 +440,7 @@ fn run(cli: Cli) -> Result<i32> {
             docker_plugin,
             docker_plugin_dir,
             docker_host,
+            metrics,
         } => {
             let store = match store {
                 Some(url) => {
@@ -452,6 +464,20 @@ fn run(cli: Cli) -> Result<i32> {
                 None => None,
             };
             let listener = server::bind(&socket)?;
+            let metrics = match metrics
+                .as_deref()
+                .map(switch::control::daemon::metrics::bind)
+            {
+                None => None,
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    let _ = std::fs::remove_file(&socket);
+                    bail!(
+                        "cannot listen for metrics on {}: {e}; give another --metrics HOST:PORT",
+                        metrics.unwrap_or_default()
+                    );
+                }
+            };
             let d = PipelineConfig::default();
             let pipeline = PipelineConfig {
                 fdb_capacity: fdb_size,
@@ -491,6 +517,11 @@ fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             };
             let daemon = std::sync::Arc::new(std::sync::Mutex::new(daemon));
+            if let Some(l) = metrics {
+                let addr =
+                    switch::control::daemon::metrics::serve(l, std::sync::Arc::clone(&daemon))?;
+                tracing::info!("metrics on http://{addr}/metrics");
+            }
             if docker_plugin != "off" && !docker_plugin.is_empty() {
                 use switch::control::docker;
                 // Docker is optional: without its plugin directory the daemon serves on.
@@ -756,6 +787,12 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Metrics => {
+            let v = client()?.call(&Request::Metrics)?;
+            print!("{}", v["text"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        Cmd::Top(a) => top::run(a, client),
         Cmd::Stats { json } => {
             let v = client()?.call(&Request::Stats)?;
             if json {

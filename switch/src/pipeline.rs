@@ -244,6 +244,17 @@ pub struct PortCounters {
     /// Of those, [`DropReason::FloodLimited`].
     #[serde(default)]
     pub flood_limited: u64,
+    /// Frames from this port dropped, by reason (indexed by `DropReason as usize`; TX full is
+    /// counted on the output port by the worker, not here). Counted on the drop paths only.
+    #[serde(default)]
+    pub dropped: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Frames from this port dropped for `reason`.
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
 }
 
 /// Pipeline counters: totals, drops by reason, and per port.
@@ -847,6 +858,7 @@ impl Pipeline {
         counters.drops[reason as usize] += 1;
         if let Some(p) = counters.ports.get_mut(in_port) {
             p.drops += 1;
+            p.dropped[reason as usize] += 1;
         }
     }
 
@@ -856,6 +868,7 @@ impl Pipeline {
         counters.drops[reason as usize] += 1;
         if let Some(p) = counters.ports.get_mut(in_port) {
             p.drops += 1;
+            p.dropped[reason as usize] += 1;
             match reason {
                 DropReason::SpoofedMac => p.spoofed_mac += 1,
                 DropReason::SpoofedIp => p.spoofed_ip += 1,
@@ -1387,6 +1400,13 @@ mod tests {
         assert_eq!(d.outputs().count(), 0);
         assert_eq!(p.counters().drop_count(DropReason::SamePort), 1);
         assert_eq!(p.counters().port(PortId(1)).unwrap().drops, 1);
+        let pc = p.counters().port(PortId(1)).unwrap();
+        assert_eq!(
+            pc.drop_count(DropReason::SamePort),
+            1,
+            "by reason, per port"
+        );
+        assert_eq!(pc.dropped.iter().sum::<u64>(), 1);
     }
 
     #[test]
@@ -1467,6 +1487,16 @@ mod tests {
         assert_eq!(c.drop_count(DropReason::BadHeader), 3);
         assert_eq!(c.drop_count(DropReason::Filtered), 3);
         assert_eq!(c.port(PortId(7)).unwrap().drops, 4);
+        let pc = c.port(PortId(7)).unwrap();
+        assert_eq!(
+            (
+                pc.drop_count(DropReason::Runt),
+                pc.drop_count(DropReason::BadHeader),
+                pc.drop_count(DropReason::Filtered)
+            ),
+            (1, 1, 2),
+            "this batch's drops, per port by reason"
+        );
 
         run(&mut p, PortId(42), &[frame(mac(2), mac(1), None)]); // NoNetwork: unknown port
         assert_eq!(p.counters().drop_count(DropReason::NoNetwork), 1);
@@ -2086,6 +2116,13 @@ mod tests {
         assert_eq!(c.drop_count(DropReason::SpoofedIp), 3);
         let pc = c.port(PortId(1)).unwrap();
         assert_eq!((pc.spoofed_mac, pc.spoofed_ip, pc.drops), (1, 3, 4));
+        assert_eq!(
+            (
+                pc.drop_count(DropReason::SpoofedMac),
+                pc.drop_count(DropReason::SpoofedIp)
+            ),
+            (1, 3)
+        );
         assert_eq!(c.drop_count(DropReason::Filtered), 0);
         // The forged source was never learned: port 2's entry for mac 9 does not exist, and
         // mac 1 stays where it is.

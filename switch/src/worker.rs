@@ -144,6 +144,8 @@ pub struct Snapshot {
     pub fdb: Vec<FdbEntryView>,
     /// Counters of the VXLAN tunnel ports, by port id.
     pub tunnels: Vec<(PortId, crate::port::vxlan::VxlanStats)>,
+    /// The MAC table's learn, move, age and eviction counts.
+    pub fdb_counters: crate::fdb::FdbCounters,
 }
 
 /// No tunnel: the value of [`Worker::vtep_tunnel`] for ports that are not virtual ports.
@@ -1362,6 +1364,7 @@ impl Worker {
                 .collect(),
             counters: self.pipeline.counters().clone(),
             fdb: self.pipeline.fdb().entries(self.now()).collect(),
+            fdb_counters: *self.pipeline.fdb().counters(),
         }
     }
 }

@@ -180,6 +180,9 @@ pub enum Request {
     TraceStop {
         id: u64,
     },
+    /// Every metric as the Prometheus text format (`{"text": "..."}`); what `GET /metrics`
+    /// serves, and what `vswitch top` reads.
+    Metrics,
     /// Adds (or removes) a peer VTEP of an overlay network.
     NetworkPeer {
         network: String,

@@ -37,6 +37,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[path = "supervise.rs"]
 pub mod supervise;
 
+#[path = "metrics.rs"]
+pub mod metrics;
+
 pub use super::driver::bridge::DEFAULT_MTU;
 pub use super::driver::macvlan::{Parent, MACVLAN};
 
@@ -606,6 +609,7 @@ impl Daemon {
                 }
                 Ok(serde_json::Value::Null)
             }
+            Request::Metrics => Ok(serde_json::json!({ "text": self.metrics() })),
             Request::NetworkPeer {
                 network,
                 peer,

@@ -1,0 +1,416 @@
+//! Seeing what the switch does (issue 21): the Prometheus endpoint (`vswitch daemon --metrics`)
+//! scraped and parsed while containers talk, and `vswitch top` showing their rates.
+
+use e2e::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One sample of the text format: name, labels (sorted), value.
+type Series = (String, BTreeMap<String, String>);
+
+/// A strict reader of the Prometheus text format 0.0.4, written apart from the daemon's own:
+/// every line must be `# HELP NAME TEXT`, `# TYPE NAME counter|gauge` (once per name, before its
+/// samples) or `NAME{LABEL="VALUE",...} VALUE` with a declared NAME; no series twice; counters
+/// are named `*_total`; values are finite and not negative. Panics naming the first bad line.
+fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
+    fn name_ok(s: &str) -> bool {
+        let mut b = s.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+    }
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut helps: BTreeSet<String> = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    assert!(text.ends_with('\n'), "the exposition ends with a newline");
+    for (n, line) in text.lines().enumerate() {
+        let bad = |why: &str| -> ! { panic!("line {}: {why}: {line:?}", n + 1) };
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| bad("HELP without text"));
+            if !name_ok(name) || help.is_empty() || !helps.insert(name.to_string()) {
+                bad("bad or repeated HELP");
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| bad("TYPE without type"));
+            if !name_ok(name) || !["counter", "gauge"].contains(&kind) {
+                bad("bad TYPE");
+            }
+            if types.insert(name.to_string(), kind.to_string()).is_some() {
+                bad("TYPE given twice");
+            }
+            if kind == "counter" && !name.ends_with("_total") {
+                bad("a counter not named *_total");
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            bad("a comment or blank line that is neither HELP nor TYPE");
+        }
+        let cut = line.find(['{', ' ']).unwrap_or_else(|| bad("no value"));
+        let name = &line[..cut];
+        if !name_ok(name) || !types.contains_key(name) {
+            bad("a sample of an undeclared or badly named metric");
+        }
+        let mut rest = &line[cut..];
+        let mut labels = BTreeMap::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            let close = r.find('}').unwrap_or_else(|| bad("labels not closed"));
+            let body = &r[..close];
+            rest = &r[close + 1..];
+            // vswitch's label values hold no ',', '"', '}' or '\': split plainly and check.
+            for pair in body.split(',') {
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| bad("label without ="));
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or_else(|| bad("label value not quoted"));
+                if !name_ok(k) || k.contains(':') || v.contains(['"', '\\']) {
+                    bad("bad label");
+                }
+                if labels.insert(k.to_string(), v.to_string()).is_some() {
+                    bad("a label twice");
+                }
+            }
+        }
+        let value: f64 = rest
+            .strip_prefix(' ')
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| bad("bad value"));
+        if !value.is_finite() || value < 0.0 {
+            bad("a value that is not a finite count");
+        }
+        if out.insert((name.to_string(), labels), value).is_some() {
+            bad("the same series twice");
+        }
+    }
+    assert!(!out.is_empty(), "no samples");
+    out
+}
+
+/// `GET path` over HTTP/1.1 to `addr`: the status line, the headers and the body.
+fn http_get(addr: &str, method: &str, path: &str) -> (String, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a head and a body");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// The metrics address the daemon logged (`--metrics 127.0.0.1:0` binds any free port).
+fn metrics_addr(d: &Daemon) -> String {
+    let mut addr = String::new();
+    wait_until(
+        "the daemon to log its metrics address",
+        Duration::from_secs(10),
+        || {
+            addr = d
+                .log()
+                .lines()
+                .find_map(|l| l.split("metrics on http://").nth(1))
+                .and_then(|r| r.strip_suffix("/metrics"))
+                .unwrap_or_default()
+                .to_string();
+            !addr.is_empty()
+        },
+    );
+    addr
+}
+
+fn scrape(addr: &str) -> BTreeMap<Series, f64> {
+    let (status, headers, body) = http_get(addr, "GET", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{headers}\n{body}");
+    assert!(
+        headers
+            .lines()
+            .any(|h| h
+                .eq_ignore_ascii_case("content-type: text/plain; version=0.0.4; charset=utf-8")),
+        "{headers}"
+    );
+    parse_exposition(&body)
+}
+
+/// The value of `name` with exactly `labels` (a subset matched for per-port series).
+fn value(m: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let hits: Vec<f64> = m
+        .iter()
+        .filter(|((n, l), _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(hits.len(), 1, "{name} {labels:?}: {} series", hits.len());
+    hits[0]
+}
+
+/// TCP ports process `pid` listens on (`ss -Hltnp`).
+fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let out = sh_ok("ss", &["-Hltnp"]);
+    out.lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text_that_moves_with_traffic() {
+    if !need_root("metrics") || !require_tools(&["ping", "ss"]) {
+        return;
+    }
+    let d = Daemon::start_with("mt", &["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&d);
+    let listeners = tcp_listeners_of(d.pid());
+    assert_eq!(
+        listeners.len(),
+        1,
+        "one TCP listener, metrics': {listeners:?}"
+    );
+    assert!(listeners[0].contains(&addr), "{listeners:?} vs {addr}");
+    let (c1, c2) = (unique("ma"), unique("mb"));
+    d.run(&c1, &[]);
+    d.run(&c2, &[]);
+    let ip2 = d.ip_of(&c2);
+    let port = |c: &str| {
+        d.container(c)["endpoints"][0]["port_name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (p1, p2) = (port(&c1), port(&c2));
+    let before = scrape(&addr);
+    assert!(d.ping(&c1, &ip2), "c1 -> c2");
+    let after = scrape(&addr);
+
+    let l1 = [
+        ("port", p1.as_str()),
+        ("container", c1.as_str()),
+        ("network", "bridge"),
+    ];
+    let l2 = [
+        ("port", p2.as_str()),
+        ("container", c2.as_str()),
+        ("network", "bridge"),
+    ];
+    let moved = |name: &str, l: &[(&str, &str)]| value(&after, name, l) - value(&before, name, l);
+    // `ping -c 2`: two echo requests from c1 to c2 and two replies back (ARP on top).
+    assert!(moved("vswitch_port_rx_frames_total", &l1) >= 2.0, "c1 sent");
+    assert!(
+        moved("vswitch_port_tx_frames_total", &l2) >= 2.0,
+        "c2 was sent"
+    );
+    assert!(
+        moved("vswitch_port_rx_frames_total", &l2) >= 2.0,
+        "c2 replied"
+    );
+    assert!(
+        moved("vswitch_port_tx_frames_total", &l1) >= 2.0,
+        "c1 got replies"
+    );
+    // 98-byte echo frames (56 bytes of data): the bytes follow the frames.
+    assert!(
+        moved("vswitch_port_rx_bytes_total", &l1) >= 2.0 * 98.0,
+        "c1's bytes"
+    );
+    let mut unicast = l1.to_vec();
+    unicast.push(("decision", "unicast"));
+    assert!(moved("vswitch_port_forwarded_total", &unicast) >= 2.0);
+    assert!(moved("vswitch_rx_frames_total", &[]) >= 4.0);
+    // Every drop reason of a port is a series of its own, from zero.
+    let mut spoofed = l1.to_vec();
+    spoofed.push(("reason", "spoofed_mac"));
+    assert_eq!(value(&after, "vswitch_port_drops_total", &spoofed), 0.0);
+    assert_eq!(
+        after
+            .keys()
+            .filter(|(n, l)| n == "vswitch_port_drops_total" && l.get("port") == Some(&p1))
+            .count(),
+        13,
+        "13 reasons per port (tx_full is counted on the output port)"
+    );
+    // The MAC table knows both containers; the worker is up; the daemon has memory.
+    assert!(
+        value(
+            &after,
+            "vswitch_network_mac_entries",
+            &[("network", "bridge")]
+        ) >= 2.0
+    );
+    assert!(value(&after, "vswitch_fdb_learned_total", &[]) >= 2.0);
+    assert_eq!(value(&after, "vswitch_worker_up", &[]), 1.0);
+    assert!(value(&after, "process_resident_memory_bytes", &[]) > 1e6);
+    for proto in ["tcp", "udp", "icmp"] {
+        value(&after, "vswitch_nat_flows", &[("proto", proto)]);
+    }
+    // The same text over the control socket (`vswitch metrics`).
+    let cli = parse_exposition(&d.ok(&["metrics"]));
+    assert!(
+        value(&cli, "vswitch_port_rx_frames_total", &l1)
+            >= value(&after, "vswitch_port_rx_frames_total", &l1)
+    );
+    // The Grafana dashboard reads these metrics: every name it queries is in the scrape (the
+    // tunnels' only exist with an overlay network: those are checked against the source).
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dash = std::fs::read_to_string(format!("{root}/switch/dist/grafana-dashboard.json"))
+        .expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&dash).expect("the dashboard is JSON");
+    let source = std::fs::read_to_string(format!("{root}/switch/src/control/metrics.rs")).unwrap();
+    let mut queried = BTreeSet::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for w in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if w.starts_with("vswitch_") || w.starts_with("process_") {
+                    queried.insert(w.to_string());
+                }
+            }
+        }
+    }
+    assert!(queried.len() >= 20, "{queried:?}");
+    for name in &queried {
+        if name.starts_with("vswitch_tunnel_") {
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "the dashboard reads {name}, never served"
+            );
+        } else {
+            assert!(
+                after.keys().any(|(n, _)| n == name),
+                "the dashboard reads {name}, not in the scrape"
+            );
+        }
+    }
+    // Anything but GET /metrics is refused.
+    assert_eq!(
+        http_get(&addr, "GET", "/nothing").0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        http_get(&addr, "POST", "/metrics").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+}
+
+#[test]
+fn no_tcp_listener_without_metrics() {
+    if !need_root("no_metrics") || !require_tools(&["ss"]) {
+        return;
+    }
+    let d = Daemon::start("nm");
+    assert_eq!(tcp_listeners_of(d.pid()), Vec::<String>::new());
+}
+
+/// A child killed and reaped on drop (also when the test fails).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A rate as `vswitch top` prints it ("12.5", "1.2k", "3.4M").
+fn rate(s: &str) -> f64 {
+    let (n, mult) = match s.as_bytes().last() {
+        Some(b'k') => (&s[..s.len() - 1], 1e3),
+        Some(b'M') => (&s[..s.len() - 1], 1e6),
+        Some(b'G') => (&s[..s.len() - 1], 1e9),
+        _ => (s, 1.0),
+    };
+    n.parse::<f64>()
+        .unwrap_or_else(|_| panic!("not a rate: {s:?}"))
+        * mult
+}
+
+#[test]
+fn top_shows_the_rate_of_the_port_that_moves_frames() {
+    if !need_root("top") || !require_tools(&["ping"]) {
+        return;
+    }
+    let d = Daemon::start("tp");
+    let (c1, c2, c3) = (unique("ta"), unique("tb"), unique("tc"));
+    for c in [&c1, &c2, &c3] {
+        d.run(c, &[]);
+    }
+    let ip2 = d.ip_of(&c2);
+    assert!(d.ping(&c1, &ip2), "c1 -> c2");
+    // c1 pings c2 50 times a second for up to 20 s; c3 sends nothing of its own.
+    let ping = Command::new(vswitch_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "exec", &c1, "--", "ping", "-q", "-i", "0.02", "-w", "20", &ip2,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ping");
+    let _ping = Reaped(ping);
+    let out = d.ok(&["top", "--count", "2"]);
+    drop(_ping);
+    // Two refreshes, plain (the output is no terminal): a header, the ports, the networks.
+    let refreshes: Vec<&str> = out
+        .split("vswitch top: ")
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(refreshes.len(), 2, "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "no terminal escapes in plain output: {out:?}"
+    );
+    let last = refreshes[1];
+    let row = |name: &str| -> Option<Vec<&str>> {
+        last.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&name))
+    };
+    let r1 = row(&c1).unwrap_or_else(|| panic!("no row for {c1}:\n{out}"));
+    let (rx, tx, bits) = (rate(r1[3]), rate(r1[4]), rate(r1[5]));
+    assert!(
+        (10.0..=200.0).contains(&rx),
+        "{c1} sends ~50 echo requests/s: {rx}\n{out}"
+    );
+    assert!(tx >= 10.0, "{c1} gets ~50 replies/s: {tx}\n{out}");
+    assert!(
+        bits >= rx * 98.0 * 8.0 * 0.9,
+        "98-byte frames: {bits} bit/s\n{out}"
+    );
+    let r2 = row(&c2).unwrap_or_else(|| panic!("no row for {c2}:\n{out}"));
+    assert!(rate(r2[3]) >= 10.0, "{c2} replies: {r2:?}");
+    // c3 only sends what a new interface does (IPv6 router and neighbour solicitations): a
+    // few frames a second at most, if it is listed at all.
+    if let Some(r3) = row(&c3) {
+        assert!(rate(r3[3]) < rx / 4.0, "{c3} is idle: {r3:?}\n{out}");
+    }
+    let net = last
+        .lines()
+        .find(|l| l.starts_with("bridge "))
+        .unwrap_or_else(|| panic!("no network row:\n{out}"));
+    let f: Vec<&str> = net.split_whitespace().collect();
+    assert_eq!(f[1], "4", "three containers and the host: {net}");
+    assert!(rate(f[4]) >= 20.0, "both directions on the network: {net}");
+    // --all lists the idle port too, at zero.
+    let all = d.ok(&["top", "--once", "--all"]);
+    assert!(
+        all.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(c3.as_str())),
+        "{all}"
+    );
+}
