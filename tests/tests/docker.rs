@@ -73,7 +73,16 @@ fn two_containers_talk_through_vswitch_by_name_and_publish_a_port() {
         return;
     };
     let p = prefix(0);
-    let net = create_network(&dk, &plugin, "app", &["--subnet", &format!("{p}.0/24")]);
+    // A gateway other than the subnet's first address: Docker passes it to the plugin, which
+    // keeps it (`docker network inspect` shows a gateway only when it was given, with any
+    // driver: with only --subnet, Docker lists the user's configuration as it was given).
+    let gw = format!("{p}.254");
+    let net = create_network(
+        &dk,
+        &plugin,
+        "app",
+        &["--subnet", &format!("{p}.0/24"), "--gateway", &gw],
+    );
     // An ordinary vswitch network, named by Docker's short id.
     assert!(d.ok(&["network", "ls", "--json"]).contains(&net));
     let host_port = 20000 + std::process::id() % 20000;
@@ -145,10 +154,7 @@ fn two_containers_talk_through_vswitch_by_name_and_publish_a_port() {
     // Docker's embedded DNS names them; they ping each other and the gateway.
     assert!(dk.ping("cli", "web"), "cli cannot ping web by name");
     assert!(dk.ping("web", &cli));
-    assert!(
-        dk.ping("cli", &format!("{p}.1")),
-        "no answer from the gateway"
-    );
+    assert!(dk.ping("cli", &gw), "no answer from the gateway");
     let page = dk.ok(&["exec", "cli", "wget", "-qO-", "http://web/index.html"]);
     assert!(page.contains("hello from vswitch"), "{page}");
     // The published port answers on the host, through the switch's gateway.
@@ -191,12 +197,38 @@ fn two_containers_talk_through_vswitch_by_name_and_publish_a_port() {
     for port in container_ports(&d, &net) {
         assert!(port["rx_frames"].as_u64().unwrap() > 1000, "{port}");
     }
-    // Docker shows the pool and each container's address.
-    let ins = dk.ok(&["network", "inspect", "app"]);
-    assert!(
-        ins.contains(&format!("{p}.0/24")) && ins.contains(&format!("{web}/24")),
-        "{ins}"
-    );
+    // The containers route through that gateway.
+    let routes = dk.ok(&["exec", "cli", "ip", "route"]);
+    assert!(routes.contains(&format!("default via {gw}")), "{routes}");
+    // Docker shows the pool, the gateway and each container's address.
+    let ins: serde_json::Value =
+        serde_json::from_str(&dk.ok(&["network", "inspect", "app"])).unwrap();
+    let cfg = &ins[0]["IPAM"]["Config"];
+    assert_eq!(cfg.as_array().map(Vec::len), Some(1), "{ins}");
+    assert_eq!(cfg[0]["Subnet"], format!("{p}.0/24"), "{ins}");
+    assert_eq!(cfg[0]["Gateway"], gw.as_str(), "{ins}");
+    let shown: std::collections::BTreeMap<String, String> = ins[0]["Containers"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no containers: {ins}"))
+        .values()
+        .map(|c| {
+            let name = c["Name"].as_str().unwrap_or_default().to_string();
+            (
+                name,
+                c["IPv4Address"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeMap<String, String> = [
+        ("cli".to_string(), format!("{cli}/24")),
+        ("web".to_string(), format!("{web}/24")),
+    ]
+    .into();
+    assert_eq!(shown, want, "{ins}");
+    // ... and the same as vswitch's own view of the network.
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", &net])).unwrap();
+    assert_eq!(v[0]["subnet"], format!("{p}.0/24"), "{v}");
+    assert_eq!(v[0]["gateway"], gw.as_str(), "{v}");
 }
 
 #[test]
