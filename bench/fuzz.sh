@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(worker_round tunnel_rx tunnel_tx gro decap control_request state_file ipam_store nat_tcp docker_request cni_input)
+[ ${#targets[@]} -gt 0 ] || targets=(worker_round tunnel_rx tunnel_tx gro decap control_request state_file ipam_store nat_tcp docker_request cni_input etcd_json)
 fuzz=(cargo +nightly fuzz)
 "${fuzz[@]}" --version >/dev/null 2>&1 || { echo "fuzz.sh: needs cargo-fuzz and a nightly toolchain (cargo install cargo-fuzz)" >&2; exit 2; }
 # Seeds: only writes the seed-NN files, never removes what fuzzing found.

@@ -614,6 +614,73 @@ pub fn cni_input(data: &[u8]) -> Option<u32> {
     u32::try_from(code).ok()
 }
 
+/// etcd's JSON gateway as the store's client reads it ([`crate::control::store::etcd`]): the
+/// bytes as a reply (status line, headers, a Content-Length, chunked or unframed body) through
+/// the bounded HTTP reader, the body (and the bytes themselves) parsed as every reply the
+/// client reads (range, txn, lease grant, keepalive, a watch message); the bytes as a chunked
+/// watch stream (chunks, split into messages, each parsed into events); and as each record
+/// the hosts write in the store (a network read back as written, a host, an endpoint, a
+/// claim, a block).
+pub fn etcd_json(data: &[u8]) {
+    use crate::control::store::etcd::*;
+    use std::io::Cursor;
+    if let Ok((_, body)) = read_response(&mut Cursor::new(data)) {
+        assert!(body.len() <= MAX_BODY);
+        etcd_replies(&body);
+    }
+    etcd_replies(data);
+    let mut r = Cursor::new(data);
+    let mut pending = Vec::new();
+    for _ in 0..64 {
+        let mut chunk = Vec::new();
+        let Ok(more) = read_chunk(&mut r, &mut chunk, MAX_MESSAGE) else {
+            break;
+        };
+        let Ok(lines) = split_messages(&mut pending, &chunk) else {
+            break;
+        };
+        assert!(pending.len() <= MAX_MESSAGE);
+        for l in lines {
+            etcd_replies(&l);
+        }
+        if !more {
+            break;
+        }
+    }
+    use crate::control::store::{BlockRecord, ClaimRecord, EndpointEntry, HostRecord, NetworkSpec};
+    if let Ok(n) = serde_json::from_slice::<NetworkSpec>(data) {
+        let again: NetworkSpec =
+            serde_json::from_slice(&serde_json::to_vec(&n).expect("a network serializes"))
+                .expect("and parses again");
+        assert_eq!(again, n);
+    }
+    let _ = serde_json::from_slice::<HostRecord>(data);
+    let _ = serde_json::from_slice::<EndpointEntry>(data);
+    let _ = serde_json::from_slice::<ClaimRecord>(data);
+    let _ = serde_json::from_slice::<BlockRecord>(data);
+}
+
+/// Every reply parser of the etcd client over `body`; what parses holds keys that encode and
+/// decode back to themselves.
+fn etcd_replies(body: &[u8]) {
+    use crate::control::store::etcd::*;
+    let round_trips = |kv: &KeyValue| {
+        assert_eq!(b64decode(&b64encode(&kv.key)).as_deref(), Some(&kv.key[..]));
+    };
+    if let Ok(r) = parse_range(body) {
+        r.kvs.iter().for_each(round_trips);
+    }
+    let _ = parse_txn(body);
+    let _ = parse_lease_grant(body);
+    let _ = parse_keepalive(body);
+    if let Ok(b) = parse_watch_message(body) {
+        for e in &b.events {
+            let (Event::Put(kv) | Event::Delete(kv)) = e;
+            round_trips(kv);
+        }
+    }
+}
+
 /// The daemon's state file, loaded from arbitrary bytes; a state that loads has an IPAM store
 /// the daemon then uses: every pool is allocated from and released as the daemon would.
 pub fn state_file(data: &[u8]) {
@@ -829,7 +896,7 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
 }
 
 /// The names of the harnesses, as the fuzz targets are named.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "worker_round",
     "tunnel_rx",
     "tunnel_tx",
@@ -841,6 +908,7 @@ pub const TARGETS: [&str; 11] = [
     "nat_tcp",
     "docker_request",
     "cni_input",
+    "etcd_json",
 ];
 
 /// Runs harness `target` on `data`; false if there is no such harness.
@@ -857,6 +925,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "nat_tcp" => nat_tcp(data),
         "docker_request" => docker_request(data),
         "cni_input" => drop(cni_input(data)),
+        "etcd_json" => etcd_json(data),
         _ => return false,
     }
     true
@@ -960,6 +1029,7 @@ pub fn seed_inputs(target: &str) -> Vec<Vec<u8>> {
         "nat_tcp" => nat_tcp::seeds(),
         "docker_request" => docker_seeds(),
         "cni_input" => cni_seeds(),
+        "etcd_json" => etcd_seeds(),
         _ => Vec::new(),
     }
 }
@@ -1050,6 +1120,55 @@ fn cni_seeds() -> Vec<Vec<u8>> {
         [&[6, 4][..], b"FROB", &[255; 5], status.as_bytes()].concat(),
         cni_seed(7, [None; 5], status),
     ]
+}
+
+/// Seeds of `etcd_json`: replies of etcd 3.4's gateway as it sends them (int64s as strings,
+/// zero fields left out), whole HTTP replies and a chunked watch stream, and the records.
+fn etcd_seeds() -> Vec<Vec<u8>> {
+    let range = r#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"7","raft_term":"2"},"kvs":[{"key":"L3Zzd2l0Y2gvdjEvbmV0d29ya3Mvb3Y=","create_revision":"5","mod_revision":"5","version":"1","value":"eyJuYW1lIjoib3YiLCJzdWJuZXQiOiIxMC42MS4wLjAvMTYiLCJ2bmkiOjQwOTYsImJsb2NrIjoyNn0="},{"key":"L3Zzd2l0Y2gvdjEvdnRlcHMvb3YvaG9zdDE=","create_revision":"6","mod_revision":"6","version":"1","value":"eyJ2dGVwIjoiMTkyLjE2OC43Ny4xIn0=","lease":"7587870000000000001"}],"count":"2"}"#;
+    let txn = r#"{"header":{"revision":"8"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"8"}}}]}"#;
+    let grant = r#"{"header":{"revision":"8"},"ID":"7587870000000000001","TTL":"15"}"#;
+    let keepalive = "{\"result\":{\"header\":{\"revision\":\"8\"},\"ID\":\"7587870000000000001\",\"TTL\":\"15\"}}\n";
+    let no_leader =
+        r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
+    let watch = [
+        r#"{"result":{"header":{"revision":"8"},"created":true}}"#,
+        r#"{"result":{"header":{"revision":"9"},"events":[{"kv":{"key":"L3Zzd2l0Y2gvdjEvZW5kcG9pbnRzL292LzAyOjQyOjBhOjNkOjAwOjAy","create_revision":"9","mod_revision":"9","version":"1","value":"eyJpcCI6IjEwLjYxLjAuMiIsImhvc3QiOiJob3N0MSIsImNvbnRhaW5lciI6ImEifQ==","lease":"7587870000000000001"}}]}}"#,
+        r#"{"result":{"header":{"revision":"10"},"events":[{"type":"DELETE","kv":{"key":"L3Zzd2l0Y2gvdjEvdnRlcHMvb3YvaG9zdDE=","mod_revision":"10"}}]}}"#,
+        r#"{"result":{"header":{"revision":"11"},"canceled":true,"compact_revision":"5"}}"#,
+    ];
+    let mut stream =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    let mut chunks = Vec::new();
+    for m in watch {
+        let line = format!("{m}\n");
+        chunks.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+    }
+    chunks.extend_from_slice(b"0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n");
+    stream.extend_from_slice(&chunks);
+    let reply = |status: &str, body: &str| {
+        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    let records = [
+        r#"{"name":"ov","subnet":"10.61.0.0/16","vni":4096,"mtu":1400,"block":26,"gateway":"10.61.0.1","internal":false,"options":{"port_security":"on"}}"#,
+        r#"{"vtep":"192.168.77.1"}"#,
+        r#"{"ip":"10.61.0.2","host":"host1","container":"a"}"#,
+        r#"{"host":"host1","container":"a"}"#,
+        r#"{"host":"host1"}"#,
+    ];
+    let mut out = vec![
+        reply("200 OK", range),
+        reply("200 OK", txn),
+        reply("200 OK", grant),
+        reply("200 OK", keepalive),
+        reply("503 Service Unavailable", no_leader),
+        stream,
+        chunks,
+    ];
+    out.extend(records.iter().map(|r| r.as_bytes().to_vec()));
+    out.extend(watch.iter().map(|m| m.as_bytes().to_vec()));
+    out
 }
 
 /// Seeds of `docker_request`: the calls dockerd makes, as it sends them.

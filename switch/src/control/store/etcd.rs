@@ -692,16 +692,7 @@ impl Client {
         if keys_only {
             req["keys_only"] = true.into();
         }
-        let r: wire::Range = parse(&self.post("/v3/kv/range", &req)?)?;
-        Ok(RangeResult {
-            revision: r.header.revision,
-            count: r.count,
-            kvs: r
-                .kvs
-                .into_iter()
-                .map(KeyValue::from_wire)
-                .collect::<Result<_>>()?,
-        })
+        parse_range(&self.post("/v3/kv/range", &req)?)
     }
 
     /// Every key starting with `prefix`.
@@ -742,8 +733,7 @@ impl Client {
             "compare": compare.iter().map(Compare::json).collect::<Vec<_>>(),
             "success": ops.iter().map(Op::json).collect::<Vec<_>>(),
         });
-        let r: wire::Txn = parse(&self.post("/v3/kv/txn", &req)?)?;
-        Ok((r.succeeded, r.header.revision))
+        parse_txn(&self.post("/v3/kv/txn", &req)?)
     }
 
     /// Puts every `ops` if all keys of `absent` do not exist yet (create-if-absent).
@@ -754,39 +744,18 @@ impl Client {
 
     /// A new lease of `ttl` seconds; returns its id.
     pub fn lease_grant(&self, ttl: i64) -> Result<i64> {
-        let r: wire::Lease = parse(&self.post(
+        parse_lease_grant(&self.post(
             "/v3/lease/grant",
             &serde_json::json!({"TTL": ttl.to_string()}),
-        )?)?;
-        if !r.error.is_empty() || r.id == 0 {
-            return Err(EtcdError::Etcd {
-                code: 0,
-                message: format!("lease not granted: {}", r.error),
-            });
-        }
-        Ok(r.id)
+        )?)
     }
 
     /// Keeps `lease` alive once; returns its TTL left (0: the lease is gone).
     pub fn lease_keepalive(&self, lease: i64) -> Result<i64> {
-        let body = self.post(
+        parse_keepalive(&self.post(
             "/v3/lease/keepalive",
             &serde_json::json!({"ID": lease.to_string()}),
-        )?;
-        // The gateway streams `{"result": ...}` (or an `{"error": ...}` line).
-        let first = body
-            .split(|&b| b == b'\n')
-            .find(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .unwrap_or(b"{}");
-        let m: wire::WatchMsg = parse(first).unwrap_or_default();
-        if let Some(e) = m.error {
-            return Err(classify(e.code, &e.message).unwrap_or(EtcdError::Etcd {
-                code: e.code,
-                message: e.message,
-            }));
-        }
-        let r: wire::KeepAlive = parse(first)?;
-        Ok(r.result.ttl)
+        )?)
     }
 
     /// Revokes `lease` (its keys are deleted).
@@ -835,6 +804,59 @@ impl Client {
             .map_err(io_err)?;
         Ok(Watch { rx, sock: s, ep })
     }
+}
+
+/// Parses the body of a `/v3/kv/range` reply.
+pub fn parse_range(body: &[u8]) -> Result<RangeResult> {
+    let r: wire::Range = parse(body)?;
+    Ok(RangeResult {
+        revision: r.header.revision,
+        count: r.count,
+        kvs: r
+            .kvs
+            .into_iter()
+            .map(KeyValue::from_wire)
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// Parses the body of a `/v3/kv/txn` reply: whether the compares held, and the revision.
+pub fn parse_txn(body: &[u8]) -> Result<(bool, i64)> {
+    let r: wire::Txn = parse(body)?;
+    Ok((r.succeeded, r.header.revision))
+}
+
+/// Parses the body of a `/v3/lease/grant` reply: the lease's id.
+pub fn parse_lease_grant(body: &[u8]) -> Result<i64> {
+    let r: wire::Lease = parse(body)?;
+    if !r.error.is_empty() || r.id == 0 {
+        return Err(EtcdError::Etcd {
+            code: 0,
+            message: format!(
+                "lease not granted: {}",
+                r.error.chars().take(200).collect::<String>()
+            ),
+        });
+    }
+    Ok(r.id)
+}
+
+/// Parses the body of a `/v3/lease/keepalive` reply: the TTL left (0: the lease is gone).
+pub fn parse_keepalive(body: &[u8]) -> Result<i64> {
+    // The gateway streams `{"result": ...}` (or an `{"error": ...}` line).
+    let first = body
+        .split(|&b| b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or(b"{}");
+    let m: wire::WatchMsg = parse(first).unwrap_or_default();
+    if let Some(e) = m.error {
+        return Err(classify(e.code, &e.message).unwrap_or(EtcdError::Etcd {
+            code: e.code,
+            message: e.message.chars().take(300).collect(),
+        }));
+    }
+    let r: wire::KeepAlive = parse(first)?;
+    Ok(r.result.ttl)
 }
 
 /// One message of a watch stream, parsed.

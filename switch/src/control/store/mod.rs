@@ -479,6 +479,19 @@ impl Store {
     fn register(&self) -> Result<(), EtcdError> {
         let lease = self.client.lease_grant(self.cfg.ttl)?;
         self.lease.store(lease, Ordering::SeqCst);
+        self.put_keys(lease)?;
+        tracing::info!(
+            "store: registered host {} (vtep {}) with lease {lease:x}",
+            self.cfg.host,
+            self.vtep
+        );
+        Ok(())
+    }
+
+    /// Puts this host's keys on `lease`: `hosts/HOST`, its VTEP on each global network and
+    /// its containers' endpoints (at registration, and again when quorum is back: a put
+    /// refused meanwhile is not lost).
+    fn put_keys(&self, lease: i64) -> Result<(), EtcdError> {
         let mut ops = vec![Op::Put {
             key: self.key(&["hosts", &self.cfg.host]),
             value: self.host_value(),
@@ -499,11 +512,6 @@ impl Store {
             });
         }
         self.client.txn(&[], &ops)?;
-        tracing::info!(
-            "store: registered host {} (vtep {}) with lease {lease:x}",
-            self.cfg.host,
-            self.vtep
-        );
         Ok(())
     }
 
@@ -821,6 +829,9 @@ impl Store {
                         Ok(ttl) if ttl > 0 => {
                             if quorum_lost {
                                 tracing::info!("store: quorum is back; listing again");
+                                if let Err(e) = self.put_keys(lease) {
+                                    tracing::warn!("store: cannot put this host's keys: {e}");
+                                }
                                 break;
                             }
                             self.collect_claims();
