@@ -373,6 +373,8 @@ fn serve_fake(
             Command::AddStatic { .. } => s.log.push("add_static"),
             Command::SetVtepMtu { .. } => s.log.push("set_vtep_mtu"),
             Command::InjectPanic => s.log.push("inject_panic"),
+            Command::CaptureStart { .. } => s.log.push("capture_start"),
+            Command::CaptureStop => s.log.push("capture_stop"),
         }
     }
 }

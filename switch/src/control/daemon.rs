@@ -40,6 +40,9 @@ pub mod supervise;
 #[path = "metrics.rs"]
 pub mod metrics;
 
+#[path = "capture.rs"]
+pub mod capture;
+
 pub use super::driver::bridge::DEFAULT_MTU;
 pub use super::driver::macvlan::{Parent, MACVLAN};
 
@@ -108,6 +111,8 @@ pub struct Daemon {
     health: supervise::Health,
     /// Starts a worker: at start, and again after one panicked.
     spawner: Spawner,
+    /// The running `vswitch capture`, if any.
+    captures: capture::Sessions,
 }
 
 /// What starts the daemon's worker: given the configuration, the worker's generation and the
@@ -207,6 +212,7 @@ impl Daemon {
             exits,
             health: Default::default(),
             spawner,
+            captures: Default::default(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -572,6 +578,9 @@ impl Daemon {
             Request::Fdb { network } => self.fdb(network.as_deref()).map(to_json),
             Request::Ports => self.port_list().map(to_json),
             Request::Stats => self.stats(),
+            Request::CaptureStart(r) => self.capture_start(r).map(to_json),
+            Request::CaptureRead { id } => self.capture_read(id),
+            Request::CaptureStop { id } => self.capture_stop(id),
             Request::Metrics => Ok(serde_json::json!({ "text": self.metrics() })),
             Request::NetworkPeer {
                 network,
