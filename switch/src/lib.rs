@@ -31,6 +31,7 @@
 //!   `testing` (hidden): the tests' precondition helper.
 
 pub mod batch;
+pub mod capture;
 pub mod cni;
 pub mod control;
 pub mod fdb;

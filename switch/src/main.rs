@@ -9,6 +9,7 @@ use switch::control::server::{self, Client};
 use switch::pipeline::PipelineConfig;
 use switch::port::afpacket::RxMode;
 
+mod capture_cmd;
 mod top;
 
 const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
@@ -219,6 +220,9 @@ enum Cmd {
     /// Live per-port and per-network rates (frames/s, bits/s, drops/s), refreshed every
     /// interval; a plain listing when the output is not a terminal.
     Top(top::TopArgs),
+    /// Capture the frames the switch forwards, as pcapng (`-w FILE`, `-w -`) or one line per
+    /// frame: `vswitch capture --container web -w - icmp | tshark -r -`.
+    Capture(capture_cmd::CaptureArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -793,6 +797,7 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Top(a) => top::run(a, client),
+        Cmd::Capture(a) => capture_cmd::run(a, client()?),
         Cmd::Stats { json } => {
             let v = client()?.call(&Request::Stats)?;
             if json {

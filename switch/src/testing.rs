@@ -376,6 +376,8 @@ fn serve_fake(
             Command::SetVtepMtu { .. } => s.log.push("set_vtep_mtu"),
             Command::InjectPanic => s.log.push("inject_panic"),
             Command::Trace(_) => s.log.push("trace"),
+            Command::CaptureStart { .. } => s.log.push("capture_start"),
+            Command::CaptureStop => s.log.push("capture_stop"),
         }
     }
 }

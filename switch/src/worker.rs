@@ -213,6 +213,11 @@ pub enum Command {
     Snapshot { reply: Sender<Snapshot> },
     /// NAT, publishing and DNS requests for the gateway stage.
     Gateway(GatewayCommand),
+    /// Starts copying switched frames out to a capture (replacing any running one; see
+    /// [`crate::capture`]).
+    CaptureStart { tap: Box<crate::capture::Tap> },
+    /// Stops the capture.
+    CaptureStop,
     /// Panics the worker thread: a test hook for supervision. The daemon sends it only when
     /// started with test hooks on (`vswitch daemon --test-hooks`, `VSWITCH_TEST_HOOKS=1`).
     InjectPanic,
@@ -473,6 +478,8 @@ struct Worker {
     vtep_tunnel: Vec<PortId>,
     epoch: Instant,
     running: bool,
+    /// A running capture (`vswitch capture`): checked once per batch.
+    capture: Option<Box<crate::capture::Tap>>,
 }
 
 /// True when port `id` carries vnet headers (GSO frames and partial checksums).
@@ -692,6 +699,7 @@ impl Worker {
             vtep_tunnel: Vec::new(),
             epoch: Instant::now(),
             running: true,
+            capture: None,
         }
     }
 
@@ -953,6 +961,12 @@ impl Worker {
                 self.pipeline
                     .counters_mut()
                     .add_drop(DropReason::TxFull, lost);
+            }
+        }
+        if let Some(tap) = self.capture.as_mut() {
+            tap.batch(id, &self.batch, &self.dispatch);
+            if tap.closed {
+                self.capture = None;
             }
         }
         if !self.dispatch.to_gateway().is_empty() || !self.dispatch.proxy_arp().is_empty() {
@@ -1224,6 +1238,8 @@ impl Worker {
                         })
                     });
                 }
+                Command::CaptureStart { tap } => self.capture = Some(tap),
+                Command::CaptureStop => self.capture = None,
                 Command::InjectPanic => panic!("{INJECTED_PANIC}"),
                 Command::Shutdown => self.running = false,
             }

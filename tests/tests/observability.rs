@@ -414,3 +414,170 @@ fn top_shows_the_rate_of_the_port_that_moves_frames() {
         "{all}"
     );
 }
+
+/// `vswitch capture ARGS` against `d` in the background, its stderr read line by line; the
+/// capture is running once it has said on which ports.
+fn start_capture(d: &Daemon, args: &[&str]) -> (Reaped, StreamLines) {
+    let mut child = Command::new(vswitch_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("capture")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vswitch capture");
+    let err = StreamLines::take(&mut child);
+    err.wait_for("capturing on", "vswitch capture", Duration::from_secs(10));
+    (Reaped(child), err)
+}
+
+/// Waits (up to 10 s) for the capture to end by itself (`--count` reached).
+fn wait_capture(cap: &mut Reaped, err: &StreamLines) {
+    let mut status = None;
+    wait_until(
+        "vswitch capture to reach its --count",
+        Duration::from_secs(10),
+        || {
+            status = cap.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert!(
+        status.unwrap().success(),
+        "vswitch capture failed: {}",
+        err.text()
+    );
+}
+
+/// Every frame of a pcapng file as tshark reads it: interface name, direction flags
+/// (`0x00000001` inbound, `0x00000002` outbound), protocol stack, ICMP type, IP source and
+/// destination. Panics if tshark reports the file damaged or cut short.
+fn tshark_frames(file: &std::path::Path) -> Vec<Vec<String>> {
+    let f = file.to_str().unwrap();
+    let o = sh(
+        "tshark",
+        &[
+            "-r",
+            f,
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.packet_flags_direction",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "icmp.type",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "tshark failed: {err}");
+    for bad in ["damaged", "cut short", "corrupt", "isn't a capture file"] {
+        assert!(!err.contains(bad), "tshark: {err}");
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn capture_of_a_ping_reads_back_in_tshark_with_ports_and_directions() {
+    if !need_root("capture") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let d = Daemon::start("cp");
+    let (c1, c2) = (unique("ca"), unique("cb"));
+    d.run(&c1, &[]);
+    d.run(&c2, &[]);
+    let (ip1, ip2) = (d.ip_of(&c1), d.ip_of(&c2));
+    assert!(d.ping(&c1, &ip2), "c1 -> c2 (the MAC table learns both)");
+    let port = |c: &str| {
+        d.container(c)["endpoints"][0]["port_name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (p1, p2) = (port(&c1), port(&c2));
+    let file = d.dir.join("ping.pcapng");
+    let f = file.to_str().unwrap();
+    let (mut cap, err) = start_capture(&d, &["--network", "bridge", "-c", "8", "-w", f, "icmp"]);
+    assert!(d.ping(&c1, &ip2), "c1 -> c2 while capturing");
+    wait_capture(&mut cap, &err);
+    assert!(err.text().contains("8 frames captured"), "{}", err.text());
+
+    let frames = tshark_frames(&file);
+    assert_eq!(frames.len(), 8, "{frames:?}");
+    let (inb, outb) = ("0x00000001", "0x00000002");
+    let mut seen = BTreeMap::new();
+    for fr in &frames {
+        assert_eq!(
+            fr[2], "eth:ethertype:ip:icmp:data",
+            "every frame decodes: {fr:?}"
+        );
+        *seen
+            .entry((fr[0].clone(), fr[1].clone(), fr[3].clone()))
+            .or_insert(0) += 1;
+        let pair = (fr[4].as_str(), fr[5].as_str());
+        let want = if fr[3] == "8" {
+            (ip1.as_str(), ip2.as_str())
+        } else {
+            (ip2.as_str(), ip1.as_str())
+        };
+        assert_eq!(pair, want, "{fr:?}");
+    }
+    // Each echo request comes in on c1's port and goes out on c2's; each reply the other way.
+    let want: BTreeMap<(String, String, String), i32> = [
+        ((p1.clone(), inb, "8"), 2),
+        ((p2.clone(), outb, "8"), 2),
+        ((p2.clone(), inb, "0"), 2),
+        ((p1.clone(), outb, "0"), 2),
+    ]
+    .into_iter()
+    .map(|((p, dir, t), n)| ((p, dir.to_string(), t.to_string()), n))
+    .collect();
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn capture_with_a_filter_keeps_only_what_it_names() {
+    if !need_root("capture_filter") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let d = Daemon::start("cf");
+    let (c1, c2, c3) = (unique("fa"), unique("fb"), unique("fc"));
+    for c in [&c1, &c2, &c3] {
+        d.run(c, &[]);
+    }
+    let (ip2, ip3) = (d.ip_of(&c2), d.ip_of(&c3));
+    let file = d.dir.join("host.pcapng");
+    let f = file.to_str().unwrap();
+    let filter = format!("icmp and host {ip3}");
+    let (mut cap, err) = start_capture(&d, &["--network", "bridge", "-c", "4", "-w", f, &filter]);
+    // c1 pings c2 first (not captured), then c3 once: request and reply, each in and out.
+    assert!(d.ping(&c1, &ip2), "c1 -> c2");
+    let one = d.exec(&c1, &["ping", "-c", "1", "-W", "2", &ip3]);
+    assert!(one.status.success(), "c1 -> c3");
+    wait_capture(&mut cap, &err);
+    let frames = tshark_frames(&file);
+    assert_eq!(frames.len(), 4, "{frames:?}");
+    for fr in &frames {
+        assert!(
+            fr[4] == ip3 || fr[5] == ip3,
+            "only frames to or from {ip3}: {fr:?}"
+        );
+        assert!(
+            fr[4] != ip2 && fr[5] != ip2,
+            "c1 -> c2 was filtered out: {fr:?}"
+        );
+    }
+}

@@ -180,6 +180,16 @@ pub enum Request {
     TraceStop {
         id: u64,
     },
+    /// Starts a capture ([`CaptureRequest`]); replies [`CaptureStarted`].
+    CaptureStart(CaptureRequest),
+    /// The frames captured since the last read: `{"frames": [CaptureFrame], "dropped": N}`.
+    CaptureRead {
+        id: u64,
+    },
+    /// Stops a capture: `{"frames": N, "dropped": N}`.
+    CaptureStop {
+        id: u64,
+    },
     /// Every metric as the Prometheus text format (`{"text": "..."}`); what `GET /metrics`
     /// serves, and what `vswitch top` reads.
     Metrics,
@@ -330,6 +340,60 @@ pub struct TraceStart {
     pub proto: Option<String>,
     #[serde(default)]
     pub l4_port: Option<u16>,
+}
+
+/// `Request::CaptureStart`: which ports (every port matching all of `network`, `container` and
+/// `port`), which direction (`in`: frames the switch received from the port; `out`: frames it
+/// sent on it; `both`, the default) and which frames (filter words, see
+/// [`crate::capture::Filter`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureRequest {
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub container: Option<String>,
+    /// A port name (`vswitch ports`).
+    #[serde(default)]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub filter: Vec<String>,
+    /// Bytes kept of each frame (default 2048).
+    #[serde(default)]
+    pub snaplen: Option<usize>,
+}
+
+/// A port a capture runs on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CapturePort {
+    pub id: u16,
+    pub name: String,
+    pub container: String,
+    pub network: String,
+}
+
+/// The reply to `Request::CaptureStart`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureStarted {
+    pub id: u64,
+    pub snaplen: u32,
+    pub ports: Vec<CapturePort>,
+}
+
+/// One captured frame in a `Request::CaptureRead` reply.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureFrame {
+    /// Port id (one of [`CaptureStarted::ports`]).
+    pub port: u16,
+    /// Sent by the switch on the port (else received from it).
+    pub out: bool,
+    /// Microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// Length on the wire (`data` may be cut to the snap length).
+    pub orig_len: u32,
+    /// The bytes, in hex.
+    pub data: String,
 }
 
 /// A reply from the daemon.

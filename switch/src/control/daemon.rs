@@ -40,6 +40,9 @@ pub mod supervise;
 #[path = "metrics.rs"]
 pub mod metrics;
 
+#[path = "capture.rs"]
+pub mod capture;
+
 pub use super::driver::bridge::DEFAULT_MTU;
 pub use super::driver::macvlan::{Parent, MACVLAN};
 
@@ -115,6 +118,8 @@ pub struct Daemon {
     /// (the store tells them again); programmed again into a new worker and whenever their
     /// VTEP becomes a peer.
     remotes: BTreeMap<(String, [u8; 6]), (Ipv4Addr, Ipv4Addr)>,
+    /// The running `vswitch capture`, if any.
+    captures: capture::Sessions,
 }
 
 /// A trace armed in the worker and read by a client.
@@ -225,6 +230,7 @@ impl Daemon {
             spawner,
             trace: None,
             remotes: BTreeMap::new(),
+            captures: Default::default(),
         };
         d.restore()?;
         if !d.state.networks.contains_key(DEFAULT_NETWORK) {
@@ -609,6 +615,9 @@ impl Daemon {
                 }
                 Ok(serde_json::Value::Null)
             }
+            Request::CaptureStart(r) => self.capture_start(r).map(to_json),
+            Request::CaptureRead { id } => self.capture_read(id),
+            Request::CaptureStop { id } => self.capture_stop(id),
             Request::Metrics => Ok(serde_json::json!({ "text": self.metrics() })),
             Request::NetworkPeer {
                 network,
