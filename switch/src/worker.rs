@@ -1693,6 +1693,51 @@ mod tests {
         assert!(snap.ports.iter().any(|p| p.id == PortId(9)));
     }
 
+    /// A capture in the worker: each frame in on its ingress port and out on its output port,
+    /// only what the filter admits; nothing once stopped, and the reader is told.
+    #[test]
+    fn a_capture_sees_frames_in_and_out_through_its_filter_until_stopped() {
+        use crate::capture::{tap, CaptureSpec, Filter};
+        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
+        w.command(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: None,
+        });
+        let access = || PortRole::Access {
+            network: NetworkId(1),
+        };
+        let (p1, p2) = (MemPort::new("a", 64), MemPort::new("b", 64));
+        let (h1, h2) = (p1.handle(), p2.handle());
+        w.add_port(PortId(1), Box::new(p1), access()).unwrap();
+        w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        let (t, r) = tap(CaptureSpec {
+            ports: vec![PortId(1), PortId(2)],
+            dir_in: true,
+            dir_out: true,
+            filter: Filter::parse(&["ether".into(), mac(1).to_string()]).unwrap(),
+            snaplen: 2048,
+            slots: 16,
+        });
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        let a = frame(MacAddr::BROADCAST, mac(1), None);
+        h1.push_rx(&a);
+        h1.push_rx(&frame(MacAddr::BROADCAST, mac(3), None)); // not mac(1): filtered out
+        w.run_until_idle(8);
+        assert_eq!(h2.sent_len(), 2, "both frames were flooded to port 2");
+        let (got, live) = r.drain(16);
+        assert!(live);
+        let seen: Vec<(u16, bool, Vec<u8>)> = got
+            .iter()
+            .map(|c| (c.port.0, c.out, c.data.clone()))
+            .collect();
+        assert_eq!(seen, vec![(1, false, a.clone()), (2, true, a.clone())]);
+        w.command(Command::CaptureStop);
+        h1.push_rx(&a);
+        w.run_until_idle(8);
+        assert_eq!(h2.sent_len(), 3);
+        assert_eq!(r.drain(16), (vec![], false), "stopped: nothing more");
+    }
+
     /// A panicking worker reports itself with its message and source location as soon as it
     /// is gone, its ports are closed by then, and requests to it fail at once rather than
     /// waiting out their timeout.
