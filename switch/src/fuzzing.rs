@@ -153,6 +153,7 @@ pub fn worker_round(data: &[u8]) -> Option<crate::worker::Snapshot> {
             let port = usize::from(input.u8()) % rig.handles.len();
             let vnet = input.vnet();
             let frame = input.frame();
+            inspect_frame(frame);
             rig.handles[port].push_rx_vnet(frame, vnet);
             queued += 1;
             // A round every 70 frames: batches of 64 and a remainder.
@@ -678,6 +679,28 @@ fn etcd_replies(body: &[u8]) {
             let (Event::Put(kv) | Event::Delete(kv)) = e;
             round_trips(kv);
         }
+    }
+}
+
+/// What the observability tools read of a frame a container sent: `vswitch trace`'s parser,
+/// summary and filter, and `vswitch capture`'s header reader and filter (both run on frames
+/// as the switch receives them).
+fn inspect_frame(frame: &[u8]) {
+    if let Some(h) = crate::trace::parse(frame) {
+        let _ = crate::trace::summary(&h);
+    }
+    let all = crate::trace::TraceFilter {
+        mac: Some([2, 0, 0, 0, 0, 1]),
+        host: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        proto: Some("udp".into()),
+        l4_port: Some(53),
+        ..Default::default()
+    };
+    let _ = all.matches(PortId(1), frame);
+    let _ = crate::capture::headers(frame);
+    let words = ["udp", "and", "host", "10.0.0.1", "and", "port", "53"].map(String::from);
+    if let Ok(f) = crate::capture::Filter::parse(&words) {
+        let _ = f.matches(frame);
     }
 }
 
