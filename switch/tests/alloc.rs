@@ -7,7 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use switch::batch::{Batch, MTU_SLOT};
-use switch::pipeline::{Dispatch, Pipeline, PipelineConfig, PortRole};
+use switch::fdb::{Fdb, FdbConfig};
+use switch::pipeline::{Dispatch, Pipeline, PortRole};
 use switch::port::mem::MemPort;
 use switch::port::Port;
 use switch::wire::{MacAddr, NetworkId, PortId};
@@ -88,12 +89,18 @@ fn round(p: u16, r: u32) -> Vec<Vec<u8>> {
     v
 }
 
+const SEED: u64 = 0x5eed_0001;
+
 #[test]
 fn steady_state_forwarding_does_not_allocate() {
-    let mut pl = Pipeline::new(PipelineConfig {
-        fdb_capacity: 1024, // small: eviction happens too
-        ..PipelineConfig::default()
-    });
+    // A fixed hash seed: eviction samples candidates, and with a random seed it now and then
+    // evicts a host refreshed in the same second (entries tie on age), whose next frames then
+    // flood. The unicast count below would then depend on the seed (1 run in ~200 fell short).
+    let mut pl = Pipeline::with_fdb(Fdb::new(FdbConfig {
+        capacity: 1024, // small: eviction happens too
+        seed: Some(SEED),
+        ..FdbConfig::default()
+    }));
     pl.add_network(NetworkId(1), Some(mac(0xfe)));
     pl.add_network(NetworkId(2), None);
     let mut ports: Vec<MemPort> = Vec::new();
@@ -168,7 +175,8 @@ fn steady_state_forwarding_does_not_allocate() {
     let allocs = ALLOCS.load(Ordering::Relaxed);
     // The work really happened: new MACs learned, unicast and floods forwarded.
     assert!(pl.fdb().counters().learned - learned_before >= 1800);
-    assert!(pl.counters().unicast - unicast_before >= 1800 * 8);
+    let unicast = pl.counters().unicast - unicast_before;
+    assert!(unicast >= 1800 * 8, "unicast {unicast}");
     assert!(pl.counters().flood - flood_before >= 1800 * 3);
     assert!(pl.counters().gateway > 1800);
     assert!(pl.fdb().counters().evicted > 0);
