@@ -528,6 +528,35 @@ impl Netlink {
         )
     }
 
+    /// `ip link set NAME xdp... fd FD` (`fd` -1: off) with `XDP_FLAGS_*` `flags`; with
+    /// `expected` (and `XDP_FLAGS_REPLACE` in `flags`) only if that program is the attached one.
+    pub fn set_xdp(
+        &self,
+        name: &str,
+        fd: std::os::fd::RawFd,
+        flags: u32,
+        expected: Option<std::os::fd::RawFd>,
+    ) -> Result<()> {
+        use netlink_packet_route::link::LinkXdp;
+        self.set_link(
+            name,
+            &|| {
+                if fd < 0 {
+                    format!("detaching the XDP program of {name}")
+                } else {
+                    format!("attaching an XDP program to {name}")
+                }
+            },
+            |m| {
+                let mut x = vec![LinkXdp::Fd(fd), LinkXdp::Flags(flags)];
+                if let Some(e) = expected {
+                    x.push(LinkXdp::ExpectedFd(e as u32));
+                }
+                m.attributes.push(LinkAttribute::Xdp(x))
+            },
+        )
+    }
+
     /// `ip link set NAME address MAC`.
     pub fn set_mac(&self, name: &str, mac: MacAddr) -> Result<()> {
         self.set_link(name, &|| format!("setting address {mac} on {name}"), |m| {

@@ -2,7 +2,7 @@
 //!
 //! A port receives a burst into a [`Batch`] and sends a selection of a batch's frames by index.
 //! Both calls are non-blocking and batched, so one call moves many frames: an AF_PACKET ring
-//! (veth host ends), a TAP file descriptor with vnet headers, a UDP socket with
+//! (veth host ends), AF_XDP rings (veth host ends in xdp mode), a TAP file descriptor with vnet headers, a UDP socket with
 //! recvmmsg/sendmmsg (VXLAN) and the in-memory port used by tests all fit behind it.
 
 use crate::batch::Batch;
@@ -10,11 +10,13 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod afpacket;
+pub mod bpf;
 pub mod mem;
 pub mod sys;
 pub mod tap;
 pub mod vxlan;
 pub mod vxlan_tap;
+pub mod xdp;
 
 /// Index of a port in the switch (dense, reused after removal): a `u16` newtype from `wire`.
 pub use crate::wire::PortId;
