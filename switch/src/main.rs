@@ -46,8 +46,10 @@ enum Cmd {
         /// Where networks, containers and leases are kept.
         #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE)]
         state_dir: PathBuf,
-        /// How new containers are attached: veth (AF_PACKET host end) or tap. Without it:
-        /// tap on overlay networks (cheaper per byte there), veth elsewhere.
+        /// How new containers are attached: veth (AF_PACKET host end), tap, or xdp (a veth
+        /// whose host end is read through AF_XDP: for packet rate; see the README). A network's
+        /// `-o attach=` comes first. Without either: tap on overlay networks (cheaper per byte
+        /// there), veth elsewhere.
         #[arg(long, value_parser = parse_attach)]
         attach: Option<AttachMode>,
         /// MAC table capacity (entries).
@@ -269,6 +271,9 @@ enum NetCmd {
     Connect {
         #[arg(long)]
         ip: Option<String>,
+        /// veth, tap or xdp (default: the network's -o attach=, else the daemon's --attach).
+        #[arg(long, value_parser = parse_attach, conflicts_with = "peer")]
+        attach: Option<AttachMode>,
         /// Add this host (its VTEP address) as a peer of the overlay network NETWORK.
         #[arg(long, conflicts_with = "ip")]
         peer: Option<String>,
@@ -301,8 +306,8 @@ struct RunArgs {
     network: String,
     #[arg(long)]
     ip: Option<String>,
-    /// veth or tap (default: the daemon's --attach; without one, tap on overlay networks and veth
-    /// elsewhere).
+    /// veth, tap or xdp (default: the network's -o attach=, else the daemon's --attach; without
+    /// either, tap on overlay networks and veth elsewhere).
     #[arg(long, value_parser = parse_attach)]
     attach: Option<AttachMode>,
     /// Remove the container when the foreground command exits.
@@ -341,11 +346,7 @@ fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_attach(s: &str) -> Result<AttachMode, String> {
-    match s {
-        "veth" => Ok(AttachMode::Veth),
-        "tap" => Ok(AttachMode::Tap),
-        _ => Err(format!("unknown attach mode {s:?}: use veth or tap")),
-    }
+    AttachMode::parse(s)
 }
 
 fn main() {
@@ -580,8 +581,8 @@ fn run(cli: Cli) -> Result<i32> {
             let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
             let aliases = Aliases::fetch(&mut c, false);
             println!(
-                "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} COMMAND",
-                "NAME", "STATUS", "NETWORK", "IP", "PID", "PORTS"
+                "{:<16} {:<9} {:<18} {:<6} {:<18} {:<8} {:<24} COMMAND",
+                "NAME", "STATUS", "NETWORK", "ATTACH", "IP", "PID", "PORTS"
             );
             for c in list {
                 let nets: Vec<&str> = c
@@ -594,6 +595,7 @@ fn run(cli: Cli) -> Result<i32> {
                     .iter()
                     .map(|e| format!("{}/{}", e.ip, e.prefix))
                     .collect();
+                let modes: Vec<&str> = c.endpoints.iter().map(|e| e.attach.label()).collect();
                 let net = if nets.is_empty() {
                     c.mode.clone()
                 } else {
@@ -606,10 +608,15 @@ fn run(cli: Cli) -> Result<i32> {
                     c.ports.join(",")
                 };
                 println!(
-                    "{:<16} {:<9} {:<18} {:<18} {:<8} {:<24} {}",
+                    "{:<16} {:<9} {:<18} {:<6} {:<18} {:<8} {:<24} {}",
                     name.unwrap_or(&c.name),
                     c.status,
                     net,
+                    if modes.is_empty() {
+                        "-".to_string()
+                    } else {
+                        modes.join(",")
+                    },
                     if ips.is_empty() {
                         "-".into()
                     } else {
@@ -910,6 +917,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
         }
         NetCmd::Connect {
             ip,
+            attach,
             peer,
             publish,
             network,
@@ -921,6 +929,7 @@ fn network(mut c: Client, cmd: NetCmd) -> Result<i32> {
                     container,
                     ip,
                     publish,
+                    attach,
                 }
             })?;
             c.call(&req)?;

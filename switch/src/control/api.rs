@@ -30,6 +30,35 @@ pub enum AttachMode {
     Veth,
     /// A TAP device of the switch moved into the container as eth0.
     Tap,
+    /// A veth pair whose host end the switch reads and writes through an AF_XDP socket (an
+    /// XDP program on the host end redirects every frame to it): for packet rate.
+    Xdp,
+}
+
+impl AttachMode {
+    /// The mode's name on the command line and in listings.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttachMode::Veth => "veth",
+            AttachMode::Tap => "tap",
+            AttachMode::Xdp => "xdp",
+        }
+    }
+
+    /// Parses `veth`, `tap` or `xdp` (the message lists them when `s` is none of them).
+    pub fn parse(s: &str) -> Result<AttachMode, String> {
+        match s {
+            "veth" => Ok(AttachMode::Veth),
+            "tap" => Ok(AttachMode::Tap),
+            "xdp" => Ok(AttachMode::Xdp),
+            _ => Err(format!("unknown attach mode {s:?}: use veth, tap or xdp")),
+        }
+    }
+
+    /// Whether the container's interface is a veth pair whose host end the switch serves.
+    pub fn is_veth(self) -> bool {
+        matches!(self, AttachMode::Veth | AttachMode::Xdp)
+    }
 }
 
 /// Options of `vswitch run`.
@@ -133,6 +162,9 @@ pub enum Request {
         ip: Option<String>,
         #[serde(default)]
         publish: Vec<String>,
+        /// veth, tap or xdp (else the network's, the daemon's or the driver's default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attach: Option<AttachMode>,
     },
     NetworkDisconnect {
         network: String,

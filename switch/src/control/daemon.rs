@@ -26,6 +26,7 @@ use crate::netns;
 use crate::pipeline::{NetworkId, PipelineConfig, PortPolicy, PortRole};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapConfig, TapPort};
+use crate::port::xdp::XdpPort;
 use crate::port::{Port, PortId};
 use crate::wire::MacAddr;
 use crate::worker::{Command, WorkerHandle};
@@ -336,7 +337,7 @@ impl Daemon {
             Mode::Bridge if rec.external && rec.netns.as_os_str().is_empty() => rec
                 .endpoints
                 .iter()
-                .all(|e| e.attach == AttachMode::Veth && link_exists(&e.port_name)),
+                .all(|e| e.attach.is_veth() && link_exists(&e.port_name)),
             Mode::Bridge | Mode::None => netns::open_netns_path(&rec.netns).is_ok(),
         }
     }
@@ -436,9 +437,10 @@ impl Daemon {
         container: &str,
         ip: Option<&str>,
         specs: &[String],
+        attach: Option<AttachMode>,
     ) -> Result<ContainerInfo> {
         Transaction::run(self, |tx, d| {
-            d.network_connect(network, container, ip, None)?;
+            d.network_connect(network, container, ip, attach)?;
             tx.undo(
                 format!("disconnect {container} from {network}"),
                 |d: &mut Daemon| d.network_disconnect(network, container),
@@ -570,8 +572,9 @@ impl Daemon {
                 container,
                 ip,
                 publish,
+                attach,
             } => self
-                .network_connect_publish(&network, &container, ip.as_deref(), &publish)
+                .network_connect_publish(&network, &container, ip.as_deref(), &publish, attach)
                 .map(to_json),
             Request::NetworkDisconnect { network, container } => self
                 .network_disconnect(&network, &container)
@@ -655,6 +658,9 @@ impl Daemon {
             c.driver.clone()
         };
         let options = parse_options(&c.options)?;
+        if let Some(a) = options.get("attach") {
+            AttachMode::parse(a).map_err(|e| err!("-o attach={a}: {e}"))?;
+        }
         policy::NetworkPolicy::parse(&options)?;
         let (default_mtu, role) = self.with_drivers(|drivers, cx| {
             let d = drivers.get(&driver).ok_or_else(|| {
@@ -1304,10 +1310,13 @@ impl Daemon {
             mac: opts.mac.unwrap_or_else(|| mac_for(ip)).to_string(),
             ifname,
             port_name: new_port_name(),
-            attach: opts
-                .attach
-                .or(self.cfg.default_attach)
-                .unwrap_or_else(|| self.default_attach(net)),
+            attach: match opts.attach.or(network_attach(net)?) {
+                Some(a) => a,
+                None => self
+                    .cfg
+                    .default_attach
+                    .unwrap_or_else(|| self.default_attach(net)),
+            },
             mtu: opts.mtu,
         };
         self.create_endpoint(c, net, &ep)?;
@@ -1365,6 +1374,19 @@ impl Daemon {
                             .with_context(|| format!("cannot open port {}", ep.port_name))?,
                     )
                 }
+                AttachMode::Xdp => {
+                    let mtu = cfg.mtu.unwrap_or(DEFAULT_MTU);
+                    if mtu > XDP_MAX_MTU {
+                        bail!("cannot attach {} to {} in xdp mode: the network's MTU {mtu} is larger than native XDP on a veth allows ({XDP_MAX_MTU}: a frame must fit one page); use -o mtu={XDP_MAX_MTU} or less, or --attach veth", c.name, net.name);
+                    }
+                    tx.undo("delete the veth pair", |_: &mut Daemon| {
+                        let _ = netns::detach(&ep.port_name);
+                        Ok(())
+                    });
+                    netns::attach_veth(&c.netns, &ep.port_name, &cfg)
+                        .with_context(|| format!("cannot attach {} to {}", c.name, net.name))?;
+                    Box::new(open_xdp(&c.netns, ep)?)
+                }
                 AttachMode::Tap => {
                     let tap = TapPort::create_with(&ep.port_name, CONTAINER_TAP)
                         .with_context(|| format!("cannot create TAP {}", ep.port_name))?;
@@ -1403,6 +1425,7 @@ impl Daemon {
                 (AttachMode::Veth, false) => "veth/af_packet",
                 (AttachMode::Tap, true) => "tap+vnet",
                 (AttachMode::Tap, false) => "tap",
+                (AttachMode::Xdp, _) => "veth/af_xdp",
             },
             network: network.to_string(),
             container: container.to_string(),
@@ -1430,8 +1453,11 @@ impl Daemon {
             AttachMode::Veth if link_exists(&ep.port_name) => Some(Box::new(
                 AfPacketPort::open_with(&ep.port_name, self.afpacket_config())?,
             )),
+            AttachMode::Xdp if link_exists(&ep.port_name) => {
+                Some(Box::new(open_xdp(&c.netns, ep)?))
+            }
             AttachMode::Tap => reattach_tap(c, ep).map(|t| Box::new(t) as Box<dyn Port>),
-            AttachMode::Veth => None,
+            AttachMode::Veth | AttachMode::Xdp => None,
         };
         match kept {
             Some(port) => {
@@ -1705,7 +1731,9 @@ impl Daemon {
             self.ports.0.remove(&id);
         }
         match ep.attach {
-            AttachMode::Veth => {
+            AttachMode::Veth | AttachMode::Xdp => {
+                // An xdp port's program went with the port (its BPF link closed), or goes
+                // with the link now.
                 let _ = netns::detach(&ep.port_name);
             }
             AttachMode::Tap => delete_tap(ns, ep),
@@ -2211,6 +2239,36 @@ const CONTAINER_TAP: TapConfig = TapConfig {
 /// Attaches again to the persistent TAP a container kept while the switch was away (found by
 /// its interface name inside the container's namespace). None when the namespace or the link
 /// is gone, or the link is not a TAP: the caller builds the endpoint anew.
+/// Largest MTU an xdp endpoint may have: native XDP on a veth needs a frame (and the XDP
+/// headroom and the kernel's shared info) to fit one 4 KiB page; the kernel refuses the
+/// program above about this.
+pub const XDP_MAX_MTU: u32 = 3498;
+
+/// The attach mode a network's `-o attach=` names, if any.
+fn network_attach(net: &NetworkRecord) -> Result<Option<AttachMode>> {
+    net.options
+        .get("attach")
+        .map(|s| AttachMode::parse(s).map_err(|e| err!("network {}: -o attach: {e}", net.name)))
+        .transpose()
+}
+
+/// Opens the AF_XDP port of an xdp endpoint whose veth pair exists: offloads off on both ends
+/// (an XSK carries no vnet header, so the container must finish checksums and segment), then
+/// the socket and the program on the host end.
+fn open_xdp(ns: &Path, ep: &EndpointRecord) -> Result<XdpPort> {
+    netns::offloads_off_in(ns, &ep.ifname).with_context(|| {
+        format!(
+            "cannot turn offloads off on {} in the container (xdp mode needs them off)",
+            ep.ifname
+        )
+    })?;
+    netns::offloads_off(&ep.port_name)
+        .with_context(|| format!("cannot turn offloads off on {}", ep.port_name))?;
+    XdpPort::open(&ep.port_name)
+        .map_err(|e| err!("{e}"))
+        .with_context(|| format!("cannot open AF_XDP port {} (xdp attach mode)", ep.port_name))
+}
+
 fn reattach_tap(c: &ContainerRecord, ep: &EndpointRecord) -> Option<TapPort> {
     let r = netns::run_in_netns(&c.netns, || {
         if !netns::Netlink::new()?.link_exists(&ep.ifname)? {

@@ -15,12 +15,14 @@
 
 pub mod attach;
 pub mod error;
+pub mod ethtool;
 pub mod netlink;
 pub mod ns;
 pub mod spawn;
 
 pub use attach::{adopt_tap_into, attach_veth, detach, AttachedLink, IfaceConfig};
 pub use error::{NetnsError, Result};
+pub use ethtool::{offloads_off, offloads_off_in};
 pub use netlink::{validate_ifname, Ipv4Route, LinkInfo, Netlink, VethPair};
 pub use ns::{
     create_netns, delete_netns, is_root, list_netns, netns_exists, netns_of_pid, netns_path,

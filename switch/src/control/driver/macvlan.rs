@@ -221,7 +221,7 @@ impl NetworkDriver for Macvlan {
         })?;
         for (k, v) in options {
             match k.as_str() {
-                "parent" | "mtu" | "com.docker.network.driver.mtu" => {}
+                "parent" | "mtu" | "com.docker.network.driver.mtu" | "attach" => {}
                 k if crate::control::policy::KEYS.contains(&k) => {}
                 "macvlan_mode" if v == "bridge" => {}
                 "macvlan_mode" => {

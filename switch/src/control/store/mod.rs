@@ -1300,12 +1300,14 @@ impl StoreFront {
                 container,
                 ip,
                 publish,
-            } if self.global(&network) => j(self.with_claim(
-                &network,
-                ip.as_deref(),
-                &container,
-                |d, ip| d.network_connect_publish(&network, &container, Some(&ip), &publish),
-            )),
+                attach,
+            } if self.global(&network) => {
+                j(
+                    self.with_claim(&network, ip.as_deref(), &container, |d, ip| {
+                        d.network_connect_publish(&network, &container, Some(&ip), &publish, attach)
+                    }),
+                )
+            }
             Request::Attach {
                 name,
                 netns,

@@ -1,0 +1,289 @@
+//! The AF_XDP attach mode end to end: containers attached with `--attach xdp` (a veth whose
+//! host end the switch reads through an AF_XDP socket, an XDP program redirecting to it) talk
+//! to veth containers and the gateway (ping, iperf3 TCP both ways), the mode is chosen per
+//! request, per network and per daemon, a leaving container takes its program with it, and a
+//! daemon killed with SIGKILL leaves no program behind and attaches a new one on restart.
+//!
+//! Where `bpf(2)` is not permitted the tests skip (through [`switch::testing`], so a strict
+//! run fails instead) with the daemon's own message.
+
+use e2e::*;
+use serde_json::Value;
+use std::time::Duration;
+use switch::port::bpf::program_exists;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Runs container `name` with `args`; `false` (the test skipped) when the daemon says bpf(2)
+/// is not permitted here.
+fn run_or_skip(d: &Daemon, name: &str, args: &[&str]) -> bool {
+    d.track(name);
+    let mut a = vec!["run", "--name", name];
+    a.extend_from_slice(args);
+    let o = d.cli(&a);
+    if o.status.success() {
+        return true;
+    }
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if err.contains("is not permitted here") {
+        return require(false, format!("bpf(2) is not permitted here: {err}"));
+    }
+    panic!(
+        "vswitch {a:?} failed: {err}\n--- daemon log ---\n{}",
+        d.log()
+    );
+}
+
+/// The host-side interface of a container's first endpoint.
+fn port_name(d: &Daemon, c: &str) -> String {
+    d.container(c)["endpoints"][0]["port_name"]
+        .as_str()
+        .expect("port name")
+        .to_string()
+}
+
+/// `ip -d link show NAME` (empty when the link is gone).
+fn link_detail(name: &str) -> String {
+    String::from_utf8_lossy(&sh("ip", &["-d", "link", "show", name]).stdout).into_owned()
+}
+
+/// The id of the XDP program on `ifname` (`prog/xdp id N` in `ip -d link`), if any.
+fn xdp_prog_id(ifname: &str) -> Option<u32> {
+    let d = link_detail(ifname);
+    let at = d.find("prog/xdp id ")? + "prog/xdp id ".len();
+    d[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The `ports --json` entry of interface `name`.
+fn port_entry(d: &Daemon, name: &str) -> Value {
+    json(&d.ok(&["ports", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn xdp_container_pings_and_carries_tcp_with_a_veth_container() {
+    if !need_root("xdp_ping_iperf") || !require_tools(&["iperf3", "ethtool"]) {
+        return;
+    }
+    let d = Daemon::start("xdp");
+    d.ok(&["network", "create", "--subnet", "10.244.1.0/24", "xnet"]);
+    let (x, v) = (unique("x"), unique("v"));
+    if !run_or_skip(&d, &x, &["-d", "--network", "xnet", "--attach", "xdp"]) {
+        return;
+    }
+    d.run(&v, &["-d", "--network", "xnet"]);
+    assert_eq!(d.container(&x)["endpoints"][0]["attach"], "xdp");
+    assert_eq!(d.container(&v)["endpoints"][0]["attach"], "veth");
+    let px = port_name(&d, &x);
+    assert_eq!(
+        port_entry(&d, &px)["kind"],
+        "veth/af_xdp",
+        "ports lists the mode"
+    );
+    let ps = d.ok(&["ps"]);
+    let line = ps.lines().find(|l| l.starts_with(&x)).expect("listed");
+    assert!(line.contains(" xdp "), "ps shows the attach mode: {line}");
+    let detail = link_detail(&px);
+    assert!(
+        detail.contains("xdp") && xdp_prog_id(&px).is_some(),
+        "the host end carries an XDP program: {detail}"
+    );
+    // The container's end finishes its checksums and segments in software.
+    let k = stdout(&d.exec(&x, &["ethtool", "-k", "eth0"]));
+    for f in [
+        "tx-checksumming: off",
+        "scatter-gather: off",
+        "tcp-segmentation-offload: off",
+        "generic-segmentation-offload: off",
+    ] {
+        assert!(k.contains(f), "{f} in the xdp container:\n{k}");
+    }
+
+    let (ipx, ipv) = (d.ip_of(&x), d.ip_of(&v));
+    let gw = json(&d.ok(&["network", "inspect", "xnet"]))[0]["gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(d.ping(&x, &ipv), "xdp -> veth\n{}", d.log());
+    assert!(d.ping(&v, &ipx), "veth -> xdp");
+    assert!(d.ping(&x, &gw), "xdp -> gateway {gw}");
+
+    // TCP both ways: into the xdp container the switch segments the veth side's GSO frames
+    // and finishes their checksums; out of it the container did both itself.
+    let to_xdp = iperf3(&d, &x, &v, &ipx, 2);
+    let from_xdp = iperf3(&d, &v, &x, &ipv, 2);
+    eprintln!(
+        "iperf3 veth -> xdp {:.2} Gbit/s, xdp -> veth {:.2} Gbit/s",
+        to_xdp / 1e9,
+        from_xdp / 1e9
+    );
+    for (what, bps) in [("veth -> xdp", to_xdp), ("xdp -> veth", from_xdp)] {
+        assert!(
+            bps > 100e6,
+            "{what}: {:.3} Gbit/s is not a sane TCP rate\n{}",
+            bps / 1e9,
+            d.log()
+        );
+    }
+    let p = port_entry(&d, &px);
+    assert!(
+        p["rx_frames"].as_u64().unwrap_or(0) > 1000,
+        "the xdp port carried the traffic: {p}"
+    );
+}
+
+#[test]
+fn xdp_leaving_container_takes_its_program_and_a_restart_attaches_a_new_one() {
+    if !need_root("xdp_leave_restart") {
+        return;
+    }
+    let mut d = Daemon::start("xdpr");
+    d.ok(&["network", "create", "--subnet", "10.244.2.0/24", "xrnet"]);
+    let (x1, x2, v) = (unique("x"), unique("x"), unique("v"));
+    if !run_or_skip(&d, &x1, &["-d", "--network", "xrnet", "--attach", "xdp"]) {
+        return;
+    }
+    d.run(&x2, &["-d", "--network", "xrnet", "--attach", "xdp"]);
+    d.run(&v, &["-d", "--network", "xrnet"]);
+    let (p1, p2) = (port_name(&d, &x1), port_name(&d, &x2));
+    let id1 = xdp_prog_id(&p1).expect("x1's program");
+    assert!(program_exists(id1).unwrap(), "program {id1} is loaded");
+    assert!(d.ping(&x1, &d.ip_of(&x2)), "xdp -> xdp");
+
+    // A container leaving: its link and its program are gone.
+    d.ok(&["rm", "-f", &x1]);
+    assert!(
+        link_detail(&p1).is_empty(),
+        "x1's host end is gone: {}",
+        link_detail(&p1)
+    );
+    wait_until(
+        "x1's XDP program to leave the kernel",
+        Duration::from_secs(5),
+        || !program_exists(id1).unwrap(),
+    );
+
+    // The daemon killed: the link stays (the veth is the container's), the program does not
+    // (its BPF link was a descriptor of the dead process).
+    let id2 = xdp_prog_id(&p2).expect("x2's program");
+    d.stop(true);
+    wait_until(
+        "x2's program to be detached after SIGKILL",
+        Duration::from_secs(5),
+        || xdp_prog_id(&p2).is_none() && !program_exists(id2).unwrap(),
+    );
+    assert!(
+        !link_detail(&p2).is_empty(),
+        "x2's veth outlived the daemon"
+    );
+    d.restart(false);
+    wait_until(
+        "x2's port to be restored in xdp mode",
+        Duration::from_secs(10),
+        || port_entry(&d, &p2)["kind"] == "veth/af_xdp",
+    );
+    let id3 = xdp_prog_id(&p2).expect("a new program on x2's host end");
+    assert_ne!(id3, id2, "a new program was loaded");
+    assert_eq!(d.container(&x2)["endpoints"][0]["attach"], "xdp");
+    let (ip2, ipv) = (d.ip_of(&x2), d.ip_of(&v));
+    wait_until("x2 -> v after the restart", Duration::from_secs(10), || {
+        d.ping(&x2, &ipv)
+    });
+    assert!(d.ping(&v, &ip2), "v -> x2 after the restart");
+}
+
+#[test]
+fn xdp_mode_per_network_per_connect_and_per_daemon_and_refusals() {
+    if !need_root("xdp_modes") {
+        return;
+    }
+    let d = Daemon::start("xdpm");
+    // Parse errors list the modes.
+    let e = d.fails(&["run", "--name", "nope", "--attach", "vhost"]);
+    assert!(e.contains("veth, tap or xdp"), "{e}");
+    let e = d.fails(&["network", "create", "-o", "attach=fast", "badnet"]);
+    assert!(e.contains("veth, tap or xdp"), "{e}");
+
+    // Per network.
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.244.3.0/24",
+        "-o",
+        "attach=xdp",
+        "xonet",
+    ]);
+    let a = unique("a");
+    if !run_or_skip(&d, &a, &["-d", "--network", "xonet"]) {
+        return;
+    }
+    assert_eq!(d.container(&a)["endpoints"][0]["attach"], "xdp");
+    // A request overrides the network.
+    let b = unique("b");
+    d.run(&b, &["-d", "--network", "xonet", "--attach", "veth"]);
+    assert_eq!(d.container(&b)["endpoints"][0]["attach"], "veth");
+    assert!(d.ping(&a, &d.ip_of(&b)));
+
+    // Per connect.
+    d.ok(&["network", "create", "--subnet", "10.244.4.0/24", "xcnet"]);
+    d.ok(&["network", "connect", "--attach", "xdp", "xcnet", &b]);
+    let ep = d.container(&b)["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["network"] == "xcnet")
+        .cloned()
+        .expect("b on xcnet");
+    assert_eq!(ep["attach"], "xdp");
+    let pb = ep["port_name"].as_str().unwrap().to_string();
+    assert!(xdp_prog_id(&pb).is_some(), "{}", link_detail(&pb));
+    // Disconnecting detaches it.
+    d.ok(&["network", "disconnect", "xcnet", &b]);
+    assert!(link_detail(&pb).is_empty(), "{}", link_detail(&pb));
+
+    // An MTU native XDP on veth cannot take: refused, nothing left half attached.
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.244.5.0/24",
+        "-o",
+        "mtu=9000",
+        "jumbo",
+    ]);
+    let j = unique("j");
+    d.track(&j);
+    let e = d.fails(&["run", "--name", &j, "--network", "jumbo", "--attach", "xdp"]);
+    assert!(e.contains("MTU 9000") && e.contains("xdp"), "{e}");
+    assert!(d.container(&j).is_null(), "no half-attached container");
+    let links = stdout(&sh("ip", &["-o", "link", "show"]));
+    let leftovers: Vec<&str> = links
+        .lines()
+        .filter(|l| l.contains("mtu 9000 xdp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Per daemon.
+    let d2 = Daemon::start_with("xdpd", &["--attach", "xdp"]);
+    let c = unique("c");
+    d2.run(&c, &["-d"]);
+    assert_eq!(d2.container(&c)["endpoints"][0]["attach"], "xdp");
+    let pc = port_name(&d2, &c);
+    assert_eq!(port_entry(&d2, &pc)["kind"], "veth/af_xdp");
+}
