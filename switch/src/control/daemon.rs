@@ -2241,8 +2241,9 @@ const CONTAINER_TAP: TapConfig = TapConfig {
 /// is gone, or the link is not a TAP: the caller builds the endpoint anew.
 /// Largest MTU an xdp endpoint may have: native XDP on a veth needs a frame (and the XDP
 /// headroom and the kernel's shared info) to fit one 4 KiB page; the kernel refuses the
-/// program above about this.
-pub const XDP_MAX_MTU: u32 = 3498;
+/// program above this (measured on Linux 6.18: the container end's `maxmtu` while the host end
+/// has an XDP program).
+pub const XDP_MAX_MTU: u32 = 3506;
 
 /// The attach mode a network's `-o attach=` names, if any.
 fn network_attach(net: &NetworkRecord) -> Result<Option<AttachMode>> {
