@@ -2236,9 +2236,6 @@ const CONTAINER_TAP: TapConfig = TapConfig {
     persist: true,
 };
 
-/// Attaches again to the persistent TAP a container kept while the switch was away (found by
-/// its interface name inside the container's namespace). None when the namespace or the link
-/// is gone, or the link is not a TAP: the caller builds the endpoint anew.
 /// Largest MTU an xdp endpoint may have: native XDP on a veth needs a frame (and the XDP
 /// headroom and the kernel's shared info) to fit one 4 KiB page; the kernel refuses the
 /// program above this (measured on Linux 6.18: the container end's `maxmtu` while the host end
@@ -2270,6 +2267,9 @@ fn open_xdp(ns: &Path, ep: &EndpointRecord) -> Result<XdpPort> {
         .with_context(|| format!("cannot open AF_XDP port {} (xdp attach mode)", ep.port_name))
 }
 
+/// Attaches again to the persistent TAP a container kept while the switch was away (found by
+/// its interface name inside the container's namespace). None when the namespace or the link
+/// is gone, or the link is not a TAP: the caller builds the endpoint anew.
 fn reattach_tap(c: &ContainerRecord, ep: &EndpointRecord) -> Option<TapPort> {
     let r = netns::run_in_netns(&c.netns, || {
         if !netns::Netlink::new()?.link_exists(&ep.ifname)? {
