@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Peer comparison, measured in ONE run on this machine: two netns "containers" joined by
 #   vswitch  (this project: userspace switch, veth host ends as AF_PACKET ports)
+#   xdp      (this project, the same topology with --attach xdp: veth host ends read and
+#             written through AF_XDP sockets, an XDP program redirecting to them)
 #   kbr      (the Linux kernel bridge: what docker0 is)
 #   ovs      (Open vSwitch userspace datapath, datapath_type=netdev)
 # For each: single-stream TCP (iperf3), 64-byte frames forwarded per second (trafgen in c1
@@ -71,19 +73,20 @@ setup() {
     ovs-vsctl add-br ${TAG}br -- set bridge ${TAG}br datapath_type=netdev
     ovs-vsctl add-port ${TAG}br ${TAG}v1; ovs-vsctl add-port ${TAG}br ${TAG}v2
     ip link set ${TAG}br up ;;
-  vswitch)
+  vswitch|xdp)
+    local attach=veth; [ "$1" = xdp ] && attach=xdp
     "$BIN" --socket $WORK/s daemon --state-dir $WORK/state >$WORK/daemon.log 2>&1 &
     VPID=$!
     for _ in $(seq 100); do "$BIN" --socket $WORK/s network ls >/dev/null 2>&1 && break; sleep 0.1; done
     "$BIN" --socket $WORK/s network create --subnet 10.77.0.0/24 ${TAG}net >/dev/null || return 1
-    "$BIN" --socket $WORK/s run --name ${TAG}c1 --network ${TAG}net >/dev/null || return 1
-    "$BIN" --socket $WORK/s run --name ${TAG}c2 --network ${TAG}net >/dev/null || return 1
+    "$BIN" --socket $WORK/s run --name ${TAG}c1 --network ${TAG}net --attach $attach >/dev/null || return 1
+    "$BIN" --socket $WORK/s run --name ${TAG}c2 --network ${TAG}net --attach $attach >/dev/null || return 1
     IP2=$("$BIN" --socket $WORK/s ps --json | python3 -c "import json,sys;print([c for c in json.load(sys.stdin) if c['name']=='${TAG}c2'][0]['endpoints'][0]['ip'])") ;;
   esac
 }
 
 teardown() {
-  if [ "$1" = vswitch ]; then
+  if [ "$1" = vswitch ] || [ "$1" = xdp ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c1 ${TAG}c2 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
     rm -rf $WORK/state
@@ -125,7 +128,7 @@ fi
 
 printf '%-8s %10s %14s %10s\n' target tcp_gbps l2fwd64_kpps rtt_ms
 RES=""
-for m in vswitch kbr ovs; do
+for m in vswitch xdp kbr ovs; do
   r=$(measure $m) || continue
   set -- $r
   printf '%-8s %10s %14s %10s\n' $1 $2 $3 $4
@@ -138,17 +141,22 @@ for r in sys.argv[1].split(';'):
     if r.strip():
         m, tcp, fwd, rtt = r.split()
         rows[m] = {"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd), "rtt_ms": float(rtt)}
-ratios = {}
-v = rows.get("vswitch")
-for peer in ("kbr", "ovs"):
-    p = rows.get(peer)
-    if v and p:
-        ratios[peer] = {
-            "tcp": round(v["tcp_gbps"] / p["tcp_gbps"], 2) if p["tcp_gbps"] else None,
-            "l2fwd64": round(v["l2fwd64_kpps"] / p["l2fwd64_kpps"], 2) if p["l2fwd64_kpps"] else None,
-            "rtt": round(v["rtt_ms"] / p["rtt_ms"], 2) if p["rtt_ms"] else None,
-        }
-        print(f"vswitch / {peer}: tcp {ratios[peer]['tcp']}x  l2fwd64 {ratios[peer]['l2fwd64']}x  rtt {ratios[peer]['rtt']}x (lower is better)")
+def ratio_of(v, p):
+    return {
+        "tcp": round(v["tcp_gbps"] / p["tcp_gbps"], 2) if p["tcp_gbps"] else None,
+        "l2fwd64": round(v["l2fwd64_kpps"] / p["l2fwd64_kpps"], 2) if p["l2fwd64_kpps"] else None,
+        "rtt": round(v["rtt_ms"] / p["rtt_ms"], 2) if p["rtt_ms"] else None,
+    }
+# "ratios": vswitch (veth attach) to each peer, as before; "xdp_ratios": the xdp row's.
+out = {}
+for row, key in (("vswitch", "ratios"), ("xdp", "xdp_ratios")):
+    v = rows.get(row)
+    out[key] = {}
+    for peer in ("kbr", "ovs"):
+        p = rows.get(peer)
+        if v and p:
+            r = out[key][peer] = ratio_of(v, p)
+            print(f"{row} / {peer}: tcp {r['tcp']}x  l2fwd64 {r['l2fwd64']}x  rtt {r['rtt']}x (lower is better)")
 json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-           "kernel": platform.release(), "results": rows, "ratios": ratios}, open(sys.argv[2], "w"), indent=2)
+           "kernel": platform.release(), "results": rows, **out}, open(sys.argv[2], "w"), indent=2)
 EOF

@@ -30,8 +30,9 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Targets, comma separated: vswitch, kbr, ovs (veth: no switch).
-    #[arg(long, default_value = "vswitch,kbr,ovs", value_delimiter = ',')]
+    /// Targets, comma separated: vswitch, xdp (vswitch with `--attach xdp`), kbr, ovs (veth:
+    /// no switch).
+    #[arg(long, default_value = "vswitch,xdp,kbr,ovs", value_delimiter = ',')]
     targets: Vec<String>,
     /// The vswitch binary.
     #[arg(long, env = "VSWITCH_BIN")]
@@ -279,25 +280,24 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
             ]);
         }
     }
-    // Ratios of vswitch to each peer per size.
+    // Ratios of each vswitch row (veth, xdp) to each peer per size.
     let mut ratios = Table {
         head: vec!["frame".into()],
         ..Default::default()
     };
-    let vsw = results.iter().find(|(k, _)| *k == Kind::Vswitch);
-    let peers: Vec<_> = results
-        .iter()
-        .filter(|(k, _)| *k != Kind::Vswitch)
-        .collect();
-    if let Some((_, v)) = vsw {
+    let peers: Vec<_> = results.iter().filter(|(k, _)| !k.is_vswitch()).collect();
+    for (sk, v) in results.iter().filter(|(k, _)| k.is_vswitch()) {
         for (k, _) in &peers {
-            ratios.head.push(format!("vswitch/{} rate", k.name()));
-            ratios.head.push(format!("vswitch/{} p99", k.name()));
+            ratios.head.push(format!("{}/{} rate", sk.name(), k.name()));
+            ratios.head.push(format!("{}/{} p99", sk.name(), k.name()));
         }
         for (i, r) in v.iter().enumerate() {
-            let mut row = vec![r.throughput.size.to_string()];
+            if ratios.rows.len() <= i {
+                ratios.rows.push(vec![r.throughput.size.to_string()]);
+            }
+            let row = &mut ratios.rows[i];
             for (_, p) in &peers {
-                let q = &p[i];
+                let Some(q) = p.get(i) else { continue };
                 let ratio = |a: f64, b: f64| {
                     if b > 0.0 {
                         format!("{:.2}x", a / b)
@@ -308,7 +308,6 @@ fn rfc2544(c: &Common, b2b: bool) -> Result<()> {
                 row.push(ratio(r.throughput.rate_pps, q.throughput.rate_pps));
                 row.push(ratio(r.latency.p99_us, q.latency.p99_us));
             }
-            ratios.rows.push(row);
         }
     }
     let m = machine();
@@ -517,7 +516,7 @@ fn rfc2889(c: &Common, fdb_size: usize, aging: u32, mesh_ports: usize) -> Result
                 .max_by_key(|t| t.addresses)
                 .and_then(|t| t.fdb_entries);
             t.rows.push(vec![k.name().into(), "address caching capacity".into(), cap.capacity.to_string(),
-                if k == Kind::Vswitch { format!("--fdb-size {fdb_size}; table held {} entries at the largest passing trial (+2: the prober's and monitor's addresses)", full.map(|x| x.to_string()).unwrap_or_else(|| "?".into())) } else { String::new() }]);
+                if k.is_vswitch() { format!("--fdb-size {fdb_size}; table held {} entries at the largest passing trial (+2: the prober's and monitor's addresses)", full.map(|x| x.to_string()).unwrap_or_else(|| "?".into())) } else { String::new() }]);
             r.insert("address_caching".into(), json!(cap));
             let lr = suite::learning_rate(&topo, &a, 1_000_000.0, &mut prog)?;
             t.rows.push(vec![

@@ -24,6 +24,8 @@ use std::time::Duration;
 pub enum Kind {
     /// This project.
     Vswitch,
+    /// This project with its containers attached in AF_XDP mode (`--attach xdp`).
+    Xdp,
     /// The Linux kernel bridge.
     Kbr,
     /// Open vSwitch, userspace datapath.
@@ -37,10 +39,11 @@ impl Kind {
     pub fn parse(s: &str) -> Result<Kind> {
         Ok(match s {
             "vswitch" => Kind::Vswitch,
+            "xdp" | "vswitch-xdp" => Kind::Xdp,
             "kbr" | "bridge" => Kind::Kbr,
             "ovs" => Kind::Ovs,
             "veth" => Kind::Veth,
-            _ => bail!("unknown target {s:?}: use vswitch, kbr, ovs or veth"),
+            _ => bail!("unknown target {s:?}: use vswitch, xdp, kbr, ovs or veth"),
         })
     }
 
@@ -51,7 +54,13 @@ impl Kind {
             Kind::Kbr => "kbr",
             Kind::Ovs => "ovs",
             Kind::Veth => "veth",
+            Kind::Xdp => "xdp",
         }
+    }
+
+    /// Whether the target is this project (in either attach mode).
+    pub fn is_vswitch(self) -> bool {
+        matches!(self, Kind::Vswitch | Kind::Xdp)
     }
 }
 
@@ -161,7 +170,8 @@ impl Topology {
             bin: vs.bin.clone(),
         };
         match kind {
-            Kind::Vswitch => t.setup_vswitch(vs)?,
+            Kind::Vswitch => t.setup_vswitch(vs, "veth")?,
+            Kind::Xdp => t.setup_vswitch(vs, "xdp")?,
             Kind::Veth => {
                 for ns in &t.nsnames {
                     sh(&["ip", "netns", "add", ns])?;
@@ -224,7 +234,7 @@ impl Topology {
             }
         }
         for ns in &t.nsnames {
-            if kind != Kind::Vswitch {
+            if !kind.is_vswitch() {
                 sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
                 sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
             }
@@ -249,7 +259,7 @@ impl Topology {
         sh(&v)
     }
 
-    fn setup_vswitch(&mut self, vs: &VswitchOpts) -> Result<()> {
+    fn setup_vswitch(&mut self, vs: &VswitchOpts, attach: &str) -> Result<()> {
         if !self.bin.exists() {
             bail!(
                 "{} not found: build it with `cargo build --release -p switch --bin vswitch` or pass --vswitch-bin",
@@ -313,14 +323,14 @@ impl Topology {
             &net,
         ])?;
         for ns in self.nsnames.clone() {
-            self.vctl(&["run", "--name", &ns, "--network", &net])?;
+            self.vctl(&["run", "--name", &ns, "--network", &net, "--attach", attach])?;
         }
         Ok(())
     }
 
     /// `vswitch stats --json` of the vswitch target.
     pub fn vswitch_stats(&self) -> Option<serde_json::Value> {
-        if self.kind != Kind::Vswitch {
+        if !self.kind.is_vswitch() {
             return None;
         }
         serde_json::from_str(&self.vctl(&["stats", "--json"]).ok()?).ok()
