@@ -542,7 +542,7 @@ impl XdpPort {
     fn tx_chunk(&self, addr: u64) -> bool {
         let fs = u64::from(self.cfg.frame_size);
         let k = addr / fs;
-        addr % fs == 0
+        addr.is_multiple_of(fs)
             && k >= u64::from(self.cfg.rx_frames)
             && k < u64::from(self.cfg.rx_frames + self.cfg.tx_frames)
     }
