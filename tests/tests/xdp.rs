@@ -287,3 +287,50 @@ fn xdp_mode_per_network_per_connect_and_per_daemon_and_refusals() {
     let pc = port_name(&d2, &c);
     assert_eq!(port_entry(&d2, &pc)["kind"], "veth/af_xdp");
 }
+
+/// A worker that panics takes its ports with it; the new worker opens new AF_XDP sockets and
+/// attaches new programs (the old BPF links closed with the old ports), and traffic flows.
+#[test]
+fn xdp_ports_come_back_after_a_worker_panic() {
+    if !need_root("xdp_worker_panic") {
+        return;
+    }
+    let d = Daemon::start_with("xdpp", &["--test-hooks"]);
+    d.ok(&["network", "create", "--subnet", "10.244.6.0/24", "xpnet"]);
+    let (x, v) = (unique("x"), unique("v"));
+    if !run_or_skip(&d, &x, &["-d", "--network", "xpnet", "--attach", "xdp"]) {
+        return;
+    }
+    d.run(&v, &["-d", "--network", "xpnet"]);
+    let (ipx, ipv) = (d.ip_of(&x), d.ip_of(&v));
+    assert!(d.ping(&x, &ipv));
+    let px = port_name(&d, &x);
+    let before = xdp_prog_id(&px).expect("a program before the panic");
+    let o = d.cli(&["stats", "--json"]);
+    assert_eq!(json(&stdout(&o))["worker_restarts"], 0);
+    // The test hook, over the control socket.
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    s.write_all(b"{\"op\":\"inject_panic\"}\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    wait_until("a new worker", Duration::from_secs(10), || {
+        json(&d.ok(&["stats", "--json"]))["worker_restarts"] == 1
+    });
+    wait_until(
+        "x's port back in xdp mode with a new program",
+        Duration::from_secs(10),
+        || {
+            port_entry(&d, &px)["kind"] == "veth/af_xdp"
+                && xdp_prog_id(&px).is_some_and(|id| id != before)
+        },
+    );
+    assert!(
+        !program_exists(before).unwrap(),
+        "the old worker's program was unloaded"
+    );
+    wait_until("x -> v after the worker panic", Duration::from_secs(10), || {
+        d.ping(&x, &ipv)
+    });
+    assert!(d.ping(&v, &ipx), "v -> x after the worker panic\n{}", d.log());
+}

@@ -707,7 +707,8 @@ impl Port for XdpPort {
                         continue;
                     }
                 };
-                if segs.stride > fs {
+                if segs.stride > fs || segs.count > self.cfg.tx_frames as usize {
+                    // Segments longer than a chunk, or more of them than the ring holds.
                     self.stats.tx_oversize += 1;
                     accepted += 1;
                     continue;
