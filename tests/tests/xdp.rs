@@ -329,8 +329,14 @@ fn xdp_ports_come_back_after_a_worker_panic() {
         !program_exists(before).unwrap(),
         "the old worker's program was unloaded"
     );
-    wait_until("x -> v after the worker panic", Duration::from_secs(10), || {
-        d.ping(&x, &ipv)
-    });
-    assert!(d.ping(&v, &ipx), "v -> x after the worker panic\n{}", d.log());
+    wait_until(
+        "x -> v after the worker panic",
+        Duration::from_secs(10),
+        || d.ping(&x, &ipv),
+    );
+    assert!(
+        d.ping(&v, &ipx),
+        "v -> x after the worker panic\n{}",
+        d.log()
+    );
 }

@@ -495,6 +495,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_bpf_call_says_so() {
+        let e = BpfError::of(
+            "BPF_MAP_CREATE xskmap",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
+        assert!(e.not_permitted());
+        let m = e.to_string();
+        assert!(
+            m.contains("bpf(BPF_MAP_CREATE xskmap) is not permitted here") && m.contains("seccomp"),
+            "{m}"
+        );
+        let e = BpfError::of(
+            "BPF_MAP_CREATE xskmap",
+            io::Error::from_raw_os_error(libc::EINVAL),
+        );
+        assert!(!e.not_permitted(), "{e}");
+    }
+
+    #[test]
     fn names_are_cut_to_fifteen_bytes() {
         let n = obj_name("a-very-long-program-name");
         assert_eq!(&n[..15], b"a-very-long-pro");
