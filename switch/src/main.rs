@@ -79,6 +79,17 @@ enum Cmd {
         #[arg(long, hide = true, env = "VSWITCH_TEST_HOOKS",
               value_parser = clap::builder::BoolishValueParser::new())]
         test_hooks: bool,
+        /// Nice value of the switch worker thread, -20..=19 (lower runs first). The default,
+        /// -10, keeps the dataplane ahead of the host's busy threads, as Open vSwitch does
+        /// with ovs-vswitchd; 0 leaves it at the daemon's own.
+        #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i32).range(-20..=19))]
+        worker_nice: i32,
+        /// Microseconds the worker keeps polling after the last frame before it sleeps
+        /// (0: sleep at once). A window longer than the gaps between frames saves the wakeup
+        /// per frame (lower latency, see the README's benchmark) for a CPU kept busy.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        busy_poll: u64,
         /// Most clients of the control socket served at once (one thread each); more are
         /// answered with an error and closed.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -433,6 +444,8 @@ fn run(cli: Cli) -> Result<i32> {
             rx_mode,
             tunnel_offload,
             test_hooks,
+            worker_nice,
+            busy_poll,
             max_clients,
             request_timeout,
             store,
@@ -496,6 +509,10 @@ fn run(cli: Cli) -> Result<i32> {
                 rx_mode,
                 tunnel_offload,
                 test_hooks,
+                worker: switch::worker::WorkerTuning {
+                    nice: (worker_nice != 0).then_some(worker_nice),
+                    busy_poll: std::time::Duration::from_micros(busy_poll),
+                },
             });
             let daemon = match daemon {
                 Ok(d) => d,

@@ -79,6 +79,9 @@ pub struct Config {
     /// --test-hooks` or `VSWITCH_TEST_HOOKS=1`. Off in production: nobody on the socket can
     /// crash the worker then.
     pub test_hooks: bool,
+    /// How the switch worker thread is scheduled (`vswitch daemon --worker-nice`,
+    /// `--busy-poll`).
+    pub worker: crate::worker::WorkerTuning,
 }
 
 /// `vswitch daemon --tunnel-offload`.
