@@ -210,13 +210,12 @@ impl Daemon {
             .ok()
     }
 
-    /// Stops the daemon: SIGTERM (graceful) or SIGKILL (crash).
-    pub fn stop(&mut self, kill9: bool) {
-        if let Some(mut c) = self.child.take() {
-            let sig = if kill9 { "-KILL" } else { "-TERM" };
-            let _ = sh("kill", &[sig, &c.id().to_string()]);
-            let _ = c.wait();
-        }
+    /// Stops the daemon: SIGTERM (graceful) or SIGKILL (crash). Returns its exit status.
+    pub fn stop(&mut self, kill9: bool) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let sig = if kill9 { "-KILL" } else { "-TERM" };
+        let _ = sh("kill", &[sig, &c.id().to_string()]);
+        c.wait().ok()
     }
 
     /// Starts the daemon again on the same state directory and socket.
