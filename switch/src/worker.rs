@@ -1059,9 +1059,9 @@ impl Worker {
 
     /// Forwards the one frame in `self.batch` and says what happened to it.
     fn trace_one(&mut self, id: PortId, seq: u32, now_ms: u64) -> crate::trace::TraceRecord {
-        use crate::trace::{parse, summary, TraceRecord};
+        use crate::trace::{summary, TraceRecord};
         let frame = self.batch.frame(0);
-        let h = parse(frame);
+        let h = crate::capture::headers(frame);
         let ing = self.trace_ingress(id, 0);
         let tag = self.batch.meta(0).tag;
         let net = self.pipeline.frame_network(id, frame, tag);
@@ -1085,7 +1085,7 @@ impl Worker {
             src: src.map_or("-".into(), |m| MacAddr(m).to_string()),
             dst: dst.map_or("-".into(), |m| MacAddr(m).to_string()),
             len: frame.len(),
-            summary: h.as_ref().map_or("runt".into(), summary),
+            summary: summary(frame),
             ..Default::default()
         };
         self.forward(id, now_ms);
@@ -1490,7 +1490,7 @@ mod tests {
         w.command(Command::Trace(Some(TraceArm {
             filter: TraceFilter {
                 ports: vec![PortId(1)],
-                ..Default::default()
+                filter: Default::default(),
             },
             count: 3,
             tx,
