@@ -136,6 +136,44 @@ pub struct PortStats {
     pub storm_held: u64,
 }
 
+/// Buckets of the batch-size histogram: bursts of 1, 2, 3-4, 5-8, ... up to [`BATCH_SIZE`]
+/// frames (the bucket of `le` 1, 2, 4, ..., `BATCH_SIZE`).
+pub const BATCH_BUCKETS: usize = (usize::BITS - (BATCH_SIZE - 1).leading_zeros()) as usize + 1;
+
+/// How busy the worker loop is and how full its receive bursts are. Counted once per poll
+/// iteration (busy time: one clock read after the poll, next to the one the loop already made
+/// for aging) and once per received burst (the histogram), never per frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Nanoseconds spent in loop iterations whose round received frames, from the end of the
+    /// poll to the end of the iteration's work (commands, round, NAT output).
+    pub busy_ns: u64,
+    /// Nanoseconds the worker has run (filled in by the snapshot): the whole `busy_ns` is part of.
+    pub run_ns: u64,
+    /// Bursts that received frames, by size: bucket `k` counts bursts of `2^(k-1) + 1` to `2^k`
+    /// frames (bucket 0: one frame).
+    pub batches: [u64; BATCH_BUCKETS],
+    /// Frames those bursts received (the histogram's sum).
+    pub batch_frames: u64,
+}
+
+impl Load {
+    /// Counts one burst of `n` (1 to [`BATCH_SIZE`]) frames.
+    #[inline]
+    fn burst(&mut self, n: usize) {
+        let k = (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+        if let Some(b) = self.batches.get_mut(k.min(BATCH_BUCKETS - 1)) {
+            *b += 1;
+        }
+        self.batch_frames += n as u64;
+    }
+
+    /// Bursts counted (the histogram's count).
+    pub fn bursts(&self) -> u64 {
+        self.batches.iter().sum()
+    }
+}
+
 /// A published snapshot of the worker's state.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -146,6 +184,8 @@ pub struct Snapshot {
     pub tunnels: Vec<(PortId, crate::port::vxlan::VxlanStats)>,
     /// The MAC table's learn, move, age and eviction counts.
     pub fdb_counters: crate::fdb::FdbCounters,
+    /// The loop's busy time and burst sizes.
+    pub load: Load,
 }
 
 /// No tunnel: the value of [`Worker::vtep_tunnel`] for ports that are not virtual ports.
@@ -480,6 +520,8 @@ struct Worker {
     running: bool,
     /// A running capture (`vswitch capture`): checked once per batch.
     capture: Option<Box<crate::capture::Tap>>,
+    /// Busy time and burst sizes.
+    load: Load,
 }
 
 /// True when port `id` carries vnet headers (GSO frames and partial checksums).
@@ -700,6 +742,7 @@ impl Worker {
             epoch: Instant::now(),
             running: true,
             capture: None,
+            load: Load::default(),
         }
     }
 
@@ -741,6 +784,8 @@ impl Worker {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            let woke = Instant::now();
+            let received = self.load.batch_frames;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -769,6 +814,9 @@ impl Worker {
             self.round();
             self.gateway_output();
             let now = Instant::now();
+            if self.load.batch_frames != received {
+                self.load.busy_ns += now.saturating_duration_since(woke).as_nanos() as u64;
+            }
             if now >= next_age {
                 let t = self.now();
                 self.pipeline.age(t, AGING_BUDGET);
@@ -861,6 +909,7 @@ impl Worker {
             return false;
         }
         slot.stats.rx_frames += n as u64;
+        self.load.burst(n);
         let refused_before = self.flood_limited(id);
         if self.tracer.is_some() {
             self.forward_traced(id, now_ms);
@@ -1381,6 +1430,10 @@ impl Worker {
             counters: self.pipeline.counters().clone(),
             fdb: self.pipeline.fdb().entries(self.now()).collect(),
             fdb_counters: *self.pipeline.fdb().counters(),
+            load: Load {
+                run_ns: self.epoch.elapsed().as_nanos() as u64,
+                ..self.load
+            },
         }
     }
 }
@@ -1736,6 +1789,47 @@ mod tests {
         w.run_until_idle(8);
         assert_eq!(h2.sent_len(), 3);
         assert_eq!(r.drain(16), (vec![], false), "stopped: nothing more");
+    }
+
+    /// The loop's load: a burst of 64 frames and one of 36 land in the 33-64 bucket, two of 1
+    /// and 3 frames in theirs; the busy time is counted and is part of the time the worker ran.
+    #[test]
+    fn the_worker_counts_its_busy_time_and_burst_sizes() {
+        assert_eq!(BATCH_BUCKETS, 7, "bursts of 1, 2, 3-4, ..., 33-64 frames");
+        let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
+        w.send(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: None,
+        });
+        let access = || PortRole::Access {
+            network: NetworkId(1),
+        };
+        let p2 = MemPort::new("b", 256);
+        let h2 = p2.handle();
+        w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        let mut p1 = MemPort::new("a", 256);
+        for i in 0..100u8 {
+            let mut f = frame(mac(2), mac(1), None);
+            f[20] = i;
+            p1.push_rx(&f);
+        }
+        w.add_port(PortId(1), Box::new(p1), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 100).len(), 100);
+        let mut p3 = MemPort::new("c", 256);
+        p3.push_rx(&frame(mac(2), mac(3), None));
+        w.add_port(PortId(3), Box::new(p3), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 101).len(), 101);
+        let mut p4 = MemPort::new("d", 256);
+        for _ in 0..3 {
+            p4.push_rx(&frame(mac(2), mac(4), None));
+        }
+        w.add_port(PortId(4), Box::new(p4), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 104).len(), 104);
+        let load = w.snapshot().unwrap().load;
+        assert_eq!(load.batches, [1, 0, 1, 0, 0, 0, 2], "{load:?}");
+        assert_eq!((load.bursts(), load.batch_frames), (4, 104));
+        assert!(load.busy_ns > 0, "{load:?}");
+        assert!(load.run_ns > load.busy_ns, "{load:?}");
     }
 
     /// A panicking worker reports itself with its message and source location as soon as it
