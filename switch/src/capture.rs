@@ -13,8 +13,9 @@
 //! * [`pcapng`] writes the blocks: one interface per port, `epb_flags` for the direction.
 //!
 //! What is seen: frames as they arrived (an output's copy before any 802.1Q re-tagging, a
-//! tunnel's frames decapsulated), and frames the switch forwarded; not the answers the
-//! gateway builds itself (ARP and ping replies, NAT).
+//! tunnel's frames decapsulated), frames the switch forwarded, and frames the gateway built
+//! and sent to a port (its ARP and ping answers, NAT's frames towards containers), outgoing on
+//! that port ([`Tap::sent`]).
 
 use crate::pipeline::Dispatch;
 use crate::port::PortId;
@@ -306,21 +307,29 @@ impl Tap {
     /// Copies what the tap wants of one forwarded batch: the batch's frames received on
     /// `in_port`, and the frames of each output list.
     pub fn batch(&mut self, in_port: PortId, batch: &crate::batch::Batch, out: &Dispatch) {
-        let ts_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let ts_us = now_us();
         if self.dir_in && self.wants(in_port) {
             for i in 0..batch.len() {
                 self.copy(in_port, false, batch.frame(i), ts_us);
             }
         }
-        if self.dir_out {
-            for (port, sel, _) in out.outputs() {
-                if self.wants(port) {
-                    for &i in sel {
-                        self.copy(port, true, batch.frame(usize::from(i)), ts_us);
-                    }
-                }
+        for (port, sel, _) in out.outputs() {
+            self.copy_out(port, batch, sel, ts_us);
+        }
+    }
+
+    /// Copies what the tap wants of frames the switch built itself and sends out on `port`
+    /// (the gateway's ARP and ping answers, NAT's frames towards containers): frames `sel` of
+    /// `batch`, outgoing.
+    pub fn sent(&mut self, port: PortId, batch: &crate::batch::Batch, sel: &[u16]) {
+        self.copy_out(port, batch, sel, now_us());
+    }
+
+    /// Frames `sel` of `batch`, sent on `port`, if the tap wants that port's outgoing frames.
+    fn copy_out(&mut self, port: PortId, batch: &crate::batch::Batch, sel: &[u16], ts_us: u64) {
+        if self.dir_out && self.wants(port) {
+            for &i in sel {
+                self.copy(port, true, batch.frame(usize::from(i)), ts_us);
             }
         }
     }
@@ -350,6 +359,13 @@ impl Tap {
             Err(TrySendError::Disconnected(_)) => self.closed = true,
         }
     }
+}
+
+/// Microseconds since the Unix epoch (read once per batch).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl TapReader {

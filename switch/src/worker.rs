@@ -599,11 +599,27 @@ fn shift_vnet(v: &mut crate::batch::VnetHdr, delta: i32) {
     }
 }
 
-/// The worker's ports as a sink for frames the gateway builds.
-struct PortSink<'a>(&'a mut [Option<PortSlot>]);
+/// The worker's ports as a sink for frames the gateway builds (NAT, its answers), and the
+/// running capture, which sees them go out on their port.
+struct PortSink<'a>(
+    &'a mut [Option<PortSlot>],
+    Option<&'a mut crate::capture::Tap>,
+);
+
+impl<'a> PortSink<'a> {
+    fn new(
+        ports: &'a mut [Option<PortSlot>],
+        capture: &'a mut Option<Box<crate::capture::Tap>>,
+    ) -> Self {
+        PortSink(ports, capture.as_deref_mut())
+    }
+}
 
 impl Sink for PortSink<'_> {
     fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
+        if let Some(tap) = self.1.as_mut() {
+            tap.sent(port, batch, sel);
+        }
         let Some(Some(slot)) = self.0.get_mut(port.index()) else {
             return 0;
         };
@@ -757,7 +773,8 @@ impl Worker {
     /// The gateway's NAT work: timers, host sockets, frames towards containers.
     fn gateway_output(&mut self) {
         let now = self.now_ms();
-        self.gateway.nat_output(now, &mut PortSink(&mut self.ports));
+        let mut sink = PortSink::new(&mut self.ports, &mut self.capture);
+        self.gateway.nat_output(now, &mut sink);
     }
 
     fn run(mut self) {
@@ -954,8 +971,11 @@ impl Worker {
                         if !self.too_big.is_empty() {
                             // ICMP "too big" for frames the tunnel could not carry, back to
                             // where they came from.
+                            let n = self.too_big.len();
+                            if let Some(tap) = self.capture.as_mut() {
+                                tap.sent(id, &self.too_big, crate::batch::all_frames(n));
+                            }
                             if let Some(Some(src)) = self.ports.get_mut(id.index()) {
-                                let n = self.too_big.len();
                                 let sent = src
                                     .port
                                     .send_burst(&self.too_big, crate::batch::all_frames(n))
@@ -1026,16 +1046,15 @@ impl Worker {
             self.gateway
                 .proxy_arp(&self.batch, self.dispatch.proxy_arp());
             if !self.gateway.out.is_empty() {
-                self.gateway.out.flush(&mut PortSink(&mut self.ports));
+                let mut sink = PortSink::new(&mut self.ports, &mut self.capture);
+                self.gateway.out.flush(&mut sink);
             }
-            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
-                let replies = self.gateway.replies();
-                self.gateway_replies_last = replies.len();
-                if !replies.is_empty() {
-                    let sel = self.gateway.reply_sel();
-                    let sent = slot.port.send_burst(replies, sel).unwrap_or(0);
-                    slot.stats.tx_frames += sent as u64;
-                }
+            let replies = self.gateway.replies();
+            self.gateway_replies_last = replies.len();
+            if !replies.is_empty() {
+                // The gateway's answers (ARP, ping) go back to the port they answer.
+                let sel = self.gateway.reply_sel();
+                PortSink::new(&mut self.ports, &mut self.capture).send(id, replies, sel);
             }
             self.gateway.clear();
         }
@@ -1830,6 +1849,73 @@ mod tests {
         assert_eq!((load.bursts(), load.batch_frames), (4, 104));
         assert!(load.busy_ns > 0, "{load:?}");
         assert!(load.run_ns > load.busy_ns, "{load:?}");
+    }
+
+    /// Frames the gateway builds are captured going out on the port they are sent to: its ARP
+    /// and ping answers to a container, through the capture's filter; the container's own
+    /// frames only with direction `in`.
+    #[test]
+    fn a_capture_sees_the_gateways_answers_go_out() {
+        use crate::capture::{tap, CaptureSpec, Filter};
+        use crate::gateway::tests::{arp_request, c_mac, echo_request, gw_mac, GW_IP};
+        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
+        w.command(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: Some((gw_mac(), GW_IP)),
+        });
+        let p1 = MemPort::new("a", 64);
+        let h1 = p1.handle();
+        let access = PortRole::Access {
+            network: NetworkId(1),
+        };
+        w.add_port(PortId(1), Box::new(p1), access).unwrap();
+        let capture = |words: &[&str]| {
+            let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            tap(CaptureSpec {
+                ports: vec![PortId(1)],
+                dir_in: false,
+                dir_out: true,
+                filter: Filter::parse(&words).unwrap(),
+                snaplen: 2048,
+                slots: 16,
+            })
+        };
+        let (t, r) = capture(&[]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        h1.push_rx(&arp_request(GW_IP));
+        h1.push_rx(&echo_request(GW_IP));
+        w.run_until_idle(8);
+        let answers = h1.sent();
+        assert_eq!(answers.len(), 2, "the gateway answered both");
+        let (got, _) = r.drain(16);
+        let seen: Vec<(u16, bool, Vec<u8>)> = got
+            .iter()
+            .map(|c| (c.port.0, c.out, c.data.clone()))
+            .collect();
+        let want: Vec<(u16, bool, Vec<u8>)> =
+            answers.iter().map(|a| (1, true, a.clone())).collect();
+        assert_eq!(seen, want, "both answers, out on the port, nothing else");
+        assert_eq!(
+            crate::trace::summary(&got[1].data),
+            format!("{GW_IP} > {} ICMP echo reply", crate::gateway::tests::C_IP)
+        );
+        assert_eq!(
+            &got[0].data[..6],
+            &c_mac().0,
+            "the ARP reply is to the container"
+        );
+        // Through a filter: only the ping's answer.
+        let (t, r) = capture(&["icmp"]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        h1.push_rx(&arp_request(GW_IP));
+        h1.push_rx(&echo_request(GW_IP));
+        w.run_until_idle(8);
+        let (got, _) = r.drain(16);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            crate::trace::summary(&got[0].data),
+            format!("{GW_IP} > {} ICMP echo reply", crate::gateway::tests::C_IP)
+        );
     }
 
     /// A panicking worker reports itself with its message and source location as soon as it

@@ -655,3 +655,54 @@ fn capture_with_a_filter_keeps_only_what_it_names() {
         );
     }
 }
+
+#[test]
+fn capture_shows_what_the_gateway_answers_going_out() {
+    if !need_root("capture_gateway") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let d = Daemon::start("cg");
+    let c1 = unique("ga");
+    d.run(&c1, &[]);
+    let ip1 = d.ip_of(&c1);
+    let net: serde_json::Value =
+        serde_json::from_str(&d.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gw = net[0]["gateway"].as_str().unwrap().to_string();
+    let port = d.container(&c1)["endpoints"][0]["port_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = d.dir.join("gw.pcapng");
+    let f = file.to_str().unwrap();
+    // Only what the switch sends to c1: the switch's gateway answers the pings itself.
+    let (mut cap, err) = start_capture(
+        &d,
+        &[
+            "--container",
+            &c1,
+            "--direction",
+            "out",
+            "-c",
+            "2",
+            "-w",
+            f,
+            "icmp",
+        ],
+    );
+    assert!(d.ping(&c1, &gw), "c1 -> its gateway {gw}");
+    wait_capture(&mut cap, &err);
+    let frames = tshark_frames(&file);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    for fr in &frames {
+        assert_eq!(
+            (fr[0].as_str(), fr[1].as_str(), fr[3].as_str()),
+            (port.as_str(), "0x00000002", "0"),
+            "an echo reply out on c1's port: {fr:?}"
+        );
+        assert_eq!(
+            (fr[4].as_str(), fr[5].as_str()),
+            (gw.as_str(), ip1.as_str())
+        );
+        assert_eq!(fr[2], "eth:ethertype:ip:icmp:data", "{fr:?}");
+    }
+}
