@@ -220,6 +220,9 @@ enum Cmd {
         /// One JSON object per frame.
         #[arg(long)]
         json: bool,
+        /// Filter, as `vswitch capture` takes it (icmp, tcp, udp, arp, ip, host IP, ether MAC,
+        /// port N, joined by `and`); the options above are joined to it by `and`.
+        filter: Vec<String>,
     },
     /// Show the pipeline's counters (drops by reason, floods, ...).
     Stats {
@@ -803,17 +806,23 @@ fn run(cli: Cli) -> Result<i32> {
             proto,
             l4_port,
             json,
+            filter,
         } => {
+            let filter = switch::trace::filter_words(
+                mac.as_deref(),
+                host,
+                proto.as_deref(),
+                l4_port,
+                &filter,
+            )
+            .map_err(anyhow::Error::msg)?;
             let mut c = client()?;
             let v = c.call(&Request::TraceStart(TraceStart {
                 count,
                 ports: port,
                 containers: container,
                 networks: network,
-                mac,
-                host,
-                proto,
-                l4_port,
+                filter,
             }))?;
             let id = v["id"].as_u64().unwrap_or(0);
             // On stderr, also with --json: the trace is armed from here on.

@@ -136,6 +136,44 @@ pub struct PortStats {
     pub storm_held: u64,
 }
 
+/// Buckets of the batch-size histogram: bursts of 1, 2, 3-4, 5-8, ... up to [`BATCH_SIZE`]
+/// frames (the bucket of `le` 1, 2, 4, ..., `BATCH_SIZE`).
+pub const BATCH_BUCKETS: usize = (usize::BITS - (BATCH_SIZE - 1).leading_zeros()) as usize + 1;
+
+/// How busy the worker loop is and how full its receive bursts are. Counted once per poll
+/// iteration (busy time: one clock read after the poll, next to the one the loop already made
+/// for aging) and once per received burst (the histogram), never per frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Nanoseconds spent in loop iterations whose round received frames, from the end of the
+    /// poll to the end of the iteration's work (commands, round, NAT output).
+    pub busy_ns: u64,
+    /// Nanoseconds the worker has run (filled in by the snapshot): the whole `busy_ns` is part of.
+    pub run_ns: u64,
+    /// Bursts that received frames, by size: bucket `k` counts bursts of `2^(k-1) + 1` to `2^k`
+    /// frames (bucket 0: one frame).
+    pub batches: [u64; BATCH_BUCKETS],
+    /// Frames those bursts received (the histogram's sum).
+    pub batch_frames: u64,
+}
+
+impl Load {
+    /// Counts one burst of `n` (1 to [`BATCH_SIZE`]) frames.
+    #[inline]
+    fn burst(&mut self, n: usize) {
+        let k = (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+        if let Some(b) = self.batches.get_mut(k.min(BATCH_BUCKETS - 1)) {
+            *b += 1;
+        }
+        self.batch_frames += n as u64;
+    }
+
+    /// Bursts counted (the histogram's count).
+    pub fn bursts(&self) -> u64 {
+        self.batches.iter().sum()
+    }
+}
+
 /// A published snapshot of the worker's state.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -146,6 +184,8 @@ pub struct Snapshot {
     pub tunnels: Vec<(PortId, crate::port::vxlan::VxlanStats)>,
     /// The MAC table's learn, move, age and eviction counts.
     pub fdb_counters: crate::fdb::FdbCounters,
+    /// The loop's busy time and burst sizes.
+    pub load: Load,
 }
 
 /// No tunnel: the value of [`Worker::vtep_tunnel`] for ports that are not virtual ports.
@@ -536,6 +576,8 @@ struct Worker {
     busy_poll: Duration,
     /// A running capture (`vswitch capture`): checked once per batch.
     capture: Option<Box<crate::capture::Tap>>,
+    /// Busy time and burst sizes.
+    load: Load,
 }
 
 /// True when port `id` carries vnet headers (GSO frames and partial checksums).
@@ -613,11 +655,27 @@ fn shift_vnet(v: &mut crate::batch::VnetHdr, delta: i32) {
     }
 }
 
-/// The worker's ports as a sink for frames the gateway builds.
-struct PortSink<'a>(&'a mut [Option<PortSlot>]);
+/// The worker's ports as a sink for frames the gateway builds (NAT, its answers), and the
+/// running capture, which sees them go out on their port.
+struct PortSink<'a>(
+    &'a mut [Option<PortSlot>],
+    Option<&'a mut crate::capture::Tap>,
+);
+
+impl<'a> PortSink<'a> {
+    fn new(
+        ports: &'a mut [Option<PortSlot>],
+        capture: &'a mut Option<Box<crate::capture::Tap>>,
+    ) -> Self {
+        PortSink(ports, capture.as_deref_mut())
+    }
+}
 
 impl Sink for PortSink<'_> {
     fn send(&mut self, port: PortId, batch: &Batch, sel: &[u16]) -> usize {
+        if let Some(tap) = self.1.as_mut() {
+            tap.sent(port, batch, sel);
+        }
         let Some(Some(slot)) = self.0.get_mut(port.index()) else {
             return 0;
         };
@@ -757,6 +815,7 @@ impl Worker {
             running: true,
             busy_poll: Duration::ZERO,
             capture: None,
+            load: Load::default(),
         }
     }
 
@@ -771,7 +830,8 @@ impl Worker {
     /// The gateway's NAT work: timers, host sockets, frames towards containers.
     fn gateway_output(&mut self) {
         let now = self.now_ms();
-        self.gateway.nat_output(now, &mut PortSink(&mut self.ports));
+        let mut sink = PortSink::new(&mut self.ports, &mut self.capture);
+        self.gateway.nat_output(now, &mut sink);
     }
 
     fn run(mut self) {
@@ -802,6 +862,8 @@ impl Worker {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            let woke = Instant::now();
+            let received = self.load.batch_frames;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -833,6 +895,9 @@ impl Worker {
             self.round();
             self.gateway_output();
             let now = Instant::now();
+            if self.load.batch_frames != received {
+                self.load.busy_ns += now.saturating_duration_since(woke).as_nanos() as u64;
+            }
             if now >= next_age {
                 let t = self.now();
                 self.pipeline.age(t, AGING_BUDGET);
@@ -925,6 +990,7 @@ impl Worker {
             return false;
         }
         slot.stats.rx_frames += n as u64;
+        self.load.burst(n);
         let refused_before = self.flood_limited(id);
         if self.tracer.is_some() {
             self.forward_traced(id, now_ms);
@@ -969,8 +1035,11 @@ impl Worker {
                         if !self.too_big.is_empty() {
                             // ICMP "too big" for frames the tunnel could not carry, back to
                             // where they came from.
+                            let n = self.too_big.len();
+                            if let Some(tap) = self.capture.as_mut() {
+                                tap.sent(id, &self.too_big, crate::batch::all_frames(n));
+                            }
                             if let Some(Some(src)) = self.ports.get_mut(id.index()) {
-                                let n = self.too_big.len();
                                 let sent = src
                                     .port
                                     .send_burst(&self.too_big, crate::batch::all_frames(n))
@@ -1041,16 +1110,15 @@ impl Worker {
             self.gateway
                 .proxy_arp(&self.batch, self.dispatch.proxy_arp());
             if !self.gateway.out.is_empty() {
-                self.gateway.out.flush(&mut PortSink(&mut self.ports));
+                let mut sink = PortSink::new(&mut self.ports, &mut self.capture);
+                self.gateway.out.flush(&mut sink);
             }
-            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
-                let replies = self.gateway.replies();
-                self.gateway_replies_last = replies.len();
-                if !replies.is_empty() {
-                    let sel = self.gateway.reply_sel();
-                    let sent = slot.port.send_burst(replies, sel).unwrap_or(0);
-                    slot.stats.tx_frames += sent as u64;
-                }
+            let replies = self.gateway.replies();
+            self.gateway_replies_last = replies.len();
+            if !replies.is_empty() {
+                // The gateway's answers (ARP, ping) go back to the port they answer.
+                let sel = self.gateway.reply_sel();
+                PortSink::new(&mut self.ports, &mut self.capture).send(id, replies, sel);
             }
             self.gateway.clear();
         }
@@ -1123,9 +1191,9 @@ impl Worker {
 
     /// Forwards the one frame in `self.batch` and says what happened to it.
     fn trace_one(&mut self, id: PortId, seq: u32, now_ms: u64) -> crate::trace::TraceRecord {
-        use crate::trace::{parse, summary, TraceRecord};
+        use crate::trace::{summary, TraceRecord};
         let frame = self.batch.frame(0);
-        let h = parse(frame);
+        let h = crate::capture::headers(frame);
         let ing = self.trace_ingress(id, 0);
         let tag = self.batch.meta(0).tag;
         let net = self.pipeline.frame_network(id, frame, tag);
@@ -1149,7 +1217,7 @@ impl Worker {
             src: src.map_or("-".into(), |m| MacAddr(m).to_string()),
             dst: dst.map_or("-".into(), |m| MacAddr(m).to_string()),
             len: frame.len(),
-            summary: h.as_ref().map_or("runt".into(), summary),
+            summary: summary(frame),
             ..Default::default()
         };
         self.forward(id, now_ms);
@@ -1445,6 +1513,10 @@ impl Worker {
             counters: self.pipeline.counters().clone(),
             fdb: self.pipeline.fdb().entries(self.now()).collect(),
             fdb_counters: *self.pipeline.fdb().counters(),
+            load: Load {
+                run_ns: self.epoch.elapsed().as_nanos() as u64,
+                ..self.load
+            },
         }
     }
 }
@@ -1554,7 +1626,7 @@ mod tests {
         w.command(Command::Trace(Some(TraceArm {
             filter: TraceFilter {
                 ports: vec![PortId(1)],
-                ..Default::default()
+                filter: Default::default(),
             },
             count: 3,
             tx,
@@ -1800,6 +1872,114 @@ mod tests {
         w.run_until_idle(8);
         assert_eq!(h2.sent_len(), 3);
         assert_eq!(r.drain(16), (vec![], false), "stopped: nothing more");
+    }
+
+    /// The loop's load: a burst of 64 frames and one of 36 land in the 33-64 bucket, two of 1
+    /// and 3 frames in theirs; the busy time is counted and is part of the time the worker ran.
+    #[test]
+    fn the_worker_counts_its_busy_time_and_burst_sizes() {
+        assert_eq!(BATCH_BUCKETS, 7, "bursts of 1, 2, 3-4, ..., 33-64 frames");
+        let w = WorkerHandle::spawn(PipelineConfig::default()).unwrap();
+        w.send(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: None,
+        });
+        let access = || PortRole::Access {
+            network: NetworkId(1),
+        };
+        let p2 = MemPort::new("b", 256);
+        let h2 = p2.handle();
+        w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        let mut p1 = MemPort::new("a", 256);
+        for i in 0..100u8 {
+            let mut f = frame(mac(2), mac(1), None);
+            f[20] = i;
+            p1.push_rx(&f);
+        }
+        w.add_port(PortId(1), Box::new(p1), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 100).len(), 100);
+        let mut p3 = MemPort::new("c", 256);
+        p3.push_rx(&frame(mac(2), mac(3), None));
+        w.add_port(PortId(3), Box::new(p3), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 101).len(), 101);
+        let mut p4 = MemPort::new("d", 256);
+        for _ in 0..3 {
+            p4.push_rx(&frame(mac(2), mac(4), None));
+        }
+        w.add_port(PortId(4), Box::new(p4), access()).unwrap();
+        assert_eq!(wait_sent(&h2, 104).len(), 104);
+        let load = w.snapshot().unwrap().load;
+        assert_eq!(load.batches, [1, 0, 1, 0, 0, 0, 2], "{load:?}");
+        assert_eq!((load.bursts(), load.batch_frames), (4, 104));
+        assert!(load.busy_ns > 0, "{load:?}");
+        assert!(load.run_ns > load.busy_ns, "{load:?}");
+    }
+
+    /// Frames the gateway builds are captured going out on the port they are sent to: its ARP
+    /// and ping answers to a container, through the capture's filter; the container's own
+    /// frames only with direction `in`.
+    #[test]
+    fn a_capture_sees_the_gateways_answers_go_out() {
+        use crate::capture::{tap, CaptureSpec, Filter};
+        use crate::gateway::tests::{arp_request, c_mac, echo_request, gw_mac, GW_IP};
+        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
+        w.command(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: Some((gw_mac(), GW_IP)),
+        });
+        let p1 = MemPort::new("a", 64);
+        let h1 = p1.handle();
+        let access = PortRole::Access {
+            network: NetworkId(1),
+        };
+        w.add_port(PortId(1), Box::new(p1), access).unwrap();
+        let capture = |words: &[&str]| {
+            let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            tap(CaptureSpec {
+                ports: vec![PortId(1)],
+                dir_in: false,
+                dir_out: true,
+                filter: Filter::parse(&words).unwrap(),
+                snaplen: 2048,
+                slots: 16,
+            })
+        };
+        let (t, r) = capture(&[]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        h1.push_rx(&arp_request(GW_IP));
+        h1.push_rx(&echo_request(GW_IP));
+        w.run_until_idle(8);
+        let answers = h1.sent();
+        assert_eq!(answers.len(), 2, "the gateway answered both");
+        let (got, _) = r.drain(16);
+        let seen: Vec<(u16, bool, Vec<u8>)> = got
+            .iter()
+            .map(|c| (c.port.0, c.out, c.data.clone()))
+            .collect();
+        let want: Vec<(u16, bool, Vec<u8>)> =
+            answers.iter().map(|a| (1, true, a.clone())).collect();
+        assert_eq!(seen, want, "both answers, out on the port, nothing else");
+        assert_eq!(
+            crate::trace::summary(&got[1].data),
+            format!("{GW_IP} > {} ICMP echo reply", crate::gateway::tests::C_IP)
+        );
+        assert_eq!(
+            &got[0].data[..6],
+            &c_mac().0,
+            "the ARP reply is to the container"
+        );
+        // Through a filter: only the ping's answer.
+        let (t, r) = capture(&["icmp"]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        h1.push_rx(&arp_request(GW_IP));
+        h1.push_rx(&echo_request(GW_IP));
+        w.run_until_idle(8);
+        let (got, _) = r.drain(16);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            crate::trace::summary(&got[0].data),
+            format!("{GW_IP} > {} ICMP echo reply", crate::gateway::tests::C_IP)
+        );
     }
 
     /// A panicking worker reports itself with its message and source location as soon as it
