@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Peer comparison, measured in ONE run on this machine: two netns "containers" joined by
 #   vswitch  (this project: userspace switch, veth host ends as AF_PACKET ports)
-#   xdp      (this project, the same topology with --attach xdp: veth host ends read and
-#             written through AF_XDP sockets, an XDP program redirecting to them)
 #   kbr      (the Linux kernel bridge: what docker0 is)
 #   ovs      (Open vSwitch userspace datapath, datapath_type=netdev)
-# For each: single-stream TCP (iperf3), 64-byte frames forwarded per second (trafgen in c1
-# towards c2's MAC, counted at c2's eth0) and ping RTT. Prints a table with vswitch's ratio to
-# each peer, and writes it as JSON to bench/results/compare.json.
+#   vswitch-xdp (vswitch with --attach xdp, the same topology: veth host ends read and
+#               written through AF_XDP sockets, an XDP program redirecting to them)
+#   vswitch-bp (vswitch with --busy-poll 20000: the worker polls instead of sleeping between
+#               frames 10 ms apart; only with TARGETS=..., it needs a core to spare)
+# For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
+# (trafgen in c1 towards c2's MAC, counted at c2's eth0) and ping RTT. Each round measures every
+# target once (the order rotates from round to round) and notes the machine's load; the summary
+# is the median of each number and the median of the per-round ratios of vswitch to each peer.
+# Writes bench/results/compare.json.
 #
-# Usage (root): bench/compare.sh [SECONDS]      needs: iperf3 netsniff-ng openvswitch-switch
+# Usage (root): bench/compare.sh [SECONDS] [ROUNDS]   (default 5 s, 3 rounds)
+#               TARGETS="vswitch kbr" bench/compare.sh   (a subset)
+#   needs: iperf3 netsniff-ng openvswitch-switch
 set -u
 T=${1:-5}
+ROUNDS=${2:-3}
+TARGETS=${TARGETS:-vswitch vswitch-xdp kbr ovs}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${VSWITCH_BIN:-$ROOT/target/release/vswitch}
 OUT=$ROOT/bench/results
@@ -73,9 +81,11 @@ setup() {
     ovs-vsctl add-br ${TAG}br -- set bridge ${TAG}br datapath_type=netdev
     ovs-vsctl add-port ${TAG}br ${TAG}v1; ovs-vsctl add-port ${TAG}br ${TAG}v2
     ip link set ${TAG}br up ;;
-  vswitch|xdp)
-    local attach=veth; [ "$1" = xdp ] && attach=xdp
-    "$BIN" --socket $WORK/s daemon --state-dir $WORK/state >$WORK/daemon.log 2>&1 &
+  vswitch|vswitch-bp|vswitch-xdp)
+    local extra="" attach=veth
+    [ "$1" = vswitch-bp ] && extra="--busy-poll 20000"
+    [ "$1" = vswitch-xdp ] && attach=xdp
+    "$BIN" --socket $WORK/s daemon --state-dir $WORK/state $extra >$WORK/daemon.log 2>&1 &
     VPID=$!
     for _ in $(seq 100); do "$BIN" --socket $WORK/s network ls >/dev/null 2>&1 && break; sleep 0.1; done
     "$BIN" --socket $WORK/s network create --subnet 10.77.0.0/24 ${TAG}net >/dev/null || return 1
@@ -86,7 +96,7 @@ setup() {
 }
 
 teardown() {
-  if [ "$1" = vswitch ] || [ "$1" = xdp ]; then
+  if [ -n "$VPID" ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c1 ${TAG}c2 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
     rm -rf $WORK/state
@@ -126,37 +136,52 @@ if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   sleep 1
 fi
 
-printf '%-8s %10s %14s %10s\n' target tcp_gbps l2fwd64_kpps rtt_ms
+printf '%-6s %-11s %10s %14s %10s %s\n' round target tcp_gbps l2fwd64_kpps rtt_ms load
 RES=""
-for m in vswitch xdp kbr ovs; do
-  r=$(measure $m) || continue
-  set -- $r
-  printf '%-8s %10s %14s %10s\n' $1 $2 $3 $4
-  RES="$RES$r;"
+read -r -a TL <<< "$TARGETS"
+for r in $(seq "$ROUNDS"); do
+  n=${#TL[@]}
+  for k in $(seq 0 $((n - 1))); do
+    m=${TL[$(( (k + r - 1) % n ))]}
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    res=$(measure $m) || continue
+    set -- $res
+    printf '%-6s %-11s %10s %14s %10s %s\n' $r $1 $2 $3 $4 $load
+    RES="$RES$r $res $load;"
+  done
 done
 python3 - "$RES" "$OUT/compare.json" <<'EOF'
-import json, sys, datetime, platform
-rows = {}
-for r in sys.argv[1].split(';'):
-    if r.strip():
-        m, tcp, fwd, rtt = r.split()
-        rows[m] = {"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd), "rtt_ms": float(rtt)}
-def ratio_of(v, p):
-    return {
-        "tcp": round(v["tcp_gbps"] / p["tcp_gbps"], 2) if p["tcp_gbps"] else None,
-        "l2fwd64": round(v["l2fwd64_kpps"] / p["l2fwd64_kpps"], 2) if p["l2fwd64_kpps"] else None,
-        "rtt": round(v["rtt_ms"] / p["rtt_ms"], 2) if p["rtt_ms"] else None,
-    }
-# "ratios": vswitch (veth attach) to each peer, as before; "xdp_ratios": the xdp row's.
-out = {}
-for row, key in (("vswitch", "ratios"), ("xdp", "xdp_ratios")):
-    v = rows.get(row)
-    out[key] = {}
+import json, sys, datetime, platform, statistics
+rounds = {}
+for line in sys.argv[1].split(';'):
+    if line.strip():
+        r, m, tcp, fwd, rtt, load = line.split()
+        rounds.setdefault(int(r), {})[m] = {"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd),
+                                            "rtt_ms": float(rtt), "load": float(load)}
+if not rounds:
+    sys.exit("no result")
+keys = ("tcp_gbps", "l2fwd64_kpps", "rtt_ms", "load")
+targets = sorted({m for x in rounds.values() for m in x})
+med = {m: {k: statistics.median(x[m][k] for x in rounds.values() if m in x) for k in keys} for m in targets}
+loads = [x[m]["load"] for x in rounds.values() for m in x]
+print(f"median of {len(rounds)} rounds (load {min(loads):.1f}-{max(loads):.1f}):")
+for m in targets:
+    v = med[m]
+    print(f"  {m:<11} tcp {v['tcp_gbps']:.2f} Gbit/s  64 B {v['l2fwd64_kpps']:.0f} kpps  rtt {v['rtt_ms']:.3f} ms")
+ratios = {}
+for sw in ("vswitch", "vswitch-bp", "vswitch-xdp"):
     for peer in ("kbr", "ovs"):
-        p = rows.get(peer)
-        if v and p:
-            r = out[key][peer] = ratio_of(v, p)
-            print(f"{row} / {peer}: tcp {r['tcp']}x  l2fwd64 {r['l2fwd64']}x  rtt {r['rtt']}x (lower is better)")
+        per = [x for x in rounds.values() if sw in x and peer in x]
+        if not per:
+            continue
+        rat = {}
+        for k in ("tcp_gbps", "l2fwd64_kpps", "rtt_ms"):
+            q = [x[sw][k] / x[peer][k] for x in per if x[peer][k]]
+            rat[k] = round(statistics.median(q), 2) if q else None
+        ratios[f"{sw}/{peer}"] = rat
+        print(f"{sw} / {peer}: tcp {rat['tcp_gbps']}x  l2fwd64 {rat['l2fwd64_kpps']}x  "
+              f"rtt {rat['rtt_ms']}x (lower is better; median of {len(per)} per-round ratios)")
 json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-           "kernel": platform.release(), "results": rows, **out}, open(sys.argv[2], "w"), indent=2)
+           "kernel": platform.release(), "rounds": rounds, "median": med, "ratios": ratios},
+          open(sys.argv[2], "w"), indent=2)
 EOF

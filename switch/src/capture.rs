@@ -13,8 +13,9 @@
 //! * [`pcapng`] writes the blocks: one interface per port, `epb_flags` for the direction.
 //!
 //! What is seen: frames as they arrived (an output's copy before any 802.1Q re-tagging, a
-//! tunnel's frames decapsulated), and frames the switch forwarded; not the answers the
-//! gateway builds itself (ARP and ping replies, NAT).
+//! tunnel's frames decapsulated), frames the switch forwarded, and frames the gateway built
+//! and sent to a port (its ARP and ping answers, NAT's frames towards containers), outgoing on
+//! that port ([`Tap::sent`]).
 
 use crate::pipeline::Dispatch;
 use crate::port::PortId;
@@ -45,67 +46,91 @@ enum Term {
     Port(u16),
 }
 
-/// A capture filter: terms joined by `and` (`icmp`, `tcp`, `udp`, `arp`, `ip`, `host IP`,
+/// What a filter may say (for messages and `--help`).
+pub const FILTER_WORDS: &str =
+    "use icmp, tcp, udp, arp, ip, host IP, ether MAC, port N, joined by `and`";
+
+/// A capture (and trace) filter: terms joined by `and` (`icmp`, `tcp`, `udp`, `arp`, `ip`, `host IP`,
 /// `ether MAC`, `port N`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     terms: Vec<Term>,
 }
 
-/// What a filter reads of a frame.
+/// What a filter (and `vswitch trace`'s and `vswitch capture`'s one-line summaries) reads of a
+/// frame. A frame cut short keeps what could be read before the cut.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     pub dst: [u8; 6],
     pub src: [u8; 6],
+    /// The 802.1Q VLAN id, for a tagged frame.
+    pub vlan: Option<u16>,
+    /// The EtherType (behind the tag of a tagged frame).
     pub ethertype: u16,
+    /// Offset of the L3 header (14, or 18 behind a tag).
+    pub l3: usize,
     /// IPv4 (or ARP sender, target) addresses.
     pub ip: Option<(Ipv4Addr, Ipv4Addr)>,
     /// IP protocol number.
     pub proto: Option<u8>,
+    /// Offset of the L4 header of an IPv4 first fragment.
+    pub l4: Option<usize>,
     /// TCP/UDP ports (first fragment only).
     pub ports: Option<(u16, u16)>,
 }
 
-/// Reads the headers a filter or a summary needs, through checked slices (any bytes).
+fn be16(f: &[u8], o: usize) -> Option<u16> {
+    f.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn ip4(f: &[u8], o: usize) -> Option<Ipv4Addr> {
+    f.get(o..o + 4)
+        .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+}
+
+/// Reads the headers a filter or a summary needs, through checked slices (any bytes); `None`
+/// for a frame shorter than an Ethernet header.
 pub fn headers(f: &[u8]) -> Option<Headers> {
-    let dst: [u8; 6] = f.get(0..6)?.try_into().ok()?;
-    let src: [u8; 6] = f.get(6..12)?.try_into().ok()?;
-    let be16 = |o: usize| f.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let mut l3 = 14;
-    let mut ethertype = be16(12)?;
-    if ethertype == 0x8100 {
-        ethertype = be16(16)?;
-        l3 = 18;
-    }
-    let ip4 = |o: usize| {
-        f.get(o..o + 4)
-            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-    };
     let mut h = Headers {
-        dst,
-        src,
-        ethertype,
+        dst: f.get(0..6)?.try_into().ok()?,
+        src: f.get(6..12)?.try_into().ok()?,
+        ethertype: be16(f, 12)?,
+        l3: 14,
         ..Default::default()
     };
-    match ethertype {
+    if h.ethertype == 0x8100 {
+        h.vlan = be16(f, 14).map(|tci| tci & 0x0fff);
+        h.ethertype = be16(f, 16).unwrap_or(0);
+        h.l3 = 18;
+    }
+    let _ = l3_headers(f, &mut h);
+    Some(h)
+}
+
+/// The IPv4 or ARP part of [`headers`]; `None` where the frame is cut short.
+fn l3_headers(f: &[u8], h: &mut Headers) -> Option<()> {
+    let l3 = h.l3;
+    match h.ethertype {
         0x0800 => {
             let vihl = *f.get(l3)?;
             let ihl = usize::from(vihl & 0x0f) * 4;
             if vihl >> 4 != 4 || ihl < 20 {
-                return Some(h);
+                return None;
             }
-            h.ip = Some((ip4(l3 + 12)?, ip4(l3 + 16)?));
+            h.ip = Some((ip4(f, l3 + 12)?, ip4(f, l3 + 16)?));
             let proto = *f.get(l3 + 9)?;
             h.proto = Some(proto);
-            let frag = be16(l3 + 6)? & 0x1fff;
-            if frag == 0 && (proto == 6 || proto == 17) {
-                h.ports = be16(l3 + ihl).zip(be16(l3 + ihl + 2));
+            if be16(f, l3 + 6)? & 0x1fff == 0 {
+                h.l4 = Some(l3 + ihl);
+                if proto == 6 || proto == 17 {
+                    h.ports = be16(f, l3 + ihl).zip(be16(f, l3 + ihl + 2));
+                }
             }
         }
-        0x0806 => h.ip = ip4(l3 + 14).zip(ip4(l3 + 24)),
+        0x0806 => h.ip = ip4(f, l3 + 14).zip(ip4(f, l3 + 24)),
         _ => {}
     }
-    Some(h)
+    Some(())
 }
 
 impl Filter {
@@ -128,7 +153,7 @@ impl Filter {
                     .map(str::to_string)
             };
             terms.push(match w {
-                "ip" => Term::Ip,
+                "ip" | "ipv4" => Term::Ip,
                 "arp" => Term::Arp,
                 "icmp" => Term::Icmp,
                 "tcp" => Term::Tcp,
@@ -148,11 +173,7 @@ impl Filter {
                         .parse()
                         .map_err(|_| "`port` needs a number 0-65535".to_string())?,
                 ),
-                _ => {
-                    return Err(format!(
-                        "unknown filter word `{w}`: use icmp, tcp, udp, arp, ip, host IP, ether MAC, port N, joined by `and`"
-                    ))
-                }
+                _ => return Err(format!("unknown filter word `{w}`: {FILTER_WORDS}")),
             });
             want_term = false;
         }
@@ -286,21 +307,29 @@ impl Tap {
     /// Copies what the tap wants of one forwarded batch: the batch's frames received on
     /// `in_port`, and the frames of each output list.
     pub fn batch(&mut self, in_port: PortId, batch: &crate::batch::Batch, out: &Dispatch) {
-        let ts_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let ts_us = now_us();
         if self.dir_in && self.wants(in_port) {
             for i in 0..batch.len() {
                 self.copy(in_port, false, batch.frame(i), ts_us);
             }
         }
-        if self.dir_out {
-            for (port, sel, _) in out.outputs() {
-                if self.wants(port) {
-                    for &i in sel {
-                        self.copy(port, true, batch.frame(usize::from(i)), ts_us);
-                    }
-                }
+        for (port, sel, _) in out.outputs() {
+            self.copy_out(port, batch, sel, ts_us);
+        }
+    }
+
+    /// Copies what the tap wants of frames the switch built itself and sends out on `port`
+    /// (the gateway's ARP and ping answers, NAT's frames towards containers): frames `sel` of
+    /// `batch`, outgoing.
+    pub fn sent(&mut self, port: PortId, batch: &crate::batch::Batch, sel: &[u16]) {
+        self.copy_out(port, batch, sel, now_us());
+    }
+
+    /// Frames `sel` of `batch`, sent on `port`, if the tap wants that port's outgoing frames.
+    fn copy_out(&mut self, port: PortId, batch: &crate::batch::Batch, sel: &[u16], ts_us: u64) {
+        if self.dir_out && self.wants(port) {
+            for &i in sel {
+                self.copy(port, true, batch.frame(usize::from(i)), ts_us);
             }
         }
     }
@@ -330,6 +359,13 @@ impl Tap {
             Err(TrySendError::Disconnected(_)) => self.closed = true,
         }
     }
+}
+
+/// Microseconds since the Unix epoch (read once per batch).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl TapReader {

@@ -6,7 +6,7 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use switch::capture::{headers, pcapng};
+use switch::capture::pcapng;
 use switch::control::api::{CaptureFrame, CaptureRequest, CaptureStarted, Request};
 use switch::control::server::Client;
 
@@ -50,32 +50,12 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-fn mac(b: &[u8; 6]) -> String {
-    switch::wire::MacAddr(*b).to_string()
-}
-
-/// One line about a frame: time, port, direction, length and what it carries.
+/// One line about a frame: time, port, direction, length and what it carries (the summary
+/// `vswitch trace` prints).
 fn summary(f: &CaptureFrame, data: &[u8], port: &str) -> String {
     let secs = f.ts_us / 1_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let what = match headers(data) {
-        Some(h) => {
-            let proto = match (h.ethertype, h.proto) {
-                (0x0806, _) => "ARP".to_string(),
-                (0x0800, Some(1)) => "ICMP".into(),
-                (0x0800, Some(6)) => "TCP".into(),
-                (0x0800, Some(17)) => "UDP".into(),
-                (0x0800, Some(p)) => format!("IP proto {p}"),
-                (t, _) => format!("ethertype 0x{t:04x}"),
-            };
-            match (h.ip, h.ports) {
-                (Some((s, d)), Some((sp, dp))) => format!("{s}:{sp} > {d}:{dp} {proto}"),
-                (Some((s, d)), None) => format!("{s} > {d} {proto}"),
-                _ => format!("{} > {} {proto}", mac(&h.src), mac(&h.dst)),
-            }
-        }
-        None => "runt".into(),
-    };
+    let what = switch::trace::summary(data);
     format!(
         "{h:02}:{m:02}:{s:02}.{:06} {port} {} {} bytes {what}",
         f.ts_us % 1_000_000,

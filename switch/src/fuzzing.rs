@@ -682,25 +682,31 @@ fn etcd_replies(body: &[u8]) {
     }
 }
 
-/// What the observability tools read of a frame a container sent: `vswitch trace`'s parser,
-/// summary and filter, and `vswitch capture`'s header reader and filter (both run on frames
-/// as the switch receives them).
+/// What the observability tools read of a frame a container sent: the header reader and
+/// filter `vswitch capture` and `vswitch trace` share, and the trace's summary (all run on
+/// frames as the switch receives them).
 fn inspect_frame(frame: &[u8]) {
-    if let Some(h) = crate::trace::parse(frame) {
-        let _ = crate::trace::summary(&h);
-    }
-    let all = crate::trace::TraceFilter {
-        mac: Some([2, 0, 0, 0, 0, 1]),
-        host: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
-        proto: Some("udp".into()),
-        l4_port: Some(53),
-        ..Default::default()
-    };
-    let _ = all.matches(PortId(1), frame);
+    let _ = crate::trace::summary(frame);
     let _ = crate::capture::headers(frame);
-    let words = ["udp", "and", "host", "10.0.0.1", "and", "port", "53"].map(String::from);
-    if let Ok(f) = crate::capture::Filter::parse(&words) {
-        let _ = f.matches(frame);
+    let words = [
+        "ether",
+        "02:00:00:00:00:01",
+        "and",
+        "udp",
+        "and",
+        "host",
+        "10.0.0.1",
+        "and",
+        "port",
+        "53",
+    ]
+    .map(String::from);
+    if let Ok(filter) = crate::capture::Filter::parse(&words) {
+        let all = crate::trace::TraceFilter {
+            ports: vec![PortId(1)],
+            filter,
+        };
+        let _ = all.matches(PortId(1), frame);
     }
 }
 

@@ -81,6 +81,17 @@ enum Cmd {
         #[arg(long, hide = true, env = "VSWITCH_TEST_HOOKS",
               value_parser = clap::builder::BoolishValueParser::new())]
         test_hooks: bool,
+        /// Nice value of the switch worker thread, -20..=19 (lower runs first). The default,
+        /// -10, keeps the dataplane ahead of the host's busy threads, as Open vSwitch does
+        /// with ovs-vswitchd; 0 leaves it at the daemon's own.
+        #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i32).range(-20..=19))]
+        worker_nice: i32,
+        /// Microseconds the worker keeps polling after the last frame before it sleeps
+        /// (0: sleep at once). A window longer than the gaps between frames saves the wakeup
+        /// per frame (lower latency, see the README's benchmark) for a CPU kept busy.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        busy_poll: u64,
         /// Most clients of the control socket served at once (one thread each); more are
         /// answered with an error and closed.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -211,6 +222,9 @@ enum Cmd {
         /// One JSON object per frame.
         #[arg(long)]
         json: bool,
+        /// Filter, as `vswitch capture` takes it (icmp, tcp, udp, arp, ip, host IP, ether MAC,
+        /// port N, joined by `and`); the options above are joined to it by `and`.
+        filter: Vec<String>,
     },
     /// Show the pipeline's counters (drops by reason, floods, ...).
     Stats {
@@ -420,6 +434,78 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// SIGTERM and SIGINT stop the daemon cleanly: a thread of its own waits for them (they are
+/// blocked in every other thread), removes the sockets the daemon created (the control
+/// socket, the Docker plugin's), so that neither clients nor dockerd find a socket nobody
+/// serves, and exits with status 0. Nothing else needs saving: the state file is written at
+/// every change, and the containers keep their namespaces and links for the next start.
+struct StopSignals {
+    set: libc::sigset_t,
+    sockets: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+impl StopSignals {
+    /// Blocks SIGTERM and SIGINT in the calling thread (and so in threads it starts later).
+    fn block() -> StopSignals {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t owned here; the calls only write to it and to the
+        // calling thread's signal mask.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        StopSignals {
+            set,
+            sockets: Default::default(),
+        }
+    }
+
+    /// Removes `path` when a stop signal comes.
+    fn remove_on_stop(&self, path: PathBuf) {
+        if let Ok(mut s) = self.sockets.lock() {
+            s.push(path);
+        }
+    }
+
+    /// Starts the thread that waits for a stop signal.
+    fn spawn_handler(&self) -> Result<()> {
+        let (set, sockets) = (self.set, std::sync::Arc::clone(&self.sockets));
+        std::thread::Builder::new()
+            .name("vswitch-signals".into())
+            .spawn(move || loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is an initialised sigset_t and `sig` a valid place for the
+                // number of the signal taken.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                let paths = sockets.lock().map(|s| s.clone()).unwrap_or_default();
+                for p in &paths {
+                    let _ = std::fs::remove_file(p);
+                }
+                tracing::info!(
+                    "vswitch daemon stopping on {name}; removed {}",
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                std::process::exit(0);
+            })
+            .context("cannot start the signal handler thread")?;
+        Ok(())
+    }
+}
+
 fn run(cli: Cli) -> Result<i32> {
     let socket = cli.socket.clone();
     let client = || Client::connect(&socket).map_err(anyhow::Error::from);
@@ -434,6 +520,8 @@ fn run(cli: Cli) -> Result<i32> {
             rx_mode,
             tunnel_offload,
             test_hooks,
+            worker_nice,
+            busy_poll,
             max_clients,
             request_timeout,
             store,
@@ -468,7 +556,11 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 None => None,
             };
+            // Before any thread starts, so that every thread inherits the blocked signals and
+            // only the stop handler receives them.
+            let stop = StopSignals::block();
             let listener = server::bind(&socket)?;
+            stop.remove_on_stop(socket.clone());
             let metrics = match metrics
                 .as_deref()
                 .map(switch::control::daemon::metrics::bind)
@@ -497,6 +589,10 @@ fn run(cli: Cli) -> Result<i32> {
                 rx_mode,
                 tunnel_offload,
                 test_hooks,
+                worker: switch::worker::WorkerTuning {
+                    nice: (worker_nice != 0).then_some(worker_nice),
+                    busy_poll: std::time::Duration::from_micros(busy_poll),
+                },
             });
             let daemon = match daemon {
                 Ok(d) => d,
@@ -511,6 +607,7 @@ fn run(cli: Cli) -> Result<i32> {
                     "test hooks are on: anyone who can open the socket can panic the switch worker"
                 );
             }
+            stop.spawn_handler()?;
             tracing::info!(
                 "vswitch daemon ready: socket {}, state {}",
                 socket.display(),
@@ -532,6 +629,7 @@ fn run(cli: Cli) -> Result<i32> {
                 // Docker is optional: without its plugin directory the daemon serves on.
                 match docker::bind(&docker_plugin_dir, &docker_plugin) {
                     Ok((l, path)) => {
+                        stop.remove_on_stop(path.clone());
                         let api = match docker_host.as_deref() {
                             Some("off") => None,
                             Some(h) => Some(
@@ -715,17 +813,23 @@ fn run(cli: Cli) -> Result<i32> {
             proto,
             l4_port,
             json,
+            filter,
         } => {
+            let filter = switch::trace::filter_words(
+                mac.as_deref(),
+                host,
+                proto.as_deref(),
+                l4_port,
+                &filter,
+            )
+            .map_err(anyhow::Error::msg)?;
             let mut c = client()?;
             let v = c.call(&Request::TraceStart(TraceStart {
                 count,
                 ports: port,
                 containers: container,
                 networks: network,
-                mac,
-                host,
-                proto,
-                l4_port,
+                filter,
             }))?;
             let id = v["id"].as_u64().unwrap_or(0);
             // On stderr, also with --json: the trace is armed from here on.

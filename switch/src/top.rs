@@ -43,14 +43,18 @@ struct PortCounts {
     rx: f64,
     tx: f64,
     rx_bytes: f64,
+    tx_bytes: f64,
     drops: f64,
 }
 
-/// Ports by (port, container, network); networks' MAC entries by name.
+/// Ports by (port, container, network); networks' MAC entries by name; the worker's busy and
+/// running seconds.
 #[derive(Debug, Default)]
 struct Reading {
     ports: BTreeMap<(String, String, String), PortCounts>,
     macs: BTreeMap<String, f64>,
+    busy_secs: f64,
+    run_secs: f64,
 }
 
 fn reading(samples: &[Sample]) -> Reading {
@@ -67,6 +71,7 @@ fn reading(samples: &[Sample]) -> Reading {
                 "rx_frames_total" => p.rx += s.value,
                 "tx_frames_total" => p.tx += s.value,
                 "rx_bytes_total" => p.rx_bytes += s.value,
+                "tx_bytes_total" => p.tx_bytes += s.value,
                 "drops_total" | "tx_dropped_total" | "rx_kernel_dropped_total" => {
                     p.drops += s.value
                 }
@@ -75,6 +80,10 @@ fn reading(samples: &[Sample]) -> Reading {
         } else if s.name == "vswitch_network_mac_entries" {
             let net = s.label("network").unwrap_or_default().to_string();
             *r.macs.entry(net).or_default() += s.value;
+        } else if s.name == "vswitch_worker_busy_seconds_total" {
+            r.busy_secs = s.value;
+        } else if s.name == "vswitch_worker_run_seconds_total" {
+            r.run_secs = s.value;
         }
     }
     r
@@ -117,6 +126,7 @@ struct Rates {
     rx: f64,
     tx: f64,
     bits: f64,
+    tx_bits: f64,
     drops: f64,
 }
 
@@ -125,6 +135,7 @@ impl Rates {
         self.rx += o.rx;
         self.tx += o.tx;
         self.bits += o.bits;
+        self.tx_bits += o.tx_bits;
         self.drops += o.drops;
     }
     fn idle(&self) -> bool {
@@ -143,6 +154,7 @@ fn render(old: &Reading, new: &Reading, secs: f64, all: bool) -> String {
                 rx: delta(o.rx, n.rx) / secs,
                 tx: delta(o.tx, n.tx) / secs,
                 bits: delta(o.rx_bytes, n.rx_bytes) * 8.0 / secs,
+                tx_bits: delta(o.tx_bytes, n.tx_bytes) * 8.0 / secs,
                 drops: delta(o.drops, n.drops) / secs,
             };
             (k, r)
@@ -170,40 +182,50 @@ fn render(old: &Reading, new: &Reading, secs: f64, all: bool) -> String {
         }
     };
     out.push_str(&format!(
-        "{:<16} {:<16} {:<14} {:>10} {:>10} {:>12} {:>10}\n",
-        "PORT", "CONTAINER", "NETWORK", "RX/s", "TX/s", "RX-bit/s", "DROP/s"
+        "{:<16} {:<16} {:<14} {:>10} {:>10} {:>12} {:>12} {:>10}\n",
+        "PORT", "CONTAINER", "NETWORK", "RX/s", "TX/s", "RX-bit/s", "TX-bit/s", "DROP/s"
     ));
     let shown = ports.iter().filter(|(_, r)| all || !r.idle());
     for ((port, container, network), r) in shown {
         out.push_str(&format!(
-            "{:<16} {:<16} {:<14} {:>10} {:>10} {:>12} {:>10}\n",
+            "{:<16} {:<16} {:<14} {:>10} {:>10} {:>12} {:>12} {:>10}\n",
             port,
             dash(container),
             dash(network),
             human(r.rx),
             human(r.tx),
             human(r.bits),
+            human(r.tx_bits),
             human(r.drops)
         ));
     }
     out.push('\n');
     out.push_str(&format!(
-        "{:<16} {:>5} {:>6} {:>10} {:>10} {:>12} {:>10}\n",
-        "NETWORK", "PORTS", "MACS", "RX/s", "TX/s", "RX-bit/s", "DROP/s"
+        "{:<16} {:>5} {:>6} {:>10} {:>10} {:>12} {:>12} {:>10}\n",
+        "NETWORK", "PORTS", "MACS", "RX/s", "TX/s", "RX-bit/s", "TX-bit/s", "DROP/s"
     ));
     for (net, (n, r)) in &nets {
         out.push_str(&format!(
-            "{:<16} {:>5} {:>6} {:>10} {:>10} {:>12} {:>10}\n",
+            "{:<16} {:>5} {:>6} {:>10} {:>10} {:>12} {:>12} {:>10}\n",
             dash(net),
             n,
             new.macs.get(*net).copied().unwrap_or(0.0),
             human(r.rx),
             human(r.tx),
             human(r.bits),
+            human(r.tx_bits),
             human(r.drops)
         ));
     }
     out
+}
+
+/// The share of the interval the worker spent moving frames, in percent (`None` when the
+/// worker restarted in between, or the daemon does not say).
+fn busy_percent(old: &Reading, new: &Reading) -> Option<f64> {
+    let run = new.run_secs - old.run_secs;
+    let busy = new.busy_secs - old.busy_secs;
+    (run > 0.0 && busy >= 0.0).then(|| (busy / run * 100.0).min(100.0))
 }
 
 /// `vswitch top`.
@@ -219,8 +241,9 @@ pub fn run(a: TopArgs, client: impl Fn() -> Result<Client>) -> Result<i32> {
         let now = Instant::now();
         let secs = now.duration_since(t_old).as_secs_f64().max(1e-3);
         let body = render(&old, &new, secs, a.all);
+        let busy = busy_percent(&old, &new).map_or("?".to_string(), |b| format!("{b:.1}%"));
         let head = format!(
-            "vswitch top: rates over {secs:.2} s (RX-bit/s: bits of received frames){}",
+            "vswitch top: rates over {secs:.2} s, worker busy {busy}{}",
             if tty { ", Ctrl-C to quit" } else { "" }
         );
         let mut out = std::io::stdout().lock();
@@ -247,9 +270,15 @@ mod tests {
             "vswitch_port_rx_frames_total{{port=\"va\",container=\"c1\",network=\"bridge\"}} {rx}\n\
              vswitch_port_tx_frames_total{{port=\"va\",container=\"c1\",network=\"bridge\"}} 5\n\
              vswitch_port_rx_bytes_total{{port=\"va\",container=\"c1\",network=\"bridge\"}} {bytes}\n\
+             vswitch_port_tx_bytes_total{{port=\"va\",container=\"c1\",network=\"bridge\"}} {}\n\
+             vswitch_worker_busy_seconds_total {}\n\
+             vswitch_worker_run_seconds_total {}\n\
              vswitch_port_drops_total{{port=\"va\",container=\"c1\",network=\"bridge\",reason=\"runt\"}} {drops}\n\
              vswitch_port_rx_frames_total{{port=\"vb\",container=\"c2\",network=\"bridge\"}} 7\n\
-             vswitch_network_mac_entries{{network=\"bridge\",driver=\"bridge\"}} 2\n"
+             vswitch_network_mac_entries{{network=\"bridge\",driver=\"bridge\"}} 2\n",
+            bytes * 2,
+            rx as f64 / 1000.0,
+            rx as f64 / 100.0,
         )
     }
 
@@ -259,11 +288,12 @@ mod tests {
         let new = reading(&parse(&text(300, 260_000, 5)).unwrap());
         let out = render(&old, &new, 2.0, false);
         let lines: Vec<&str> = out.lines().collect();
-        // c1: 200 frames, 250,000 bytes and 4 drops in 2 s; c2 idle: not listed.
+        // c1: 200 frames, 250,000 bytes in and 500,000 out, and 4 drops in 2 s; c2 idle: not
+        // listed.
         let fields: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
             fields,
-            ["va", "c1", "bridge", "100.0", "0.0", "1.0M", "2.0"],
+            ["va", "c1", "bridge", "100.0", "0.0", "1.0M", "2.0M", "2.0"],
             "{out}"
         );
         assert!(!out.contains("vb"), "{out}");
@@ -271,10 +301,14 @@ mod tests {
         let fields: Vec<&str> = net.split_whitespace().collect();
         assert_eq!(
             fields,
-            ["bridge", "2", "2", "100.0", "0.0", "1.0M", "2.0"],
+            ["bridge", "2", "2", "100.0", "0.0", "1.0M", "2.0M", "2.0"],
             "{out}"
         );
         assert!(render(&old, &new, 2.0, true).contains("vb"));
+        // Busy 0.2 s of the 2 s the worker ran.
+        let busy = busy_percent(&old, &new).unwrap();
+        assert!((busy - 10.0).abs() < 1e-6, "{busy}");
+        assert_eq!(busy_percent(&new, &old), None, "a restarted worker");
     }
 
     #[test]

@@ -11,186 +11,119 @@
 //! armed, batches from the traced ports are split around the matching frames (order kept);
 //! when none is armed the worker pays one branch per batch.
 //!
-//! Frames are parsed here through bounds-checked reads only (`get`): they are untrusted.
+//! Frames are read by `vswitch capture`'s header reader ([`crate::capture::headers`]) and
+//! filtered by its filter ([`crate::capture::Filter`]): one filter language for both commands.
+//! Both read through bounds-checked reads only (`get`): frames are untrusted.
 
+use crate::capture::{headers, Filter, Headers};
 use crate::wire::{MacAddr, PortId};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-/// Which frames to trace. Every field that is set must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Which frames to trace: those entering by one of `ports` (empty: any) that `filter` (the
+/// filter language of `vswitch capture`, [`Filter`]) admits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceFilter {
     /// Ingress ports (empty: any).
-    #[serde(default)]
     pub ports: Vec<PortId>,
-    /// Source or destination MAC.
-    #[serde(default)]
-    pub mac: Option<[u8; 6]>,
-    /// IPv4 source or destination (ARP: sender or target address).
-    #[serde(default)]
-    pub host: Option<Ipv4Addr>,
-    /// `arp`, `icmp`, `tcp`, `udp` or `ipv4`.
-    #[serde(default)]
-    pub proto: Option<String>,
-    /// TCP or UDP source or destination port.
-    #[serde(default)]
-    pub l4_port: Option<u16>,
+    pub filter: Filter,
 }
 
-/// The protocols a filter may name.
+/// The protocols `vswitch trace --proto` takes (each a word of the filter language).
 pub const PROTOS: &[&str] = &["arp", "ipv4", "icmp", "tcp", "udp"];
 
-/// What a frame's headers say, as far as tracing needs them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub vlan: Option<u16>,
-    pub ethertype: u16,
-    /// `arp`, `icmp`, `tcp`, `udp`, `ipv4` (another IP protocol) or empty.
-    pub proto: &'static str,
-    pub ip_src: Option<Ipv4Addr>,
-    pub ip_dst: Option<Ipv4Addr>,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
-    /// ARP opcode or ICMP type.
-    pub op: Option<u16>,
-}
-
-fn u16_at(f: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*f.get(i)?, *f.get(i + 1)?]))
-}
-
-fn ip_at(f: &[u8], i: usize) -> Option<Ipv4Addr> {
-    let b = f.get(i..i + 4)?;
-    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-}
-
-/// Parses what tracing shows of a frame; `None` for a frame shorter than an Ethernet header.
-pub fn parse(f: &[u8]) -> Option<Headers> {
-    let mut h = Headers {
-        dst: f.get(0..6)?.try_into().ok()?,
-        src: f.get(6..12)?.try_into().ok()?,
-        ethertype: u16_at(f, 12)?,
-        ..Headers::default()
-    };
-    let mut l3 = 14;
-    if h.ethertype == 0x8100 {
-        h.vlan = Some(u16_at(f, 14).unwrap_or(0) & 0x0fff);
-        h.ethertype = u16_at(f, 16).unwrap_or(0);
-        l3 = 18;
+/// The filter words of `vswitch trace`'s options (`--mac M --proto udp` is `ether M and udp`),
+/// joined by `and` with the words given as they are (`words`).
+pub fn filter_words(
+    mac: Option<&str>,
+    host: Option<Ipv4Addr>,
+    proto: Option<&str>,
+    l4_port: Option<u16>,
+    words: &[String],
+) -> Result<Vec<String>, String> {
+    let mut terms: Vec<String> = Vec::new();
+    if let Some(m) = mac {
+        terms.push(format!("ether {m}"));
     }
-    match h.ethertype {
-        0x0806 => {
-            h.proto = "arp";
-            h.op = u16_at(f, l3 + 6);
-            h.ip_src = ip_at(f, l3 + 14);
-            h.ip_dst = ip_at(f, l3 + 24);
-        }
-        0x0800 => {
-            let Some(&vihl) = f.get(l3) else {
-                return Some(h);
-            };
-            h.ip_src = ip_at(f, l3 + 12);
-            h.ip_dst = ip_at(f, l3 + 16);
-            let l4 = l3 + usize::from(vihl & 0x0f) * 4;
-            let proto = f.get(l3 + 9).copied().unwrap_or(0);
-            h.proto = match proto {
-                1 => "icmp",
-                6 => "tcp",
-                17 => "udp",
-                _ => "ipv4",
-            };
-            match proto {
-                1 => h.op = f.get(l4).map(|&t| u16::from(t)),
-                6 | 17 => {
-                    h.sport = u16_at(f, l4);
-                    h.dport = u16_at(f, l4 + 2);
-                }
-                _ => {}
-            }
-        }
-        _ => {}
+    if let Some(h) = host {
+        terms.push(format!("host {h}"));
     }
-    Some(h)
+    if let Some(p) = proto {
+        if !PROTOS.contains(&p) {
+            return Err(format!("--proto {p}: one of {}", PROTOS.join(", ")));
+        }
+        terms.push(p.to_string());
+    }
+    if let Some(p) = l4_port {
+        terms.push(format!("port {p}"));
+    }
+    let given = words.join(" ");
+    if !given.trim().is_empty() {
+        terms.push(given);
+    }
+    Ok(terms
+        .join(" and ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
 }
 
 impl TraceFilter {
     /// Whether a frame that arrived on `port` matches.
     pub fn matches(&self, port: PortId, frame: &[u8]) -> bool {
-        if !self.ports.is_empty() && !self.ports.contains(&port) {
-            return false;
-        }
-        if self.mac.is_none()
-            && self.host.is_none()
-            && self.proto.is_none()
-            && self.l4_port.is_none()
-        {
-            return true;
-        }
-        let Some(h) = parse(frame) else {
-            return false;
-        };
-        if let Some(m) = self.mac {
-            if m != h.src && m != h.dst {
-                return false;
-            }
-        }
-        if let Some(ip) = self.host {
-            if h.ip_src != Some(ip) && h.ip_dst != Some(ip) {
-                return false;
-            }
-        }
-        if let Some(p) = self.proto.as_deref() {
-            let ok = match p {
-                "ipv4" => h.ethertype == 0x0800,
-                p => h.proto == p,
-            };
-            if !ok {
-                return false;
-            }
-        }
-        if let Some(p) = self.l4_port {
-            if h.sport != Some(p) && h.dport != Some(p) {
-                return false;
-            }
-        }
-        true
+        (self.ports.is_empty() || self.ports.contains(&port)) && self.filter.matches(frame)
+    }
+}
+
+/// What a summary shows that the filter's [`Headers`] do not hold: the ARP opcode or the ICMP
+/// type.
+fn op(f: &[u8], h: &Headers) -> Option<u16> {
+    match (h.ethertype, h.proto) {
+        (0x0806, _) => f
+            .get(h.l3 + 6..h.l3 + 8)
+            .map(|b| u16::from_be_bytes([b[0], b[1]])),
+        (0x0800, Some(1)) => f.get(h.l4?).map(|&t| u16::from(t)),
+        _ => None,
     }
 }
 
 /// One line about a frame: `10.0.0.2 > 10.0.0.3 ICMP echo request`, `ARP who-has 10.0.0.1
-/// tell 10.0.0.2`, `EtherType 0x88b5`.
-pub fn summary(h: &Headers) -> String {
-    let ip = |a: Option<Ipv4Addr>| a.map_or("?".to_string(), |a| a.to_string());
-    let port = |p: Option<u16>| p.map_or(String::new(), |p| format!(":{p}"));
-    match h.proto {
-        "arp" => match h.op {
-            Some(1) => format!("ARP who-has {} tell {}", ip(h.ip_dst), ip(h.ip_src)),
-            Some(2) => format!("ARP reply {} is-at {}", ip(h.ip_src), MacAddr(h.src)),
+/// tell 10.0.0.2`, `10.0.0.2:5000 > 10.0.0.3:53 UDP`, `EtherType 0x88b5`, `runt`.
+pub fn summary(f: &[u8]) -> String {
+    let Some(h) = headers(f) else {
+        return "runt".into();
+    };
+    let (src, dst) = match h.ip {
+        Some((s, d)) => (s.to_string(), d.to_string()),
+        None => ("?".to_string(), "?".to_string()),
+    };
+    match (h.ethertype, h.proto) {
+        (0x0806, _) => match op(f, &h) {
+            Some(1) => format!("ARP who-has {dst} tell {src}"),
+            Some(2) => format!("ARP reply {src} is-at {}", MacAddr(h.src)),
             op => format!("ARP op {}", op.unwrap_or(0)),
         },
-        "icmp" => {
-            let what = match h.op {
+        (0x0800, Some(1)) => {
+            let what = match op(f, &h) {
                 Some(8) => "echo request".to_string(),
                 Some(0) => "echo reply".to_string(),
                 Some(3) => "destination unreachable".to_string(),
                 Some(t) => format!("type {t}"),
                 None => "truncated".to_string(),
             };
-            format!("{} > {} ICMP {what}", ip(h.ip_src), ip(h.ip_dst))
+            format!("{src} > {dst} ICMP {what}")
         }
-        "tcp" | "udp" => format!(
-            "{}{} > {}{} {}",
-            ip(h.ip_src),
-            port(h.sport),
-            ip(h.ip_dst),
-            port(h.dport),
-            h.proto.to_uppercase()
-        ),
-        "ipv4" => format!("{} > {} IPv4", ip(h.ip_src), ip(h.ip_dst)),
-        _ if h.ethertype == 0x86dd => "IPv6".to_string(),
-        _ => format!("EtherType {:#06x}", h.ethertype),
+        (0x0800, Some(p @ (6 | 17))) => {
+            let name = if p == 6 { "TCP" } else { "UDP" };
+            match h.ports {
+                Some((sp, dp)) => format!("{src}:{sp} > {dst}:{dp} {name}"),
+                None => format!("{src} > {dst} {name}"),
+            }
+        }
+        (0x0800, Some(p)) => format!("{src} > {dst} IPv4 proto {p}"),
+        (0x0800, None) => "IPv4 (bad header)".to_string(),
+        (0x86dd, _) => "IPv6".to_string(),
+        (t, _) => format!("EtherType {t:#06x}"),
     }
 }
 
@@ -311,69 +244,86 @@ mod tests {
         f
     }
 
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn filter(ports: &[u16], words: &[String]) -> TraceFilter {
+        TraceFilter {
+            ports: ports.iter().map(|&p| PortId(p)).collect(),
+            filter: Filter::parse(words).unwrap(),
+        }
+    }
+
+    /// The options become the capture filter's words, and so filter as capture does.
     #[test]
-    fn filters_match_what_they_name() {
+    fn options_become_filter_words_that_match_what_they_name() {
         let a = arp_request([2, 0, 0, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 1]);
         let u = udp([10, 0, 0, 2], [10, 0, 0, 3], 5000, 53);
-        let any = TraceFilter::default();
+        let any = filter(&[], &[]);
         assert!(any.matches(PortId(1), &a) && any.matches(PortId(1), &[]));
-        let on2 = TraceFilter {
-            ports: vec![PortId(2)],
-            ..Default::default()
-        };
+        let on2 = filter(&[2], &[]);
         assert!(!on2.matches(PortId(1), &a) && on2.matches(PortId(2), &a));
-        let arp = TraceFilter {
-            proto: Some("arp".into()),
-            ..Default::default()
-        };
+        let opt = |mac, host, proto, port| filter_words(mac, host, proto, port, &[]).unwrap();
+        let arp = filter(&[], &opt(None, None, Some("arp"), None));
         assert!(arp.matches(PortId(1), &a) && !arp.matches(PortId(1), &u));
-        let host = TraceFilter {
-            host: Some(Ipv4Addr::new(10, 0, 0, 3)),
-            ..Default::default()
-        };
+        let ipv4 = filter(&[], &opt(None, None, Some("ipv4"), None));
+        assert!(ipv4.matches(PortId(1), &u) && !ipv4.matches(PortId(1), &a));
+        let host = filter(
+            &[],
+            &opt(None, Some(Ipv4Addr::new(10, 0, 0, 3)), None, None),
+        );
         assert!(host.matches(PortId(1), &u) && !host.matches(PortId(1), &a));
-        let dns = TraceFilter {
-            proto: Some("udp".into()),
-            l4_port: Some(53),
-            ..Default::default()
-        };
-        assert!(dns.matches(PortId(1), &u));
-        let other = TraceFilter {
-            l4_port: Some(54),
-            ..Default::default()
-        };
-        assert!(!other.matches(PortId(1), &u));
-        let mac = TraceFilter {
-            mac: Some([2, 0, 0, 0, 0, 1]),
-            ..Default::default()
-        };
+        let dns = opt(None, None, Some("udp"), Some(53));
+        assert_eq!(dns, words("udp and port 53"));
+        assert!(filter(&[], &dns).matches(PortId(1), &u));
+        assert!(!filter(&[], &opt(None, None, None, Some(54))).matches(PortId(1), &u));
+        let m = "02:00:00:00:00:01";
+        let mac = filter(&[], &opt(Some(m), None, None, None));
         assert!(mac.matches(PortId(1), &a) && mac.matches(PortId(1), &u));
         // A filter that needs headers never matches a runt.
         assert!(!mac.matches(PortId(1), &[1, 2, 3]));
-        assert_eq!(
-            summary(&parse(&a).unwrap()),
-            "ARP who-has 10.0.0.1 tell 10.0.0.2"
-        );
-        assert_eq!(
-            summary(&parse(&u).unwrap()),
-            "10.0.0.2:5000 > 10.0.0.3:53 UDP"
-        );
+        // Options and words together: every term must match.
+        let both = filter_words(Some(m), None, None, None, &words("udp and port 53")).unwrap();
+        assert_eq!(both, words(&format!("ether {m} and udp and port 53")));
+        assert!(filter(&[], &both).matches(PortId(1), &u));
+        assert!(!filter(&[], &both).matches(PortId(1), &a));
+        let e = filter_words(None, None, Some("sctp"), None, &[]).unwrap_err();
+        assert!(e.contains("one of arp"), "{e}");
+    }
+
+    #[test]
+    fn summaries_say_what_the_frame_is() {
+        let a = arp_request([2, 0, 0, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 1]);
+        assert_eq!(summary(&a), "ARP who-has 10.0.0.1 tell 10.0.0.2");
+        let u = udp([10, 0, 0, 2], [10, 0, 0, 3], 5000, 53);
+        assert_eq!(summary(&u), "10.0.0.2:5000 > 10.0.0.3:53 UDP");
+        let mut ping = u.clone();
+        ping[23] = 1; // ICMP
+        ping[34] = 8; // echo request
+        assert_eq!(summary(&ping), "10.0.0.2 > 10.0.0.3 ICMP echo request");
+        // Behind an 802.1Q tag, the same.
+        let mut tagged = ping[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        tagged.extend_from_slice(&ping[12..]);
+        assert_eq!(summary(&tagged), "10.0.0.2 > 10.0.0.3 ICMP echo request");
+        assert_eq!(headers(&tagged).unwrap().vlan, Some(7));
+        assert_eq!(summary(&ping[..34]), "10.0.0.2 > 10.0.0.3 ICMP truncated");
+        assert_eq!(summary(&[1, 2, 3]), "runt");
+        let mut other = u[..14].to_vec();
+        other[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert_eq!(summary(&other), "EtherType 0x88b5");
     }
 
     #[test]
     fn parsing_arbitrary_bytes_never_panics() {
         use proptest::prelude::*;
+        let all = filter(
+            &[],
+            &words("ether 01:01:01:01:01:01 and host 1.2.3.4 and tcp and port 80"),
+        );
         proptest!(|(f in proptest::collection::vec(any::<u8>(), 0..80))| {
-            if let Some(h) = parse(&f) {
-                let _ = summary(&h);
-            }
-            let all = TraceFilter {
-                mac: Some([1; 6]),
-                host: Some(Ipv4Addr::new(1, 2, 3, 4)),
-                proto: Some("tcp".into()),
-                l4_port: Some(80),
-                ..Default::default()
-            };
+            let _ = summary(&f);
             let _ = all.matches(PortId(0), &f);
         });
     }

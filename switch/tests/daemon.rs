@@ -36,6 +36,7 @@ fn config(dir: &Path) -> Config {
         rx_mode: switch::port::afpacket::RxMode::Mmsg,
         tunnel_offload: TunnelOffload::Off,
         test_hooks: false,
+        worker: Default::default(),
     }
 }
 

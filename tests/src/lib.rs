@@ -182,13 +182,40 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Stops the daemon: SIGTERM (graceful) or SIGKILL (crash).
-    pub fn stop(&mut self, kill9: bool) {
-        if let Some(mut c) = self.child.take() {
-            let sig = if kill9 { "-KILL" } else { "-TERM" };
-            let _ = sh("kill", &[sig, &c.id().to_string()]);
-            let _ = c.wait();
-        }
+    /// The `/proc` directory of the daemon's switch worker thread (`vswitch-worker`).
+    pub fn worker_task(&self) -> Option<PathBuf> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
+        tasks.flatten().map(|t| t.path()).find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "vswitch-worker")
+        })
+    }
+
+    /// The worker thread's nice value (field 19 of its `stat`; fields are counted after the
+    /// command name, which ends at the last ')').
+    pub fn worker_nice(&self) -> Option<i32> {
+        let stat = std::fs::read_to_string(self.worker_task()?.join("stat")).ok()?;
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        // After ')' comes the state, field 3: nice, field 19, is the 17th.
+        rest.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// How many times the worker thread has gone to sleep (its voluntary context switches).
+    pub fn worker_sleeps(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(self.worker_task()?.join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stops the daemon: SIGTERM (graceful) or SIGKILL (crash). Returns its exit status.
+    pub fn stop(&mut self, kill9: bool) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let sig = if kill9 { "-KILL" } else { "-TERM" };
+        let _ = sh("kill", &[sig, &c.id().to_string()]);
+        c.wait().ok()
     }
 
     /// Starts the daemon again on the same state directory and socket.

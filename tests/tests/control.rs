@@ -329,3 +329,53 @@ fn json_logs_are_one_object_per_line_with_level_and_target() {
         "--log-level debug logged no debug line: {log}"
     );
 }
+
+#[test]
+fn sigterm_and_sigint_remove_the_sockets_and_exit_zero() {
+    if !need_root("sigterm") {
+        return;
+    }
+    for (sig, kill9) in [("SIGTERM", false), ("SIGINT", true)] {
+        let plugins = std::env::temp_dir().join(unique("plugins"));
+        std::fs::create_dir_all(&plugins).unwrap();
+        let name = unique("vsw");
+        let dir = plugins.to_string_lossy().to_string();
+        let mut d = Daemon::start_with(
+            "stop",
+            &["--docker-plugin", &name, "--docker-plugin-dir", &dir],
+        );
+        let plugin = plugins.join(format!("{name}.sock"));
+        wait_until("the Docker plugin socket", Duration::from_secs(10), || {
+            plugin.exists()
+        });
+        assert!(d.socket.exists());
+        let status = if kill9 {
+            // SIGINT (Ctrl-C in a terminal) stops it the same way.
+            let pid = d.pid().to_string();
+            let _ = sh("kill", &["-INT", &pid]);
+            wait_until(
+                "the daemon to exit on SIGINT",
+                Duration::from_secs(10),
+                || {
+                    !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                            .is_ok_and(|s| s.contains(") Z "))
+                },
+            );
+            d.stop(false)
+        } else {
+            d.stop(false)
+        };
+        let status = status.expect("the daemon's exit status");
+        assert!(status.success(), "{sig}: exit status {status}\n{}", d.log());
+        assert!(!d.socket.exists(), "{sig}: control socket left behind");
+        assert!(!plugin.exists(), "{sig}: Docker plugin socket left behind");
+        assert!(
+            d.log()
+                .contains(&format!("vswitch daemon stopping on {sig}")),
+            "{}",
+            d.log()
+        );
+        let _ = std::fs::remove_dir_all(&plugins);
+    }
+}

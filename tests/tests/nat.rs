@@ -270,11 +270,41 @@ fn egress_tcp_udp_ping_leave_with_the_host_address() {
         "UDP server saw {seen}"
     );
 
-    // Ping.
+    // Ping, while `vswitch capture` watches what the switch sends the container: the replies
+    // the NAT stage builds are captured, outgoing on its port.
+    let mut child = Command::new(vswitch_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "capture",
+            "--container",
+            &c,
+            "--direction",
+            "out",
+            "-c",
+            "2",
+        ])
+        .arg("icmp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vswitch capture");
+    let err = StreamLines::take(&mut child);
+    let lines = StreamLines::of(child.stdout.take().expect("stdout piped"));
+    let _capture = Guard(child);
+    err.wait_for("capturing on", "vswitch capture", Duration::from_secs(10));
     assert!(
         d.ping(&c, &o.ip()),
         "ping to the outside\n{}",
         d.ok(&["stats"])
+    );
+    let reply = format!(" out 98 bytes {} > {} ICMP echo reply", o.ip(), d.ip_of(&c));
+    assert!(
+        lines.wait_line(&reply, Duration::from_secs(10)),
+        "the NAT'd replies in the capture ({reply:?}):\n{}\n{}",
+        lines.text(),
+        err.text()
     );
 
     // No NAT rule exists anywhere in the host's tables.

@@ -12,9 +12,11 @@ use std::time::Duration;
 type Series = (String, BTreeMap<String, String>);
 
 /// A strict reader of the Prometheus text format 0.0.4, written apart from the daemon's own:
-/// every line must be `# HELP NAME TEXT`, `# TYPE NAME counter|gauge` (once per name, before its
-/// samples) or `NAME{LABEL="VALUE",...} VALUE` with a declared NAME; no series twice; counters
-/// are named `*_total`; values are finite and not negative. Panics naming the first bad line.
+/// every line must be `# HELP NAME TEXT`, `# TYPE NAME counter|gauge|histogram` (once per name,
+/// before its samples) or `NAME{LABEL="VALUE",...} VALUE` with a declared NAME (for a histogram:
+/// `NAME_bucket` with an `le` label, `NAME_sum`, `NAME_count`); no series twice; counters are
+/// named `*_total`; values are finite and not negative; a histogram's buckets are cumulative,
+/// end with `le="+Inf"` and equal its `_count`. Panics naming the first bad line.
 fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
     fn name_ok(s: &str) -> bool {
         let mut b = s.bytes();
@@ -41,7 +43,7 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
             let (name, kind) = rest
                 .split_once(' ')
                 .unwrap_or_else(|| bad("TYPE without type"));
-            if !name_ok(name) || !["counter", "gauge"].contains(&kind) {
+            if !name_ok(name) || !["counter", "gauge", "histogram"].contains(&kind) {
                 bad("bad TYPE");
             }
             if types.insert(name.to_string(), kind.to_string()).is_some() {
@@ -57,7 +59,13 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
         }
         let cut = line.find(['{', ' ']).unwrap_or_else(|| bad("no value"));
         let name = &line[..cut];
-        if !name_ok(name) || !types.contains_key(name) {
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"));
+        if !name_ok(name)
+            || !(types.contains_key(name) && types[name] != "histogram" || histogram.is_some())
+        {
             bad("a sample of an undeclared or badly named metric");
         }
         let mut rest = &line[cut..];
@@ -90,11 +98,44 @@ fn parse_exposition(text: &str) -> BTreeMap<Series, f64> {
         if !value.is_finite() || value < 0.0 {
             bad("a value that is not a finite count");
         }
+        if name.ends_with("_bucket") && histogram.is_some() && !labels.contains_key("le") {
+            bad("a histogram bucket without le");
+        }
         if out.insert((name.to_string(), labels), value).is_some() {
             bad("the same series twice");
         }
     }
     assert!(!out.is_empty(), "no samples");
+    for (h, _) in types.iter().filter(|(_, k)| *k == "histogram") {
+        // Buckets by bound, cumulative, the last +Inf and equal to the count.
+        let mut buckets: Vec<(f64, f64)> = out
+            .iter()
+            .filter(|((n, _), _)| *n == format!("{h}_bucket"))
+            .map(|((_, l), v)| {
+                let le = match l["le"].as_str() {
+                    "+Inf" => f64::INFINITY,
+                    b => b.parse().unwrap_or_else(|_| panic!("{h}: le={b}")),
+                };
+                (le, *v)
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{h}: buckets not cumulative: {buckets:?}"
+        );
+        let last = buckets.last().unwrap_or_else(|| panic!("{h}: no buckets"));
+        assert!(last.0.is_infinite(), "{h}: no +Inf bucket");
+        let count = out
+            .iter()
+            .find(|((n, _), _)| *n == format!("{h}_count"))
+            .map(|(_, v)| *v);
+        assert_eq!(Some(last.1), count, "{h}: +Inf bucket vs count");
+        assert!(
+            out.keys().any(|(n, _)| *n == format!("{h}_sum")),
+            "{h}: no sum"
+        );
+    }
     out
 }
 
@@ -222,11 +263,31 @@ fn metrics_endpoint_serves_prometheus_text_that_moves_with_traffic() {
         moved("vswitch_port_tx_frames_total", &l1) >= 2.0,
         "c1 got replies"
     );
-    // 98-byte echo frames (56 bytes of data): the bytes follow the frames.
+    // 98-byte echo frames (56 bytes of data): the bytes follow the frames, both ways.
     assert!(
         moved("vswitch_port_rx_bytes_total", &l1) >= 2.0 * 98.0,
         "c1's bytes"
     );
+    assert!(
+        moved("vswitch_port_tx_bytes_total", &l2) >= 2.0 * 98.0,
+        "bytes sent to c2"
+    );
+    assert!(
+        moved("vswitch_port_tx_bytes_total", &l1) >= 2.0 * 98.0,
+        "bytes sent to c1"
+    );
+    // The worker's load: bursts were received (each a bucket, the sum their frames), and time
+    // was spent moving them, within the time the worker ran.
+    let bursts = moved("vswitch_worker_batch_frames_count", &[]);
+    assert!(bursts >= 4.0, "at least a burst per echo frame: {bursts}");
+    assert!(moved("vswitch_worker_batch_frames_sum", &[]) >= bursts);
+    assert!(
+        moved("vswitch_worker_batch_frames_bucket", &[("le", "+Inf")]) == bursts,
+        "the +Inf bucket counts every burst"
+    );
+    let busy = moved("vswitch_worker_busy_seconds_total", &[]);
+    let run = moved("vswitch_worker_run_seconds_total", &[]);
+    assert!(busy > 0.0 && busy < run, "busy {busy} s of {run} s");
     let mut unicast = l1.to_vec();
     unicast.push(("decision", "unicast"));
     assert!(moved("vswitch_port_forwarded_total", &unicast) >= 2.0);
@@ -392,6 +453,19 @@ fn top_shows_the_rate_of_the_port_that_moves_frames() {
         bits >= rx * 98.0 * 8.0 * 0.9,
         "98-byte frames: {bits} bit/s\n{out}"
     );
+    let tx_bits = rate(r1[6]);
+    assert!(
+        tx_bits >= tx * 98.0 * 8.0 * 0.9,
+        "98-byte replies sent: {tx_bits} bit/s\n{out}"
+    );
+    // The worker moved frames part of the time, and said how much.
+    let busy: f64 = last
+        .split("worker busy ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no busy share in the header:\n{out}"));
+    assert!(busy > 0.0 && busy < 100.0, "busy {busy}%\n{out}");
     let r2 = row(&c2).unwrap_or_else(|| panic!("no row for {c2}:\n{out}"));
     assert!(rate(r2[3]) >= 10.0, "{c2} replies: {r2:?}");
     // c3 only sends what a new interface does (IPv6 router and neighbour solicitations): a
@@ -579,5 +653,56 @@ fn capture_with_a_filter_keeps_only_what_it_names() {
             fr[4] != ip2 && fr[5] != ip2,
             "c1 -> c2 was filtered out: {fr:?}"
         );
+    }
+}
+
+#[test]
+fn capture_shows_what_the_gateway_answers_going_out() {
+    if !need_root("capture_gateway") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let d = Daemon::start("cg");
+    let c1 = unique("ga");
+    d.run(&c1, &[]);
+    let ip1 = d.ip_of(&c1);
+    let net: serde_json::Value =
+        serde_json::from_str(&d.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gw = net[0]["gateway"].as_str().unwrap().to_string();
+    let port = d.container(&c1)["endpoints"][0]["port_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = d.dir.join("gw.pcapng");
+    let f = file.to_str().unwrap();
+    // Only what the switch sends to c1: the switch's gateway answers the pings itself.
+    let (mut cap, err) = start_capture(
+        &d,
+        &[
+            "--container",
+            &c1,
+            "--direction",
+            "out",
+            "-c",
+            "2",
+            "-w",
+            f,
+            "icmp",
+        ],
+    );
+    assert!(d.ping(&c1, &gw), "c1 -> its gateway {gw}");
+    wait_capture(&mut cap, &err);
+    let frames = tshark_frames(&file);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    for fr in &frames {
+        assert_eq!(
+            (fr[0].as_str(), fr[1].as_str(), fr[3].as_str()),
+            (port.as_str(), "0x00000002", "0"),
+            "an echo reply out on c1's port: {fr:?}"
+        );
+        assert_eq!(
+            (fr[4].as_str(), fr[5].as_str()),
+            (gw.as_str(), ip1.as_str())
+        );
+        assert_eq!(fr[2], "eth:ethertype:ip:icmp:data", "{fr:?}");
     }
 }

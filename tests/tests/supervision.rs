@@ -202,6 +202,8 @@ fn a_worker_panic_is_logged_counted_and_forwarding_resumes() {
         .map(|c| eth0_index(&d, c))
         .collect();
     let n_ports = json(&d.ok(&["ports", "--json"])).as_array().unwrap().len();
+    // The worker runs ahead of the host's busy threads (`--worker-nice`, -10 by default) ...
+    assert_eq!(d.worker_nice(), Some(-10), "the worker's nice value");
 
     // The panic: the daemon names it in its log at once, then starts a new worker.
     let r = request(&d, r#"{"op":"inject_panic"}"#);
@@ -221,6 +223,8 @@ fn a_worker_panic_is_logged_counted_and_forwarding_resumes() {
     eprintln!(
         "worker panic: logged after {noticed:?}, new worker after {restarted:?}, ping through it after {forwarding:?}"
     );
+    // ... and so does the worker that replaced it.
+    assert_eq!(d.worker_nice(), Some(-10), "the new worker's nice value");
 
     let st = stats(&d);
     assert_eq!(st["worker_state"], "running", "{st}");
@@ -268,7 +272,9 @@ fn the_panic_hook_is_refused_without_test_hooks() {
     if !need_root("supervision_refused") {
         return;
     }
-    let d = Daemon::start("nohook");
+    // Also: the worker takes the nice value it is given.
+    let d = Daemon::start_with("nohook", &["--worker-nice", "3"]);
+    assert_eq!(d.worker_nice(), Some(3), "the worker's nice value");
     let r = request(&d, r#"{"op":"inject_panic"}"#);
     assert_eq!(r["status"], "error", "{r}");
     let m = r["message"].as_str().unwrap_or_default();

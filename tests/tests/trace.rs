@@ -159,4 +159,7 @@ fn trace_shows_unicast_flood_and_drop_with_its_reason() {
     assert!(e.contains("one of arp"), "{e}");
     let e = d.fails(&["trace", "--port", "nosuchport"]);
     assert!(e.contains("vswitch ports"), "{e}");
+    // The filter language is `vswitch capture`'s: its words are taken, and checked, too.
+    let e = d.fails(&["trace", "icmp", "and", "frob"]);
+    assert!(e.contains("unknown filter word `frob`"), "{e}");
 }

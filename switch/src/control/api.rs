@@ -364,14 +364,10 @@ pub struct TraceStart {
     /// Networks: every port on them.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// Which frames, in the filter words of `vswitch capture` ([`crate::capture::Filter`]:
+    /// `icmp and host 10.0.0.2`); none: every frame.
     #[serde(default)]
-    pub mac: Option<String>,
-    #[serde(default)]
-    pub host: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub proto: Option<String>,
-    #[serde(default)]
-    pub l4_port: Option<u16>,
+    pub filter: Vec<String>,
 }
 
 /// `Request::CaptureStart`: which ports (every port matching all of `network`, `container` and

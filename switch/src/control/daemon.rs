@@ -80,6 +80,9 @@ pub struct Config {
     /// --test-hooks` or `VSWITCH_TEST_HOOKS=1`. Off in production: nobody on the socket can
     /// crash the worker then.
     pub test_hooks: bool,
+    /// How the switch worker thread is scheduled (`vswitch daemon --worker-nice`,
+    /// `--busy-poll`).
+    pub worker: crate::worker::WorkerTuning,
 }
 
 /// `vswitch daemon --tunnel-offload`.
@@ -1855,7 +1858,7 @@ impl Daemon {
 
     /// Arms a trace (replacing one that runs): the filter's names become port ids here.
     pub fn trace_start(&mut self, t: TraceStart) -> Result<u64> {
-        use crate::trace::{TraceFilter, PROTOS};
+        use crate::trace::TraceFilter;
         if !(1..=10_000).contains(&t.count) {
             bail!("--count {}: trace 1 to 10000 frames", t.count);
         }
@@ -1888,25 +1891,11 @@ impl Daemon {
         {
             bail!("the trace's containers and networks have no ports");
         }
-        let mac = match t.mac.as_deref() {
-            Some(m) => Some(
-                m.parse::<MacAddr>()
-                    .map_err(|_| err!("--mac {m:?} is not a MAC address"))?
-                    .0,
-            ),
-            None => None,
-        };
-        if let Some(p) = t.proto.as_deref().filter(|p| !PROTOS.contains(p)) {
-            bail!("--proto {p}: one of {}", PROTOS.join(", "));
-        }
-        let (tx, rx) = crossbeam_channel::bounded(t.count.min(1000) as usize);
         let filter = TraceFilter {
             ports,
-            mac,
-            host: t.host,
-            proto: t.proto,
-            l4_port: t.l4_port,
+            filter: crate::capture::Filter::parse(&t.filter).map_err(|e| err!("{e}"))?,
         };
+        let (tx, rx) = crossbeam_channel::bounded(t.count.min(1000) as usize);
         self.worker.send(crate::worker::Command::Trace(Some(
             crate::worker::TraceArm {
                 filter,

@@ -4,8 +4,10 @@
 //!
 //! Nothing here costs the dataplane anything: a scrape asks the worker for the snapshot that
 //! `vswitch stats` asks for (one command over its channel) and renders what it already counts.
-//! The only counter added for metrics is the per-port drop count by reason, incremented on the
-//! pipeline's drop paths next to the per-port total it already kept.
+//! The counters added for metrics: the per-port drop count by reason, incremented on the
+//! pipeline's drop paths next to the per-port total it already kept, and the worker loop's
+//! load ([`crate::worker::Load`]: one clock read per poll iteration, one add per receive burst).
+//! Bytes sent are the kernel's count for the port's interface, read here at scrape time.
 //!
 //! The listener is a small blocking HTTP/1.1 responder on its own thread: `GET /metrics`, one
 //! request per connection, at most [`MAX_SCRAPERS`] connections at once, each with
@@ -34,15 +36,37 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Kind {
     Counter,
     Gauge,
+    /// Samples `NAME_bucket{le=...}` (cumulative), `NAME_sum` and `NAME_count`.
+    Histogram,
 }
 
-/// One metric family: its name, help, type and samples (label pairs and value).
+/// A sample's value: a count, or a measure in seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One sample of a family: the suffix of its name (`_bucket`, `_sum`, `_count` of a histogram;
+/// empty otherwise), its label pairs and its value.
+type FamilySample = (&'static str, Vec<(&'static str, String)>, Value);
+
+/// One metric family: its name, help, type and samples.
 #[derive(Clone, Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
     kind: Kind,
-    samples: Vec<(Vec<(&'static str, String)>, u64)>,
+    samples: Vec<FamilySample>,
 }
 
 /// A set of metric families in the order they were first named, rendered as the text format.
@@ -61,6 +85,18 @@ impl Exposition {
         labels: &[(&'static str, &str)],
         value: u64,
     ) {
+        self.push(name, help, kind, "", labels, Value::Int(value));
+    }
+
+    fn push(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        suffix: &'static str,
+        labels: &[(&'static str, &str)],
+        value: Value,
+    ) {
         let i = match self.families.iter().position(|f| f.name == name) {
             Some(i) => i,
             None => {
@@ -74,7 +110,46 @@ impl Exposition {
             }
         };
         let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        self.families[i].samples.push((labels, value));
+        self.families[i].samples.push((suffix, labels, value));
+    }
+
+    /// A counter of seconds (a fraction).
+    pub fn seconds(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        secs: f64,
+    ) {
+        self.push(name, help, Kind::Counter, "", labels, Value::Float(secs));
+    }
+
+    /// A histogram: `buckets` are (upper bound, observations in that bucket alone), in
+    /// increasing bounds; rendered cumulative, with the `+Inf` bucket, `_sum` and `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        buckets: &[(u64, u64)],
+        sum: u64,
+    ) {
+        let mut total = 0u64;
+        let mut bounds: Vec<(String, u64)> = (buckets.iter())
+            .map(|(le, n)| {
+                total += n;
+                (le.to_string(), total)
+            })
+            .collect();
+        bounds.push(("+Inf".to_string(), total));
+        let h = Kind::Histogram;
+        for (le, n) in &bounds {
+            let mut l = labels.to_vec();
+            l.push(("le", le));
+            self.push(name, help, h, "_bucket", &l, Value::Int(*n));
+        }
+        self.push(name, help, h, "_sum", labels, Value::Int(sum));
+        self.push(name, help, h, "_count", labels, Value::Int(total));
     }
 
     /// A counter sample.
@@ -106,11 +181,13 @@ impl Exposition {
             let kind = match f.kind {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
             let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-            for (labels, v) in &f.samples {
+            for (suffix, labels, v) in &f.samples {
                 out.push_str(f.name);
+                out.push_str(suffix);
                 if !labels.is_empty() {
                     out.push('{');
                     for (j, (k, val)) in labels.iter().enumerate() {
@@ -260,6 +337,27 @@ fn resident_bytes() -> u64 {
 
 const PORT_LABELS: [&str; 3] = ["port", "container", "network"];
 
+/// Bytes the switch sent on a port, as the kernel counted them on the port's interface in the
+/// daemon's namespace: a veth end's `tx_bytes` (what the switch's AF_PACKET socket sent on it;
+/// the switch side has no IPv6 and no address, so nothing else is sent there), a TAP's
+/// `rx_bytes` (what the switch wrote into it is what the interface received). `None` for other
+/// kinds (an uplink's parent also carries the host's own traffic; a tunnel has no interface) and
+/// for an interface not in this namespace (a container's TAP).
+fn tx_bytes_of(name: &str, kind: &str) -> Option<u64> {
+    let stat = if kind.starts_with("veth/") {
+        "tx_bytes"
+    } else if kind.starts_with("tap") {
+        "rx_bytes"
+    } else {
+        return None;
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return None;
+    }
+    let path = format!("/sys/class/net/{name}/statistics/{stat}");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 impl Daemon {
     /// Every metric the daemon has now, as the text exposition format.
     pub fn metrics(&self) -> String {
@@ -330,6 +428,14 @@ impl Daemon {
                 &labels,
                 tx,
             );
+            if let Some(b) = tx_bytes_of(&rec.name, rec.kind) {
+                e.counter(
+                    "vswitch_port_tx_bytes_total",
+                    "Bytes the switch sent on the port, as the kernel counted them on its interface (veth and host TAP ports; a GSO frame counts whole).",
+                    &labels,
+                    b,
+                );
+            }
             e.counter(
                 "vswitch_port_tx_dropped_total",
                 "Frames for the port that its transmit queue refused.",
@@ -395,6 +501,30 @@ impl Daemon {
             "Frames the pipeline queued for transmission, all ports (each flooded copy counts).",
             &[],
             c.tx,
+        );
+        // The worker loop: how busy, and how full its receive bursts are.
+        let load = &snap.load;
+        e.seconds(
+            "vswitch_worker_busy_seconds_total",
+            "Seconds the worker spent in loop iterations that received frames (busy ratio: its rate over the rate of vswitch_worker_run_seconds_total).",
+            &[],
+            load.busy_ns as f64 / 1e9,
+        );
+        e.seconds(
+            "vswitch_worker_run_seconds_total",
+            "Seconds the worker has run, busy or waiting.",
+            &[],
+            load.run_ns as f64 / 1e9,
+        );
+        let buckets: Vec<(u64, u64)> = (load.batches.iter().enumerate())
+            .map(|(k, n)| (1u64 << k, *n))
+            .collect();
+        e.histogram(
+            "vswitch_worker_batch_frames",
+            "Frames per receive burst that received any (a burst holds at most 64).",
+            &[],
+            &buckets,
+            load.batch_frames,
         );
         for r in DropReason::ALL {
             e.counter(
@@ -735,6 +865,21 @@ mod tests {
         assert_eq!(s[2].label("y"), Some(""));
         assert_eq!(s[2].value, 7.0);
         assert_eq!((s[1].label("k"), s[1].value), (Some("v"), 4.0));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_sum_and_count() {
+        let mut e = Exposition::default();
+        e.histogram("h", "H.", &[("w", "1")], &[(1, 2), (2, 0), (4, 3)], 15);
+        e.seconds("s_seconds_total", "S.", &[], 1.25);
+        assert_eq!(
+            e.render(),
+            "# HELP h H.\n# TYPE h histogram\n\
+             h_bucket{w=\"1\",le=\"1\"} 2\nh_bucket{w=\"1\",le=\"2\"} 2\nh_bucket{w=\"1\",le=\"4\"} 5\n\
+             h_bucket{w=\"1\",le=\"+Inf\"} 5\nh_sum{w=\"1\"} 15\nh_count{w=\"1\"} 5\n\
+             # HELP s_seconds_total S.\n# TYPE s_seconds_total counter\ns_seconds_total 1.25\n"
+        );
+        assert!(parse(&e.render()).is_ok());
     }
 
     #[test]

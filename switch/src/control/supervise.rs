@@ -110,7 +110,7 @@ impl Daemon {
         generation: u64,
         exits: crossbeam_channel::Sender<WorkerExit>,
     ) -> Result<WorkerHandle> {
-        WorkerHandle::spawn_supervised(cfg.pipeline.clone(), generation, exits)
+        WorkerHandle::spawn_supervised(cfg.pipeline.clone(), generation, exits, cfg.worker)
             .context("cannot start the switch worker")
     }
 

@@ -389,21 +389,23 @@ fn classify(frame: &[u8], gw: GwAddr) -> Ask {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::batch::VnetHdr;
 
-    const GW_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
-    const C_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+    /// The gateway of the tests' network, and a container on it (the worker's tests use them).
+    pub(crate) const GW_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+    pub(crate) const C_IP: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
 
-    fn gw_mac() -> MacAddr {
+    pub(crate) fn gw_mac() -> MacAddr {
         MacAddr::local_from(GW_IP.octets())
     }
-    fn c_mac() -> MacAddr {
+    pub(crate) fn c_mac() -> MacAddr {
         MacAddr::local_from(C_IP.octets())
     }
 
-    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    /// An ARP request from the container for `target`.
+    pub(crate) fn arp_request(target: Ipv4Addr) -> Vec<u8> {
         let mut f = vec![0xff; 6];
         f.extend_from_slice(&c_mac().0);
         f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
@@ -415,7 +417,8 @@ mod tests {
         f
     }
 
-    fn echo_request(dst: Ipv4Addr) -> Vec<u8> {
+    /// An ICMP echo request from the container to `dst`, through the gateway's MAC.
+    pub(crate) fn echo_request(dst: Ipv4Addr) -> Vec<u8> {
         let mut f = gw_mac().0.to_vec();
         f.extend_from_slice(&c_mac().0);
         f.extend_from_slice(&[0x08, 0x00]);
