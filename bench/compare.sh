@@ -8,7 +8,8 @@
 #   vswitch-bp (vswitch with --busy-poll 20000: the worker polls instead of sleeping between
 #               frames 10 ms apart; only with TARGETS=..., it needs a core to spare)
 # For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
-# (trafgen in c1 towards c2's MAC, counted at c2's eth0) and ping RTT. Each round measures every
+# (trafgen in c1 towards c2's MAC, counted at c2's eth0; once with trafgen's default, one sender
+# process per CPU, once with one sender process) and ping RTT. Each round measures every
 # target once (the order rotates from round to round) and notes the machine's load; the summary
 # is the median of each number and the median of the per-round ratios of vswitch to each peer.
 # Writes bench/results/compare.json.
@@ -109,7 +110,7 @@ measure() {
   setup $mode || { echo "$mode: setup failed" >&2; teardown $mode; return 1; }
   sleep 1
   ip netns exec ${TAG}c1 ping -c 3 -i 0.2 -W 2 $IP2 >/dev/null || { echo "$mode: no connectivity" >&2; teardown $mode; return 1; }
-  local rtt tcp fwd b a dmac
+  local rtt tcp fwd fwd1 b a dmac
   rtt=$(ip netns exec ${TAG}c1 ping -c 50 -i 0.01 -q $IP2 | tail -1 | awk -F/ '{print $5}')
   serve ip netns exec ${TAG}c2 iperf3 -s -1; sleep 0.5
   tcp=$(ip netns exec ${TAG}c1 iperf3 -c $IP2 -t $T -J | python3 -c 'import json,sys;d=json.load(sys.stdin);print("%.2f"%(d["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
@@ -122,8 +123,15 @@ measure() {
   sleep 0.5
   a=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')
   fwd=$(( (a-b)/3000 ))
+  # Again with one sender process (trafgen -P 1): a single-threaded sender, which leaves the
+  # other core to whoever forwards (the kernel bridge forwards in the sender's own context).
+  b=$a
+  ip netns exec ${TAG}c1 timeout 3 trafgen --dev eth0 --conf $WORK/udp.cfg -q -b 0 -P 1 >/dev/null 2>&1
+  sleep 0.5
+  a=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')
+  fwd1=$(( (a-b)/3000 ))
   teardown $mode
-  echo "$mode $tcp $fwd $rtt"
+  echo "$mode $tcp $fwd $fwd1 $rtt"
 }
 
 # Open vSwitch's daemons, started here (nothing starts services on this machine) unless running.
@@ -136,7 +144,7 @@ if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   sleep 1
 fi
 
-printf '%-6s %-11s %10s %14s %10s %s\n' round target tcp_gbps l2fwd64_kpps rtt_ms load
+printf '%-6s %-11s %10s %14s %16s %10s %s\n' round target tcp_gbps l2fwd64_kpps l2fwd64_1tx_kpps rtt_ms load
 RES=""
 read -r -a TL <<< "$TARGETS"
 for r in $(seq "$ROUNDS"); do
@@ -146,7 +154,7 @@ for r in $(seq "$ROUNDS"); do
     load=$(cut -d' ' -f1 /proc/loadavg)
     res=$(measure $m) || continue
     set -- $res
-    printf '%-6s %-11s %10s %14s %10s %s\n' $r $1 $2 $3 $4 $load
+    printf '%-6s %-11s %10s %14s %16s %10s %s\n' $r $1 $2 $3 $4 $5 $load
     RES="$RES$r $res $load;"
   done
 done
@@ -155,19 +163,21 @@ import json, sys, datetime, platform, statistics
 rounds = {}
 for line in sys.argv[1].split(';'):
     if line.strip():
-        r, m, tcp, fwd, rtt, load = line.split()
+        r, m, tcp, fwd, fwd1, rtt, load = line.split()
         rounds.setdefault(int(r), {})[m] = {"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd),
+                                            "l2fwd64_1tx_kpps": float(fwd1),
                                             "rtt_ms": float(rtt), "load": float(load)}
 if not rounds:
     sys.exit("no result")
-keys = ("tcp_gbps", "l2fwd64_kpps", "rtt_ms", "load")
+keys = ("tcp_gbps", "l2fwd64_kpps", "l2fwd64_1tx_kpps", "rtt_ms", "load")
 targets = sorted({m for x in rounds.values() for m in x})
 med = {m: {k: statistics.median(x[m][k] for x in rounds.values() if m in x) for k in keys} for m in targets}
 loads = [x[m]["load"] for x in rounds.values() for m in x]
 print(f"median of {len(rounds)} rounds (load {min(loads):.1f}-{max(loads):.1f}):")
 for m in targets:
     v = med[m]
-    print(f"  {m:<11} tcp {v['tcp_gbps']:.2f} Gbit/s  64 B {v['l2fwd64_kpps']:.0f} kpps  rtt {v['rtt_ms']:.3f} ms")
+    print(f"  {m:<11} tcp {v['tcp_gbps']:.2f} Gbit/s  64 B {v['l2fwd64_kpps']:.0f} kpps  "
+          f"64 B one sender {v['l2fwd64_1tx_kpps']:.0f} kpps  rtt {v['rtt_ms']:.3f} ms")
 ratios = {}
 for sw in ("vswitch", "vswitch-bp", "vswitch-xdp"):
     for peer in ("kbr", "ovs"):
@@ -175,11 +185,12 @@ for sw in ("vswitch", "vswitch-bp", "vswitch-xdp"):
         if not per:
             continue
         rat = {}
-        for k in ("tcp_gbps", "l2fwd64_kpps", "rtt_ms"):
+        for k in ("tcp_gbps", "l2fwd64_kpps", "l2fwd64_1tx_kpps", "rtt_ms"):
             q = [x[sw][k] / x[peer][k] for x in per if x[peer][k]]
             rat[k] = round(statistics.median(q), 2) if q else None
         ratios[f"{sw}/{peer}"] = rat
         print(f"{sw} / {peer}: tcp {rat['tcp_gbps']}x  l2fwd64 {rat['l2fwd64_kpps']}x  "
+              f"one sender {rat['l2fwd64_1tx_kpps']}x  "
               f"rtt {rat['rtt_ms']}x (lower is better; median of {len(per)} per-round ratios)")
 json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
            "kernel": platform.release(), "rounds": rounds, "median": med, "ratios": ratios},
