@@ -370,41 +370,34 @@ impl XdpAttach {
     ) -> Result<XdpAttach, BpfError> {
         let link_err = match policy {
             AttachPolicy::NetlinkOnly => io::Error::other("not tried (netlink forced)"),
-            AttachPolicy::Auto => match link_create(&prog, ifindex, flags) {
-                Ok(link) => {
-                    return Ok(XdpAttach {
-                        ifname: ifname.to_string(),
-                        ifindex,
-                        flags,
-                        prog,
-                        link: Some(link),
-                    })
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            AttachPolicy::Auto => {
+                let link = match link_create(&prog, ifindex, flags) {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(BpfError::of("BPF_LINK_CREATE xdp", e))
+                    }
                     // A program attached through netlink (a daemon in fallback mode that
                     // crashed) is in the way: replace it and take the link again.
-                    if netlink_xdp(ifname, -1, flags, None).is_ok() {
-                        match link_create(&prog, ifindex, flags) {
-                            Ok(link) => {
-                                return Ok(XdpAttach {
-                                    ifname: ifname.to_string(),
-                                    ifindex,
-                                    flags,
-                                    prog,
-                                    link: Some(link),
-                                })
-                            }
-                            Err(e) => e,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        match netlink_xdp(ifname, -1, flags, None) {
+                            Ok(()) => link_create(&prog, ifindex, flags),
+                            Err(_) => Err(e),
                         }
-                    } else {
-                        e
                     }
+                    r => r,
+                };
+                match link {
+                    Ok(link) => {
+                        return Ok(XdpAttach {
+                            ifname: ifname.to_string(),
+                            ifindex,
+                            flags,
+                            prog,
+                            link: Some(link),
+                        })
+                    }
+                    Err(e) => e,
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    return Err(BpfError::of("BPF_LINK_CREATE xdp", e))
-                }
-                Err(e) => e,
-            },
+            }
         };
         match netlink_xdp(ifname, prog.as_raw_fd(), flags, None) {
             Ok(()) => Ok(XdpAttach {
