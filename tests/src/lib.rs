@@ -182,6 +182,15 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The host-side interface of container `name`'s first endpoint (its switch port's name,
+    /// as `vswitch ports` lists it).
+    pub fn port_name(&self, name: &str) -> String {
+        self.container(name)["endpoints"][0]["port_name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("container {name} has no port"))
+            .to_string()
+    }
+
     /// The `/proc` directory of the daemon's switch worker thread (`vswitch-worker`).
     pub fn worker_task(&self) -> Option<PathBuf> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;

@@ -204,10 +204,7 @@ fn rm_frees_port_and_address_and_gone_namespaces_are_dropped() {
     d.ok(&["network", "create", "--subnet", "10.233.0.0/29", "tiny"]);
     let c1 = unique("f");
     d.run(&c1, &["--network", "tiny", "--ip", "10.233.0.2"]);
-    let port = d.container(&c1)["endpoints"][0]["port_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let port = d.port_name(&c1);
     assert!(sh("ip", &["link", "show", &port]).status.success());
     d.ok(&["rm", &c1]);
     assert!(

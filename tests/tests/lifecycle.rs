@@ -572,14 +572,7 @@ fn stats_and_ports_counters_grow() {
     let (a, b) = (unique("sa"), unique("sb"));
     d.run(&a, &[]);
     d.run(&b, &[]);
-    let pa = d.container(&a)["endpoints"][0]["port_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pb = d.container(&b)["endpoints"][0]["port_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (pa, pb) = (d.port_name(&a), d.port_name(&b));
     assert!(d.ping(&a, &d.ip_of(&b)));
     let s0 = json(&d.ok(&["stats", "--json"]));
     let (a_rx0, a_tx0) = port_rx_tx(&d, &pa);

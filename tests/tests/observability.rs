@@ -227,13 +227,7 @@ fn metrics_endpoint_serves_prometheus_text_that_moves_with_traffic() {
     d.run(&c1, &[]);
     d.run(&c2, &[]);
     let ip2 = d.ip_of(&c2);
-    let port = |c: &str| {
-        d.container(c)["endpoints"][0]["port_name"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (p1, p2) = (port(&c1), port(&c2));
+    let (p1, p2) = (d.port_name(&c1), d.port_name(&c2));
     let before = scrape(&addr);
     assert!(d.ping(&c1, &ip2), "c1 -> c2");
     let after = scrape(&addr);
@@ -575,13 +569,7 @@ fn capture_of_a_ping_reads_back_in_tshark_with_ports_and_directions() {
     d.run(&c2, &[]);
     let (ip1, ip2) = (d.ip_of(&c1), d.ip_of(&c2));
     assert!(d.ping(&c1, &ip2), "c1 -> c2 (the MAC table learns both)");
-    let port = |c: &str| {
-        d.container(c)["endpoints"][0]["port_name"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (p1, p2) = (port(&c1), port(&c2));
+    let (p1, p2) = (d.port_name(&c1), d.port_name(&c2));
     let file = d.dir.join("ping.pcapng");
     let f = file.to_str().unwrap();
     let (mut cap, err) = start_capture(&d, &["--network", "bridge", "-c", "8", "-w", f, "icmp"]);
@@ -668,10 +656,7 @@ fn capture_shows_what_the_gateway_answers_going_out() {
     let net: serde_json::Value =
         serde_json::from_str(&d.ok(&["network", "inspect", "bridge"])).unwrap();
     let gw = net[0]["gateway"].as_str().unwrap().to_string();
-    let port = d.container(&c1)["endpoints"][0]["port_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let port = d.port_name(&c1);
     let file = d.dir.join("gw.pcapng");
     let f = file.to_str().unwrap();
     // Only what the switch sends to c1: the switch's gateway answers the pings itself.

@@ -78,16 +78,9 @@ fn mac_of(d: &Daemon, c: &str) -> String {
         .to_string()
 }
 
-fn port_of(d: &Daemon, c: &str) -> String {
-    d.container(c)["endpoints"][0]["port_name"]
-        .as_str()
-        .expect("container has a port")
-        .to_string()
-}
-
 /// The `ports --json` entry of container `c`'s port.
 fn port_stats(d: &Daemon, c: &str) -> serde_json::Value {
-    let name = port_of(d, c);
+    let name = d.port_name(c);
     json(&d.ok(&["ports", "--json"]))
         .as_array()
         .unwrap()
@@ -266,7 +259,7 @@ fn port_security_stops_arp_poisoning_and_mac_theft() {
     ip_in(&d, &a, &["link", "set", "dev", "eth0", "address", &b_mac]);
     assert!(!d.ping(&a, &c_ip), "A reached C with B's MAC");
     assert!(counter(&d, &a, "spoofed_mac") >= 2);
-    assert_eq!(fdb_port(&d, &b_mac), Some(port_of(&d, &b)));
+    assert_eq!(fdb_port(&d, &b_mac), Some(d.port_name(&b)));
     assert!(d.ping(&c, &b_ip), "C reaches B while A holds B's MAC");
     assert!(drop_count(&d, "spoofed_mac") >= 2);
     ip_in(&d, &a, &["link", "set", "dev", "eth0", "address", &a_mac]);
@@ -321,7 +314,7 @@ fn without_port_security_the_same_spoofing_works() {
     ip_in(&d, &a, &["link", "set", "dev", "eth0", "address", &b_mac]);
     let _ = d.exec(&a, &["ping", "-c", "2", "-i", "0.2", "-W", "1", &c_ip]);
     wait_for(&d, 10, "B's MAC learned on A's port", || {
-        fdb_port(&d, &b_mac) == Some(port_of(&d, &a))
+        fdb_port(&d, &b_mac) == Some(d.port_name(&a))
     });
     assert_eq!(counter(&d, &a, "spoofed_mac"), 0);
 }
@@ -456,7 +449,7 @@ fn a_random_source_mac_flood_keeps_the_mac_table_bounded() {
         &["python3", "-c", FRAMES_SEND, &b_mac, "5000", "1", "50"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let a_port = port_of(&d, &a);
+    let a_port = d.port_name(&a);
     let on_a = || {
         json(&d.ok(&["fdb", "--json"]))
             .as_array()
@@ -473,7 +466,7 @@ fn a_random_source_mac_flood_keeps_the_mac_table_bounded() {
     let entries = stats["fdb_entries"].as_u64().unwrap() as usize;
     assert!(entries <= limit + 10, "{entries} MAC table entries");
     // The others' entries stayed, and they still talk.
-    assert_eq!(fdb_port(&d, &b_mac), Some(port_of(&d, &b)));
-    assert_eq!(fdb_port(&d, &c_mac), Some(port_of(&d, &c)));
+    assert_eq!(fdb_port(&d, &b_mac), Some(d.port_name(&b)));
+    assert_eq!(fdb_port(&d, &c_mac), Some(d.port_name(&c)));
     assert!(d.ping(&c, &b_ip), "C -> B after the flood");
 }

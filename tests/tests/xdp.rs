@@ -36,14 +36,6 @@ fn run_or_skip(d: &Daemon, name: &str, args: &[&str]) -> bool {
     );
 }
 
-/// The host-side interface of a container's first endpoint.
-fn port_name(d: &Daemon, c: &str) -> String {
-    d.container(c)["endpoints"][0]["port_name"]
-        .as_str()
-        .expect("port name")
-        .to_string()
-}
-
 /// `ip -d link show NAME` (empty when the link is gone).
 fn link_detail(name: &str) -> String {
     String::from_utf8_lossy(&sh("ip", &["-d", "link", "show", name]).stdout).into_owned()
@@ -89,7 +81,7 @@ fn xdp_container_pings_and_carries_tcp_with_a_veth_container() {
     d.run(&v, &["-d", "--network", "xnet"]);
     assert_eq!(d.container(&x)["endpoints"][0]["attach"], "xdp");
     assert_eq!(d.container(&v)["endpoints"][0]["attach"], "veth");
-    let px = port_name(&d, &x);
+    let px = d.port_name(&x);
     assert_eq!(
         port_entry(&d, &px)["kind"],
         "veth/af_xdp",
@@ -160,7 +152,7 @@ fn xdp_leaving_container_takes_its_program_and_a_restart_attaches_a_new_one() {
     }
     d.run(&x2, &["-d", "--network", "xrnet", "--attach", "xdp"]);
     d.run(&v, &["-d", "--network", "xrnet"]);
-    let (p1, p2) = (port_name(&d, &x1), port_name(&d, &x2));
+    let (p1, p2) = (d.port_name(&x1), d.port_name(&x2));
     let id1 = xdp_prog_id(&p1).expect("x1's program");
     assert!(program_exists(id1).unwrap(), "program {id1} is loaded");
     assert!(d.ping(&x1, &d.ip_of(&x2)), "xdp -> xdp");
@@ -284,7 +276,7 @@ fn xdp_mode_per_network_per_connect_and_per_daemon_and_refusals() {
     let c = unique("c");
     d2.run(&c, &["-d"]);
     assert_eq!(d2.container(&c)["endpoints"][0]["attach"], "xdp");
-    let pc = port_name(&d2, &c);
+    let pc = d2.port_name(&c);
     assert_eq!(port_entry(&d2, &pc)["kind"], "veth/af_xdp");
 }
 
@@ -304,7 +296,7 @@ fn xdp_ports_come_back_after_a_worker_panic() {
     d.run(&v, &["-d", "--network", "xpnet"]);
     let (ipx, ipv) = (d.ip_of(&x), d.ip_of(&v));
     assert!(d.ping(&x, &ipv));
-    let px = port_name(&d, &x);
+    let px = d.port_name(&x);
     let before = xdp_prog_id(&px).expect("a program before the panic");
     let o = d.cli(&["stats", "--json"]);
     assert_eq!(json(&stdout(&o))["worker_restarts"], 0);
