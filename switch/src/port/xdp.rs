@@ -96,7 +96,7 @@ impl Default for XdpConfig {
     fn default() -> Self {
         XdpConfig {
             frame_size: 4096,
-            rx_frames: 1024,
+            rx_frames: 4096,
             tx_frames: 1024,
             mode_flags: bpf::XDP_FLAGS_DRV_MODE,
             attach: AttachPolicy::Auto,
