@@ -5,7 +5,7 @@
 //! `tests/tests/overlay.rs` without a kernel bridge behind it: the address sits on the vxlan
 //! device itself.
 
-use crate::{sh, sh_ok, unique, Netns};
+use crate::{sh, sh_ok, unique, Daemon, Netns};
 
 /// A Linux VXLAN endpoint in a namespace of its own, reached from the host by a veth pair.
 pub struct VxlanPeer {
@@ -96,6 +96,26 @@ impl VxlanPeer {
         self.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", ip])
             .status
             .success()
+    }
+
+    /// Asserts that daemon `d` learned the peer's `vxlan0` MAC on network `net` against this
+    /// peer's VTEP (`vtep:REMOTE` in `vswitch fdb`), so frames from it came through the tunnel.
+    pub fn assert_learned_by(&self, d: &Daemon, net: &str) {
+        let link = sh_ok(
+            "ip",
+            &["-n", &self.ns.name, "-br", "link", "show", "vxlan0"],
+        );
+        let mac = link
+            .split_whitespace()
+            .nth(2)
+            .expect("vxlan0's MAC")
+            .to_string();
+        let fdb = d.ok(&["fdb", net]);
+        let line = fdb
+            .lines()
+            .find(|l| l.contains(&mac))
+            .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
+        assert!(line.contains(&format!("vtep:{}", self.remote)), "{line}");
     }
 }
 

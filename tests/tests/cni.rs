@@ -820,21 +820,7 @@ fn an_overlay_network_created_by_the_configuration_reaches_a_linux_vxlan_peer() 
     eprintln!("cni overlay: iperf3 {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "iperf3 moved only {bps} bit/s");
     // The peer's MAC is learned against its VTEP.
-    let mac = sh_ok(
-        "ip",
-        &["-n", &peer.ns.name, "-br", "link", "show", "vxlan0"],
-    );
-    let mac = mac
-        .split_whitespace()
-        .nth(2)
-        .expect("vxlan0's MAC")
-        .to_string();
-    let fdb = d.ok(&["fdb", &net]);
-    let line = fdb
-        .lines()
-        .find(|l| l.contains(&mac))
-        .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
-    assert!(line.contains(&format!("vtep:{}", peer.remote)), "{line}");
+    peer.assert_learned_by(&d, &net);
     // CHECK agrees; DEL removes the endpoint (the network stays, as with every driver).
     let mut with_prev = cf.clone();
     with_prev["prevResult"] = r.clone();

@@ -694,21 +694,7 @@ fn an_overlay_network_through_docker_reaches_a_linux_vxlan_peer() {
     );
     // The peer's MAC is learned against its VTEP, and the frames went through vswitch's
     // tunnel.
-    let mac = sh_ok(
-        "ip",
-        &["-n", &peer.ns.name, "-br", "link", "show", "vxlan0"],
-    );
-    let mac = mac
-        .split_whitespace()
-        .nth(2)
-        .expect("vxlan0's MAC")
-        .to_string();
-    let fdb = d.ok(&["fdb", &net]);
-    let line = fdb
-        .lines()
-        .find(|l| l.contains(&mac))
-        .unwrap_or_else(|| panic!("{mac} not learned: {fdb}"));
-    assert!(line.contains(&format!("vtep:{}", peer.remote)), "{line}");
+    peer.assert_learned_by(&d, &net);
     let s: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
     let t = &s["tunnels"][0];
     assert!(

@@ -37,6 +37,22 @@ fn set(ips: &[&str]) -> BTreeSet<String> {
     ips.iter().map(|s| s.to_string()).collect()
 }
 
+/// `network create` arguments of a global overlay network `name` on `subnet`.
+fn global_overlay_args<'a>(subnet: &'a str, name: &'a str) -> [&'a str; 9] {
+    [
+        "network", "create", "--driver", "overlay", "--scope", "global", "--subnet", subnet, name,
+    ]
+}
+
+/// Waits until each of two hosts has the other (and only it) as its peer on `net`.
+fn wait_two_peered(ul: &Underlay, ds: &[Daemon], net: &str) {
+    wait_until(
+        &format!("both hosts peered on {net}"),
+        Duration::from_secs(10),
+        || peers(&ds[0], net) == set(&[&ul.ip(2)]) && peers(&ds[1], net) == set(&[&ul.ip(1)]),
+    );
+}
+
 /// Waits until `f` holds and returns how long it took.
 fn converge(what: &str, deadline: Duration, f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
@@ -54,17 +70,7 @@ fn global_overlay_three_hosts_without_peers_a_fourth_joins_and_a_killed_host_lea
     let mut ds: Vec<Daemon> = (1..=3)
         .map(|k| store_daemon(&ul, &cl, "gs", k, &[]))
         .collect();
-    ds[0].ok(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.61.0.0/16",
-        "ov",
-    ]);
+    ds[0].ok(&global_overlay_args("10.61.0.0/16", "ov"));
     // In the store: the network and its VNI; every host's VTEP on its lease.
     let keys = cl.keys(&format!("{PREFIX}/"));
     assert!(keys.contains(&format!("{PREFIX}/networks/ov")), "{keys:?}");
@@ -99,17 +105,7 @@ fn global_overlay_three_hosts_without_peers_a_fourth_joins_and_a_killed_host_lea
     );
     assert_eq!(net[0]["options"]["scope"], "global");
     // A second create of the name fails on any host: the store has it.
-    let e = ds[2].fails(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.62.0.0/16",
-        "ov",
-    ]);
+    let e = ds[2].fails(&global_overlay_args("10.62.0.0/16", "ov"));
     assert!(e.contains("already exists"), "{e}");
     // Containers on every host reach each other.
     let names: Vec<String> = (0..3).map(|k| unique(&format!("gc{k}"))).collect();
@@ -328,20 +324,8 @@ fn store_failures_a_member_dies_quorum_is_lost_and_comes_back_a_lease_is_lost() 
     let ds: Vec<Daemon> = (1..=2)
         .map(|k| store_daemon(&ul, &cl, "gf", k, &[]))
         .collect();
-    ds[0].ok(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.64.0.0/16",
-        "fo",
-    ]);
-    wait_until("both hosts peered on fo", Duration::from_secs(10), || {
-        peers(&ds[0], "fo") == set(&[&ul.ip(2)]) && peers(&ds[1], "fo") == set(&[&ul.ip(1)])
-    });
+    ds[0].ok(&global_overlay_args("10.64.0.0/16", "fo"));
+    wait_two_peered(&ul, &ds, "fo");
     let (a, b) = (unique("gfa"), unique("gfb"));
     ds[0].run(&a, &["--network", "fo"]);
     ds[1].run(&b, &["--network", "fo"]);
@@ -383,17 +367,7 @@ fn store_failures_a_member_dies_quorum_is_lost_and_comes_back_a_lease_is_lost() 
         ds[0].container(&c2).is_null(),
         "nothing of the failed run stays"
     );
-    let e = ds[1].fails(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.65.0.0/16",
-        "fo2",
-    ]);
+    let e = ds[1].fails(&global_overlay_args("10.65.0.0/16", "fo2"));
     assert!(e.contains("the store has no quorum; try again"), "{e}");
     // Local networks do not need the store.
     ds[1].ok(&["network", "create", "--subnet", "10.66.0.0/24", "loc"]);
@@ -590,17 +564,7 @@ fn store_endpoints_program_remote_macs_and_a_first_ping_sends_no_arp_across_host
     let ds: Vec<Daemon> = (1..=3)
         .map(|k| store_daemon(&ul, &cl, "ge", k, &[]))
         .collect();
-    ds[0].ok(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.67.0.0/16",
-        "ev",
-    ]);
+    ds[0].ok(&global_overlay_args("10.67.0.0/16", "ev"));
     wait_until(
         "every host serving ev with both others as peers",
         Duration::from_secs(10),
@@ -739,20 +703,8 @@ fn store_watch_stuck_on_a_frozen_member_is_noticed_and_replaced() {
     let ds: Vec<Daemon> = (1..=2)
         .map(|k| store_daemon(&ul, &cl, "gw", k, &[]))
         .collect();
-    ds[0].ok(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.69.0.0/16",
-        "wv",
-    ]);
-    wait_until("both hosts peered on wv", Duration::from_secs(10), || {
-        peers(&ds[0], "wv") == set(&[&ul.ip(2)]) && peers(&ds[1], "wv") == set(&[&ul.ip(1)])
-    });
+    ds[0].ok(&global_overlay_args("10.69.0.0/16", "wv"));
+    wait_two_peered(&ul, &ds, "wv");
     let (a, b) = (unique("gwa"), unique("gwb"));
     ds[0].run(&a, &["--network", "wv"]);
     // Both daemons talk to (and watch on) the first member. Frozen, it keeps their
@@ -787,17 +739,7 @@ fn store_claims_of_a_dead_host_are_released_after_the_grace_period_never_before(
     // Host 1 releases claims of hosts gone for 4 s; host 2's lease lives 3 s.
     let d1 = store_daemon(&ul, &cl, "gg", 1, &["--store-claim-grace", "4"]);
     let mut d2 = store_daemon(&ul, &cl, "gg", 2, &["--store-ttl", "3"]);
-    d1.ok(&[
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--scope",
-        "global",
-        "--subnet",
-        "10.70.0.0/24",
-        "cg",
-    ]);
+    d1.ok(&global_overlay_args("10.70.0.0/24", "cg"));
     wait_until("cg on host 2", Duration::from_secs(10), || {
         d2.cli(&["network", "inspect", "cg"]).status.success()
     });
