@@ -7,7 +7,8 @@
 # forwarding). For each, in every round: single-stream TCP (iperf3 from the host's binary
 # run in the containers' network namespaces, so the traffic crosses each container's eth0),
 # 64-byte frames forwarded per second (trafgen in one container towards the other's MAC,
-# counted at the other's eth0) and ping RTT. Rounds alternate the two networks; the table
+# counted at the other's eth0; once with trafgen's default of a sender per CPU, once with one
+# sender, as bench/compare.sh) and ping RTT. Rounds alternate the two networks; the table
 # gives the median of the rounds and vswitch's ratio to Docker's bridge, with the machine's
 # load beside it, and writes bench/results/compare-docker.json.
 #
@@ -85,7 +86,7 @@ in_ns() { local p=$1; shift; nsenter -t "$p" -n "$@"; }
 rx_packets() { in_ns "$1" ip -s link show eth0 | awk '/RX:/{getline; print $2}'; }
 
 measure() {
-  local n=$1 c1=${TAG}${1:0:1}1 c2=${TAG}${1:0:1}2 p1 p2 ip2 rtt tcp fwd b a dmac
+  local n=$1 c1=${TAG}${1:0:1}1 c2=${TAG}${1:0:1}2 p1 p2 ip2 rtt tcp fwd fwd1 b a dmac
   p1=$(pid_of "$c1") p2=$(pid_of "$c2") ip2=$(ip_of "$c2" ${TAG}$n)
   in_ns "$p1" ping -c 3 -i 0.2 -W 2 "$ip2" >/dev/null || { echo "$n: no connectivity" >&2; return 1; }
   rtt=$(in_ns "$p1" ping -c 50 -i 0.01 -q "$ip2" | tail -1 | awk -F/ '{print $5}')
@@ -102,16 +103,23 @@ measure() {
   sleep 0.5
   a=$(rx_packets "$p2")
   fwd=$(((a - b) / 3000))
-  echo "$tcp $fwd $rtt"
+  # Again with one sender process (trafgen -P 1), as bench/compare.sh does: it leaves the other
+  # core to whoever forwards (the kernel bridge forwards in the sender's own context).
+  b=$a
+  in_ns "$p1" timeout 3 trafgen --dev eth0 --conf "$WORK/udp.cfg" -q -b 0 -P 1 >/dev/null 2>&1
+  sleep 0.5
+  a=$(rx_packets "$p2")
+  fwd1=$(((a - b) / 3000))
+  echo "$tcp $fwd $fwd1 $rtt"
 }
 
-printf '%-6s %-8s %10s %14s %10s %s\n' round network tcp_gbps l2fwd64_kpps rtt_ms load
+printf '%-6s %-8s %10s %14s %16s %10s %s\n' round network tcp_gbps l2fwd64_kpps l2fwd64_1tx_kpps rtt_ms load
 RES=""
 for r in $(seq "$ROUNDS"); do
   for n in vs br; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     m=$(measure $n) || continue
-    printf '%-6s %-8s %10s %14s %10s %s\n' "$r" "$n" $m "$load"
+    printf '%-6s %-8s %10s %14s %16s %10s %s\n' "$r" "$n" $m "$load"
     RES="$RES$n $m $load;"
   done
 done
@@ -120,16 +128,19 @@ import json, sys, datetime, platform, statistics
 rows = {"vs": [], "br": []}
 for r in sys.argv[1].split(';'):
     if r.strip():
-        n, tcp, fwd, rtt, load = r.split()
-        rows[n].append({"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd), "rtt_ms": float(rtt), "load": float(load)})
-med = {n: {k: statistics.median(x[k] for x in v) for k in ("tcp_gbps", "l2fwd64_kpps", "rtt_ms", "load")}
+        n, tcp, fwd, fwd1, rtt, load = r.split()
+        rows[n].append({"tcp_gbps": float(tcp), "l2fwd64_kpps": float(fwd), "l2fwd64_1tx_kpps": float(fwd1),
+                        "rtt_ms": float(rtt), "load": float(load)})
+med = {n: {k: statistics.median(x[k] for x in v) for k in ("tcp_gbps", "l2fwd64_kpps", "l2fwd64_1tx_kpps", "rtt_ms", "load")}
        for n, v in rows.items() if v}
 ratios = {}
 if "vs" in med and "br" in med:
     v, b = med["vs"], med["br"]
-    ratios = {k: round(v[k] / b[k], 2) if b[k] else None for k in ("tcp_gbps", "l2fwd64_kpps", "rtt_ms")}
+    ratios = {k: round(v[k] / b[k], 2) if b[k] else None
+              for k in ("tcp_gbps", "l2fwd64_kpps", "l2fwd64_1tx_kpps", "rtt_ms")}
     print(f"median of {len(rows['vs'])} rounds, load {v['load']:.1f}: Docker on vswitch / Docker's bridge: "
-          f"tcp {ratios['tcp_gbps']}x  l2fwd64 {ratios['l2fwd64_kpps']}x  rtt {ratios['rtt_ms']}x (lower is better)")
+          f"tcp {ratios['tcp_gbps']}x  l2fwd64 {ratios['l2fwd64_kpps']}x  "
+          f"l2fwd64 one sender {ratios['l2fwd64_1tx_kpps']}x  rtt {ratios['rtt_ms']}x (lower is better)")
 json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
            "kernel": platform.release(), "rounds": rows, "median": med, "ratios": ratios},
           open(sys.argv[2], "w"), indent=2)
