@@ -1370,8 +1370,8 @@ impl Worker {
                         })
                     });
                 }
-                Command::CaptureStart { tap } => self.capture = Some(tap),
-                Command::CaptureStop => self.capture = None,
+                Command::CaptureStart { tap } => self.start_capture(tap),
+                Command::CaptureStop => self.stop_capture(),
                 Command::InjectPanic => panic!("{INJECTED_PANIC}"),
                 Command::Shutdown => self.running = false,
             }
@@ -1408,6 +1408,35 @@ impl Worker {
         });
         self.ready.push(id);
         Ok(())
+    }
+
+    /// Starts capture `tap`, replacing any running one: the worker's own (checked once per
+    /// batch), or for an outer capture, one end per tunnel port it names, which the tunnel
+    /// ports feed themselves ([`VxlanPort::set_capture`]).
+    fn start_capture(&mut self, tap: Box<crate::capture::Tap>) {
+        self.stop_capture();
+        if !tap.is_outer() {
+            self.capture = Some(tap);
+            return;
+        }
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            let id = PortId(i as u16);
+            if let Some(vx) = slot.as_mut().and_then(|s| s.port.as_vxlan()) {
+                if tap.wants(id) {
+                    vx.set_capture(Some(tap.outer_for(id)));
+                }
+            }
+        }
+    }
+
+    /// Stops the running capture, the worker's or the tunnel ports'.
+    fn stop_capture(&mut self) {
+        self.capture = None;
+        for slot in self.ports.iter_mut().flatten() {
+            if let Some(vx) = slot.port.as_vxlan() {
+                vx.set_capture(None);
+            }
+        }
     }
 
     fn add_vtep(&mut self, vport: PortId, tunnel: PortId, peer: PeerSpec) -> Result<(), String> {
@@ -1853,6 +1882,8 @@ mod tests {
             filter: Filter::parse(&["ether".into(), mac(1).to_string()]).unwrap(),
             snaplen: 2048,
             slots: 16,
+            outer: false,
+            vni: None,
         });
         w.command(Command::CaptureStart { tap: Box::new(t) });
         let a = frame(MacAddr::BROADCAST, mac(1), None);
@@ -1942,6 +1973,8 @@ mod tests {
                 filter: Filter::parse(&words).unwrap(),
                 snaplen: 2048,
                 slots: 16,
+                outer: false,
+                vni: None,
             })
         };
         let (t, r) = capture(&[]);
