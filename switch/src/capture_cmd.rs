@@ -32,7 +32,8 @@ pub struct CaptureArgs {
     /// per frame.
     #[arg(short = 'w', long)]
     write: Option<PathBuf>,
-    /// Bytes kept of each frame (longer ones are cut; their length is kept).
+    /// Bytes kept of each frame (longer ones are cut; their length is kept). With --outer: of
+    /// each datagram, its 36 outer bytes included.
     #[arg(long, default_value_t = switch::capture::DEFAULT_SNAPLEN)]
     snaplen: usize,
     /// Capture the VXLAN datagrams of tunnel ports (`--port vxlan:ADDR:PORT`, or `--network`

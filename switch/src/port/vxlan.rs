@@ -52,7 +52,7 @@
 //!   decap are in it; a coalesced run as the datagrams it was made of, a tunnel GSO packet
 //!   whole), and each datagram the kernel accepted to send after `sendmmsg` returns (a UDP GSO
 //!   send as its segments; a tunnel GSO packet whole, behind its real outer headers). One
-//!   branch per receive burst and per send when none runs. Oversized datagrams (`rx_oversize`)
+//!   branch per receive burst, per `sendmmsg` and per tunnel GSO packet when none runs. Oversized datagrams (`rx_oversize`)
 //!   and datagrams not sent (socket buffer full, errors) are not in it.
 
 use crate::batch::{Batch, VnetHdr, BATCH_SIZE, HEADROOM};
@@ -682,22 +682,44 @@ impl VxlanPort {
         }
     }
 
-    /// Copies received datagram `payload` (as the socket delivered it; `gso`: its `UDP_GRO`
-    /// segment size) from `src` to the outer capture: a coalesced run as the datagrams it was
-    /// made of, anything else (a tunnel GSO packet included) as one.
+    /// Copies the datagrams `recvmmsg` just wrote (`hdrs`, `names`, receive areas `slots` of
+    /// `cap` bytes) to the outer capture, each as the socket delivered it: a coalesced run
+    /// (`UDP_GRO`) as the datagrams it was made of, anything else (a tunnel GSO packet
+    /// included) as one. Datagrams cut by the socket (`MSG_TRUNC`) are left out.
     #[cold]
-    fn capture_received(&mut self, payload: &[u8], gso: usize, src: SocketAddrV4, ts: u64) {
+    fn capture_burst(
+        &mut self,
+        hdrs: &[libc::mmsghdr],
+        names: &[libc::sockaddr_in],
+        slots: &[*mut u8],
+        cap: usize,
+    ) {
         let Some(c) = self.capture.as_deref_mut() else {
             return;
         };
+        let ts = crate::capture::now_us();
         let local = self.local;
-        match Segments::of_gro(payload.len(), gso) {
-            Some(segs) if !is_tunnel_super_packet(payload, gso, self.inner_mtu) => {
-                for r in segs.ranges() {
-                    c.datagram(false, src, local, payload.get(r).unwrap_or_default(), ts);
-                }
+        for ((h, name), &slot) in hdrs.iter().zip(names).zip(slots) {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
             }
-            _ => c.datagram(false, src, local, payload, ts),
+            let len = (h.msg_len as usize).min(cap);
+            // SAFETY: `slot` is the receive area of one batch slot, `cap >= len` bytes, which
+            // the kernel just filled; nothing writes to it while this shared view lives.
+            let payload = unsafe { std::slice::from_raw_parts(slot, len) };
+            let src = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                u16::from_be(name.sin_port),
+            );
+            let gso = gro_size(&h.msg_hdr);
+            match Segments::of_gro(len, gso) {
+                Some(segs) if !is_tunnel_super_packet(payload, gso, self.inner_mtu) => {
+                    for r in segs.ranges() {
+                        c.datagram(false, src, local, payload.get(r).unwrap_or_default(), ts);
+                    }
+                }
+                _ => c.datagram(false, src, local, payload, ts),
+            }
         }
     }
 }
@@ -935,8 +957,10 @@ impl Port for VxlanPort {
             Err(e) if sys::would_block(&e) => return Ok(batch.len() - start),
             Err(e) => return Err(e),
         };
-        // An outer capture: one clock read per burst.
-        let capture_ts = self.capture.is_some().then(crate::capture::now_us);
+        if self.capture.is_some() {
+            // An outer capture: every datagram as it arrived, before any is decapsulated.
+            self.capture_burst(&hdrs[..got], &names[..got], &slots[..got], cap);
+        }
         for i in 0..got {
             self.stats.rx_datagrams += 1;
             let h = &hdrs[i];
@@ -950,10 +974,6 @@ impl Port for VxlanPort {
             // SAFETY: `slots[i]` is the receive area of slot `first + i`, `cap >= len` bytes,
             // which the kernel just filled; no other reference to it exists right now.
             let payload = unsafe { std::slice::from_raw_parts_mut(slots[i], len) };
-            if let Some(ts) = capture_ts {
-                let port = u16::from_be(names[i].sin_port);
-                self.capture_received(payload, gso, SocketAddrV4::new(src, port), ts);
-            }
             let Some(rx) = self.take_datagram(payload, gso, src) else {
                 continue;
             };
