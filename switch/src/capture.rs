@@ -895,6 +895,8 @@ mod tests {
             let f = Filter::parse(&words("ip and udp and port 53 and host 10.0.0.2")).unwrap();
             let _ = f.matches(&bytes);
             let _ = outer_summary(&bytes);
+            let (mut t, _r) = outer_tap("udp and port 53", Some(42), 64, (true, true));
+            t.datagram(false, addr([1, 2, 3, 4], 5), addr([5, 6, 7, 8], 4789), &bytes, 1);
         }
     }
 }
