@@ -200,7 +200,7 @@ impl Daemon {
         }
         if !live && out.is_empty() {
             self.captures.current = None;
-            bail!("capture {id} ended: the switch worker restarted");
+            bail!("capture {id} ended: the switch worker restarted, or the tunnel ports of an outer capture are gone");
         }
         Ok(serde_json::json!({ "frames": out, "dropped": dropped }))
     }
