@@ -16,12 +16,19 @@
 //! tunnel's frames decapsulated), frames the switch forwarded, and frames the gateway built
 //! and sent to a port (its ARP and ping answers, NAT's frames towards containers), outgoing on
 //! that port ([`Tap::sent`]).
+//!
+//! **Outer capture** (`vswitch capture --outer`, [`CaptureSpec::outer`]): the tap is not the
+//! worker's but given to the selected tunnel ports ([`Tap::outer_for`], one [`OuterTap`] each,
+//! sharing the queue), which copy each VXLAN datagram they send and receive behind a rebuilt
+//! outer IPv4 and UDP header ([`outer_ip_udp`]): the socket knows both addresses and ports but
+//! never sees the underlay's Ethernet header, so the records are raw IPv4
+//! ([`pcapng::LINKTYPE_RAW`]). The filter applies to the inner frame.
 
 use crate::pipeline::Dispatch;
 use crate::port::PortId;
 use crate::wire::MacAddr;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -232,6 +239,11 @@ pub struct CaptureSpec {
     pub filter: Filter,
     pub snaplen: usize,
     pub slots: usize,
+    /// Capture tunnel ports' VXLAN datagrams with their outer headers instead of the frames the
+    /// pipeline switches (the worker hands the tap to the tunnel ports; see the module docs).
+    pub outer: bool,
+    /// An outer capture's VNI: only datagrams whose VXLAN header carries it (`None`: any).
+    pub vni: Option<u32>,
 }
 
 /// The worker's end of a capture.
@@ -245,6 +257,8 @@ pub struct Tap {
     free: Receiver<Vec<u8>>,
     full: Sender<Captured>,
     dropped: Arc<AtomicU64>,
+    outer: bool,
+    vni: Option<u32>,
     /// The reader is gone: the worker drops the tap.
     pub closed: bool,
 }
@@ -289,6 +303,8 @@ pub fn tap(spec: CaptureSpec) -> (Tap, TapReader) {
             free: free_rx,
             full: full_tx,
             dropped: Arc::clone(&dropped),
+            outer: spec.outer,
+            vni: spec.vni,
             closed: false,
         },
         TapReader {
@@ -300,8 +316,36 @@ pub fn tap(spec: CaptureSpec) -> (Tap, TapReader) {
 }
 
 impl Tap {
-    fn wants(&self, port: PortId) -> bool {
+    /// Whether the capture takes port `port` (every port when it names none).
+    pub fn wants(&self, port: PortId) -> bool {
         self.ports.is_empty() || self.ports.get(port.index()).copied().unwrap_or(false)
+    }
+
+    /// Whether this is an outer capture: the worker hands it to the tunnel ports
+    /// ([`Tap::outer_for`]) instead of feeding it the frames it switches.
+    pub fn is_outer(&self) -> bool {
+        self.outer
+    }
+
+    /// The end of an outer capture for tunnel port `port`: the same queue, free list and drop
+    /// count (the reader sees the capture end once every port's end is dropped).
+    pub fn outer_for(&self, port: PortId) -> OuterTap {
+        OuterTap {
+            port,
+            tap: Tap {
+                ports: Vec::new(),
+                dir_in: self.dir_in,
+                dir_out: self.dir_out,
+                filter: self.filter.clone(),
+                snaplen: self.snaplen,
+                free: self.free.clone(),
+                full: self.full.clone(),
+                dropped: Arc::clone(&self.dropped),
+                outer: true,
+                vni: self.vni,
+                closed: false,
+            },
+        }
     }
 
     /// Copies what the tap wants of one forwarded batch: the batch's frames received on
@@ -338,17 +382,27 @@ impl Tap {
         if self.closed || !self.filter.matches(f) {
             return;
         }
+        self.copy_parts(port, out, &[f], ts_us);
+    }
+
+    /// Copies the concatenation of `parts` (cut to the snap length) as one record.
+    fn copy_parts(&mut self, port: PortId, out: bool, parts: &[&[u8]], ts_us: u64) {
         let Ok(mut data) = self.free.try_recv() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         data.clear();
-        data.extend_from_slice(f.get(..self.snaplen.min(f.len())).unwrap_or_default());
+        let mut orig_len = 0usize;
+        for p in parts {
+            let room = self.snaplen.saturating_sub(data.len());
+            data.extend_from_slice(p.get(..room.min(p.len())).unwrap_or_default());
+            orig_len += p.len();
+        }
         let c = Captured {
             port,
             out,
             ts_us,
-            orig_len: f.len() as u32,
+            orig_len: orig_len as u32,
             data,
         };
         match self.full.try_send(c) {
@@ -361,8 +415,121 @@ impl Tap {
     }
 }
 
+/// Bytes of the outer IPv4 (no options) and UDP headers an outer capture rebuilds.
+pub const OUTER_IP_UDP_LEN: usize = 28;
+/// Bytes of a VXLAN header.
+const VXLAN_LEN: usize = 8;
+
+/// The outer IPv4 and UDP headers of a VXLAN datagram whose UDP payload (VXLAN header and inner
+/// frame) is `payload_len` bytes, from `src` to `dst`, as an outer capture records it: version
+/// 4, no options, DF set (the tunnel socket sets it), TTL 64, identification 0, a valid header
+/// checksum, the IPv4 total length and UDP length of the payload (saturated at 65535), UDP
+/// checksum 0 ("none": the kernel computes the real one after the switch hands the datagram
+/// over). The socket does not report the received TTL, identification or checksum, so those are
+/// the same for datagrams received.
+pub fn outer_ip_udp(src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize) -> [u8; 28] {
+    let total = (OUTER_IP_UDP_LEN + payload_len).min(usize::from(u16::MAX)) as u16;
+    let udp = (8 + payload_len).min(usize::from(u16::MAX)) as u16;
+    let mut h = [0u8; OUTER_IP_UDP_LEN];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[6] = 0x40; // DF
+    h[8] = 64;
+    h[9] = 17;
+    h[12..16].copy_from_slice(&src.ip().octets());
+    h[16..20].copy_from_slice(&dst.ip().octets());
+    let csum = crate::wire::checksum::checksum(&h[..20]);
+    h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h[20..22].copy_from_slice(&src.port().to_be_bytes());
+    h[22..24].copy_from_slice(&dst.port().to_be_bytes());
+    h[24..26].copy_from_slice(&udp.to_be_bytes());
+    h
+}
+
+/// A tunnel port's end of an outer capture ([`Tap::outer_for`]): copies the VXLAN datagrams
+/// the port sends and receives, each behind its outer IPv4 and UDP headers.
+pub struct OuterTap {
+    port: PortId,
+    tap: Tap,
+}
+
+impl std::fmt::Debug for OuterTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OuterTap({})", self.port.0)
+    }
+}
+
+impl OuterTap {
+    /// The reader is gone: the port drops its end.
+    pub fn closed(&self) -> bool {
+        self.tap.closed
+    }
+
+    /// Copies UDP datagram `payload` (VXLAN header and inner frame, any bytes: a datagram the
+    /// port received may be anything) from `src` to `dst`, outgoing when `out`, if the
+    /// direction, the VNI and the filter (on the inner frame: the bytes after the 8-byte VXLAN
+    /// header) admit it.
+    pub fn datagram(
+        &mut self,
+        out: bool,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+        ts_us: u64,
+    ) {
+        let (vxlan, inner) = payload.split_at(VXLAN_LEN.min(payload.len()));
+        let head = outer_ip_udp(src, dst, payload.len());
+        self.copy(out, &head, vxlan, inner, ts_us);
+    }
+
+    /// Copies a datagram sent whole behind outer headers built elsewhere: `ip_udp` (its real
+    /// IPv4 and UDP headers), `vxlan` and `inner` (a tunnel GSO packet, sent through the
+    /// tunnel TAP).
+    pub fn sent_whole(&mut self, ip_udp: &[u8], vxlan: &[u8], inner: &[u8], ts_us: u64) {
+        self.copy(true, ip_udp, vxlan, inner, ts_us);
+    }
+
+    fn copy(&mut self, out: bool, head: &[u8], vxlan: &[u8], inner: &[u8], ts_us: u64) {
+        let t = &mut self.tap;
+        if t.closed || !(if out { t.dir_out } else { t.dir_in }) {
+            return;
+        }
+        if let Some(vni) = t.vni {
+            let want = vni.to_be_bytes();
+            if vxlan.get(4..7) != want.get(1..4) {
+                return;
+            }
+        }
+        if !t.filter.matches(inner) {
+            return;
+        }
+        t.copy_parts(self.port, out, &[head, vxlan, inner], ts_us);
+    }
+}
+
+/// One line about an outer capture's record (outer IPv4 + UDP + VXLAN + inner frame):
+/// `192.168.77.1:4789 > 192.168.77.2:4789 VXLAN vni 42: ` and the inner frame's summary.
+pub fn outer_summary(record: &[u8]) -> String {
+    let (Some(src), Some(dst)) = (ip4(record, 12), ip4(record, 16)) else {
+        return "runt".into();
+    };
+    let ihl = usize::from(record.first().copied().unwrap_or(0) & 0x0f) * 4;
+    let (Some(sp), Some(dp)) = (be16(record, ihl), be16(record, ihl + 2)) else {
+        return format!("{src} > {dst} (no UDP header)");
+    };
+    let v = ihl + 8;
+    match record.get(v..v + VXLAN_LEN) {
+        Some(h) => format!(
+            "{src}:{sp} > {dst}:{dp} VXLAN vni {}: {}",
+            u32::from_be_bytes([0, h[4], h[5], h[6]]),
+            crate::trace::summary(record.get(v + VXLAN_LEN..).unwrap_or_default())
+        ),
+        None => format!("{src}:{sp} > {dst}:{dp} UDP (shorter than a VXLAN header)"),
+    }
+}
+
 /// Microseconds since the Unix epoch (read once per batch).
-fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -432,11 +599,16 @@ pub mod pcapng {
         block(0x0A0D_0D0A, &b)
     }
 
-    /// An interface description block: Ethernet, `snaplen`, `if_name`, `if_description`,
+    /// Link type of Ethernet frames.
+    pub const LINKTYPE_ETHERNET: u16 = 1;
+    /// Link type of raw IP packets (an outer capture's records: IPv4 behind no link header).
+    pub const LINKTYPE_RAW: u16 = 101;
+
+    /// An interface description block: `linktype`, `snaplen`, `if_name`, `if_description`,
     /// microsecond timestamps.
-    pub fn interface(name: &str, description: &str, snaplen: u32) -> Vec<u8> {
+    pub fn interface(linktype: u16, name: &str, description: &str, snaplen: u32) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend_from_slice(&1u16.to_le_bytes()); // LINKTYPE_ETHERNET
+        b.extend_from_slice(&linktype.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&snaplen.to_le_bytes());
         option(&mut b, 2, name.as_bytes());
@@ -526,6 +698,8 @@ mod tests {
             filter: Filter::default(),
             snaplen: 16,
             slots: 2,
+            outer: false,
+            vni: None,
         });
         let f = udp_frame();
         for _ in 0..5 {
@@ -553,6 +727,8 @@ mod tests {
             filter: Filter::default(),
             snaplen: 16,
             slots: 2,
+            outer: false,
+            vni: None,
         });
         drop(t2);
         assert_eq!(r2.drain(10), (vec![], false), "the worker's end is gone");
@@ -562,7 +738,7 @@ mod tests {
     fn pcapng_blocks_are_aligned_and_framed() {
         for b in [
             pcapng::section_header(),
-            pcapng::interface("vsw1", "web", 2048),
+            pcapng::interface(pcapng::LINKTYPE_ETHERNET, "vsw1", "web", 2048),
             pcapng::packet(0, 1 << 40, 99, &[1, 2, 3, 4, 5], true),
         ] {
             assert_eq!(b.len() % 4, 0);
@@ -572,12 +748,155 @@ mod tests {
         }
     }
 
+    fn addr(a: [u8; 4], port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(a), port)
+    }
+
+    #[test]
+    fn outer_headers_have_valid_checksums_and_lengths() {
+        let (src, dst) = (addr([192, 168, 77, 1], 4789), addr([192, 168, 77, 2], 4789));
+        for len in [0, 8, 106, 1472, 65507] {
+            let h = outer_ip_udp(src, dst, len);
+            assert!(crate::wire::checksum::verify(&h[..20]), "{len}");
+            assert_eq!(h[0], 0x45);
+            assert_eq!(usize::from(u16::from_be_bytes([h[2], h[3]])), 28 + len);
+            assert_eq!(h[6] & 0x40, 0x40, "DF");
+            assert_eq!((h[8], h[9]), (64, 17));
+            assert_eq!(h[12..16], [192, 168, 77, 1]);
+            assert_eq!(h[16..20], [192, 168, 77, 2]);
+            assert_eq!(u16::from_be_bytes([h[20], h[21]]), 4789);
+            assert_eq!(u16::from_be_bytes([h[22], h[23]]), 4789);
+            assert_eq!(usize::from(u16::from_be_bytes([h[24], h[25]])), 8 + len);
+            assert_eq!(h[26..28], [0, 0], "no UDP checksum");
+        }
+        // The one's-complement sum is right for other addresses too (a known header: RFC
+        // 1071's example values aside, compare with a sum computed by hand).
+        let h = outer_ip_udp(addr([10, 0, 0, 1], 1), addr([10, 0, 0, 2], 2), 72);
+        // 4500 0064 0000 4000 4011 ---- 0a00 0001 0a00 0002
+        let words: u32 = [0x4500u32, 0x0064, 0, 0x4000, 0x4011, 0x0a00, 1, 0x0a00, 2]
+            .iter()
+            .sum();
+        let folded = (words & 0xffff) + (words >> 16);
+        assert_eq!(u16::from_be_bytes([h[10], h[11]]), !(folded as u16));
+        // Too long for IPv4: the lengths saturate rather than wrap.
+        let h = outer_ip_udp(src, dst, 70_000);
+        assert_eq!(u16::from_be_bytes([h[2], h[3]]), 65535);
+        assert_eq!(u16::from_be_bytes([h[24], h[25]]), 65535);
+        assert!(crate::wire::checksum::verify(&h[..20]));
+    }
+
+    fn outer_tap(
+        filter: &str,
+        vni: Option<u32>,
+        snaplen: usize,
+        dir: (bool, bool),
+    ) -> (OuterTap, TapReader) {
+        let (t, r) = tap(CaptureSpec {
+            ports: vec![PortId(4)],
+            dir_in: dir.0,
+            dir_out: dir.1,
+            filter: Filter::parse(&words(filter)).unwrap(),
+            snaplen,
+            slots: 8,
+            outer: true,
+            vni,
+        });
+        assert!(t.is_outer());
+        (t.outer_for(PortId(4)), r)
+    }
+
+    /// A VXLAN payload: VNI `vni`, then [`udp_frame`].
+    fn vxlan_payload(vni: u32) -> Vec<u8> {
+        let mut p = vec![0x08, 0, 0, 0];
+        p.extend_from_slice(&(vni << 8).to_be_bytes());
+        p.extend_from_slice(&udp_frame());
+        p
+    }
+
+    #[test]
+    fn outer_records_are_cut_to_the_snap_length_and_selected_by_vni_filter_and_direction() {
+        let (src, dst) = (
+            addr([192, 168, 77, 2], 40000),
+            addr([192, 168, 77, 1], 4789),
+        );
+        let p = vxlan_payload(42);
+        let (mut t, r) = outer_tap("", None, 64, (true, true));
+        t.datagram(false, src, dst, &p, 5);
+        t.datagram(true, dst, src, &p[..3], 6);
+        let (got, _) = r.drain(10);
+        assert_eq!(got.len(), 2);
+        let c = &got[0];
+        assert_eq!((c.port, c.out, c.ts_us), (PortId(4), false, 5));
+        assert_eq!(c.orig_len as usize, 28 + p.len(), "the length on the wire");
+        assert_eq!(c.data.len(), 64, "cut to the snap length");
+        assert_eq!(c.data[..28], outer_ip_udp(src, dst, p.len()));
+        assert_eq!(c.data[28..], p[..36]);
+        // A datagram shorter than a VXLAN header is recorded as it is.
+        assert_eq!(got[1].data.len(), 31);
+        assert!(got[1].out);
+        for g in got {
+            r.recycle(g.data);
+        }
+        // Not cut when it fits.
+        let (mut t, r) = outer_tap("", None, 2048, (true, true));
+        t.datagram(false, src, dst, &p, 5);
+        assert_eq!(r.drain(10).0[0].data.len(), 28 + p.len());
+        // The VNI: only 42's; the filter: of the inner frame (UDP to port 53); the direction.
+        for (filter, vni, dir, want) in [
+            ("", Some(42), (true, true), true),
+            ("", Some(43), (true, true), false),
+            ("udp and port 53", None, (true, true), true),
+            ("udp and port 4789", None, (true, true), false),
+            ("icmp", Some(42), (true, true), false),
+            ("", None, (false, true), false),
+            ("", None, (true, false), true),
+        ] {
+            let (mut t, r) = outer_tap(filter, vni, 2048, dir);
+            t.datagram(false, src, dst, &p, 5);
+            assert_eq!(
+                r.drain(10).0.len(),
+                usize::from(want),
+                "{filter} {vni:?} {dir:?}"
+            );
+        }
+        // Short datagrams never match a filter that needs an inner frame, nor a VNI.
+        let (mut t, r) = outer_tap("udp", None, 2048, (true, true));
+        t.datagram(false, src, dst, &p[..8], 5);
+        let (mut t2, r2) = outer_tap("", Some(42), 2048, (true, true));
+        t2.datagram(false, src, dst, &p[..6], 5);
+        assert_eq!(r.drain(10).0.len() + r2.drain(10).0.len(), 0);
+        // The end closes with its reader.
+        drop(r);
+        t.datagram(false, src, dst, &p, 5);
+        assert!(t.closed());
+    }
+
+    #[test]
+    fn outer_summaries_name_addresses_vni_and_the_inner_frame() {
+        let (src, dst) = (
+            addr([192, 168, 77, 2], 40000),
+            addr([192, 168, 77, 1], 4789),
+        );
+        let p = vxlan_payload(42);
+        let mut rec = outer_ip_udp(src, dst, p.len()).to_vec();
+        rec.extend_from_slice(&p);
+        assert_eq!(
+            outer_summary(&rec),
+            "192.168.77.2:40000 > 192.168.77.1:4789 VXLAN vni 42: 10.0.0.1:1000 > 10.0.0.2:53 UDP"
+        );
+        assert!(outer_summary(&rec[..30]).contains("shorter than a VXLAN header"));
+        assert_eq!(outer_summary(&rec[..10]), "runt");
+    }
+
     proptest! {
         #[test]
         fn headers_and_filters_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = headers(&bytes);
             let f = Filter::parse(&words("ip and udp and port 53 and host 10.0.0.2")).unwrap();
             let _ = f.matches(&bytes);
+            let _ = outer_summary(&bytes);
+            let (mut t, _r) = outer_tap("udp and port 53", Some(42), 64, (true, true));
+            t.datagram(false, addr([1, 2, 3, 4], 5), addr([5, 6, 7, 8], 4789), &bytes, 1);
         }
     }
 }

@@ -32,10 +32,19 @@ pub struct CaptureArgs {
     /// per frame.
     #[arg(short = 'w', long)]
     write: Option<PathBuf>,
-    /// Bytes kept of each frame (longer ones are cut; their length is kept).
+    /// Bytes kept of each frame (longer ones are cut; their length is kept). With --outer: of
+    /// each datagram, its 36 outer bytes included.
     #[arg(long, default_value_t = switch::capture::DEFAULT_SNAPLEN)]
     snaplen: usize,
-    /// Filter: icmp, tcp, udp, arp, ip, host IP, ether MAC, port N, joined by `and`.
+    /// Capture the VXLAN datagrams of tunnel ports (`--port vxlan:ADDR:PORT`, or `--network`
+    /// an overlay network: its tunnel, its VNI only; alone: every tunnel port) as raw IPv4
+    /// packets: the outer IPv4 and UDP headers (rebuilt: the socket does not see the
+    /// underlay's Ethernet header), the VXLAN header and the inner frame, sent or received.
+    /// The filter applies to the inner frame. Datagrams that fail decapsulation are included.
+    #[arg(long)]
+    outer: bool,
+    /// Filter: icmp, tcp, udp, arp, ip, host IP, ether MAC, port N, joined by `and` (with
+    /// --outer: of the inner frame).
     filter: Vec<String>,
 }
 
@@ -52,10 +61,14 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 
 /// One line about a frame: time, port, direction, length and what it carries (the summary
 /// `vswitch trace` prints).
-fn summary(f: &CaptureFrame, data: &[u8], port: &str) -> String {
+fn summary(f: &CaptureFrame, data: &[u8], port: &str, outer: bool) -> String {
     let secs = f.ts_us / 1_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let what = switch::trace::summary(data);
+    let what = if outer {
+        switch::capture::outer_summary(data)
+    } else {
+        switch::trace::summary(data)
+    };
     format!(
         "{h:02}:{m:02}:{s:02}.{:06} {port} {} {} bytes {what}",
         f.ts_us % 1_000_000,
@@ -74,6 +87,7 @@ pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
             direction: Some(a.direction),
             filter: a.filter,
             snaplen: Some(a.snaplen),
+            outer: a.outer,
         }))?)?;
     let names: Vec<String> = started
         .ports
@@ -87,8 +101,13 @@ pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
         })
         .collect();
     eprintln!(
-        "capturing on {} port(s): {}",
+        "capturing on {} port(s){}: {}",
         started.ports.len(),
+        if started.outer {
+            " (outer: VXLAN datagrams)"
+        } else {
+            ""
+        },
         names.join(", ")
     );
     let mut out: Option<Box<dyn Write>> = match &a.write {
@@ -106,7 +125,17 @@ pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
                     "vswitch port {} of {} on {}",
                     p.name, p.container, p.network
                 );
-                w.write_all(&pcapng::interface(&p.name, &desc, started.snaplen))?;
+                let linktype = if started.outer {
+                    pcapng::LINKTYPE_RAW
+                } else {
+                    pcapng::LINKTYPE_ETHERNET
+                };
+                w.write_all(&pcapng::interface(
+                    linktype,
+                    &p.name,
+                    &desc,
+                    started.snaplen,
+                ))?;
             }
             w.flush()?;
         }
@@ -126,7 +155,7 @@ pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
                     Some(w) => w.write_all(&pcapng::packet(
                         idx as u32, f.ts_us, f.orig_len, &data, f.out,
                     ))?,
-                    None => println!("{}", summary(f, &data, &names[idx])),
+                    None => println!("{}", summary(f, &data, &names[idx], started.outer)),
                 }
                 n += 1;
                 if a.count.is_some_and(|c| n >= c) {

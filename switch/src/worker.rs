@@ -1370,8 +1370,8 @@ impl Worker {
                         })
                     });
                 }
-                Command::CaptureStart { tap } => self.capture = Some(tap),
-                Command::CaptureStop => self.capture = None,
+                Command::CaptureStart { tap } => self.start_capture(tap),
+                Command::CaptureStop => self.stop_capture(),
                 Command::InjectPanic => panic!("{INJECTED_PANIC}"),
                 Command::Shutdown => self.running = false,
             }
@@ -1408,6 +1408,35 @@ impl Worker {
         });
         self.ready.push(id);
         Ok(())
+    }
+
+    /// Starts capture `tap`, replacing any running one: the worker's own (checked once per
+    /// batch), or for an outer capture, one end per tunnel port it names, which the tunnel
+    /// ports feed themselves ([`VxlanPort::set_capture`]).
+    fn start_capture(&mut self, tap: Box<crate::capture::Tap>) {
+        self.stop_capture();
+        if !tap.is_outer() {
+            self.capture = Some(tap);
+            return;
+        }
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            let id = PortId(i as u16);
+            if let Some(vx) = slot.as_mut().and_then(|s| s.port.as_vxlan()) {
+                if tap.wants(id) {
+                    vx.set_capture(Some(tap.outer_for(id)));
+                }
+            }
+        }
+    }
+
+    /// Stops the running capture, the worker's or the tunnel ports'.
+    fn stop_capture(&mut self) {
+        self.capture = None;
+        for slot in self.ports.iter_mut().flatten() {
+            if let Some(vx) = slot.port.as_vxlan() {
+                vx.set_capture(None);
+            }
+        }
     }
 
     fn add_vtep(&mut self, vport: PortId, tunnel: PortId, peer: PeerSpec) -> Result<(), String> {
@@ -1853,6 +1882,8 @@ mod tests {
             filter: Filter::parse(&["ether".into(), mac(1).to_string()]).unwrap(),
             snaplen: 2048,
             slots: 16,
+            outer: false,
+            vni: None,
         });
         w.command(Command::CaptureStart { tap: Box::new(t) });
         let a = frame(MacAddr::BROADCAST, mac(1), None);
@@ -1872,6 +1903,73 @@ mod tests {
         w.run_until_idle(8);
         assert_eq!(h2.sent_len(), 3);
         assert_eq!(r.drain(16), (vec![], false), "stopped: nothing more");
+    }
+
+    /// An outer capture goes to the tunnel ports it names, not to the worker: a datagram the
+    /// tunnel port receives is captured (outer headers, inbound, though decap drops it) while
+    /// frames the worker switches are not; a stop takes every port's end (the reader sees the
+    /// end); an outer capture that names no tunnel port ends at once.
+    #[test]
+    fn an_outer_capture_is_fed_by_the_tunnel_ports_it_names() {
+        use crate::capture::{tap, CaptureSpec, Filter};
+        use std::net::SocketAddrV4;
+        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
+        w.command(Command::AddNetwork {
+            id: NetworkId(1),
+            gateway: None,
+        });
+        let access = || PortRole::Access {
+            network: NetworkId(1),
+        };
+        let (p1, p2) = (MemPort::new("a", 64), MemPort::new("b", 64));
+        let h1 = p1.handle();
+        w.add_port(PortId(1), Box::new(p1), access()).unwrap();
+        w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        let at = SocketAddrV4::new(
+            Ipv4Addr::new(127, 0, 0, 51),
+            46000 + (std::process::id() % 1000) as u16,
+        );
+        let vx = VxlanPort::open(at).unwrap();
+        w.add_port(PortId(3), Box::new(vx), PortRole::Tunnel)
+            .unwrap();
+        let outer = |ports: Vec<PortId>| {
+            tap(CaptureSpec {
+                ports,
+                dir_in: true,
+                dir_out: true,
+                filter: Filter::default(),
+                snaplen: 2048,
+                slots: 16,
+                outer: true,
+                vni: None,
+            })
+        };
+        // Naming no tunnel port: nobody feeds it.
+        let (t, r) = outer(vec![PortId(1)]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        assert_eq!(r.drain(16), (vec![], false), "no tunnel port: ended");
+
+        let (t, r) = outer(vec![PortId(1), PortId(3)]);
+        w.command(Command::CaptureStart { tap: Box::new(t) });
+        h1.push_rx(&frame(MacAddr::BROADCAST, mac(1), None));
+        let stranger = std::net::UdpSocket::bind("127.0.0.52:0").unwrap();
+        let mut d = encap::vxlan::header_bytes(encap::Vni::new(7).unwrap()).to_vec();
+        d.extend_from_slice(&frame(MacAddr::BROADCAST, mac(9), None));
+        stranger.send_to(&d, at).unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        while got.is_empty() && t0.elapsed() < Duration::from_secs(2) {
+            w.run_until_idle(8);
+            got = r.drain(16).0;
+        }
+        assert_eq!(got.len(), 1, "the datagram only, not the switched frame");
+        let c = &got[0];
+        assert_eq!((c.port, c.out), (PortId(3), false));
+        assert_eq!(c.data.len(), 28 + d.len());
+        assert_eq!(c.data[16..20], [127, 0, 0, 51], "to the tunnel's address");
+        assert_eq!(c.data[28..], d[..]);
+        w.command(Command::CaptureStop);
+        assert_eq!(r.drain(16), (vec![], false), "stopped: every end dropped");
     }
 
     /// The loop's load: a burst of 64 frames and one of 36 land in the 33-64 bucket, two of 1
@@ -1942,6 +2040,8 @@ mod tests {
                 filter: Filter::parse(&words).unwrap(),
                 snaplen: 2048,
                 slots: 16,
+                outer: false,
+                vni: None,
             })
         };
         let (t, r) = capture(&[]);

@@ -691,3 +691,212 @@ fn capture_shows_what_the_gateway_answers_going_out() {
         assert_eq!(fr[2], "eth:ethertype:ip:icmp:data", "{fr:?}");
     }
 }
+
+/// Every frame of an outer (`--outer`) capture as tshark reads it, with IPv4 header checksums
+/// checked: interface, direction flags, protocol stack, IPv4 sources and destinations (outer,
+/// then inner, comma-separated), VXLAN VNI, ICMP type, IPv4 checksum statuses (1: good), UDP
+/// destination ports. Panics if tshark reports the file damaged or cut short.
+fn tshark_outer(file: &std::path::Path) -> Vec<Vec<String>> {
+    let f = file.to_str().unwrap();
+    let mut a = vec!["-r", f, "-o", "ip.check_checksum:TRUE", "-T", "fields"];
+    a.extend_from_slice(&["-E", "separator=/t"]);
+    for field in [
+        "frame.interface_name",
+        "frame.packet_flags_direction",
+        "frame.protocols",
+        "ip.src",
+        "ip.dst",
+        "vxlan.vni",
+        "icmp.type",
+        "ip.checksum.status",
+        "udp.dstport",
+    ] {
+        a.extend_from_slice(&["-e", field]);
+    }
+    let o = sh("tshark", &a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "tshark failed: {err}");
+    for bad in ["damaged", "cut short", "corrupt", "isn't a capture file"] {
+        assert!(!err.contains(bad), "tshark: {err}");
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// Two hosts (namespaces, each with its daemon) joined by an overlay network `ov` (VNI 4343,
+/// 10.93.0.0/16), a container on each; the first has pinged the second once.
+struct OverlayPair {
+    daemons: Vec<Daemon>,
+    _ul: Underlay,
+    names: [String; 2],
+    ips: [String; 2],
+}
+
+impl OverlayPair {
+    fn new(tag: &str) -> OverlayPair {
+        let ul = Underlay::new(tag, 2);
+        let daemons = ul.daemons(tag, &[]);
+        ul.overlay(&daemons, 93, 4343);
+        let names = [unique(&format!("{tag}a")), unique(&format!("{tag}b"))];
+        for (d, n) in daemons.iter().zip(&names) {
+            d.run(n, &["--network", "ov"]);
+        }
+        let ips = [daemons[0].ip_of(&names[0]), daemons[1].ip_of(&names[1])];
+        assert!(
+            daemons[0].ping(&names[0], &ips[1]),
+            "host 1 -> host 2 over the overlay\n{}",
+            daemons[0].log()
+        );
+        OverlayPair {
+            daemons,
+            _ul: ul,
+            names,
+            ips,
+        }
+    }
+}
+
+/// `--outer` on host 1's tunnel port: the VXLAN datagrams of a ping across the overlay, read
+/// back by tshark as IPv4/UDP/VXLAN/Ethernet/IPv4/ICMP with valid IPv4 checksums, the
+/// network's VNI, the two VTEP addresses outside and the containers inside, the requests
+/// outbound and the replies inbound. Then `--network ov --outer --direction in`: the same
+/// tunnel, only what it received.
+#[test]
+fn outer_capture_of_a_ping_over_the_overlay_decodes_as_vxlan_in_tshark() {
+    if !need_root("capture_outer") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let p = OverlayPair::new("co");
+    let d = &p.daemons[0];
+    let (vtep1, vtep2) = ("192.168.77.1", "192.168.77.2");
+    let tunnel = format!("vxlan:{vtep1}:4789");
+    let file = d.dir.join("outer.pcapng");
+    let f = file.to_str().unwrap();
+    let (mut cap, err) = start_capture(
+        d,
+        &["--port", &tunnel, "--outer", "-c", "4", "-w", f, "icmp"],
+    );
+    assert!(
+        err.text()
+            .contains(&format!("1 port(s) (outer: VXLAN datagrams): {tunnel}")),
+        "{}",
+        err.text()
+    );
+    assert!(d.ping(&p.names[0], &p.ips[1]), "ping while capturing");
+    wait_capture(&mut cap, &err);
+    let frames = tshark_outer(&file);
+    assert_eq!(frames.len(), 4, "{frames:?}");
+    let (inb, outb) = ("0x00000001", "0x00000002");
+    let mut seen = BTreeMap::new();
+    for fr in &frames {
+        assert_eq!(fr[0], tunnel, "{fr:?}");
+        assert_eq!(
+            fr[2], "raw:ip:udp:vxlan:eth:ethertype:ip:icmp:data",
+            "every frame decodes: {fr:?}"
+        );
+        assert_eq!(fr[5], "4343", "the network's VNI: {fr:?}");
+        assert_eq!(fr[7], "1,1", "both IPv4 header checksums good: {fr:?}");
+        assert_eq!(fr[8], "4789", "{fr:?}");
+        let (src, dst) = (fr[3].as_str(), fr[4].as_str());
+        let want = match fr[6].as_str() {
+            "8" => (
+                format!("{vtep1},{}", p.ips[0]),
+                format!("{vtep2},{}", p.ips[1]),
+            ),
+            "0" => (
+                format!("{vtep2},{}", p.ips[1]),
+                format!("{vtep1},{}", p.ips[0]),
+            ),
+            t => panic!("ICMP type {t}: {fr:?}"),
+        };
+        assert_eq!((src.to_string(), dst.to_string()), want, "{fr:?}");
+        *seen.entry((fr[1].clone(), fr[6].clone())).or_insert(0) += 1;
+    }
+    let want: BTreeMap<(String, String), i32> = [((outb, "8"), 2), ((inb, "0"), 2)]
+        .into_iter()
+        .map(|((dir, t), n)| ((dir.to_string(), t.to_string()), n))
+        .collect();
+    assert_eq!(seen, want, "requests sent, replies received");
+
+    // The overlay network's tunnel, by the network's name, one direction.
+    let file = d.dir.join("outer-in.pcapng");
+    let f = file.to_str().unwrap();
+    let (mut cap, err) = start_capture(
+        d,
+        &[
+            "--network",
+            "ov",
+            "--outer",
+            "--direction",
+            "in",
+            "-c",
+            "2",
+            "-w",
+            f,
+            "icmp",
+        ],
+    );
+    assert!(d.ping(&p.names[0], &p.ips[1]), "ping while capturing");
+    wait_capture(&mut cap, &err);
+    let frames = tshark_outer(&file);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    for fr in &frames {
+        assert_eq!((fr[0].as_str(), fr[1].as_str()), (tunnel.as_str(), inb));
+        assert_eq!(fr[6], "0", "replies only: {fr:?}");
+        assert_eq!(fr[5], "4343");
+    }
+}
+
+/// A filter applies to the inner frame: `udp and port 7777` leaves out a whole ping across
+/// the overlay, and catches the one UDP datagram sent after it; `--outer` on what is not a
+/// tunnel port is refused with a clear error.
+#[test]
+fn outer_capture_filters_the_inner_frame_and_refuses_what_is_not_a_tunnel() {
+    if !need_root("capture_outer_filter") || !require_tools(&["ping", "tshark", "bash"]) {
+        return;
+    }
+    let p = OverlayPair::new("cq");
+    let d = &p.daemons[0];
+    let tunnel = "vxlan:192.168.77.1:4789";
+    let file = d.dir.join("outer-udp.pcapng");
+    let f = file.to_str().unwrap();
+    let (mut cap, err) = start_capture(
+        d,
+        &["--outer", "-c", "1", "-w", f, "udp", "and", "port", "7777"],
+    );
+    assert!(d.ping(&p.names[0], &p.ips[1]), "ping while capturing");
+    let send = format!("echo hello > /dev/udp/{}/7777", p.ips[1]);
+    let o = d.exec(&p.names[0], &["bash", "-c", &send]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_capture(&mut cap, &err);
+    let frames = tshark_outer(&file);
+    assert_eq!(frames.len(), 1, "only the UDP datagram: {frames:?}");
+    let fr = &frames[0];
+    assert_eq!(fr[0], tunnel);
+    assert_eq!(fr[1], "0x00000002");
+    assert_eq!(
+        fr[2], "raw:ip:udp:vxlan:eth:ethertype:ip:udp:data",
+        "{fr:?}"
+    );
+    assert_eq!(fr[8], "4789,7777", "{fr:?}");
+
+    // Not a tunnel: a container's port, a container, a bridge network.
+    let port = d.port_name(&p.names[0]);
+    let e = d.fails(&["capture", "--outer", "--port", &port, "-c", "1"]);
+    assert!(
+        e.contains(&format!("port {port} is a")) && e.contains("not a VXLAN tunnel port"),
+        "{e}"
+    );
+    let e = d.fails(&["capture", "--outer", "--container", &p.names[0], "-c", "1"]);
+    assert!(e.contains("--outer captures tunnel ports"), "{e}");
+    let e = d.fails(&["capture", "--outer", "--network", "bridge", "-c", "1"]);
+    assert!(
+        e.contains("network bridge is a bridge network")
+            && e.contains("--outer captures the VXLAN datagrams of overlay networks"),
+        "{e}"
+    );
+    let e = d.fails(&["capture", "--outer", "--port", "nosuch", "-c", "1"]);
+    assert!(e.contains("no port nosuch"), "{e}");
+}

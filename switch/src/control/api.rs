@@ -390,6 +390,11 @@ pub struct CaptureRequest {
     /// Bytes kept of each frame (default 2048).
     #[serde(default)]
     pub snaplen: Option<usize>,
+    /// Capture tunnel ports' VXLAN datagrams with their outer IPv4 and UDP headers (the
+    /// filter applies to the inner frame): only tunnel ports, or the tunnel of an overlay
+    /// `network` (and only its VNI).
+    #[serde(default)]
+    pub outer: bool,
 }
 
 /// A port a capture runs on.
@@ -407,6 +412,10 @@ pub struct CaptureStarted {
     pub id: u64,
     pub snaplen: u32,
     pub ports: Vec<CapturePort>,
+    /// An outer capture: each frame is an IPv4 packet (outer IPv4, UDP, VXLAN, inner frame),
+    /// not an Ethernet frame.
+    #[serde(default)]
+    pub outer: bool,
 }
 
 /// One captured frame in a `Request::CaptureRead` reply.

@@ -4,10 +4,13 @@
 //! killed).
 
 use super::super::api::{CaptureFrame, CapturePort, CaptureRequest, CaptureStarted};
+use super::super::dataplane::TUNNEL_KIND;
 use super::super::error::{bail, err, Result};
 use super::Daemon;
 use crate::capture::{tap, CaptureSpec, Filter, TapReader, DEFAULT_SLOTS, DEFAULT_SNAPLEN};
+use crate::control::driver::overlay::{OverlaySpec, OVERLAY};
 use crate::port::PortId;
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 /// A session not read for this long is stopped.
@@ -70,14 +73,44 @@ impl Daemon {
             "both" => (true, true),
             d => bail!("unknown direction {d:?}: use in, out or both"),
         };
-        if let Some(n) = &r.network {
-            self.network(n)?;
-        }
         if let Some(c) = &r.container {
             self.container(c)?;
         }
+        let (outer_of_network, vni) = match &r.network {
+            Some(n) if r.outer => {
+                let (tunnel, vni) = self.overlay_tunnel(n)?;
+                (Some(tunnel), Some(vni))
+            }
+            Some(n) => {
+                self.network(n)?;
+                (None, None)
+            }
+            None => (None, None),
+        };
+        if r.outer {
+            if r.container.is_some() {
+                bail!("--outer captures tunnel ports, and a container has none: give --port with a tunnel port (`vxlan:ADDR:PORT` in `vswitch ports`) or --network with an overlay network, or leave out --outer");
+            }
+            if let Some(name) = &r.port {
+                match self.ports.0.values().find(|p| &p.name == name) {
+                    None => bail!("no port {name}; `vswitch ports` lists them"),
+                    Some(p) if p.kind != TUNNEL_KIND => bail!(
+                        "port {name} is a {} port, not a VXLAN tunnel port: --outer captures the datagrams of tunnel ports (`vxlan:ADDR:PORT` in `vswitch ports`); leave out --outer to capture {name}'s frames",
+                        p.kind
+                    ),
+                    Some(_) => {}
+                }
+            }
+        } else if let Some(n) = &r.network {
+            self.network(n)?;
+        }
         let ports: Vec<CapturePort> = (self.ports.0.iter())
-            .filter(|(_, p)| r.network.as_ref().is_none_or(|n| &p.network == n))
+            .filter(|(_, p)| !r.outer || p.kind == TUNNEL_KIND)
+            .filter(|(_, p)| match (&outer_of_network, &r.network) {
+                (Some(t), _) => &p.name == t,
+                (None, Some(n)) => &p.network == n,
+                (None, None) => true,
+            })
             .filter(|(_, p)| r.container.as_ref().is_none_or(|c| &p.container == c))
             .filter(|(_, p)| r.port.as_ref().is_none_or(|n| &p.name == n))
             .map(|(id, p)| CapturePort {
@@ -87,6 +120,9 @@ impl Daemon {
                 network: p.network.clone(),
             })
             .collect();
+        if ports.is_empty() && r.outer {
+            bail!("no VXLAN tunnel port matches: --outer captures the tunnel ports of overlay networks (`vxlan:ADDR:PORT` in `vswitch ports`)");
+        }
         if ports.is_empty() {
             bail!("no port of the switch matches; `vswitch ports` lists them");
         }
@@ -98,6 +134,8 @@ impl Daemon {
             filter,
             snaplen,
             slots: DEFAULT_SLOTS,
+            outer: r.outer,
+            vni,
         });
         self.captures.next_id += 1;
         let id = self.captures.next_id;
@@ -109,12 +147,34 @@ impl Daemon {
             last_read: Instant::now(),
             frames: 0,
         });
-        tracing::info!("capture {id}: started on {} ports", ports.len());
+        tracing::info!(
+            "capture {id}: started on {} ports{}",
+            ports.len(),
+            if r.outer { " (outer)" } else { "" }
+        );
         Ok(CaptureStarted {
             id,
             snaplen: snaplen as u32,
             ports,
+            outer: r.outer,
         })
+    }
+
+    /// The tunnel port (its name) and VNI of overlay network `name`, for `--network NET
+    /// --outer`.
+    fn overlay_tunnel(&self, name: &str) -> Result<(String, u32)> {
+        let n = self.network(name)?;
+        if n.driver != OVERLAY {
+            bail!(
+                "network {name} is a {} network: --outer captures the VXLAN datagrams of overlay networks; leave out --outer to capture its frames",
+                n.driver
+            );
+        }
+        let spec = OverlaySpec::parse(&n.options)?;
+        Ok((
+            format!("vxlan:{}", SocketAddrV4::new(spec.vtep, spec.port)),
+            spec.vni.get(),
+        ))
     }
 
     /// `{"op":"capture_read"}`: the frames captured since the last read (at most
@@ -140,7 +200,7 @@ impl Daemon {
         }
         if !live && out.is_empty() {
             self.captures.current = None;
-            bail!("capture {id} ended: the switch worker restarted");
+            bail!("capture {id} ended: the switch worker restarted, or the tunnel ports of an outer capture are gone");
         }
         Ok(serde_json::json!({ "frames": out, "dropped": dropped }))
     }

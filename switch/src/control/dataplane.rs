@@ -30,6 +30,9 @@ pub struct PortRecord {
     pub container: String,
 }
 
+/// The kind of a VXLAN tunnel port in the port records (`vswitch ports`).
+pub const TUNNEL_KIND: &str = "vxlan";
+
 /// The switch's ports by id.
 #[derive(Debug, Default)]
 pub struct Ports(pub BTreeMap<PortId, PortRecord>);
@@ -161,7 +164,7 @@ impl Dataplane for Live<'_> {
         (self.worker)
             .add_port(id, Box::new(port), PortRole::Tunnel)
             .context("the switch refused the tunnel port")?;
-        self.insert(id, name, "vxlan", "", "");
+        self.insert(id, name, TUNNEL_KIND, "", "");
         Ok(Tunnel { id, offloaded })
     }
 

@@ -47,11 +47,19 @@
 //!   ([`crate::wire::too_big`], as Linux's vxlan device does for bridged traffic), so a
 //!   container with too large an MTU lowers its MSS instead of losing its full-sized
 //!   segments. Counted as `tx_too_big` and, for each reply, `tx_icmp_too_big`.
+//! * **Outer capture** (`vswitch capture --outer`, [`VxlanPort::set_capture`]): while one
+//!   runs, each datagram received is copied before it is decapsulated (so datagrams that fail
+//!   decap are in it; a coalesced run as the datagrams it was made of, a tunnel GSO packet
+//!   whole), and each datagram the kernel accepted to send after `sendmmsg` returns (a UDP GSO
+//!   send as its segments; a tunnel GSO packet whole, behind its real outer headers). One
+//!   branch per receive burst, per `sendmmsg` and per tunnel GSO packet when none runs. Oversized datagrams (`rx_oversize`)
+//!   and datagrams not sent (socket buffer full, errors) are not in it.
 
 use crate::batch::{Batch, VnetHdr, BATCH_SIZE, HEADROOM};
+use crate::capture::OuterTap;
 use crate::fdb::NetworkId;
 use crate::port::sys::{self, cvt, PortError};
-use crate::port::vxlan_tap::{tunnel_super_packet, tunnel_vnet, TunnelTap};
+use crate::port::vxlan_tap::{is_tunnel_super_packet, tunnel_super_packet, tunnel_vnet, TunnelTap};
 use crate::port::{Port, PortCaps, PortId};
 use crate::wire::gso::{coalesce_tcp4, segment, Segments};
 use crate::wire::too_big::{self, Fit};
@@ -206,6 +214,8 @@ pub struct VxlanPort {
     /// Frames split from coalesced datagrams that did not fit the caller's batch yet.
     overflow: Batch,
     overflow_next: usize,
+    /// A running outer capture of this port (module docs): checked once per burst.
+    capture: Option<Box<OuterTap>>,
 }
 
 impl std::fmt::Debug for VxlanPort {
@@ -274,6 +284,7 @@ impl VxlanPort {
             inner_mtu: DEFAULT_INNER_MTU,
             overflow: Batch::new(crate::batch::MTU_SLOT),
             overflow_next: 0,
+            capture: None,
         })
     }
 
@@ -381,6 +392,16 @@ impl VxlanPort {
         Ok(())
     }
 
+    /// Starts (`Some`) or stops an outer capture of this port's datagrams (module docs).
+    pub fn set_capture(&mut self, tap: Option<OuterTap>) {
+        self.capture = tap.map(Box::new);
+    }
+
+    /// Whether an outer capture runs on this port.
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
     /// Removes virtual port `vport`. Other peers are untouched (their traffic goes on).
     pub fn remove_peer(&mut self, vport: PortId) {
         let Some(p) = self
@@ -460,6 +481,9 @@ impl VxlanPort {
                         Ok(()) => {
                             self.stats.tx_tunnel_gso += 1;
                             sent += 1;
+                            if let Some(c) = self.capture.as_deref_mut() {
+                                capture_whole(c, t, frame);
+                            }
                             continue;
                         }
                         Err(_) => self.stats.tx_tunnel_errors += 1,
@@ -599,6 +623,9 @@ impl VxlanPort {
                             self.stats.tx_gso_sends += 1;
                         }
                     }
+                    if self.capture.is_some() {
+                        self.capture_sent(k..k + n as usize);
+                    }
                     k += n as usize;
                 }
                 Err(e) => {
@@ -623,6 +650,91 @@ impl VxlanPort {
             }
         }
         self.msgs.clear();
+        if self.capture.as_ref().is_some_and(|c| c.closed()) {
+            self.capture = None;
+        }
+    }
+
+    /// Copies the datagrams of messages `msgs` (sent) to the outer capture.
+    #[cold]
+    fn capture_sent(&mut self, msgs: std::ops::Range<usize>) {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return;
+        };
+        let ts = crate::capture::now_us();
+        for m in self.msgs.get(msgs).unwrap_or_default() {
+            let Some(peer) = self.peers.get(usize::from(m.vport)).copied().flatten() else {
+                continue;
+            };
+            let dst = SocketAddrV4::new(peer.ip, self.local.port());
+            let (off, len) = (m.off as usize, m.len as usize);
+            let Some(span) = self.arena.get(off..off + len) else {
+                continue;
+            };
+            match Segments::of_gro(len, usize::from(m.gso)) {
+                Some(segs) => {
+                    for r in segs.ranges() {
+                        c.datagram(true, self.local, dst, span.get(r).unwrap_or_default(), ts);
+                    }
+                }
+                None => c.datagram(true, self.local, dst, span, ts),
+            }
+        }
+    }
+
+    /// Copies the datagrams `recvmmsg` just wrote (`hdrs`, `names`, receive areas `slots` of
+    /// `cap` bytes) to the outer capture, each as the socket delivered it: a coalesced run
+    /// (`UDP_GRO`) as the datagrams it was made of, anything else (a tunnel GSO packet
+    /// included) as one. Datagrams cut by the socket (`MSG_TRUNC`) are left out.
+    #[cold]
+    fn capture_burst(
+        &mut self,
+        hdrs: &[libc::mmsghdr],
+        names: &[libc::sockaddr_in],
+        slots: &[*mut u8],
+        cap: usize,
+    ) {
+        let Some(c) = self.capture.as_deref_mut() else {
+            return;
+        };
+        let ts = crate::capture::now_us();
+        let local = self.local;
+        for ((h, name), &slot) in hdrs.iter().zip(names).zip(slots) {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
+            }
+            let len = (h.msg_len as usize).min(cap);
+            // SAFETY: `slot` is the receive area of one batch slot, `cap >= len` bytes, which
+            // the kernel just filled; nothing writes to it while this shared view lives.
+            let payload = unsafe { std::slice::from_raw_parts(slot, len) };
+            let src = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                u16::from_be(name.sin_port),
+            );
+            let gso = gro_size(&h.msg_hdr);
+            match Segments::of_gro(len, gso) {
+                Some(segs) if !is_tunnel_super_packet(payload, gso, self.inner_mtu) => {
+                    for r in segs.ranges() {
+                        c.datagram(false, src, local, payload.get(r).unwrap_or_default(), ts);
+                    }
+                }
+                _ => c.datagram(false, src, local, payload, ts),
+            }
+        }
+    }
+}
+
+/// Copies a tunnel GSO packet sent through the tunnel TAP, inner `frame` behind the outer
+/// headers of `template` (the same [`EncapTemplate::header`] the TAP sent), to capture `c`.
+#[cold]
+fn capture_whole(c: &mut OuterTap, template: &EncapTemplate, frame: &[u8]) {
+    let Ok(outer) = template.header(frame.len(), template.src_port_for(frame)) else {
+        return;
+    };
+    // Ethernet (14), IPv4 + UDP (28), VXLAN (8).
+    let (ip_udp, vxlan) = (outer.get(14..42), outer.get(42..50));
+    if let (Some(ip_udp), Some(vxlan)) = (ip_udp, vxlan) {
+        c.sent_whole(ip_udp, vxlan, frame, crate::capture::now_us());
     }
 }
 
@@ -845,6 +957,10 @@ impl Port for VxlanPort {
             Err(e) if sys::would_block(&e) => return Ok(batch.len() - start),
             Err(e) => return Err(e),
         };
+        if self.capture.is_some() {
+            // An outer capture: every datagram as it arrived, before any is decapsulated.
+            self.capture_burst(&hdrs[..got], &names[..got], &slots[..got], cap);
+        }
         for i in 0..got {
             self.stats.rx_datagrams += 1;
             let h = &hdrs[i];
@@ -878,6 +994,9 @@ impl Port for VxlanPort {
             m.tag = u32::from(vport);
         }
         self.drain_overflow(batch);
+        if self.capture.as_ref().is_some_and(|c| c.closed()) {
+            self.capture = None;
+        }
         Ok(batch.len() - start)
     }
 
@@ -1137,6 +1256,166 @@ mod tests {
         }
     }
 
+    /// An outer capture's two ends (`vswitch capture --outer`), for port `id`.
+    pub(super) fn outer_capture(
+        id: PortId,
+        filter: &str,
+        vni: Option<u32>,
+    ) -> (crate::capture::OuterTap, crate::capture::TapReader) {
+        let words: Vec<String> = filter.split_whitespace().map(str::to_string).collect();
+        let (t, r) = crate::capture::tap(crate::capture::CaptureSpec {
+            ports: vec![id],
+            dir_in: true,
+            dir_out: true,
+            filter: crate::capture::Filter::parse(&words).unwrap(),
+            snaplen: 65535,
+            slots: 64,
+            outer: true,
+            vni,
+        });
+        (t.outer_for(id), r)
+    }
+
+    /// Checks one outer capture record: IPv4 with a valid header checksum and lengths that
+    /// match the record, UDP from `src` to `dst`, VXLAN with `vni`; returns the inner frame.
+    pub(super) fn outer_record(
+        c: &crate::capture::Captured,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        vni: u32,
+    ) -> Vec<u8> {
+        let d = &c.data;
+        assert_eq!(d.len(), c.orig_len as usize, "not cut");
+        assert_eq!(d[0], 0x45);
+        assert!(
+            crate::wire::checksum::verify(&d[..20]),
+            "IPv4 header checksum"
+        );
+        assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), d.len());
+        assert_eq!(d[9], 17);
+        assert_eq!(d[12..16], src.ip().octets());
+        assert_eq!(d[16..20], dst.ip().octets());
+        assert_eq!(u16::from_be_bytes([d[20], d[21]]), src.port());
+        assert_eq!(u16::from_be_bytes([d[22], d[23]]), dst.port());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([d[24], d[25]])),
+            d.len() - 20
+        );
+        assert_eq!(d[28], 0x08, "VXLAN flags: VNI valid");
+        assert_eq!(u32::from_be_bytes([0, d[32], d[33], d[34]]), vni);
+        d[36..].to_vec()
+    }
+
+    /// An outer capture on both ends of a tunnel: each datagram sent (a UDP GSO send as its
+    /// datagrams) and received (a coalesced run as its datagrams), with outer headers from
+    /// the sender's socket to the receiver's, the inner frames as they crossed; a datagram
+    /// that fails decap is in the receiver's; the VNI and the filter (of the inner frame)
+    /// select; a port drops its end once the reader is gone.
+    #[test]
+    fn an_outer_capture_copies_the_datagrams_sent_and_received() {
+        let a_ip = Ipv4Addr::new(127, 0, 0, 41);
+        let b_ip = Ipv4Addr::new(127, 0, 0, 42);
+        let port = 47000 + (std::process::id() % 1000) as u16;
+        let (sa, sb) = (SocketAddrV4::new(a_ip, port), SocketAddrV4::new(b_ip, port));
+        let mut a = VxlanPort::open(sa).unwrap();
+        let mut b = VxlanPort::open(sb).unwrap();
+        let vni = Vni::new(100).unwrap();
+        a.add_peer(PortId(5), a.peer_here(NetworkId(1), vni, b_ip, 1450))
+            .unwrap();
+        b.add_peer(PortId(7), b.peer_here(NetworkId(1), vni, a_ip, 1450))
+            .unwrap();
+        let (ta, ra) = outer_capture(PortId(1), "", None);
+        let (tb, rb) = outer_capture(PortId(2), "", Some(100));
+        a.set_capture(Some(ta));
+        b.set_capture(Some(tb));
+
+        let mut out = Batch::new(GSO_SLOT);
+        out.push(&frame(1, 2, 64), VnetHdr::default());
+        // A 10 000-byte TCP GSO frame: 7 datagrams in one UDP GSO send.
+        let n = 10_000;
+        let mut f = vec![0u8; 54 + n];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + n) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[46] = 5 << 4;
+        f[47] = 0x10;
+        out.push(&f, crate::wire::gso::testing::tcp_gso_vnet(1448));
+        assert_eq!(
+            a.send_to_vtep(&out, &[0, 1], PortId(5), &mut replies())
+                .sent,
+            2
+        );
+        assert_eq!(a.stats().tx_datagrams, 8);
+        let (sent, live) = ra.drain(100);
+        assert!(live);
+        assert_eq!(sent.len(), 8, "one record per datagram");
+        assert!(sent.iter().all(|c| c.out && c.port == PortId(1)));
+        assert_eq!(outer_record(&sent[0], sa, sb, 100), frame(1, 2, 64));
+        let mut seq = Vec::new();
+        for c in &sent[1..] {
+            let inner = outer_record(c, sa, sb, 100);
+            assert!(inner.len() <= 54 + 1448, "one segment: {}", inner.len());
+            assert_eq!(inner[..14], f[..14]);
+            seq.push(u32::from_be_bytes(inner[38..42].try_into().unwrap()));
+        }
+        assert_eq!(seq, (0..7).map(|k| k * 1448).collect::<Vec<u32>>());
+
+        let mut rx = Batch::new(GSO_SLOT);
+        recv_all(&mut b, &mut rx, 2);
+        assert_eq!(rx.len(), 2, "{:?}", b.stats());
+        // A datagram of an unknown VNI, and one from a stranger, fail decap but are captured
+        // (the VNI filter admits the stranger's VNI 100 only).
+        let stranger =
+            std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 43), 0)).unwrap();
+        let from = match stranger.local_addr().unwrap() {
+            std::net::SocketAddr::V4(s) => s,
+            other => panic!("{other}"),
+        };
+        for v in [100u32, 300] {
+            let mut d = encap::vxlan::header_bytes(Vni::new(v).unwrap()).to_vec();
+            d.extend_from_slice(&frame(1, 9, 60));
+            stranger.send_to(&d, sb).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        while b.stats().decap.total_drops() < 2 && t0.elapsed() < std::time::Duration::from_secs(2)
+        {
+            b.recv_burst(&mut rx).unwrap();
+        }
+        assert_eq!(b.stats().decap.total_drops(), 2, "{:?}", b.stats());
+        assert_eq!(rx.len(), 2, "the stranger's frames are dropped");
+        let (got, _) = rb.drain(100);
+        assert_eq!(got.len(), 9, "8 from a, 1 from the stranger with VNI 100");
+        assert!(got.iter().all(|c| !c.out && c.port == PortId(2)));
+        let theirs: Vec<Vec<u8>> = sent.iter().map(|c| c.data[36..].to_vec()).collect();
+        let ours: Vec<Vec<u8>> = got[..8]
+            .iter()
+            .map(|c| outer_record(c, sa, sb, 100))
+            .collect();
+        assert_eq!(ours, theirs, "received as sent");
+        assert_eq!(outer_record(&got[8], from, sb, 100), frame(1, 9, 60));
+
+        // The filter applies to the inner frame: only the frame from 02:00:00:00:00:02.
+        let (ta, ra) = outer_capture(PortId(1), "ether 02:00:00:00:00:02", None);
+        a.set_capture(Some(ta));
+        let mut two = Batch::new(MTU_SLOT);
+        two.push(&frame(1, 2, 64), VnetHdr::default());
+        two.push(&frame(1, 3, 64), VnetHdr::default());
+        a.send_to_vtep(&two, &[0, 1], PortId(5), &mut replies());
+        let (got, _) = ra.drain(100);
+        assert_eq!(got.len(), 1);
+        assert_eq!(outer_record(&got[0], sa, sb, 100), frame(1, 2, 64));
+        // The reader is gone: the port lets go of its end at its next send.
+        drop(ra);
+        assert!(a.capturing());
+        a.send_to_vtep(&two, &[0], PortId(5), &mut replies());
+        assert!(!a.capturing());
+    }
+
     #[test]
     fn gso_frames_are_segmented() {
         let a_ip = Ipv4Addr::new(127, 0, 0, 13);
@@ -1263,8 +1542,27 @@ mod tunnel_gso_tests {
         // The neighbour entry first (a small frame through the socket), then the GSO frame.
         let f = tcp_gso_frame(10_000, 0x10);
         let vnet = tcp_gso_vnet(1410);
+        let (cap, reader) = tests::outer_capture(PortId(0), "tcp", None);
+        a.set_capture(Some(cap));
         let rx = cross(&mut a, &mut b, &f, vnet);
         assert_eq!(b.stats().rx_tunnel_gso, 1, "{:?}", b.stats());
+        // An outer capture sees the packet sent whole, behind the headers the TAP sent.
+        let (sent, _) = reader.drain(100);
+        assert!(!sent.is_empty(), "captured");
+        for c in &sent {
+            let d = &c.data;
+            assert!(c.out && d.len() == 28 + 8 + f.len(), "{}", d.len());
+            assert!(
+                crate::wire::checksum::verify(&d[..20]),
+                "IPv4 header checksum"
+            );
+            assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), d.len());
+            assert_eq!(d[12..20], [a_ip.octets(), b_ip.octets()].concat()[..]);
+            assert_eq!(u16::from_be_bytes([d[22], d[23]]), 4789);
+            assert_eq!(u32::from_be_bytes([0, d[32], d[33], d[34]]), 9);
+            assert_eq!(d[36..], f[..]);
+        }
+        a.set_capture(None);
         let m = rx.meta(0);
         let mss = VnetHdr {
             gso_size: 1400 - 40,

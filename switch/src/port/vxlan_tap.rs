@@ -106,7 +106,24 @@ pub fn tunnel_vnet(frame: &[u8], vnet: &VnetHdr) -> Option<[u8; TUNNEL_VNET_HDR_
 /// as a local stack leaves it for offload) and the vnet header of the inner GSO frame is
 /// returned; otherwise `None` and `payload` is untouched.
 pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> Option<VnetHdr> {
-    let f = payload.get_mut(VXLAN_HDR_LEN..)?;
+    let (vnet, partial) = super_packet(payload, gro, inner_mtu)?;
+    let at = VXLAN_HDR_LEN + usize::from(vnet.csum_start) + usize::from(vnet.csum_offset);
+    payload
+        .get_mut(at..at + 2)?
+        .copy_from_slice(&partial.to_be_bytes());
+    Some(vnet)
+}
+
+/// Whether [`tunnel_super_packet`] would take `payload` as one tunnel GSO packet (it is left
+/// as it is).
+pub fn is_tunnel_super_packet(payload: &[u8], gro: usize, inner_mtu: usize) -> bool {
+    super_packet(payload, gro, inner_mtu).is_some()
+}
+
+/// [`tunnel_super_packet`]'s reading: the inner frame's vnet header and the partial checksum
+/// to store at its `csum_start + csum_offset`.
+fn super_packet(payload: &[u8], gro: usize, inner_mtu: usize) -> Option<(VnetHdr, u16)> {
+    let f = payload.get(VXLAN_HDR_LEN..)?;
     if f.len() < 14 + 20 + 8 {
         return None;
     }
@@ -159,15 +176,15 @@ pub fn tunnel_super_packet(payload: &mut [u8], gro: usize, inner_mtu: usize) -> 
         u64::from(pseudo_header_v4(src, dst, proto, l4_len as u16))
     };
     let partial = fold(pseudo);
-    f[th + csum_offset..th + csum_offset + 2].copy_from_slice(&partial.to_be_bytes());
-    Some(VnetHdr {
+    let vnet = VnetHdr {
         flags: VNET_F_NEEDS_CSUM,
         gso_type,
         hdr_len: (th + thl) as u16,
         gso_size: mss as u16,
         csum_start: th as u16,
         csum_offset: csum_offset as u16,
-    })
+    };
+    Some((vnet, partial))
 }
 
 /// The sysctls a tunnel TAP needs, relative to `/proc/sys/net/`.
