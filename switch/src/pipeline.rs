@@ -19,11 +19,13 @@
 //!    * **Port security** ([`crate::guard`]): on a port with a [`PortPolicy::security`], a
 //!      frame whose source MAC, ARP sender or IP source is not the port's endpoint is
 //!      [`DropReason::SpoofedMac`] or [`DropReason::SpoofedIp`] — before it can be learned.
-//! 2. **prefetch** — the MAC table slots of all source and destination keys are touched, so
-//!    their cache misses overlap instead of being paid one after the other.
+//! 2. **prefetch** — fused into classify: as soon as a frame's keys are known, the home lines
+//!    of its source and (unicast) destination in the MAC table are prefetched, so the cache
+//!    misses of the whole batch overlap instead of being paid one after the other.
 //! 3. **learn** — the source address is learned on the ingress port (consecutive frames with
 //!    the same source are learned once).
-//! 4. **lookup + decide** — per frame:
+//! 4. **lookup** — every unicast destination is looked up, in a loop of its own.
+//! 5. **decide** — per frame:
 //!    * broadcast: flood to the network's other members **and** deliver to the gateway (ARP);
 //!    * IEEE 802.1D link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP, pause) is not
 //!      forwarded: [`DropReason::Reserved`];
@@ -39,7 +41,7 @@
 //!    flooded (broadcast, multicast, unknown unicast) takes a token from the port's bucket; with
 //!    none left it is [`DropReason::FloodLimited`]. The bucket refills from the time the worker
 //!    passes in with [`Pipeline::set_clock_ms`] (once per batch, never read here).
-//! 5. **dispatch** — frame indexes are appended to per-(output port, egress VLAN) lists in a
+//! 6. **dispatch** — frame indexes are appended to per-(output port, egress VLAN) lists in a
 //!    [`Dispatch`]; the worker sends each list with one `send_burst`.
 //!
 //! # VLAN tags on egress
@@ -554,6 +556,8 @@ pub struct Pipeline {
     dst: [u64; BATCH_SIZE],
     src_home: [usize; BATCH_SIZE],
     dst_home: [usize; BATCH_SIZE],
+    /// Where each valid frame's destination was learned (stage 4; `None` for group ones).
+    dst_port: [Option<PortId>; BATCH_SIZE],
     valid: [u8; BATCH_SIZE],
     /// Per port: its network if it is an access port, else `u32::MAX`.
     access_net: Vec<u32>,
@@ -592,6 +596,7 @@ impl Pipeline {
             dst: [0; BATCH_SIZE],
             src_home: [0; BATCH_SIZE],
             dst_home: [0; BATCH_SIZE],
+            dst_port: [None; BATCH_SIZE],
             valid: [0; BATCH_SIZE],
             access_net: Vec::new(),
             ing: [PortId(0); BATCH_SIZE],
@@ -921,8 +926,8 @@ impl Pipeline {
         let from_uplink = port.uplink;
         let guard = self.ingress_guard::<TUNNEL>(in_idx);
         let nvalid = self.classify::<TUNNEL>(in_port, batch, n, guard, out);
-        self.prefetch(nvalid);
         self.learn::<TUNNEL>(in_port, nvalid, now);
+        self.lookup(nvalid);
         let limited = guard.limited();
         let (tally, tokens) = self.decide::<TUNNEL>(
             in_port,
@@ -1042,9 +1047,21 @@ impl Pipeline {
                 continue;
             }
             let k = (net.0 as u64) << 48;
+            let (skey, dkey) = (k | src, k | dst);
             self.net[nvalid] = net;
-            self.src[nvalid] = k | src;
-            self.dst[nvalid] = k | dst;
+            self.src[nvalid] = skey;
+            self.dst[nvalid] = dkey;
+            // Stage 2 (prefetch), fused into this loop: hash both keys and start loading their
+            // home lines at once, so the misses overlap with each other and with the rest of
+            // the batch's classification. Group destinations are never looked up.
+            let sh = self.fdb.home(skey);
+            self.src_home[nvalid] = sh;
+            self.fdb.prefetch(sh);
+            let dh = self.fdb.home(dkey);
+            self.dst_home[nvalid] = dh;
+            if dst & GROUP_BIT == 0 {
+                self.fdb.prefetch(dh);
+            }
             self.valid[nvalid] = i as u8;
             if TUNNEL {
                 self.ing[nvalid] = ing;
@@ -1056,25 +1073,6 @@ impl Pipeline {
             pc.rx_bytes += rx_bytes;
         }
         nvalid
-    }
-
-    /// Stage 2: hash every key once and touch its home slot, so the cache misses of the
-    /// whole batch overlap instead of being paid one after the other.
-    /// Two loops: the second is nothing but independent loads, so the out-of-order window
-    /// holds as many of them in flight as the core allows.
-    #[inline(always)]
-    fn prefetch(&mut self, nvalid: usize) {
-        for j in 0..nvalid {
-            self.src_home[j] = self.fdb.home(self.src[j]);
-            // Group destinations are never looked up; their home is computed but unused.
-            self.dst_home[j] = self.fdb.home(self.dst[j]);
-        }
-        let mut acc = 0u64;
-        for j in 0..nvalid {
-            acc ^= self.fdb.touch(self.src_home[j]);
-            acc ^= self.fdb.touch(self.dst_home[j]);
-        }
-        std::hint::black_box(acc);
     }
 
     /// Stage 3: learn each source on its ingress port (once per run of equal sources).
@@ -1098,8 +1096,23 @@ impl Pipeline {
         }
     }
 
-    /// Stage 4: look up each destination and decide: to the gateway, unicast to a learned
-    /// port (re-tagged for it), or flooded to the network's members (split horizon, and when
+    /// Stage 4: look up every unicast destination, after the whole batch is learned. A loop
+    /// of its own: the lookups are independent of each other, so their cache misses overlap,
+    /// and the loop is small enough to keep its state in registers.
+    #[inline(always)]
+    fn lookup(&mut self, nvalid: usize) {
+        for j in 0..nvalid {
+            let key = self.dst[j];
+            self.dst_port[j] = if key & GROUP_BIT == 0 {
+                self.fdb.lookup_from(key, self.dst_home[j])
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Stage 5: decide for each destination (looked up in stage 4): to the gateway, unicast
+    /// to a learned port (re-tagged for it), or flooded to the network's members (split horizon, and when
     /// `limited` storm control's bucket of `tokens`, returned with what is left); or drop,
     /// counted by reason.
     #[inline(always)]
@@ -1137,7 +1150,7 @@ impl Pipeline {
                     t.gateway += 1;
                     continue;
                 }
-                if let Some(p) = self.fdb.lookup_from(key, self.dst_home[j]) {
+                if let Some(p) = self.dst_port[j] {
                     if p == ing {
                         Self::drop_frame(&mut self.counters, in_idx, DropReason::SamePort);
                         continue;
