@@ -43,7 +43,6 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod process;
-pub mod sys;
 #[doc(hidden)]
 pub mod testing;
 pub mod trace;
