@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switch::capture::pcapng;
 use switch::control::api::{CaptureFrame, CaptureRequest, CaptureStarted, Request};
@@ -77,8 +78,41 @@ fn summary(f: &CaptureFrame, data: &[u8], port: &str, outer: bool) -> String {
     )
 }
 
+/// Set when SIGINT or SIGTERM comes: the capture then ends as it does at `--count`, stopping
+/// the daemon's side, flushing the file and saying how many frames it kept and dropped (as
+/// tcpdump does on Ctrl-C).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Blocks SIGINT and SIGTERM in this thread and starts a thread that takes them with
+/// `sigwait` and sets [`STOP`].
+fn stop_on_signals() -> Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned here; the calls write only to it and to this
+    // thread's signal mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    std::thread::Builder::new()
+        .name("capture-signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is an initialised sigset_t and `sig` a valid place for the number
+            // of the signal taken.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                STOP.store(true, Ordering::Relaxed);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 /// `vswitch capture`.
 pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
+    stop_on_signals()?;
     let started: CaptureStarted =
         serde_json::from_value(c.call(&Request::CaptureStart(CaptureRequest {
             network: a.network,
@@ -141,9 +175,15 @@ pub fn run(a: CaptureArgs, mut c: Client) -> Result<i32> {
         }
         let mut n = 0u64;
         loop {
+            // After a stop signal, what is queued is still read and written: the capture ends
+            // at the first empty read.
+            let stopping = STOP.load(Ordering::Relaxed);
             let v = c.call(&Request::CaptureRead { id: started.id })?;
             let frames: Vec<CaptureFrame> = serde_json::from_value(v["frames"].clone())?;
             if frames.is_empty() {
+                if stopping {
+                    return Ok(n);
+                }
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }

@@ -611,6 +611,57 @@ fn capture_of_a_ping_reads_back_in_tshark_with_ports_and_directions() {
 }
 
 #[test]
+fn capture_stopped_by_sigint_keeps_its_file_and_says_what_it_kept() {
+    if !need_root("capture_sigint") || !require_tools(&["ping", "tshark"]) {
+        return;
+    }
+    let d = Daemon::start("cs");
+    let (c1, c2) = (unique("sa"), unique("sb"));
+    d.run(&c1, &[]);
+    d.run(&c2, &[]);
+    let ip2 = d.ip_of(&c2);
+    assert!(d.ping(&c1, &ip2), "c1 -> c2 (the MAC table learns both)");
+    let file = d.dir.join("sigint.pcapng");
+    let f = file.to_str().unwrap();
+    // No --count: it runs until the operator's Ctrl-C.
+    let (mut cap, err) = start_capture(&d, &["--network", "bridge", "-w", f, "icmp"]);
+    let one = d.exec(&c1, &["ping", "-c", "1", "-W", "2", &ip2]);
+    assert!(one.status.success(), "c1 -> c2 while capturing");
+    let pid = cap.0.id() as libc::pid_t;
+    // Our own child, by PID.
+    // SAFETY: kill(2) with a signal number; no memory is passed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let mut status = None;
+    wait_until(
+        "vswitch capture to end on SIGINT",
+        Duration::from_secs(10),
+        || {
+            status = cap.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert!(
+        status.unwrap().success(),
+        "a capture ended by SIGINT exits 0: {:?} {}",
+        status,
+        err.text()
+    );
+    err.wait_for(
+        "frames captured",
+        "the capture's summary",
+        Duration::from_secs(5),
+    );
+    // One echo request and its reply, each in on one port and out on the other.
+    assert!(
+        err.text().contains("4 frames captured, 0 dropped"),
+        "{}",
+        err.text()
+    );
+    let frames = tshark_frames(&file);
+    assert_eq!(frames.len(), 4, "the file holds what it said: {frames:?}");
+}
+
+#[test]
 fn capture_with_a_filter_keeps_only_what_it_names() {
     if !need_root("capture_filter") || !require_tools(&["ping", "tshark"]) {
         return;
