@@ -7,11 +7,14 @@
 #   anchor   : ../shared/peers/vxlan-peer-bench.sh from the repo root (iperf3 straight on the hosts'
 #              vxlan devices); skipped (n/a) when that script is not there, PEERS=DIR names another place
 #
-# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [ATTACH=veth|tap] [PROFILE=1] \
+# Usage: sudo [ROUNDS=N] [TUNNEL_OFFLOAD=auto|on|off] [ATTACH=veth|tap] [CAPTURE=ARGS] [PROFILE=1] \
 #        bench/compare-overlay.sh [seconds]
 # (builds vswitch in release mode first, unless VSWITCH_BIN names the binary to use).
 # TUNNEL_OFFLOAD=off measures the socket-only path (every frame cut into datagrams).
 # ATTACH=veth|tap attaches the containers that way (default: the daemon's, TAP on overlays).
+# CAPTURE="ARGS" runs `vswitch capture ARGS -w FILE` on host A during the vswitch run (e.g.
+# CAPTURE=--outer, or CAPTURE="--network ov" for the inner frames) and prints what it kept and
+# dropped, so the cost of a capture at full rate is the ratio with and without it.
 # PROFILE=1 also records each path with `perf record -a -g` (package linux-perf) and prints
 # where its CPU went per GB moved, by category and by copy (bench/perf_cost.py).
 # Needs: iproute2, iperf3, nsenter (util-linux), python3.
@@ -150,7 +153,20 @@ done
 "$B" --socket "$D/sB" run --name ${P}cB ${ATTACH:+--attach "$ATTACH"} --network ov --ip 10.79.2.10 >/dev/null
 serve ip netns exec ${P}cB iperf3 -s -1; sleep 0.5
 ip netns exec ${P}cA ping -c 2 -W 2 -q 10.79.2.10 >/dev/null
+CAPPID=""
+if [ -n "${CAPTURE:-}" ]; then
+    # A capture on host A during the vswitch run (CAPTURE holds its arguments, e.g. --outer):
+    # what it costs the path, and what it kept and dropped.
+    # shellcheck disable=SC2086
+    "$B" --socket "$D/sA" capture $CAPTURE -w "$D/cap.pcapng" 2>"$D/cap.err" &
+    CAPPID=$!
+    for _ in $(seq 100); do grep -q "capturing on" "$D/cap.err" 2>/dev/null && break; sleep 0.05; done
+fi
 read -r VSW VCORES < <(measure ${P}cA 10.79.2.10 vswitch)
+if [ -n "$CAPPID" ]; then
+    kill -INT "$CAPPID"; wait "$CAPPID"
+    echo "capture ($CAPTURE) during the vswitch run: $(tail -1 "$D/cap.err")"
+fi
 stop_servers
 [ -n "${VERBOSE:-}" ] && for h in A B; do "$B" --socket "$D/s$h" stats --json | python3 -c "import json,sys;print(json.dumps(json.load(sys.stdin)[\"tunnels\"]))"; done
 
