@@ -86,16 +86,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// Blocks SIGINT and SIGTERM in this thread and starts a thread that takes them with
 /// `sigwait` and sets [`STOP`].
 fn stop_on_signals() -> Result<()> {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t owned here; the calls write only to it and to this
-    // thread's signal mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let set = crate::block_stop_signals();
     std::thread::Builder::new()
         .name("capture-signals".into())
         .spawn(move || loop {

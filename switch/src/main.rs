@@ -434,6 +434,22 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Blocks SIGTERM and SIGINT in the calling thread (and so in threads it starts later) and
+/// returns the set, for a thread that takes them with `sigwait`.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned here; the calls only write to it and to the
+    // calling thread's signal mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
 /// SIGTERM and SIGINT stop the daemon cleanly: a thread of its own waits for them (they are
 /// blocked in every other thread), removes the sockets the daemon created (the control
 /// socket, the Docker plugin's), so that neither clients nor dockerd find a socket nobody
@@ -447,18 +463,8 @@ struct StopSignals {
 impl StopSignals {
     /// Blocks SIGTERM and SIGINT in the calling thread (and so in threads it starts later).
     fn block() -> StopSignals {
-        // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid sigset_t owned here; the calls only write to it and to the
-        // calling thread's signal mask.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
         StopSignals {
-            set,
+            set: block_stop_signals(),
             sockets: Default::default(),
         }
     }

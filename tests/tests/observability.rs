@@ -501,22 +501,20 @@ fn start_capture(d: &Daemon, args: &[&str]) -> (Reaped, StreamLines) {
     (Reaped(child), err)
 }
 
+/// Waits (up to 10 s) for the capture to exit; `what` says what should end it.
+fn wait_exit(cap: &mut Reaped, what: &str) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(what, Duration::from_secs(10), || {
+        status = cap.0.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
 /// Waits (up to 10 s) for the capture to end by itself (`--count` reached).
 fn wait_capture(cap: &mut Reaped, err: &StreamLines) {
-    let mut status = None;
-    wait_until(
-        "vswitch capture to reach its --count",
-        Duration::from_secs(10),
-        || {
-            status = cap.0.try_wait().unwrap();
-            status.is_some()
-        },
-    );
-    assert!(
-        status.unwrap().success(),
-        "vswitch capture failed: {}",
-        err.text()
-    );
+    let status = wait_exit(cap, "vswitch capture to reach its --count");
+    assert!(status.success(), "vswitch capture failed: {}", err.text());
 }
 
 /// Every frame of a pcapng file as tshark reads it: interface name, direction flags
@@ -631,19 +629,10 @@ fn capture_stopped_by_sigint_keeps_its_file_and_says_what_it_kept() {
     // Our own child, by PID.
     // SAFETY: kill(2) with a signal number; no memory is passed.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let mut status = None;
-    wait_until(
-        "vswitch capture to end on SIGINT",
-        Duration::from_secs(10),
-        || {
-            status = cap.0.try_wait().unwrap();
-            status.is_some()
-        },
-    );
+    let status = wait_exit(&mut cap, "vswitch capture to end on SIGINT");
     assert!(
-        status.unwrap().success(),
-        "a capture ended by SIGINT exits 0: {:?} {}",
-        status,
+        status.success(),
+        "a capture ended by SIGINT exits 0: {status:?} {}",
         err.text()
     );
     err.wait_for(

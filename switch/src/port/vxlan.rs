@@ -1078,6 +1078,23 @@ mod tests {
     use crate::batch::{VnetHdr, GSO_SLOT, MTU_SLOT};
     use crate::wire::gso::testing::tcp_gso_vnet;
 
+    /// An IPv4 TCP ACK frame 02:..:01 -> 02:..:02, 10.0.0.1 -> 10.0.0.2, with `n` bytes of
+    /// payload (zeros): a GSO frame once it carries a TCP GSO vnet header.
+    fn tcp_ack_frame(n: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 54 + n];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + n) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[46] = 5 << 4;
+        f[47] = 0x10; // ACK
+        f
+    }
+
     fn frame(dst: u8, src: u8, len: usize) -> Vec<u8> {
         let mut f = vec![0u8; len];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
@@ -1332,18 +1349,7 @@ mod tests {
         let mut out = Batch::new(GSO_SLOT);
         out.push(&frame(1, 2, 64), VnetHdr::default());
         // A 10 000-byte TCP GSO frame: 7 datagrams in one UDP GSO send.
-        let n = 10_000;
-        let mut f = vec![0u8; 54 + n];
-        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&[0x08, 0]);
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&((40 + n) as u16).to_be_bytes());
-        f[22] = 64;
-        f[23] = 6;
-        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-        f[46] = 5 << 4;
-        f[47] = 0x10;
+        let f = tcp_ack_frame(10_000);
         out.push(&f, crate::wire::gso::testing::tcp_gso_vnet(1448));
         assert_eq!(
             a.send_to_vtep(&out, &[0, 1], PortId(5), &mut replies())
@@ -1433,18 +1439,7 @@ mod tests {
             b.peer_here(NetworkId(1), Vni::new(9).unwrap(), a_ip, 1450),
         )
         .unwrap();
-        let n = 10_000;
-        let mut f = vec![0u8; 54 + n];
-        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&[0x08, 0]);
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&((40 + n) as u16).to_be_bytes());
-        f[22] = 64;
-        f[23] = 6;
-        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-        f[46] = 5 << 4;
-        f[47] = 0x10; // ACK
+        let f = tcp_ack_frame(10_000);
         let mut out = Batch::new(GSO_SLOT);
         out.push(&f, tcp_gso_vnet(1448));
         assert_eq!(
