@@ -1858,11 +1858,9 @@ mod tests {
         assert!(snap.ports.iter().any(|p| p.id == PortId(9)));
     }
 
-    /// A capture in the worker: each frame in on its ingress port and out on its output port,
-    /// only what the filter admits; nothing once stopped, and the reader is told.
-    #[test]
-    fn a_capture_sees_frames_in_and_out_through_its_filter_until_stopped() {
-        use crate::capture::{tap, CaptureSpec, Filter};
+    /// A worker with network 1 and two memory ports on it, 1 ("a") and 2 ("b"), and their
+    /// handles.
+    fn two_access_ports() -> (ManualWorker, MemHandle, MemHandle) {
         let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
         w.command(Command::AddNetwork {
             id: NetworkId(1),
@@ -1875,6 +1873,15 @@ mod tests {
         let (h1, h2) = (p1.handle(), p2.handle());
         w.add_port(PortId(1), Box::new(p1), access()).unwrap();
         w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        (w, h1, h2)
+    }
+
+    /// A capture in the worker: each frame in on its ingress port and out on its output port,
+    /// only what the filter admits; nothing once stopped, and the reader is told.
+    #[test]
+    fn a_capture_sees_frames_in_and_out_through_its_filter_until_stopped() {
+        use crate::capture::{tap, CaptureSpec, Filter};
+        let (mut w, h1, h2) = two_access_ports();
         let (t, r) = tap(CaptureSpec {
             ports: vec![PortId(1), PortId(2)],
             dir_in: true,
@@ -1913,18 +1920,7 @@ mod tests {
     fn an_outer_capture_is_fed_by_the_tunnel_ports_it_names() {
         use crate::capture::{tap, CaptureSpec, Filter};
         use std::net::SocketAddrV4;
-        let mut w = ManualWorker::new(PipelineConfig::default(), false).unwrap();
-        w.command(Command::AddNetwork {
-            id: NetworkId(1),
-            gateway: None,
-        });
-        let access = || PortRole::Access {
-            network: NetworkId(1),
-        };
-        let (p1, p2) = (MemPort::new("a", 64), MemPort::new("b", 64));
-        let h1 = p1.handle();
-        w.add_port(PortId(1), Box::new(p1), access()).unwrap();
-        w.add_port(PortId(2), Box::new(p2), access()).unwrap();
+        let (mut w, h1, _h2) = two_access_ports();
         let at = SocketAddrV4::new(
             Ipv4Addr::new(127, 0, 0, 51),
             46000 + (std::process::id() % 1000) as u16,
