@@ -42,10 +42,46 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Three members on free loopback ports of the host.
+    /// Three members on free loopback ports of the host. A port found free can be taken by
+    /// another process before etcd binds it (seen once in CI: a member exited with "address
+    /// already in use"); then the cluster starts again on new ports, up to three times.
     pub fn on_loopback(tag: &str) -> Cluster {
+        for _ in 0..2 {
+            let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+            let mut cl = Self::launch(tag, None, "127.0.0.1", &ports);
+            if !cl.lost_a_port(Duration::from_secs(20)) {
+                cl.wait_healthy(Duration::from_secs(20));
+                return cl;
+            }
+        }
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         Self::start(tag, None, "127.0.0.1", &ports)
+    }
+
+    /// Waits until every member is healthy (false) or one has exited because its port was
+    /// taken (true); gives up waiting after `within` (false: `wait_healthy` then says why).
+    fn lost_a_port(&mut self, within: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            for k in 0..self.members.len() {
+                let exited = self.members[k]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                let log = self.dir.join(format!("{}.log", self.members[k].name));
+                if exited
+                    && std::fs::read_to_string(log)
+                        .is_ok_and(|l| l.contains("address already in use"))
+                {
+                    return true;
+                }
+            }
+            if (0..self.members.len()).all(|k| self.healthy(k)) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Three members in `u`'s own namespace on [`UNDERLAY_ADDR`] (added to its bridge), which
@@ -68,7 +104,8 @@ impl Cluster {
         Self::start(tag, Some(ns), UNDERLAY_ADDR, &ports)
     }
 
-    fn start(tag: &str, netns: Option<String>, addr: &str, ports: &[(u16, u16)]) -> Cluster {
+    /// Spawns the members (ports `(client, peer)` each) without waiting for them.
+    fn launch(tag: &str, netns: Option<String>, addr: &str, ports: &[(u16, u16)]) -> Cluster {
         let id = unique(tag);
         let dir = std::env::temp_dir().join(format!("vswitch-etcd-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -125,6 +162,11 @@ impl Cluster {
         for k in 0..cl.members.len() {
             cl.spawn(k);
         }
+        cl
+    }
+
+    fn start(tag: &str, netns: Option<String>, addr: &str, ports: &[(u16, u16)]) -> Cluster {
+        let cl = Self::launch(tag, netns, addr, ports);
         cl.wait_healthy(Duration::from_secs(20));
         cl
     }
