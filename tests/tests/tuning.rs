@@ -1,7 +1,7 @@
 //! How the switch worker is scheduled, end to end: `vswitch daemon --busy-poll` keeps the worker
-//! polling while frames keep coming (no sleep, so no wakeup per frame), and without it the
-//! worker sleeps between frames. (Its nice value, `--worker-nice`, is checked in
-//! supervision.rs, across a worker restart.)
+//! polling while frames keep coming at a ping's rate (no sleep, so no wakeup per frame), not at
+//! a stream's, and without it the worker sleeps between frames. (Its nice value,
+//! `--worker-nice`, is checked in supervision.rs, across a worker restart.)
 
 use e2e::*;
 
@@ -58,5 +58,42 @@ fn busy_polling_keeps_the_worker_awake_between_frames_and_its_absence_does_not()
     assert!(
         slept < u64::from(n) / 5,
         "with --busy-poll 1000000 the worker slept {slept} times during {n} pings"
+    );
+}
+
+/// Busy polling stands aside for a stream: at some 25,000 frames a second (UDP, fixed rate) the
+/// worker is busy enough that spinning would only take CPU from the containers, so even with a
+/// window far longer than the gaps it sleeps between bursts, as without busy polling.
+#[test]
+fn busy_polling_does_not_spin_at_a_streams_rate() {
+    if !need_root("busy_poll_stream") {
+        return;
+    }
+    let d = Daemon::start_with("bps", &["--busy-poll", "1000000"]);
+    let (a, b) = (unique("a"), unique("b"));
+    d.run(&a, &[]);
+    d.run(&b, &[]);
+    let ip = d.ip_of(&b);
+    assert!(d.ping(&a, &ip));
+    let info = d.container(&b);
+    let srv = Iperf3Server::start(
+        info["netns"].as_str().unwrap(),
+        &d.dir.join("iperf-bps.log"),
+    );
+    let before = d.worker_sleeps().expect("the worker thread's status");
+    // 20 Mbit/s of 100-byte datagrams: 25,000 a second, five times the gate's limit.
+    let o = d.exec(
+        &a,
+        &[
+            "iperf3", "-c", &ip, "-u", "-b", "20M", "-l", "100", "-t", "2",
+        ],
+    );
+    let slept = d.worker_sleeps().expect("the worker thread's status") - before;
+    drop(srv);
+    assert!(o.status.success(), "iperf3: {o:?}");
+    assert!(
+        slept >= 1000,
+        "with --busy-poll 1000000 and a stream of 25,000 frames a second the worker slept only \
+         {slept} times in 2 s: it spun"
     );
 }
