@@ -43,6 +43,7 @@ pub mod netns;
 pub mod pipeline;
 pub mod port;
 pub mod process;
+pub mod spare_cpu;
 #[doc(hidden)]
 pub mod testing;
 pub mod trace;

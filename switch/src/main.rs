@@ -90,8 +90,9 @@ enum Cmd {
         /// Microseconds the worker keeps polling after the last frame before it sleeps
         /// (0: sleep at once). A window longer than the gaps between frames saves the wakeup
         /// per frame (lower latency, see the README's benchmark) for a CPU kept busy. It
-        /// spins only while it moves at most 5,000 frames a second: above that it sleeps
-        /// between frames as without it (a stream's containers need the CPU more).
+        /// spins only while it moves at most 5,000 frames a second (a stream's containers
+        /// need the CPU more) and no other thread of the host waits for a CPU; otherwise it
+        /// sleeps between frames as without it.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
         busy_poll: u64,
         /// Most clients of the control socket served at once (one thread each); more are

@@ -155,6 +155,9 @@ pub struct Load {
     pub batches: [u64; BATCH_BUCKETS],
     /// Frames those bursts received (the histogram's sum).
     pub batch_frames: u64,
+    /// Times busy polling slept inside its window, at a rate it would spin at, because another
+    /// thread of the host was waiting for a CPU ([`crate::spare_cpu`]).
+    pub spin_declined: u64,
 }
 
 impl Load {
@@ -310,7 +313,8 @@ pub struct WorkerTuning {
     /// so a frame finds it running instead of waking it (on this VM a wakeup adds about as
     /// much as the kernel bridge's whole round trip), at the price of a CPU kept busy for the
     /// window after every frame. It spins only while the worker moves at most
-    /// [`BUSY_POLL_MAX_FPS`] ([`SpinGate`]).
+    /// [`BUSY_POLL_MAX_FPS`] ([`SpinGate`]) and no other thread waits for a CPU
+    /// ([`crate::spare_cpu`]).
     pub busy_poll: Duration,
 }
 
@@ -631,6 +635,8 @@ struct Worker {
     running: bool,
     /// [`WorkerTuning::busy_poll`].
     busy_poll: Duration,
+    /// Whether busy polling may spin now ([`crate::spare_cpu`]).
+    spare_cpu: crate::spare_cpu::SpareCpu,
     /// A running capture (`vswitch capture`): checked once per batch.
     capture: Option<Box<crate::capture::Tap>>,
     /// Busy time and burst sizes.
@@ -871,6 +877,7 @@ impl Worker {
             epoch: Instant::now(),
             running: true,
             busy_poll: Duration::ZERO,
+            spare_cpu: crate::spare_cpu::SpareCpu::new(),
             capture: None,
             load: Load::default(),
         }
@@ -899,8 +906,19 @@ impl Worker {
         let mut last_work = Instant::now();
         let mut rate = SpinGate::new(last_work);
         while self.running {
-            let spinning =
-                !self.busy_poll.is_zero() && rate.allows() && last_work.elapsed() < self.busy_poll;
+            // Spin inside the window, at a ping's rate, and only while no other thread of
+            // the host waits for a CPU (read last, and only when there is nothing to do).
+            let spinning = self.ready.is_empty()
+                && !self.busy_poll.is_zero()
+                && rate.allows()
+                && last_work.elapsed() < self.busy_poll
+                && {
+                    let spare = self.spare_cpu.spare();
+                    if !spare {
+                        self.load.spin_declined += 1;
+                    }
+                    spare
+                };
             let timeout = if self.ready.is_empty() && !spinning {
                 let t = next_age.saturating_duration_since(Instant::now());
                 let t = if self.gateway.wants_timer() {

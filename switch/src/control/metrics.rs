@@ -516,6 +516,12 @@ impl Daemon {
             &[],
             load.run_ns as f64 / 1e9,
         );
+        e.counter(
+            "vswitch_worker_spin_declined_total",
+            "Times busy polling (--busy-poll) slept inside its window because another thread of the host was waiting for a CPU.",
+            &[],
+            load.spin_declined,
+        );
         let buckets: Vec<(u64, u64)> = (load.batches.iter().enumerate())
             .map(|(k, n)| (1u64 << k, *n))
             .collect();
