@@ -444,6 +444,9 @@ impl WorkerHandle {
                 let run = std::panic::AssertUnwindSafe(|| {
                     let mut w = Worker::new(poll, rx, cfg);
                     w.busy_poll = tuning.busy_poll;
+                    if !tuning.busy_poll.is_zero() {
+                        w.spare_cpu = Some(crate::spare_cpu::SpareCpu::new());
+                    }
                     w.run()
                 });
                 let Err(payload) = std::panic::catch_unwind(run) else {
@@ -635,8 +638,8 @@ struct Worker {
     running: bool,
     /// [`WorkerTuning::busy_poll`].
     busy_poll: Duration,
-    /// Whether busy polling may spin now ([`crate::spare_cpu`]).
-    spare_cpu: crate::spare_cpu::SpareCpu,
+    /// Whether busy polling may spin now ([`crate::spare_cpu`]); opened only with busy polling.
+    spare_cpu: Option<crate::spare_cpu::SpareCpu>,
     /// A running capture (`vswitch capture`): checked once per batch.
     capture: Option<Box<crate::capture::Tap>>,
     /// Busy time and burst sizes.
@@ -877,7 +880,7 @@ impl Worker {
             epoch: Instant::now(),
             running: true,
             busy_poll: Duration::ZERO,
-            spare_cpu: crate::spare_cpu::SpareCpu::new(),
+            spare_cpu: None,
             capture: None,
             load: Load::default(),
         }
@@ -913,7 +916,7 @@ impl Worker {
                 && rate.allows()
                 && last_work.elapsed() < self.busy_poll
                 && {
-                    let spare = self.spare_cpu.spare();
+                    let spare = self.spare_cpu.as_mut().is_some_and(|c| c.spare());
                     if !spare {
                         self.load.spin_declined += 1;
                     }

@@ -13,6 +13,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Starts containers `a` and `b` on the daemon's default network, checks that `a` reaches `b`,
+/// and returns `b`'s address.
+fn two_containers(d: &Daemon, a: &str, b: &str) -> String {
+    d.run(a, &[]);
+    d.run(b, &[]);
+    let ip = d.ip_of(b);
+    assert!(d.ping(a, &ip), "{a} cannot reach {b} at {ip}");
+    ip
+}
+
 /// Times busy polling gave its CPU up to a thread that was waiting for one
 /// (`vswitch_worker_spin_declined_total`).
 fn spins_declined(d: &Daemon) -> u64 {
@@ -55,10 +65,7 @@ fn busy_polling_keeps_the_worker_awake_between_frames_and_its_absence_does_not()
     // Without busy polling: every ping finds the worker asleep (50 requests, 10 ms apart).
     let d = Daemon::start("nobp");
     let (a, b) = (unique("a"), unique("b"));
-    d.run(&a, &[]);
-    d.run(&b, &[]);
-    let ip = d.ip_of(&b);
-    assert!(d.ping(&a, &ip));
+    let ip = two_containers(&d, &a, &b);
     let slept = sleeps_during_pings(&d, &a, &ip, n);
     assert!(
         slept >= u64::from(n),
@@ -71,10 +78,7 @@ fn busy_polling_keeps_the_worker_awake_between_frames_and_its_absence_does_not()
     // some 17% of pings on this VM, counted). A few other sleeps may remain: a command from
     // the control socket, say.
     let d = Daemon::start_with("bp", &["--busy-poll", "1000000"]);
-    d.run(&a, &[]);
-    d.run(&b, &[]);
-    let ip = d.ip_of(&b);
-    assert!(d.ping(&a, &ip));
+    let ip = two_containers(&d, &a, &b);
     let declined0 = spins_declined(&d);
     let slept = sleeps_during_pings(&d, &a, &ip, n);
     let declined = spins_declined(&d) - declined0;
@@ -96,10 +100,7 @@ fn busy_polling_does_not_spin_at_a_streams_rate() {
     let _serial = serial();
     let d = Daemon::start_with("bps", &["--busy-poll", "1000000"]);
     let (a, b) = (unique("a"), unique("b"));
-    d.run(&a, &[]);
-    d.run(&b, &[]);
-    let ip = d.ip_of(&b);
-    assert!(d.ping(&a, &ip));
+    let ip = two_containers(&d, &a, &b);
     let info = d.container(&b);
     let srv = Iperf3Server::start(
         info["netns"].as_str().unwrap(),
@@ -147,10 +148,7 @@ fn busy_polling_gives_way_when_the_host_has_no_cpu_to_spare() {
     let n = 50;
     let d = Daemon::start_with("bph", &["--busy-poll", "1000000"]);
     let (a, b) = (unique("a"), unique("b"));
-    d.run(&a, &[]);
-    d.run(&b, &[]);
-    let ip = d.ip_of(&b);
-    assert!(d.ping(&a, &ip));
+    let ip = two_containers(&d, &a, &b);
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let _hogs = Hogs(
         (0..=cpus)
