@@ -55,6 +55,14 @@ fn sleeps_during_pings(d: &Daemon, from: &str, ip: &str, n: u32) -> u64 {
     d.worker_sleeps().expect("the worker thread's status") - before
 }
 
+/// [`sleeps_during_pings`], and how many of those times busy polling gave its CPU up
+/// ([`spins_declined`]).
+fn sleeps_and_give_ways_during_pings(d: &Daemon, from: &str, ip: &str, n: u32) -> (u64, u64) {
+    let before = spins_declined(d);
+    let slept = sleeps_during_pings(d, from, ip, n);
+    (slept, spins_declined(d) - before)
+}
+
 #[test]
 fn busy_polling_keeps_the_worker_awake_between_frames_and_its_absence_does_not() {
     if !need_root("busy_poll") {
@@ -79,9 +87,7 @@ fn busy_polling_keeps_the_worker_awake_between_frames_and_its_absence_does_not()
     // the control socket, say.
     let d = Daemon::start_with("bp", &["--busy-poll", "1000000"]);
     let ip = two_containers(&d, &a, &b);
-    let declined0 = spins_declined(&d);
-    let slept = sleeps_during_pings(&d, &a, &ip, n);
-    let declined = spins_declined(&d) - declined0;
+    let (slept, declined) = sleeps_and_give_ways_during_pings(&d, &a, &ip, n);
     assert!(
         slept < declined + u64::from(n) / 5 && declined < u64::from(n) / 2,
         "with --busy-poll 1000000 the worker slept {slept} times during {n} pings, {declined} \
@@ -161,9 +167,7 @@ fn busy_polling_gives_way_when_the_host_has_no_cpu_to_spare() {
             .collect(),
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let declined0 = spins_declined(&d);
-    let slept = sleeps_during_pings(&d, &a, &ip, n);
-    let declined = spins_declined(&d) - declined0;
+    let (slept, declined) = sleeps_and_give_ways_during_pings(&d, &a, &ip, n);
     assert!(
         declined >= u64::from(n) / 2,
         "busy polling gave way only {declined} times during {n} pings beside CPU hogs"
