@@ -33,11 +33,13 @@ WORK=$(mktemp -d /tmp/vswitch-compare-docker.XXXXXX)
 VPID="" DPID=""
 SERVERS=$WORK/servers
 . "$ROOT/bench/servers.sh"
+. "$ROOT/bench/trafgen.sh"
 docker() { "$DOCKER_BIN" -H "unix://$WORK/docker.sock" "$@"; }
 vs() { "$BIN" --socket "$WORK/vswitch.sock" "$@"; }
 
 cleanup() {
   stop_servers
+  tg_sockmem_restore
   if [ -n "$DPID" ]; then
     docker rm -f ${TAG}v1 ${TAG}v2 ${TAG}b1 ${TAG}b2 >/dev/null 2>&1
     docker network rm ${TAG}vs ${TAG}br >/dev/null 2>&1
@@ -98,18 +100,13 @@ measure() {
   dmac=$(in_ns "$p2" ip -br link show eth0 | awk '{print $3}')
   printf '{ eth(da=%s), ipv4(saddr=%s, daddr=%s), udp(sp=9, dp=9), fill(0x00, 18) }\n' \
     "$dmac" "$(ip_of "$c1" ${TAG}$n)" "$ip2" >"$WORK/udp.cfg"
-  b=$(rx_packets "$p2")
-  in_ns "$p1" timeout 3 trafgen --dev eth0 --conf "$WORK/udp.cfg" -q -b 0 >/dev/null 2>&1
-  sleep 0.5
-  a=$(rx_packets "$p2")
-  fwd=$(((a - b) / 3000))
+  rx_p2() { rx_packets "$p2"; }
+  fwd=$(tg_kpps 3 rx_p2 in_ns "$p1" timeout 3 trafgen --dev eth0 --conf "$WORK/udp.cfg" -q -b 0) ||
+    { echo "$n: 64-byte run failed" >&2; return 1; }
   # Again with one sender process (trafgen -P 1), as bench/compare.sh does: it leaves the other
   # core to whoever forwards (the kernel bridge forwards in the sender's own context).
-  b=$a
-  in_ns "$p1" timeout 3 trafgen --dev eth0 --conf "$WORK/udp.cfg" -q -b 0 -P 1 >/dev/null 2>&1
-  sleep 0.5
-  a=$(rx_packets "$p2")
-  fwd1=$(((a - b) / 3000))
+  fwd1=$(tg_kpps 3 rx_p2 in_ns "$p1" timeout 3 trafgen --dev eth0 --conf "$WORK/udp.cfg" -q -b 0 -P 1) ||
+    { echo "$n: 64-byte run (one sender) failed" >&2; return 1; }
   echo "$tcp $fwd $fwd1 $rtt"
 }
 

@@ -9,7 +9,8 @@
 #               frames 10 ms apart; only with TARGETS=..., it needs a core to spare)
 # For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
 # (trafgen in c1 towards c2's MAC, counted at c2's eth0; once with trafgen's default, one sender
-# process per CPU, once with one sender process) and ping RTT. Each round measures every
+# process per CPU, once with one sender process; trafgen runs with the send buffer it would
+# set itself outside a namespace, and a run that stops early fails: bench/trafgen.sh) and ping RTT. Each round measures every
 # target once (the order rotates from round to round) and notes the machine's load; the summary
 # is the median of each number and the median of the per-round ratios of vswitch to each peer.
 # Writes bench/results/compare.json.
@@ -34,6 +35,7 @@ WORK=$(mktemp -d /tmp/vswitch-compare.XXXXXX)
 VPID=""
 SERVERS=$WORK/servers
 . "$ROOT/bench/servers.sh"
+. "$ROOT/bench/trafgen.sh"
 
 cleanup_topo() {
   for i in 1 2; do ip netns del ${TAG}c$i 2>/dev/null; done
@@ -43,6 +45,7 @@ cleanup_topo() {
 }
 cleanup() {
   stop_servers
+  tg_sockmem_restore
   if [ -n "$VPID" ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c1 ${TAG}c2 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
@@ -118,18 +121,13 @@ measure() {
   [ -n "$tcp" ] || { echo "$mode: iperf3 failed" >&2; teardown $mode; return 1; }
   dmac=$(ip -n ${TAG}c2 -br link show eth0 | awk '{print $3}')
   printf '{ eth(da=%s), ipv4(saddr=10.77.0.2, daddr=%s), udp(sp=9, dp=9), fill(0x00, 18) }\n' "$dmac" "$IP2" > $WORK/udp.cfg
-  b=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')
-  ip netns exec ${TAG}c1 timeout 3 trafgen --dev eth0 --conf $WORK/udp.cfg -q -b 0 >/dev/null 2>&1
-  sleep 0.5
-  a=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')
-  fwd=$(( (a-b)/3000 ))
+  rx_c2() { ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}'; }
+  fwd=$(tg_kpps 3 rx_c2 ip netns exec ${TAG}c1 timeout 3 trafgen --dev eth0 --conf $WORK/udp.cfg -q -b 0) ||
+    { echo "$mode: 64-byte run failed" >&2; teardown $mode; return 1; }
   # Again with one sender process (trafgen -P 1): a single-threaded sender, which leaves the
   # other core to whoever forwards (the kernel bridge forwards in the sender's own context).
-  b=$a
-  ip netns exec ${TAG}c1 timeout 3 trafgen --dev eth0 --conf $WORK/udp.cfg -q -b 0 -P 1 >/dev/null 2>&1
-  sleep 0.5
-  a=$(ip -n ${TAG}c2 -s link show eth0 | awk '/RX:/{getline; print $2}')
-  fwd1=$(( (a-b)/3000 ))
+  fwd1=$(tg_kpps 3 rx_c2 ip netns exec ${TAG}c1 timeout 3 trafgen --dev eth0 --conf $WORK/udp.cfg -q -b 0 -P 1) ||
+    { echo "$mode: 64-byte run (one sender) failed" >&2; teardown $mode; return 1; }
   teardown $mode
   echo "$mode $tcp $fwd $fwd1 $rtt"
 }

@@ -332,3 +332,97 @@ fn xdp_ports_come_back_after_a_worker_panic() {
         d.log()
     );
 }
+
+/// Puts `net.core.wmem_default` back to the value it had when the guard was made, should the
+/// helper under test have left it raised (a failed or interrupted run).
+struct WmemDefault(String);
+
+fn wmem_default() -> String {
+    sh_ok("sysctl", &["-n", "net.core.wmem_default"])
+        .trim()
+        .to_string()
+}
+
+impl Drop for WmemDefault {
+    fn drop(&mut self) {
+        if wmem_default() != self.0 {
+            sh(
+                "sysctl",
+                &["-qw", &format!("net.core.wmem_default={}", self.0)],
+            );
+        }
+    }
+}
+
+/// The benchmarks' trafgen helper (`bench/trafgen.sh`, used by `bench/compare.sh`) against the
+/// one kind of port that holds a sender's skbs, an xdp port. Without the send buffer the helper
+/// raises, trafgen in a container aborts within 100 ms here ("Flushing TX_RING failed") and a
+/// 3-second rate read 5-30 times too low; with it trafgen runs its whole time and the frames
+/// are counted at the receiver. A trafgen that stops early fails the measurement (status 1 and
+/// the reason) instead of being read as a slow switch, and the host's sysctl is back afterwards.
+#[test]
+fn bench_trafgen_helper_runs_the_whole_time_into_an_xdp_port() {
+    if !need_root("xdp_bench_trafgen") || !require_tools(&["trafgen", "bash"]) {
+        return;
+    }
+    let d = Daemon::start("xtg");
+    d.ok(&["network", "create", "--subnet", "10.244.7.0/24", "xtnet"]);
+    let (a, b) = (unique("ta"), unique("tb"));
+    for c in [&a, &b] {
+        if !run_or_skip(&d, c, &["-d", "--network", "xtnet", "--attach", "xdp"]) {
+            return;
+        }
+    }
+    let ipb = d.ip_of(&b);
+    assert!(d.ping(&a, &ipb), "no connectivity\n{}", d.log());
+    let brief = stdout(&d.exec(&b, &["ip", "-br", "link", "show", "eth0"]));
+    let mac = brief.split_whitespace().nth(2).expect("a MAC").to_string();
+    let cfg = d.dir.join("udp.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{{ eth(da={mac}), ipv4(saddr={}, daddr={ipb}), udp(sp=9, dp=9), fill(0x00, 18) }}\n",
+            d.ip_of(&a)
+        ),
+    )
+    .unwrap();
+    let _guard = WmemDefault(wmem_default());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Both cores sending (trafgen's default), the case that aborted; then a trafgen that
+    // cannot start (no such device) must fail the measurement.
+    let script = format!(
+        r#"WORK={dir}; . {root}/bench/trafgen.sh
+V() {{ {bin} --socket {sock} "$@"; }}
+rx() {{ V exec {b} -- ip -s link show eth0 | awk '/RX:/{{getline; print $2}}'; }}
+tg_kpps 2 rx V exec {a} -- timeout 2 trafgen --dev eth0 --conf {cfg} -q -b 0 || exit 3
+if tg_kpps 2 rx V exec {a} -- timeout 2 trafgen --dev nosuchdev0 --conf {cfg} -q -b 0; then exit 4; fi
+exit 0"#,
+        dir = d.dir.display(),
+        root = root.display(),
+        bin = vswitch_bin().display(),
+        sock = d.socket.display(),
+        cfg = cfg.display(),
+    );
+    let o = sh("bash", &["-c", &script]);
+    let (out, err) = (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert!(
+        o.status.success(),
+        "helper failed ({:?}):\n{out}\n{err}",
+        o.status.code()
+    );
+    let kpps: u64 = out
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate: {out}\n{err}"));
+    assert!(kpps > 0, "frames reached the receiver: {kpps} kpps");
+    assert!(
+        err.contains("trafgen stopped after") && err.contains("(exit "),
+        "the early stop is reported: {err}"
+    );
+    assert_eq!(
+        wmem_default(),
+        _guard.0,
+        "the helper put net.core.wmem_default back"
+    );
+}
