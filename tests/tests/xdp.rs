@@ -309,14 +309,20 @@ fn xdp_ports_come_back_after_a_worker_panic() {
     wait_until("a new worker", Duration::from_secs(10), || {
         json(&d.ok(&["stats", "--json"]))["worker_restarts"] == 1
     });
-    wait_until(
-        "x's port back in xdp mode with a new program",
-        Duration::from_secs(10),
-        || {
-            port_entry(&d, &px)["kind"] == "veth/af_xdp"
-                && xdp_prog_id(&px).is_some_and(|id| id != before)
-        },
-    );
+    let t0 = std::time::Instant::now();
+    while !(port_entry(&d, &px)["kind"] == "veth/af_xdp"
+        && xdp_prog_id(&px).is_some_and(|id| id != before))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out after 10 s waiting for x's port back in xdp mode with a new program \
+             (ports: {}; {})\n--- daemon log ---\n{}",
+            port_entry(&d, &px),
+            link_detail(&px),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !program_exists(before).unwrap(),
         "the old worker's program was unloaded"

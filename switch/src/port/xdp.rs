@@ -476,13 +476,16 @@ impl XdpPort {
             sxdp_queue_id: 0,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: `sxdp` is a valid sockaddr_xdp and its exact size is passed.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sxdp as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
+        bind_retrying_busy(BIND_BUSY_WAIT, || {
+            // SAFETY: `sxdp` is a valid sockaddr_xdp and its exact size is passed.
+            cvt(unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sxdp as *const libc::sockaddr_xdp).cast(),
+                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            })
+            .map(drop)
         })
         .map_err(err("bind(AF_XDP, queue 0, XDP_COPY)"))?;
         // Linux 6.17+: let one sendto move a whole burst (older kernels: 32 per call).
@@ -617,6 +620,32 @@ impl XdpPort {
                 }
                 _ => return,
             }
+        }
+    }
+}
+
+/// How long [`bind_retrying_busy`] waits for the kernel to let go of a queue.
+const BIND_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `bind`, again every 10 ms while it fails with `EBUSY`, for at most `wait`
+/// ([`BIND_BUSY_WAIT`]).
+///
+/// Closing an AF_XDP socket does not free its queue at once: the kernel releases the socket's
+/// buffer pool, and with it the (device, queue) binding, from a workqueue (`xp_release_deferred`).
+/// A socket bound to the same queue right after the old one closed — the port reopened by a
+/// worker restarted after a panic, or by a daemon restarted after `kill -9` — can meet `EBUSY`
+/// for a few milliseconds (seen in 2 of 10 runs of the worker-panic test before this wait).
+fn bind_retrying_busy(
+    wait: std::time::Duration,
+    mut bind: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match bind() {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && t0.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
         }
     }
 }
@@ -775,6 +804,43 @@ impl Port for XdpPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn busy() -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
+    }
+
+    #[test]
+    fn bind_waits_out_a_busy_queue_but_not_other_errors_or_forever() {
+        use std::time::{Duration, Instant};
+        // Busy twice, then free: bound on the third try.
+        let mut calls = 0;
+        let r = bind_retrying_busy(Duration::from_secs(2), || {
+            calls += 1;
+            if calls < 3 {
+                busy()
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ok() && calls == 3, "{r:?} after {calls} calls");
+        // Another error is returned at once.
+        let mut calls = 0;
+        let r = bind_retrying_busy(Duration::from_secs(2), || {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(calls, 1);
+        // Busy for good: EBUSY once the wait is over.
+        let t0 = Instant::now();
+        let r = bind_retrying_busy(Duration::from_millis(50), busy);
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBUSY));
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took < Duration::from_secs(1),
+            "gave up after {took:?}"
+        );
+    }
     use crate::batch::{MTU_SLOT, VNET_F_NEEDS_CSUM};
     use crate::port::afpacket::{AfPacketConfig, AfPacketPort};
     use crate::port::sys::testnet::{skip, wait_readable, NetNs, Veth};
