@@ -9,9 +9,10 @@
 #               frames 10 ms apart; only with TARGETS=..., it needs a core to spare)
 # For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
 # (trafgen in c1 towards c2's MAC, counted at c2's eth0; once with trafgen's default, one sender
-# process per CPU, once with one sender process; trafgen runs with the send buffer it would
-# set itself outside a namespace, and a run that stops early fails: bench/trafgen.sh) and ping RTT. Each round measures every
-# target once (the order rotates from round to round) and notes the machine's load; the summary
+# process per CPU, once with one sender process; trafgen runs with the send buffer it would set
+# itself outside a namespace, and a run that stops early fails: bench/trafgen.sh) and ping RTT.
+# Each round measures every target once (the order rotates from round to round) and notes the
+# machine's load; the summary
 # is the median of each number and the median of the per-round ratios of vswitch to each peer.
 # Writes bench/results/compare.json.
 #

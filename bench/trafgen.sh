@@ -23,16 +23,13 @@ TG_SOCKMEM_KEYS="net.core.wmem_max net.core.wmem_default"
 TG_SOCKMEM_FILE=$WORK/trafgen-sockmem
 
 # tg_sockmem_raise: sets the sysctls to at least 4 MiB (trafgen's own choice), remembering the
-# values found.
+# values found; wmem_max first, so that wmem_default never exceeds it on the way up.
 tg_sockmem_raise() {
   local k v
   [ -f "$TG_SOCKMEM_FILE" ] && return 0
   for k in $TG_SOCKMEM_KEYS; do
     v=$(sysctl -n "$k") || return 1
     echo "$k=$v" >>"$TG_SOCKMEM_FILE"
-  done
-  for k in $TG_SOCKMEM_KEYS; do
-    v=$(sysctl -n "$k")
     [ "$v" -ge 4194304 ] || sysctl -qw "$k=4194304" || return 1
   done
 }
@@ -64,11 +61,12 @@ tg_kpps() {
   ms=$((($(date +%s%N) - t0) / 1000000))
   sleep 0.5
   a=$($count)
+  local why
+  why=$(grep -v 'socket memory' "$log" | grep -i -m1 -E 'fail|error|cannot')
+  rm -f "$log"
   if [ "$rc" -ne 124 ]; then
-    echo "trafgen stopped after $ms ms of $secs s (exit $rc): $(grep -v 'socket memory' "$log" | grep -i -m1 -E 'fail|error|cannot')" >&2
-    rm -f "$log"
+    echo "trafgen stopped after $ms ms of $secs s (exit $rc): $why" >&2
     return 1
   fi
-  rm -f "$log"
   echo $(((a - b) / (secs * 1000)))
 }

@@ -804,6 +804,10 @@ impl Port for XdpPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{MTU_SLOT, VNET_F_NEEDS_CSUM};
+    use crate::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use crate::port::sys::testnet::{skip, wait_readable, NetNs, Veth};
+    use std::time::{Duration, Instant};
 
     fn busy() -> io::Result<()> {
         Err(io::Error::from_raw_os_error(libc::EBUSY))
@@ -811,7 +815,6 @@ mod tests {
 
     #[test]
     fn bind_waits_out_a_busy_queue_but_not_other_errors_or_forever() {
-        use std::time::{Duration, Instant};
         // Busy twice, then free: bound on the third try.
         let mut calls = 0;
         let r = bind_retrying_busy(Duration::from_secs(2), || {
@@ -841,10 +844,6 @@ mod tests {
             "gave up after {took:?}"
         );
     }
-    use crate::batch::{MTU_SLOT, VNET_F_NEEDS_CSUM};
-    use crate::port::afpacket::{AfPacketConfig, AfPacketPort};
-    use crate::port::sys::testnet::{skip, wait_readable, NetNs, Veth};
-    use std::time::{Duration, Instant};
 
     const ETYPE: [u8; 2] = [0x88, 0xb5];
 
