@@ -7,6 +7,12 @@
 #               written through AF_XDP sockets, an XDP program redirecting to them)
 #   vswitch-bp (vswitch with --busy-poll 20000: the worker polls instead of sleeping between
 #               frames 10 ms apart; only with TARGETS=..., it needs a core to spare)
+#   afp, afp2   (the AF_PACKET ceiling: bench's afpacket-fwd, a forwarder with no switching
+#               logic on vswitch's default mechanism and socket options -- recvmmsg/sendmmsg in
+#               batches of 64, vnet headers, qdisc bypass, 4 MiB socket buffers -- between the
+#               two host ends, at the worker's nice -10; afp with one thread, as vswitch has
+#               one worker, afp2 with one thread per CPU, each with its own sockets in a
+#               PACKET_FANOUT_CPU group, not pinned)
 # For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
 # (trafgen in c1 towards c2's MAC, counted at c2's eth0; once with trafgen's default, one sender
 # process per CPU, once with one sender process; trafgen runs with the send buffer it would set
@@ -22,18 +28,23 @@
 set -u
 T=${1:-5}
 ROUNDS=${2:-3}
-TARGETS=${TARGETS:-vswitch vswitch-xdp kbr ovs}
+TARGETS=${TARGETS:-vswitch vswitch-xdp kbr ovs afp afp2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${VSWITCH_BIN:-$ROOT/target/release/vswitch}
 OUT=$ROOT/bench/results
 mkdir -p "$OUT"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p switch --bin vswitch) || exit 1
+AFP_BIN=${AFP_BIN:-$ROOT/target/release/afpacket-fwd}
+case " $TARGETS " in *" afp"*)
+  [ -x "$AFP_BIN" ] || (cd "$ROOT" && cargo build --release -p bench --bin afpacket-fwd) || exit 1 ;;
+esac
 for t in iperf3 trafgen ovs-vsctl ping python3; do
   command -v $t >/dev/null || { echo "missing $t: apt-get install -y iperf3 netsniff-ng openvswitch-switch iputils-ping" >&2; exit 1; }
 done
 TAG=cmp$$
 WORK=$(mktemp -d /tmp/vswitch-compare.XXXXXX)
 VPID=""
+AFPID=""
 SERVERS=$WORK/servers
 . "$ROOT/bench/servers.sh"
 . "$ROOT/bench/trafgen.sh"
@@ -44,9 +55,14 @@ cleanup_topo() {
   ovs-vsctl --if-exists del-br ${TAG}br >/dev/null 2>&1
   for i in 1 2; do ip link del ${TAG}v$i 2>/dev/null; done
 }
+stop_afp() {
+  [ -n "$AFPID" ] && { kill $AFPID 2>/dev/null; wait $AFPID 2>/dev/null; AFPID=""; }
+  [ -f $WORK/afp.pid ] && { kill "$(cat $WORK/afp.pid)" 2>/dev/null; rm -f $WORK/afp.pid; }
+}
 cleanup() {
   stop_servers
   tg_sockmem_restore
+  stop_afp
   if [ -n "$VPID" ]; then
     "$BIN" --socket $WORK/s rm -f ${TAG}c1 ${TAG}c2 >/dev/null 2>&1
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
@@ -86,6 +102,15 @@ setup() {
     ovs-vsctl add-br ${TAG}br -- set bridge ${TAG}br datapath_type=netdev
     ovs-vsctl add-port ${TAG}br ${TAG}v1; ovs-vsctl add-port ${TAG}br ${TAG}v2
     ip link set ${TAG}br up ;;
+  afp|afp2)
+    veth_topo
+    local threads=1
+    [ "$1" = afp2 ] && threads=$(nproc)
+    nice -n -10 "$AFP_BIN" ${TAG}v1 ${TAG}v2 --threads $threads --no-pin --rcvbuf 4194304 2>>$WORK/afp.log &
+    AFPID=$!
+    echo $AFPID > $WORK/afp.pid   # for cleanup: measure runs in a subshell
+    sleep 0.3
+    kill -0 $AFPID 2>/dev/null || { echo "afpacket-fwd: $(cat $WORK/afp.log)" >&2; AFPID=""; return 1; } ;;
   vswitch|vswitch-bp|vswitch-xdp)
     local extra="" attach=veth
     [ "$1" = vswitch-bp ] && extra="--busy-poll 20000"
@@ -106,6 +131,7 @@ teardown() {
     kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VPID=""
     rm -rf $WORK/state
   fi
+  stop_afp
   cleanup_topo
 }
 
@@ -178,8 +204,10 @@ for m in targets:
     print(f"  {m:<11} tcp {v['tcp_gbps']:.2f} Gbit/s  64 B {v['l2fwd64_kpps']:.0f} kpps  "
           f"64 B one sender {v['l2fwd64_1tx_kpps']:.0f} kpps  rtt {v['rtt_ms']:.3f} ms")
 ratios = {}
-for sw in ("vswitch", "vswitch-bp", "vswitch-xdp"):
-    for peer in ("kbr", "ovs"):
+for sw in ("vswitch", "vswitch-bp", "vswitch-xdp", "afp", "afp2"):
+    for peer in ("kbr", "ovs", "afp", "afp2"):
+        if peer == sw or (sw.startswith("afp") and peer != "kbr"):
+            continue
         per = [x for x in rounds.values() if sw in x and peer in x]
         if not per:
             continue

@@ -34,6 +34,7 @@ fn config(dir: &Path) -> Config {
         pipeline: Default::default(),
         default_attach: None,
         rx_mode: switch::port::afpacket::RxMode::Mmsg,
+        port_buffer: switch::port::afpacket::AfPacketConfig::default().sock_buf,
         tunnel_offload: TunnelOffload::Off,
         test_hooks: false,
         worker: Default::default(),

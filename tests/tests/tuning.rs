@@ -1,7 +1,8 @@
 //! How the switch worker is scheduled, end to end: `vswitch daemon --busy-poll` keeps the worker
 //! polling while frames keep coming at a ping's rate (no sleep, so no wakeup per frame), not at
 //! a stream's, and without it the worker sleeps between frames. (Its nice value,
-//! `--worker-nice`, is checked in supervision.rs, across a worker restart.)
+//! `--worker-nice`, is checked in supervision.rs, across a worker restart.) `--port-buffer` sets
+//! the veth ports' socket buffer.
 
 use e2e::*;
 
@@ -177,5 +178,53 @@ fn busy_polling_gives_way_when_the_host_has_no_cpu_to_spare() {
         "with {} CPU hogs on {cpus} CPUs and --busy-poll 1000000 the worker slept only {slept} \
          times during {n} pings: it spun",
         cpus + 1
+    );
+}
+
+/// The receive buffer the kernel gave the daemon's AF_PACKET socket on the host end `ifname`,
+/// from `ss` (`skmem:(...,rbBYTES,...)`): twice what was asked, as the kernel books it.
+fn packet_rcvbuf(pid: u32, ifname: &str) -> u64 {
+    let out = sh_ok("ss", &["-0", "-a", "-m", "-p"]);
+    let owner = format!("pid={pid},");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&owner) && l.contains(&format!(":{ifname} ")))
+        .unwrap_or_else(|| panic!("no packet socket of pid {pid} on {ifname} in:\n{out}"));
+    line.split(['(', ','])
+        .find_map(|f| f.strip_prefix("rb"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rb in skmem of: {line}"))
+}
+
+#[test]
+fn port_buffer_sets_the_veth_ports_socket_buffer_and_refuses_a_bad_size() {
+    if !need_root("port_buffer") {
+        return;
+    }
+    for (args, want) in [
+        (&["--port-buffer", "1048576"][..], 2 * 1048576u64),
+        (&[][..], 2 * 4 * 1024 * 1024),
+    ] {
+        let d = Daemon::start_with("pbuf", args);
+        let (a, b) = (unique("a"), unique("b"));
+        two_containers(&d, &a, &b);
+        for c in [&a, &b] {
+            let got = packet_rcvbuf(d.pid(), &d.port_name(c));
+            assert_eq!(got, want, "daemon {args:?}: {c}'s port buffer");
+        }
+    }
+    let o = std::process::Command::new(vswitch_bin())
+        .args(["daemon", "--port-buffer", "1000"])
+        .output()
+        .expect("run vswitch");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a 1000-byte buffer was not refused: {o:?}"
+    );
+    assert!(
+        err.contains("from 65536 to 67108864"),
+        "the error does not say what size to give: {err}"
     );
 }

@@ -73,6 +73,8 @@ pub struct Config {
     pub default_attach: Option<AttachMode>,
     /// How veth (AF_PACKET) ports receive.
     pub rx_mode: crate::port::afpacket::RxMode,
+    /// Socket buffer of each veth (AF_PACKET) port, bytes (`vswitch daemon --port-buffer`).
+    pub port_buffer: u32,
     /// Whether VXLAN tunnel ports get a tunnel TAP for whole TCP GSO frames
     /// ([`crate::port::vxlan_tap`]).
     pub tunnel_offload: TunnelOffload,
@@ -247,6 +249,7 @@ impl Daemon {
     fn afpacket_config(&self) -> crate::port::afpacket::AfPacketConfig {
         crate::port::afpacket::AfPacketConfig {
             rx: self.cfg.rx_mode,
+            sock_buf: self.cfg.port_buffer,
             ..Default::default()
         }
     }
