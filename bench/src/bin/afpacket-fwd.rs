@@ -17,7 +17,7 @@
 //!
 //! Runs until it is killed or an interface goes away. Needs CAP_NET_RAW.
 
-use std::ffi::CString;
+use bench::load::sys::{bind_packet, ifindex, setopt};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -26,24 +26,6 @@ const BATCH: usize = 64;
 /// A slot holds the vnet header and the largest GSO frame veth hands over.
 const SLOT: usize = 10 + 65_536 + 14 + 4;
 const SLOT_SMALL: usize = 2048;
-
-fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: `value` lives for the call and its size is passed; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 fn with_name(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
@@ -66,37 +48,47 @@ fn open(ifindex: u32, vnet: bool, group: Option<u16>, rcvbuf: i32) -> io::Result
     // SAFETY: `raw` is a descriptor we just opened and own from here on.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     if vnet {
-        setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)
-            .map_err(|e| with_name("PACKET_VNET_HDR", e))?;
+        setopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            &1i32,
+            "PACKET_VNET_HDR",
+        )?;
     }
     if rcvbuf > 0 {
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
-            .map_err(|e| with_name("SO_RCVBUFFORCE", e))?;
-    }
-    setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
-        .map_err(|e| with_name("PACKET_QDISC_BYPASS", e))?;
-    setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
-        .map_err(|e| with_name("PACKET_IGNORE_OUTGOING", e))?;
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = proto;
-    sa.sll_ifindex = ifindex as i32;
-    // SAFETY: `sa` is a valid sockaddr_ll and its size is passed.
-    let r = unsafe {
-        libc::bind(
+        setopt(
             fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(with_name("bind", io::Error::last_os_error()));
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &rcvbuf,
+            "SO_RCVBUFFORCE",
+        )?;
     }
+    setopt(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_QDISC_BYPASS,
+        &1i32,
+        "PACKET_QDISC_BYPASS",
+    )?;
+    setopt(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &1i32,
+        "PACKET_IGNORE_OUTGOING",
+    )?;
+    bind_packet(fd.as_raw_fd(), ifindex, proto)?;
     if let Some(g) = group {
         let arg = i32::from(g) | ((libc::PACKET_FANOUT_CPU as i32) << 16);
-        setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)
-            .map_err(|e| with_name("PACKET_FANOUT", e))?;
+        setopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            &arg,
+            "PACKET_FANOUT",
+        )?;
     }
     Ok(fd)
 }
@@ -230,17 +222,6 @@ fn forward(
             }
             while dirs[d].pump(&socks[d], &socks[1 - d]) == BATCH {}
         }
-    }
-}
-
-fn ifindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::other("bad interface name"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::other(format!("no interface {name}")))
-    } else {
-        Ok(i)
     }
 }
 

@@ -29,7 +29,8 @@ fn err(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn setopt<T>(fd: i32, level: i32, name: i32, val: &T, what: &str) -> io::Result<()> {
+/// setsockopt(2) of a `T` option; the error names `what`.
+pub fn setopt<T>(fd: i32, level: i32, name: i32, val: &T, what: &str) -> io::Result<()> {
     // SAFETY: `val` points to a live T of the size passed; the kernel only reads it.
     let r = unsafe {
         libc::setsockopt(
@@ -42,6 +43,43 @@ fn setopt<T>(fd: i32, level: i32, name: i32, val: &T, what: &str) -> io::Result<
     };
     if r != 0 {
         return Err(err(what));
+    }
+    Ok(())
+}
+
+/// The index of interface `ifname` in the calling thread's namespace.
+pub fn ifindex(ifname: &str) -> io::Result<u32> {
+    let c = CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {ifname} in this namespace"),
+        ));
+    }
+    Ok(idx)
+}
+
+/// Binds the AF_PACKET socket `fd` to interface `ifindex` for protocol `proto` (network
+/// order; 0: receive nothing).
+pub fn bind_packet(fd: i32, ifindex: u32, proto: u16) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(err(&format!("binding to interface index {ifindex}")));
     }
     Ok(())
 }
@@ -94,13 +132,7 @@ impl PacketSocket {
     /// Opens a socket on `ifname`. A sender (`rx == false`) receives nothing and bypasses the
     /// qdisc; a receiver ignores the frames its own host sends and gets a large buffer.
     pub fn open(ifname: &str, rx: bool) -> io::Result<PacketSocket> {
-        let c = CString::new(ifname)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
-        // SAFETY: `c` is a valid NUL-terminated string.
-        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        if idx == 0 {
-            return Err(err(&format!("no interface {ifname} in this namespace")));
-        }
+        let idx = ifindex(ifname)?;
         let proto = if rx {
             (libc::ETH_P_ALL as u16).to_be()
         } else {
@@ -152,22 +184,8 @@ impl PacketSocket {
                 "SO_SNDBUFFORCE",
             )?;
         }
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = idx as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(err(&format!("binding to {ifname}")));
-        }
+        bind_packet(raw, idx, proto)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding to {ifname}: {e}")))?;
         // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
         let (hdrs, iovs) = unsafe {
             (
