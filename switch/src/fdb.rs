@@ -41,6 +41,7 @@
 //! * **Static entries** never move and never age; a frame from another port with a static
 //!   entry's source address is counted as a conflict and does not move it.
 
+use crate::anon_map::{AnonMap, MapOptions};
 use crate::wire::{MacAddr, PortId};
 use std::hash::{BuildHasher, Hasher};
 
@@ -192,20 +193,16 @@ impl Slot {
     }
 }
 
-/// Transparent huge pages are this big (x86-64, arm64 with 4 KiB base pages).
-const HUGE_PAGE: usize = 2 << 20;
-
-/// The slot array, in its own anonymous mapping: 2 MiB-aligned when it is at least 2 MiB, so
-/// every page of it can be a transparent huge page (the kernel backs a 2 MiB page only where
-/// a whole aligned 2 MiB range is advised; a malloc'd block starts at an arbitrary 4 KiB page,
-/// which left its first and last partial 2 MiB on small pages), and advised before any page
-/// is touched, so the huge pages come at the first fault instead of from a later collapse.
-/// The kernel hands out zeroed pages, and a zeroed slot is [`EMPTY`].
+/// The slot array, in its own anonymous mapping ([`AnonMap`]): 2 MiB-aligned when it is at
+/// least 2 MiB, so every page of it can be a transparent huge page (a malloc'd block starts at
+/// an arbitrary 4 KiB page, which left its first and last partial 2 MiB on small pages), and
+/// advised before any page is touched. The kernel hands out zeroed pages, and a zeroed slot is
+/// [`EMPTY`].
 struct SlotTable {
     ptr: std::ptr::NonNull<Slot>,
     len: usize,
-    /// Start and length of the mapping (after trimming to the aligned range).
-    map: (*mut libc::c_void, usize),
+    /// The mapping the slots live in (unmapped when the table is dropped).
+    _map: AnonMap,
 }
 
 // SAFETY: the table owns its mapping exclusively (like a `Box<[Slot]>`) and `Slot` is plain
@@ -217,52 +214,24 @@ unsafe impl Sync for SlotTable {}
 impl SlotTable {
     /// `len` empty slots (`len` > 0). Panics like a failed allocation if memory is exhausted.
     fn new(len: usize) -> SlotTable {
-        let bytes = len * std::mem::size_of::<Slot>();
         let layout = std::alloc::Layout::array::<Slot>(len)
             .unwrap_or_else(|_| panic!("a MAC table of {len} slots is too large"));
-        let huge = bytes >= HUGE_PAGE;
-        // Room to slide the start up to the next 2 MiB boundary.
-        let total = if huge { bytes + HUGE_PAGE } else { bytes };
-        // SAFETY: an anonymous private mapping at an address the kernel picks; no existing
-        // memory is affected. The result is checked against MAP_FAILED below.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            std::alloc::handle_alloc_error(layout);
-        }
-        let mut map = (raw, total);
-        if huge {
-            let start = raw as usize;
-            let aligned = start.next_multiple_of(HUGE_PAGE);
-            let head = aligned - start;
-            let tail = total - head - bytes;
-            // SAFETY: [start, aligned) and [aligned + bytes, start + total) lie inside the
-            // mapping just made, which nothing else refers to yet; unmapping them leaves
-            // exactly [aligned, aligned + bytes). `bytes` is a multiple of the page size (a
-            // power-of-two number of 16-byte slots, at least 2 MiB), so both ends are
-            // page-aligned. madvise only changes how the kernel backs the (untouched) range.
-            unsafe {
-                if head > 0 {
-                    libc::munmap(raw, head);
-                }
-                if tail > 0 {
-                    libc::munmap((aligned + bytes) as *mut libc::c_void, tail);
-                }
-                libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
-            }
-            map = (aligned as *mut libc::c_void, bytes);
-        }
-        let ptr = std::ptr::NonNull::new(map.0 as *mut Slot)
+        let map = AnonMap::new(
+            layout.size(),
+            MapOptions {
+                huge: true,
+                populate: false,
+            },
+        )
+        .unwrap_or_else(|_| std::alloc::handle_alloc_error(layout));
+        // A mapping is page-aligned, so `Slot`-aligned.
+        let ptr = std::ptr::NonNull::new(map.as_ptr().cast::<Slot>())
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        SlotTable { ptr, len, map }
+        SlotTable {
+            ptr,
+            len,
+            _map: map,
+        }
     }
 }
 
@@ -282,16 +251,6 @@ impl std::ops::DerefMut for SlotTable {
     fn deref_mut(&mut self) -> &mut [Slot] {
         // SAFETY: as in `deref`, and `&mut self` makes the borrow exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for SlotTable {
-    fn drop(&mut self) {
-        // SAFETY: `map` is the (trimmed) mapping made in `new`, unmapped only here; no
-        // reference into it outlives `self`.
-        unsafe {
-            libc::munmap(self.map.0, self.map.1);
-        }
     }
 }
 

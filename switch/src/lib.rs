@@ -30,6 +30,7 @@
 //!   targets in `switch/fuzz`, the property tests and the corpus replay in `cargo test`;
 //!   `testing` (hidden): the tests' precondition helper.
 
+pub mod anon_map;
 pub mod batch;
 pub mod capture;
 pub mod cni;

@@ -40,6 +40,7 @@
 use super::bpf::{self, AttachKind, AttachPolicy, BpfError, XdpAttach};
 use super::sys::{self, cvt, owned_fd, setsockopt_int, setsockopt_raw, PortError};
 use super::{Port, PortCaps};
+use crate::anon_map::{AnonMap, MapOptions};
 use crate::batch::{Batch, VnetHdr, BATCH_SIZE};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -275,22 +276,12 @@ impl Ring {
     }
 }
 
-/// The UMEM: one anonymous mapping of chunks shared with the kernel.
+/// The UMEM: one anonymous mapping of chunks shared with the kernel. It is unmapped when the
+/// port drops it, after the socket (see the field order of `XdpPort`), which then no longer
+/// uses it; the kernel keeps its own page references until the socket is released anyway.
 struct Umem {
-    base: *mut u8,
+    map: AnonMap,
     len: usize,
-}
-
-// SAFETY: as for `Ring`: one owner, accessed through `&mut` of the port.
-unsafe impl Send for Umem {}
-
-impl Drop for Umem {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` describe the mapping made in `XdpPort::open_with`. The socket
-        // (closed before, see the field order of `XdpPort`) no longer uses it; the kernel keeps
-        // its own page references until the socket is released anyway.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
 }
 
 impl Umem {
@@ -304,7 +295,7 @@ impl Umem {
         // SAFETY: `start..end` lies inside the mapping (checked above); the kernel handed this
         // chunk to us through the RX ring and does not write it until it is back in the fill
         // ring.
-        Some(unsafe { std::slice::from_raw_parts(self.base.add(start), len) })
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) })
     }
 
     /// The writable bytes `addr..addr+len`, if inside the UMEM.
@@ -316,7 +307,7 @@ impl Umem {
         }
         // SAFETY: inside the mapping (checked above); the chunk is on our free list, so the
         // kernel neither reads nor writes it until we publish it on the TX ring.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.base.add(start), len) })
+        Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(start), len) })
     }
 }
 
@@ -395,25 +386,16 @@ impl XdpPort {
 
         let frames = (cfg.rx_frames + cfg.tx_frames) as usize;
         let len = frames * cfg.frame_size as usize;
-        // SAFETY: an anonymous private mapping; checked against MAP_FAILED below and unmapped
-        // by `Umem::drop`.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(err("mmap(UMEM)")(io::Error::last_os_error()));
-        }
-        let umem = Umem {
-            base: base.cast(),
+        let chunks = AnonMap::new(
             len,
-        };
+            MapOptions {
+                huge: false,
+                populate: true,
+            },
+        )
+        .map_err(err("mmap(UMEM)"))?;
+        let base = chunks.as_ptr();
+        let umem = Umem { map: chunks, len };
         let reg = libc::xdp_umem_reg {
             addr: base as u64,
             len: len as u64,
