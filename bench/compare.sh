@@ -13,6 +13,9 @@
 #               two host ends, at the worker's nice -10; afp with one thread, as vswitch has
 #               one worker, afp2 with one thread per CPU, each with its own sockets in a
 #               PACKET_FANOUT_CPU group, not pinned)
+#   axp         (the same for the AF_XDP mode: afpacket-fwd --xdp, vswitch's own AF_XDP ports --
+#               its XDP program, an XSK on queue 0 in copy mode -- with no pipeline between them;
+#               the containers' offloads off, as --attach xdp sets them)
 # For each, in every round: single-stream TCP (iperf3), 64-byte frames forwarded per second
 # (trafgen in c1 towards c2's MAC, counted at c2's eth0; once with trafgen's default, one sender
 # process per CPU, once with one sender process; trafgen runs with the send buffer it would set
@@ -28,14 +31,14 @@
 set -u
 T=${1:-5}
 ROUNDS=${2:-3}
-TARGETS=${TARGETS:-vswitch vswitch-xdp kbr ovs afp afp2}
+TARGETS=${TARGETS:-vswitch vswitch-xdp kbr ovs afp afp2 axp}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${VSWITCH_BIN:-$ROOT/target/release/vswitch}
 OUT=$ROOT/bench/results
 mkdir -p "$OUT"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p switch --bin vswitch) || exit 1
 AFP_BIN=${AFP_BIN:-$ROOT/target/release/afpacket-fwd}
-case " $TARGETS " in *" afp"*)
+case " $TARGETS " in *" afp"*|*" axp"*)
   [ -x "$AFP_BIN" ] || (cd "$ROOT" && cargo build --release -p bench --bin afpacket-fwd) || exit 1 ;;
 esac
 for t in iperf3 trafgen ovs-vsctl ping python3; do
@@ -102,11 +105,15 @@ setup() {
     ovs-vsctl add-br ${TAG}br -- set bridge ${TAG}br datapath_type=netdev
     ovs-vsctl add-port ${TAG}br ${TAG}v1; ovs-vsctl add-port ${TAG}br ${TAG}v2
     ip link set ${TAG}br up ;;
-  afp|afp2)
+  afp|afp2|axp)
     veth_topo
-    local threads=1
-    [ "$1" = afp2 ] && threads=$(nproc)
-    nice -n -10 "$AFP_BIN" ${TAG}v1 ${TAG}v2 --threads $threads --no-pin --rcvbuf 4194304 2>>$WORK/afp.log &
+    local args="--threads 1 --rcvbuf 4194304"
+    [ "$1" = afp2 ] && args="--threads $(nproc) --no-pin --rcvbuf 4194304"
+    if [ "$1" = axp ]; then
+      args="--xdp"
+      for i in 1 2; do ip netns exec ${TAG}c$i ethtool -K eth0 tx off sg off tso off gso off >/dev/null 2>&1; done
+    fi
+    nice -n -10 "$AFP_BIN" ${TAG}v1 ${TAG}v2 $args 2>>$WORK/afp.log &
     AFPID=$!
     echo $AFPID > $WORK/afp.pid   # for cleanup: measure runs in a subshell
     sleep 0.3
@@ -204,9 +211,9 @@ for m in targets:
     print(f"  {m:<11} tcp {v['tcp_gbps']:.2f} Gbit/s  64 B {v['l2fwd64_kpps']:.0f} kpps  "
           f"64 B one sender {v['l2fwd64_1tx_kpps']:.0f} kpps  rtt {v['rtt_ms']:.3f} ms")
 ratios = {}
-for sw in ("vswitch", "vswitch-bp", "vswitch-xdp", "afp", "afp2"):
-    for peer in ("kbr", "ovs", "afp", "afp2"):
-        if peer == sw or (sw.startswith("afp") and peer != "kbr"):
+for sw in ("vswitch", "vswitch-bp", "vswitch-xdp", "afp", "afp2", "axp"):
+    for peer in ("kbr", "ovs", "afp", "afp2", "axp"):
+        if peer == sw or (sw in ("afp", "afp2", "axp") and peer != "kbr"):
             continue
         per = [x for x in rounds.values() if sw in x and peer in x]
         if not per:

@@ -2,7 +2,7 @@
 //! whose host ends are joined by nothing but the forwarder reach each other only while it runs,
 //! with one thread and with a thread per CPU (a `PACKET_FANOUT_CPU` group); it exits when an
 //! interface goes away (a benchmark's cleanup never leaves it spinning) and refuses bad
-//! arguments.
+//! arguments; `--xdp` forwards through vswitch's AF_XDP ports.
 
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -139,6 +139,33 @@ fn afpacket_fwd_joins_two_namespaces_while_it_runs_and_exits_when_a_port_goes() 
         fwd.0.kill().expect("stop afpacket-fwd");
         let _ = fwd.0.wait();
     }
+    // Through vswitch's AF_XDP ports (`--xdp`), with the peers' offloads off as for
+    // `--attach xdp`.
+    for i in 1..=2 {
+        sh_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &pair.ns(i),
+                "ethtool",
+                "-K",
+                "eth0",
+                "tx",
+                "off",
+                "sg",
+                "off",
+                "tso",
+                "off",
+                "gso",
+                "off",
+            ],
+        );
+    }
+    let mut fwd = Fwd::start(&[&h1, &h2, "--xdp"]);
+    assert!(pair.ping(), "no ping through afpacket-fwd --xdp");
+    fwd.0.kill().expect("stop afpacket-fwd");
+    let _ = fwd.0.wait();
     assert!(
         !pair.ping(),
         "the namespaces still reach each other with the forwarder stopped"
@@ -161,6 +188,7 @@ fn afpacket_fwd_refuses_bad_arguments() {
         (&["a", "b", "--threads", "0"][..], "--threads takes"),
         (&["a", "b", "--rcvbuf", "x"][..], "--rcvbuf takes"),
         (&["a", "b", "--bogus"][..], "unknown option --bogus"),
+        (&["a", "b", "--xdp", "--threads", "2"][..], "one thread"),
     ] {
         let o = sh(bin, args);
         let err = String::from_utf8_lossy(&o.stderr);

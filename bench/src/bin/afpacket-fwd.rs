@@ -12,8 +12,11 @@
 //! reach when every CPU forwards, as the bridge does in each sender's system call.
 //!
 //! ```text
-//! afpacket-fwd IF1 IF2 [--threads N] [--no-pin] [--no-vnet] [--rcvbuf BYTES]
+//! afpacket-fwd IF1 IF2 [--threads N] [--no-pin] [--no-vnet] [--rcvbuf BYTES] [--xdp]
 //! ```
+//!
+//! With `--xdp` it forwards through vswitch's own AF_XDP ports instead (the target `axp`: the
+//! same question for the `--attach xdp` mode).
 //!
 //! Runs until it is killed or an interface goes away. Needs CAP_NET_RAW.
 
@@ -225,14 +228,79 @@ fn forward(
     }
 }
 
+/// `--xdp`: the same, through vswitch's own AF_XDP port (`switch::port::xdp::XdpPort`: its XDP
+/// program on each interface, an XSK on queue 0 in copy mode) and batches, with no pipeline.
+/// The interfaces' peers must not hand it frames larger than a UMEM chunk (turn TSO, GSO and
+/// checksum offload off on them, as `--attach xdp` does in a container).
+fn forward_xdp(a: &str, b: &str) -> io::Error {
+    use switch::batch::{Batch, BATCH_SIZE, GSO_SLOT};
+    use switch::port::xdp::XdpPort;
+    use switch::port::Port;
+    let mut ports = match (XdpPort::open(a), XdpPort::open(b)) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(e), _) | (_, Err(e)) => return io::Error::other(e.to_string()),
+    };
+    let mut batch = Batch::new(GSO_SLOT);
+    let all: Vec<u16> = (0..BATCH_SIZE as u16).collect();
+    let fds: Vec<i32> = ports.iter().map(|p| p.raw_fd().unwrap_or(-1)).collect();
+    let mut pfd = [
+        libc::pollfd {
+            fd: fds[0],
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: fds[1],
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `pfd` is a valid array of two pollfds for the call.
+        let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, 1000) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return e;
+            }
+            continue;
+        }
+        for d in 0..2 {
+            if pfd[d].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                return io::Error::other(format!("socket error on {}", ports[d].name()));
+            }
+            if pfd[d].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            loop {
+                batch.clear();
+                let n = match ports[d].recv_burst(&mut batch) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return e,
+                };
+                if n == 0 {
+                    break;
+                }
+                let _ = ports[1 - d].send_burst(&batch, &all[..n]);
+                if n < BATCH_SIZE {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: afpacket-fwd IF1 IF2 [--threads N] [--no-pin] [--no-vnet] [--rcvbuf BYTES]";
+    let usage =
+        "usage: afpacket-fwd IF1 IF2 [--threads N] [--no-pin] [--no-vnet] [--rcvbuf BYTES] [--xdp]";
     let mut names = Vec::new();
     let mut threads = 1usize;
     let mut vnet = true;
     let mut rcvbuf = 0i32;
     let mut pin = true;
+    let mut xdp = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -245,6 +313,7 @@ fn main() {
             },
             "--no-vnet" => vnet = false,
             "--no-pin" => pin = false,
+            "--xdp" => xdp = true,
             "--rcvbuf" => match it.next().and_then(|v| v.parse().ok()) {
                 Some(n) if n > 0 => rcvbuf = n,
                 _ => {
@@ -266,6 +335,17 @@ fn main() {
     if names.len() != 2 {
         eprintln!("{usage}");
         std::process::exit(2);
+    }
+    if xdp {
+        if threads != 1 {
+            eprintln!(
+                "--xdp forwards with one thread (one socket per interface, queue 0)\n{usage}"
+            );
+            std::process::exit(2);
+        }
+        let e = forward_xdp(&names[0], &names[1]);
+        eprintln!("afpacket-fwd: {e}");
+        std::process::exit(1);
     }
     let ifs = match (ifindex(&names[0]), ifindex(&names[1])) {
         (Ok(a), Ok(b)) => [a, b],
