@@ -48,6 +48,8 @@ const AGING_BUDGET: usize = 4096;
 const TICK: Duration = Duration::from_millis(500);
 /// Longest sleep while the gateway has flows (their retransmission timers).
 const NAT_TICK: Duration = Duration::from_millis(50);
+/// Longest sleep while a port could not go back on the event loop (it is peeked meanwhile).
+const QUIET_RETRY: Duration = Duration::from_millis(1);
 /// Storm hold: a port whose floods storm control refused this many times within
 /// [`STORM_WINDOW_MS`] is held for [`STORM_HOLD`]: the kernel drops its frames before they are
 /// queued ([`Port::set_rx_hold`]), so a storm far over the port's rate stops costing the worker
@@ -611,6 +613,9 @@ struct PortSlot {
     refused: u32,
     /// Start of the window `refused` counts in, worker milliseconds.
     refused_since: u64,
+    /// Off the event loop while the worker is busy, peeked each round instead (see
+    /// [`Worker::quiet_ports`]).
+    quiet: bool,
 }
 
 struct Worker {
@@ -644,6 +649,12 @@ struct Worker {
     capture: Option<Box<crate::capture::Tap>>,
     /// Busy time and burst sizes.
     load: Load,
+    /// Ports off the event loop, peeked each round ([`Worker::quiet_ports`]).
+    quiet: Vec<PortId>,
+    /// Ports that can be peeked ([`Port::rx_pending`]) and are on the event loop now.
+    peekable_registered: usize,
+    /// Whether some port gave a full batch in the last round.
+    loaded: bool,
 }
 
 /// True when port `id` carries vnet headers (GSO frames and partial checksums).
@@ -883,6 +894,9 @@ impl Worker {
             spare_cpu: None,
             capture: None,
             load: Load::default(),
+            quiet: Vec::new(),
+            peekable_registered: 0,
+            loaded: false,
         }
     }
 
@@ -936,6 +950,14 @@ impl Worker {
             } else {
                 Duration::ZERO
             };
+            // About to sleep: the quiet ports go back on the event loop first (one that has
+            // frames by then is reported at once), unless one cannot, which is then still
+            // peeked, at least every QUIET_RETRY.
+            let timeout = if !timeout.is_zero() && !self.quiet.is_empty() && !self.unquiet_ports() {
+                timeout.min(QUIET_RETRY)
+            } else {
+                timeout
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("poll failed: {e}");
@@ -965,6 +987,9 @@ impl Worker {
                     }
                 }
             }
+            if !self.quiet.is_empty() {
+                self.peek_quiet_ports();
+            }
             if !self.busy_poll.is_zero() {
                 if !self.ready.is_empty() {
                     last_work = Instant::now();
@@ -976,6 +1001,9 @@ impl Worker {
             }
             self.commands();
             self.round();
+            if self.loaded && self.peekable_registered > 0 {
+                self.quiet_ports();
+            }
             self.gateway_output();
             let now = Instant::now();
             if self.load.batch_frames != received {
@@ -992,10 +1020,12 @@ impl Worker {
     /// One batch from every ready port.
     fn round(&mut self) {
         let mut i = 0;
+        self.loaded = false;
         while i < self.ready.len() {
             let id = self.ready[i];
             let more = self.service(id);
             if more {
+                self.loaded = true;
                 i += 1;
             } else {
                 if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
@@ -1026,6 +1056,72 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Takes every port that can be peeked ([`Port::rx_pending`]) off the event loop: called
+    /// when a round gave a full batch, so the worker stays busy for a while and peeks at them
+    /// each round ([`Self::peek_quiet_ports`]) until it is about to sleep
+    /// ([`Self::unquiet_ports`]). A socket in an epoll set runs epoll's callback, under two
+    /// interrupt-disabling locks, for every frame it sent once the kernel frees it; off the
+    /// set it does not (an AF_XDP port forwarded 15% more 64-byte frames so, measured with
+    /// `afpacket-fwd --xdp`). Costs two system calls per port per busy period, none per frame.
+    fn quiet_ports(&mut self) {
+        let registry = self.poll.registry();
+        for (idx, slot) in self.ports.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            if slot.quiet || slot.port.rx_pending().is_none() {
+                continue;
+            }
+            let Some(fd) = slot.port.raw_fd() else {
+                continue;
+            };
+            if registry.deregister(&mut SourceFd(&fd)).is_ok() {
+                slot.quiet = true;
+                self.quiet.push(PortId(idx as u16));
+                self.peekable_registered = self.peekable_registered.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Marks the quiet ports with frames waiting ready (not those held for a storm).
+    fn peek_quiet_ports(&mut self) {
+        for &id in &self.quiet {
+            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                if !slot.ready && !slot.held && slot.port.rx_pending() == Some(true) {
+                    slot.ready = true;
+                    self.ready.push(id);
+                }
+            }
+        }
+    }
+
+    /// Puts the quiet ports back on the event loop. Returns false if one could not be (it
+    /// stays quiet and peeked).
+    fn unquiet_ports(&mut self) -> bool {
+        let registry = self.poll.registry();
+        let ports = &mut self.ports;
+        let mut back = 0;
+        self.quiet.retain(|&id| {
+            let Some(Some(slot)) = ports.get_mut(id.index()) else {
+                return false;
+            };
+            let Some(fd) = slot.port.raw_fd() else {
+                return false;
+            };
+            match registry.register(&mut SourceFd(&fd), Token(id.index()), Interest::READABLE) {
+                Ok(()) => {
+                    slot.quiet = false;
+                    back += 1;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("port {id} stays off the event loop: {e}");
+                    true
+                }
+            }
+        });
+        self.peekable_registered += back;
+        self.quiet.is_empty()
     }
 
     /// After a batch from `id` in which storm control refused `refused` frames at `now_ms`:
@@ -1474,6 +1570,9 @@ impl Worker {
                 .registry()
                 .register(&mut SourceFd(&fd), Token(idx), Interest::READABLE)?;
         }
+        if port.raw_fd().is_some() && port.rx_pending().is_some() {
+            self.peekable_registered += 1;
+        }
         let stats = PortStats {
             id,
             name: port.name().to_string(),
@@ -1488,6 +1587,7 @@ impl Worker {
             held: false,
             refused: 0,
             refused_since: 0,
+            quiet: false,
         });
         self.ready.push(id);
         Ok(())
@@ -1586,8 +1686,13 @@ impl Worker {
             self.remove_vtep(v);
         }
         if let Some(slot) = self.ports.get_mut(id.index()).and_then(Option::take) {
-            if let Some(fd) = slot.port.raw_fd() {
+            if slot.quiet {
+                self.quiet.retain(|p| *p != id);
+            } else if let Some(fd) = slot.port.raw_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                if slot.port.rx_pending().is_some() {
+                    self.peekable_registered = self.peekable_registered.saturating_sub(1);
+                }
             }
             self.pipeline.remove_port(id);
             self.gateway.remove_port(id);

@@ -432,3 +432,109 @@ exit 0"#,
         "the helper put net.core.wmem_default back"
     );
 }
+
+/// The descriptors registered in each epoll instance of process `pid`, by the epoll's own
+/// descriptor (`tfd:` lines of /proc/PID/fdinfo).
+fn epoll_sets(pid: u32) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let mut sets = std::collections::BTreeMap::new();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for e in std::fs::read_dir(&dir).expect("fdinfo").flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut fds: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("tfd:"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        if !fds.is_empty() {
+            fds.sort_unstable();
+            sets.insert(e.file_name().to_string_lossy().into_owned(), fds);
+        }
+    }
+    sets
+}
+
+/// While the worker is busy its AF_XDP ports are off its event loop and peeked each round (a
+/// socket in an epoll set pays a callback per sent frame); it puts them back before it sleeps,
+/// so a frame that comes later still wakes it. Watched from outside: during a 64-byte flood
+/// through two xdp ports the worker's epoll set loses both sockets; afterwards it has them
+/// again, pings are answered and the worker sleeps between them.
+#[test]
+fn xdp_ports_leave_the_event_loop_while_the_worker_is_busy_and_come_back() {
+    if !need_root("xdp_quiet_ports") || !require_tools(&["trafgen", "bash"]) {
+        return;
+    }
+    let d = Daemon::start("xq");
+    d.ok(&["network", "create", "--subnet", "10.244.8.0/24", "xqnet"]);
+    let (a, b) = (unique("qa"), unique("qb"));
+    for c in [&a, &b] {
+        if !run_or_skip(&d, c, &["-d", "--network", "xqnet", "--attach", "xdp"]) {
+            return;
+        }
+    }
+    let ipb = d.ip_of(&b);
+    assert!(d.ping(&a, &ipb), "no connectivity\n{}", d.log());
+    let idle = epoll_sets(d.pid());
+    assert!(!idle.is_empty(), "no epoll instance in the daemon");
+    let brief = stdout(&d.exec(&b, &["ip", "-br", "link", "show", "eth0"]));
+    let mac = brief.split_whitespace().nth(2).expect("a MAC").to_string();
+    let cfg = d.dir.join("udp.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{{ eth(da={mac}), ipv4(saddr={}, daddr={ipb}), udp(sp=9, dp=9), fill(0x00, 18) }}\n",
+            d.ip_of(&a)
+        ),
+    )
+    .unwrap();
+    let _guard = WmemDefault(wmem_default());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = format!(
+        r#"WORK={dir}; . {root}/bench/trafgen.sh
+V() {{ {bin} --socket {sock} "$@"; }}
+rx() {{ V exec {b} -- ip -s link show eth0 | awk '/RX:/{{getline; print $2}}'; }}
+tg_kpps 3 rx V exec {a} -- timeout 3 trafgen --dev eth0 --conf {cfg} -q -b 0 -P 1"#,
+        dir = d.dir.display(),
+        root = root.display(),
+        bin = vswitch_bin().display(),
+        sock = d.socket.display(),
+        cfg = cfg.display(),
+    );
+    let flood = std::thread::spawn(move || sh("bash", &["-c", &script]));
+    // The most descriptors any epoll instance lacked against its idle set during the flood.
+    let mut most_gone = 0;
+    while !flood.is_finished() {
+        for (ep, now) in epoll_sets(d.pid()) {
+            if let Some(before) = idle.get(&ep) {
+                let gone = before.iter().filter(|fd| !now.contains(fd)).count();
+                most_gone = most_gone.max(gone);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = flood.join().expect("flood thread");
+    assert!(
+        o.status.success(),
+        "the flood failed: {}\n{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        most_gone >= 2,
+        "during the flood the worker's epoll set lost {most_gone} descriptors, not both xdp \
+         sockets (idle sets: {idle:?})"
+    );
+    wait_until(
+        "the xdp sockets back on the worker's event loop",
+        Duration::from_secs(5),
+        || epoll_sets(d.pid()) == idle,
+    );
+    let before = d.worker_sleeps().expect("the worker thread's status");
+    assert!(d.ping(&a, &ipb), "no ping after the flood\n{}", d.log());
+    let slept = d.worker_sleeps().expect("the worker thread's status") - before;
+    assert!(
+        slept > 0,
+        "the worker never slept during the pings after the flood"
+    );
+}

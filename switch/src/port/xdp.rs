@@ -774,6 +774,10 @@ impl Port for XdpPort {
         Some(self.fd.as_raw_fd())
     }
 
+    fn rx_pending(&self) -> Option<bool> {
+        Some(self.rx.ready(1) > 0)
+    }
+
     /// Frames the kernel dropped on the way to the socket: RX ring full, or no free chunk
     /// (`XDP_STATISTICS`: `rx_ring_full` + `rx_dropped`, cumulative).
     fn rx_kernel_drops(&mut self) -> u64 {
