@@ -339,6 +339,54 @@ fn xdp_ports_come_back_after_a_worker_panic() {
     );
 }
 
+/// A daemon with network `net` (`subnet`) and two containers on it in xdp mode, `a` reaching
+/// `b`, and a trafgen configuration in the daemon's directory sending 64-byte UDP frames from
+/// `a` to `b`'s MAC: (daemon, a, b, configuration). `None` where xdp mode is not available.
+fn xdp_pair_with_flood(
+    tag: &str,
+    subnet: &str,
+    net: &str,
+) -> Option<(Daemon, String, String, std::path::PathBuf)> {
+    let d = Daemon::start(tag);
+    d.ok(&["network", "create", "--subnet", subnet, net]);
+    let (a, b) = (unique(&format!("{tag}a")), unique(&format!("{tag}b")));
+    for c in [&a, &b] {
+        if !run_or_skip(&d, c, &["-d", "--network", net, "--attach", "xdp"]) {
+            return None;
+        }
+    }
+    let ipb = d.ip_of(&b);
+    assert!(d.ping(&a, &ipb), "no connectivity\n{}", d.log());
+    let brief = stdout(&d.exec(&b, &["ip", "-br", "link", "show", "eth0"]));
+    let mac = brief.split_whitespace().nth(2).expect("a MAC").to_string();
+    let cfg = d.dir.join("udp.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{{ eth(da={mac}), ipv4(saddr={}, daddr={ipb}), udp(sp=9, dp=9), fill(0x00, 18) }}\n",
+            d.ip_of(&a)
+        ),
+    )
+    .unwrap();
+    Some((d, a, b, cfg))
+}
+
+/// A bash script that sources bench/trafgen.sh (its work directory the daemon's) and defines
+/// `V` (the CLI on the daemon's socket) and `rx` (frames received by `b`'s eth0), then `body`.
+fn trafgen_script(d: &Daemon, b: &str, body: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    format!(
+        r#"WORK={dir}; . {root}/bench/trafgen.sh
+V() {{ {bin} --socket {sock} "$@"; }}
+rx() {{ V exec {b} -- ip -s link show eth0 | awk '/RX:/{{getline; print $2}}'; }}
+{body}"#,
+        dir = d.dir.display(),
+        root = root.display(),
+        bin = vswitch_bin().display(),
+        sock = d.socket.display(),
+    )
+}
+
 /// Puts `net.core.wmem_default` back to the value it had when the guard was made, should the
 /// helper under test have left it raised (a failed or interrupted run).
 struct WmemDefault(String);
@@ -371,43 +419,21 @@ fn bench_trafgen_helper_runs_the_whole_time_into_an_xdp_port() {
     if !need_root("xdp_bench_trafgen") || !require_tools(&["trafgen", "bash"]) {
         return;
     }
-    let d = Daemon::start("xtg");
-    d.ok(&["network", "create", "--subnet", "10.244.7.0/24", "xtnet"]);
-    let (a, b) = (unique("ta"), unique("tb"));
-    for c in [&a, &b] {
-        if !run_or_skip(&d, c, &["-d", "--network", "xtnet", "--attach", "xdp"]) {
-            return;
-        }
-    }
-    let ipb = d.ip_of(&b);
-    assert!(d.ping(&a, &ipb), "no connectivity\n{}", d.log());
-    let brief = stdout(&d.exec(&b, &["ip", "-br", "link", "show", "eth0"]));
-    let mac = brief.split_whitespace().nth(2).expect("a MAC").to_string();
-    let cfg = d.dir.join("udp.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{{ eth(da={mac}), ipv4(saddr={}, daddr={ipb}), udp(sp=9, dp=9), fill(0x00, 18) }}\n",
-            d.ip_of(&a)
-        ),
-    )
-    .unwrap();
+    let Some((d, a, b, cfg)) = xdp_pair_with_flood("xtg", "10.244.7.0/24", "xtnet") else {
+        return;
+    };
     let _guard = WmemDefault(wmem_default());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // Both cores sending (trafgen's default), the case that aborted; then a trafgen that
     // cannot start (no such device) must fail the measurement.
-    let script = format!(
-        r#"WORK={dir}; . {root}/bench/trafgen.sh
-V() {{ {bin} --socket {sock} "$@"; }}
-rx() {{ V exec {b} -- ip -s link show eth0 | awk '/RX:/{{getline; print $2}}'; }}
-tg_kpps 2 rx V exec {a} -- timeout 2 trafgen --dev eth0 --conf {cfg} -q -b 0 || exit 3
+    let cfg = cfg.display();
+    let script = trafgen_script(
+        &d,
+        &b,
+        &format!(
+            "tg_kpps 2 rx V exec {a} -- timeout 2 trafgen --dev eth0 --conf {cfg} -q -b 0 || exit 3
 if tg_kpps 2 rx V exec {a} -- timeout 2 trafgen --dev nosuchdev0 --conf {cfg} -q -b 0; then exit 4; fi
-exit 0"#,
-        dir = d.dir.display(),
-        root = root.display(),
-        bin = vswitch_bin().display(),
-        sock = d.socket.display(),
-        cfg = cfg.display(),
+exit 0"
+        ),
     );
     let o = sh("bash", &["-c", &script]);
     let (out, err) = (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned());
@@ -465,41 +491,20 @@ fn xdp_ports_leave_the_event_loop_while_the_worker_is_busy_and_come_back() {
     if !need_root("xdp_quiet_ports") || !require_tools(&["trafgen", "bash"]) {
         return;
     }
-    let d = Daemon::start("xq");
-    d.ok(&["network", "create", "--subnet", "10.244.8.0/24", "xqnet"]);
-    let (a, b) = (unique("qa"), unique("qb"));
-    for c in [&a, &b] {
-        if !run_or_skip(&d, c, &["-d", "--network", "xqnet", "--attach", "xdp"]) {
-            return;
-        }
-    }
+    let Some((d, a, b, cfg)) = xdp_pair_with_flood("xq", "10.244.8.0/24", "xqnet") else {
+        return;
+    };
     let ipb = d.ip_of(&b);
-    assert!(d.ping(&a, &ipb), "no connectivity\n{}", d.log());
     let idle = epoll_sets(d.pid());
     assert!(!idle.is_empty(), "no epoll instance in the daemon");
-    let brief = stdout(&d.exec(&b, &["ip", "-br", "link", "show", "eth0"]));
-    let mac = brief.split_whitespace().nth(2).expect("a MAC").to_string();
-    let cfg = d.dir.join("udp.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{{ eth(da={mac}), ipv4(saddr={}, daddr={ipb}), udp(sp=9, dp=9), fill(0x00, 18) }}\n",
-            d.ip_of(&a)
-        ),
-    )
-    .unwrap();
     let _guard = WmemDefault(wmem_default());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = format!(
-        r#"WORK={dir}; . {root}/bench/trafgen.sh
-V() {{ {bin} --socket {sock} "$@"; }}
-rx() {{ V exec {b} -- ip -s link show eth0 | awk '/RX:/{{getline; print $2}}'; }}
-tg_kpps 3 rx V exec {a} -- timeout 3 trafgen --dev eth0 --conf {cfg} -q -b 0 -P 1"#,
-        dir = d.dir.display(),
-        root = root.display(),
-        bin = vswitch_bin().display(),
-        sock = d.socket.display(),
-        cfg = cfg.display(),
+    let script = trafgen_script(
+        &d,
+        &b,
+        &format!(
+            "tg_kpps 3 rx V exec {a} -- timeout 3 trafgen --dev eth0 --conf {} -q -b 0 -P 1",
+            cfg.display()
+        ),
     );
     let flood = std::thread::spawn(move || sh("bash", &["-c", &script]));
     // The most descriptors any epoll instance lacked against its idle set during the flood.

@@ -190,42 +190,11 @@ fn forward(
     };
     let slot = if vnet { SLOT } else { SLOT_SMALL };
     let mut dirs = [Dir::new(slot), Dir::new(slot)];
-    let mut pfd = [
-        libc::pollfd {
-            fd: socks[0].as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: socks[1].as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // SAFETY: `pfd` is a valid array of two pollfds for the call.
-        let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, 1000) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return e;
-            }
-            continue;
-        }
-        for d in 0..2 {
-            if pfd[d].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                // The interface went away (or down): nothing more will arrive.
-                return io::Error::other(format!(
-                    "socket error on interface index {} (removed or down?)",
-                    ifs[d]
-                ));
-            }
-            if pfd[d].revents & libc::POLLIN == 0 {
-                continue;
-            }
-            while dirs[d].pump(&socks[d], &socks[1 - d]) == BATCH {}
-        }
-    }
+    serve(
+        [socks[0].as_raw_fd(), socks[1].as_raw_fd()],
+        |d| format!("interface index {} (removed or down?)", ifs[d]),
+        |d| Ok(dirs[d].pump(&socks[d], &socks[1 - d])),
+    )
 }
 
 /// `--xdp`: the same, through vswitch's own AF_XDP port (`switch::port::xdp::XdpPort`: its XDP
@@ -242,19 +211,42 @@ fn forward_xdp(a: &str, b: &str) -> io::Error {
     };
     let mut batch = Batch::new(GSO_SLOT);
     let all: Vec<u16> = (0..BATCH_SIZE as u16).collect();
-    let fds: Vec<i32> = ports.iter().map(|p| p.raw_fd().unwrap_or(-1)).collect();
-    let mut pfd = [
-        libc::pollfd {
-            fd: fds[0],
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: fds[1],
-            events: libc::POLLIN,
-            revents: 0,
-        },
+    let fds = [
+        ports[0].raw_fd().unwrap_or(-1),
+        ports[1].raw_fd().unwrap_or(-1),
     ];
+    let names = [ports[0].name().to_string(), ports[1].name().to_string()];
+    serve(
+        fds,
+        |d| names[d].clone(),
+        |d| {
+            batch.clear();
+            let n = match ports[d].recv_burst(&mut batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if n > 0 {
+                let _ = ports[1 - d].send_burst(&batch, &all[..n]);
+            }
+            Ok(n)
+        },
+    )
+}
+
+/// The loop of one forwarding thread: waits until `fds[0]` or `fds[1]` is readable, then calls
+/// `pump(d)` for each readable side `d` until it moves less than a full batch. Returns why it
+/// stopped: an error of `poll` or `pump`, or a socket error (`name(d)` says which).
+fn serve(
+    fds: [i32; 2],
+    name: impl Fn(usize) -> String,
+    mut pump: impl FnMut(usize) -> io::Result<usize>,
+) -> io::Error {
+    let mut pfd = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     loop {
         // SAFETY: `pfd` is a valid array of two pollfds for the call.
         let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, 1000) };
@@ -265,26 +257,19 @@ fn forward_xdp(a: &str, b: &str) -> io::Error {
             }
             continue;
         }
-        for d in 0..2 {
-            if pfd[d].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return io::Error::other(format!("socket error on {}", ports[d].name()));
+        for (d, p) in pfd.iter().enumerate() {
+            if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // The interface went away (or down): nothing more will arrive.
+                return io::Error::other(format!("socket error on {}", name(d)));
             }
-            if pfd[d].revents & libc::POLLIN == 0 {
+            if p.revents & libc::POLLIN == 0 {
                 continue;
             }
             loop {
-                batch.clear();
-                let n = match ports[d].recv_burst(&mut batch) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                match pump(d) {
+                    Ok(n) if n == BATCH => continue,
+                    Ok(_) => break,
                     Err(e) => return e,
-                };
-                if n == 0 {
-                    break;
-                }
-                let _ = ports[1 - d].send_burst(&batch, &all[..n]);
-                if n < BATCH_SIZE {
-                    break;
                 }
             }
         }
