@@ -47,7 +47,6 @@ done
 TAG=cmp$$
 WORK=$(mktemp -d /tmp/vswitch-compare.XXXXXX)
 VPID=""
-AFPID=""
 SERVERS=$WORK/servers
 . "$ROOT/bench/servers.sh"
 . "$ROOT/bench/trafgen.sh"
@@ -58,9 +57,14 @@ cleanup_topo() {
   ovs-vsctl --if-exists del-br ${TAG}br >/dev/null 2>&1
   for i in 1 2; do ip link del ${TAG}v$i 2>/dev/null; done
 }
+# The forwarder's PID is kept in a file: measure runs in a subshell, and the main shell's
+# cleanup must find it too (`wait` reaps it where it is a child, and is a no-op elsewhere).
 stop_afp() {
-  [ -n "$AFPID" ] && { kill $AFPID 2>/dev/null; wait $AFPID 2>/dev/null; AFPID=""; }
-  [ -f $WORK/afp.pid ] && { kill "$(cat $WORK/afp.pid)" 2>/dev/null; rm -f $WORK/afp.pid; }
+  local p
+  [ -f $WORK/afp.pid ] || return 0
+  p=$(cat $WORK/afp.pid)
+  kill $p 2>/dev/null; wait $p 2>/dev/null
+  rm -f $WORK/afp.pid
 }
 cleanup() {
   stop_servers
@@ -114,10 +118,9 @@ setup() {
       for i in 1 2; do ip netns exec ${TAG}c$i ethtool -K eth0 tx off sg off tso off gso off >/dev/null 2>&1; done
     fi
     nice -n -10 "$AFP_BIN" ${TAG}v1 ${TAG}v2 $args 2>>$WORK/afp.log &
-    AFPID=$!
-    echo $AFPID > $WORK/afp.pid   # for cleanup: measure runs in a subshell
+    echo $! > $WORK/afp.pid
     sleep 0.3
-    kill -0 $AFPID 2>/dev/null || { echo "afpacket-fwd: $(cat $WORK/afp.log)" >&2; AFPID=""; return 1; } ;;
+    kill -0 "$(cat $WORK/afp.pid)" 2>/dev/null || { echo "afpacket-fwd: $(cat $WORK/afp.log)" >&2; return 1; } ;;
   vswitch|vswitch-bp|vswitch-xdp)
     local extra="" attach=veth
     [ "$1" = vswitch-bp ] && extra="--busy-poll 20000"

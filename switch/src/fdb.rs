@@ -199,17 +199,11 @@ impl Slot {
 /// advised before any page is touched. The kernel hands out zeroed pages, and a zeroed slot is
 /// [`EMPTY`].
 struct SlotTable {
-    ptr: std::ptr::NonNull<Slot>,
+    /// The mapping the slots live in, page-aligned, so `Slot`-aligned (unmapped when the table
+    /// is dropped).
+    map: AnonMap,
     len: usize,
-    /// The mapping the slots live in (unmapped when the table is dropped).
-    _map: AnonMap,
 }
-
-// SAFETY: the table owns its mapping exclusively (like a `Box<[Slot]>`) and `Slot` is plain
-// data, so moving it to another thread or sharing `&SlotTable` is as safe as for a box.
-unsafe impl Send for SlotTable {}
-// SAFETY: as above; `&SlotTable` only gives `&[Slot]`.
-unsafe impl Sync for SlotTable {}
 
 impl SlotTable {
     /// `len` empty slots (`len` > 0). Panics like a failed allocation if memory is exhausted.
@@ -224,14 +218,7 @@ impl SlotTable {
             },
         )
         .unwrap_or_else(|_| std::alloc::handle_alloc_error(layout));
-        // A mapping is page-aligned, so `Slot`-aligned.
-        let ptr = std::ptr::NonNull::new(map.as_ptr().cast::<Slot>())
-            .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        SlotTable {
-            ptr,
-            len,
-            _map: map,
-        }
+        SlotTable { map, len }
     }
 }
 
@@ -239,10 +226,10 @@ impl std::ops::Deref for SlotTable {
     type Target = [Slot];
     #[inline(always)]
     fn deref(&self) -> &[Slot] {
-        // SAFETY: `ptr` points to `len` slots of a live, page-aligned (so `Slot`-aligned)
-        // mapping this table owns; zeroed memory is a valid `Slot`, and every write goes
+        // SAFETY: the mapping holds `len` slots (its size is their layout's), is live as long
+        // as the table, owned by it alone, and page-aligned (so `Slot`-aligned); zeroed memory is a valid `Slot`, and every write goes
         // through `&mut self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<Slot>(), self.len) }
     }
 }
 
@@ -250,7 +237,7 @@ impl std::ops::DerefMut for SlotTable {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [Slot] {
         // SAFETY: as in `deref`, and `&mut self` makes the borrow exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast::<Slot>(), self.len) }
     }
 }
 

@@ -281,7 +281,6 @@ impl Ring {
 /// uses it; the kernel keeps its own page references until the socket is released anyway.
 struct Umem {
     map: AnonMap,
-    len: usize,
 }
 
 impl Umem {
@@ -289,7 +288,7 @@ impl Umem {
     fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(addr).ok()?;
         let end = start.checked_add(len)?;
-        if end > self.len {
+        if end > self.map.len() {
             return None;
         }
         // SAFETY: `start..end` lies inside the mapping (checked above); the kernel handed this
@@ -302,7 +301,7 @@ impl Umem {
     fn get_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
         let start = usize::try_from(addr).ok()?;
         let end = start.checked_add(len)?;
-        if end > self.len {
+        if end > self.map.len() {
             return None;
         }
         // SAFETY: inside the mapping (checked above); the chunk is on our free list, so the
@@ -395,7 +394,7 @@ impl XdpPort {
         )
         .map_err(err("mmap(UMEM)"))?;
         let base = chunks.as_ptr();
-        let umem = Umem { map: chunks, len };
+        let umem = Umem { map: chunks };
         let reg = libc::xdp_umem_reg {
             addr: base as u64,
             len: len as u64,
@@ -1101,7 +1100,7 @@ mod tests {
         assert!(!host.tx_chunk(fs * rx + 1));
         assert!(!host.tx_chunk(0));
         assert!(!host.tx_chunk(fs * (rx + u64::from(p.tx_frames))));
-        assert!(host.umem.get(host.umem.len as u64 - 10, 11).is_none());
+        assert!(host.umem.get(host.umem.map.len() as u64 - 10, 11).is_none());
         assert!(host.umem.get(u64::MAX, 1).is_none());
 
         // Forge RX descriptors the way a broken kernel would hand them over: one in a transmit
@@ -1114,7 +1113,7 @@ mod tests {
         let base = host.rx.local;
         let bad = [
             (fs * rx + 256, 100u32),
-            (host.umem.len as u64 + 4096, 100),
+            (host.umem.map.len() as u64 + 4096, 100),
             (fs * 7 + 256, good.len() as u32),
         ];
         for (k, (addr, len)) in bad.iter().enumerate() {
